@@ -1,0 +1,288 @@
+"""Prove the checker: run every planted bug over a small sweep of layers, and the correct layer beside them.
+
+A pass from a gradient checker means something only if the checker fails every realistic wrong layer (in the
+tensor that is wrong) and passes the correct one on the same layers. ``run_selftest`` measures both, in
+float64 and float32, and returns the evidence as frozen values; rendering it is the CLI's job.
+
+The default sweep is chosen so that every catalogue bug is exposed by at least one layer (``bugs.py`` states
+which geometry exposes which bug, and its tests prove it): overlapping windows (s < k), gaps between windows
+(s > k), s = k, k = 1, padding 0..2, H ≠ W, outputs that leave a remainder of the padded input, batch 2,
+2-3 channels, and relu, leaky relu and no activation. The layers are tiny so that the whole selftest costs a
+few thousand forward passes of a few hundred multiply-adds each.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+from convcheck import bugs
+from convcheck.bugs import TENSOR_ORDER, PlantedBug
+from convcheck.checker import run_check
+from convcheck.layer import MatrixConvLayer
+from convcheck.results import CheckResult, Status
+from convcheck.spec import Activation, CheckSpec, ConvShape, DType, Method
+
+#: What a check can show a bug in: the gradients and the forward (``TENSOR_ORDER``), or the layer's contract
+#: (shapes, dtypes, NaN, mutation, repeatability of ``backward``).
+FINDINGS = (*TENSOR_ORDER, "contract")
+
+DTYPES = (DType.FLOAT64, DType.FLOAT32)
+
+
+def _layer(
+    batch: int, height: int, width: int, c_in: int, c_out: int, k: int, s: int, p: int, activation: Activation
+) -> CheckSpec:
+    shape = ConvShape(batch, height, width, c_in, c_out, filter_size=k, stride=s, padding=p)
+    name = f"k{k}-s{s}-p{p}-{batch}x{height}x{width}x{c_in}-{c_out}-{activation.value}"
+    return CheckSpec(name=name, shape=shape, activation=activation, method=Method.FULL, seed=0)
+
+
+#: The default sweep (float64; ``run_selftest`` derives the float32 one). What each layer is there for:
+DEFAULT_SWEEP: tuple[CheckSpec, ...] = (
+    # overlapping windows, padding 1, N·OH·OW = 70 (not a multiple of the chunk size)
+    _layer(2, 5, 7, 2, 3, k=3, s=1, p=1, activation=Activation.RELU),
+    # stride 2 with overlap, p = 0 (the seed's crop), a column the windows never reach
+    _layer(2, 7, 6, 3, 2, k=3, s=2, p=0, activation=Activation.RELU),
+    # stride 3 > k = 2: gaps between windows; padding 2 = k, so the last window lies partly in the padding
+    _layer(2, 8, 7, 2, 3, k=2, s=3, p=2, activation=Activation.RELU),
+    # k = 1 with stride 2: no overlap, no kernel to flip or reorder
+    _layer(2, 4, 5, 3, 2, k=1, s=2, p=0, activation=Activation.RELU),
+    # no activation: every mask bug is harmless here, every structural bug is not
+    _layer(2, 6, 5, 2, 2, k=2, s=1, p=0, activation=Activation.NONE),
+    # leaky relu (its forgotten slope), padding 2 = k - 1 ("full" padding)
+    _layer(2, 5, 6, 2, 3, k=3, s=1, p=2, activation=Activation.LEAKY_RELU),
+    # stride = k: windows tile without overlap; padding 1
+    _layer(2, 6, 7, 3, 2, k=3, s=3, p=1, activation=Activation.RELU),
+)
+
+
+def with_dtype(sweep: Iterable[CheckSpec], dtype: DType) -> tuple[CheckSpec, ...]:
+    """The same layers in ``dtype``; names get a ``-float32`` suffix so the sweeps stay distinguishable."""
+    suffix = "" if dtype is DType.FLOAT64 else f"-{dtype.value}"
+    return tuple(spec.with_overrides(dtype=dtype, name=f"{spec.name}{suffix}") for spec in sweep)
+
+
+@dataclass(frozen=True)
+class LayerOutcome:
+    """One check of one layer (a planted bug's or the correct one) on one spec of the sweep."""
+
+    spec: CheckSpec
+    status: Status
+    findings: tuple[str, ...]  # in FINDINGS order: the failing gradients, "forward", "contract"
+    contract: tuple[str, ...]  # the checker's contract problems, verbatim
+    error: str | None
+    seconds: float
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+def findings_of(result: CheckResult) -> tuple[str, ...]:
+    """What a check showed as wrong: failing gradient tensors, a wrong forward, contract problems."""
+    found = {g.name for g in result.gradients if not g.passed}
+    if result.forward is not None and not result.forward.ok:
+        found.add("forward")
+    if result.contract:
+        found.add("contract")
+    return tuple(f for f in FINDINGS if f in found)
+
+
+def expected_findings(bug: PlantedBug) -> tuple[str, ...]:
+    """What the checker should show, union over the sweep, for this bug.
+
+    Its corrupted tensors, except for a stateful bug whose first ``backward`` is right: the gradients compare
+    equal, and the wrong second call is a contract (repeatability) problem.
+    """
+    return ("contract",) if bug.via_second_call else bug.tensors
+
+
+@dataclass(frozen=True)
+class BugOutcome:
+    """A planted bug against the whole sweep (every dtype)."""
+
+    bug: PlantedBug
+    layers: tuple[LayerOutcome, ...]
+
+    def caught_in(self, dtype: DType) -> bool:
+        """Whether some layer of the ``dtype`` sweep failed (an ``error`` status does not count: the layers of
+        the catalogue never raise, so an error means the checker could not judge them)."""
+        return any(o.status is Status.FAIL for o in self.layers if o.spec.dtype is dtype)
+
+    @property
+    def dtypes(self) -> tuple[DType, ...]:
+        return tuple(d for d in DTYPES if any(o.spec.dtype is d for o in self.layers))
+
+    @property
+    def caught(self) -> bool:
+        """Caught in every dtype the sweep ran."""
+        return all(self.caught_in(d) for d in self.dtypes)
+
+    def findings_in(self, dtype: DType) -> tuple[str, ...]:
+        """Union over the ``dtype`` sweep of what the checks showed."""
+        found = {f for o in self.layers if o.spec.dtype is dtype for f in o.findings}
+        return tuple(f for f in FINDINGS if f in found)
+
+    @property
+    def findings(self) -> tuple[str, ...]:
+        """Union over the whole sweep of what the checks showed."""
+        found = {f for o in self.layers for f in o.findings}
+        return tuple(f for f in FINDINGS if f in found)
+
+    @property
+    def as_expected(self) -> bool:
+        """Caught, and in exactly the expected tensors, in every dtype."""
+        expected = expected_findings(self.bug)
+        return self.caught and all(self.findings_in(d) == expected for d in self.dtypes)
+
+    @property
+    def exposing(self) -> tuple[str, ...]:
+        """Names of the layers (per dtype) whose check failed."""
+        return tuple(o.name for o in self.layers if o.status is Status.FAIL)
+
+    @property
+    def errors(self) -> tuple[LayerOutcome, ...]:
+        return tuple(o for o in self.layers if o.status is Status.ERROR)
+
+
+@dataclass(frozen=True)
+class SelftestRow:
+    """Plain data for one line of a selftest table."""
+
+    id: str
+    description: str
+    caught: bool
+    expected: tuple[str, ...]
+    tensors: tuple[str, ...]  # what the checker showed (union over the sweep and dtypes)
+    as_expected: bool
+    layers: tuple[str, ...]  # the layers that exposed it
+    hint: str
+    errors: int
+
+
+@dataclass(frozen=True)
+class SelftestReport:
+    """Every planted bug over the sweep, and the correct layer over the same sweep."""
+
+    bugs: tuple[BugOutcome, ...]
+    correct: tuple[LayerOutcome, ...]
+    seconds: float
+
+    @property
+    def missed(self) -> tuple[str, ...]:
+        """Ids of the bugs some dtype's sweep did not catch."""
+        return tuple(b.bug.id for b in self.bugs if not b.caught)
+
+    @property
+    def false_alarms(self) -> tuple[LayerOutcome, ...]:
+        """Checks of the correct layer that did not pass."""
+        return tuple(o for o in self.correct if o.status is not Status.PASS)
+
+    @property
+    def errors(self) -> tuple[LayerOutcome, ...]:
+        """Checks of planted bugs that ended in ``error`` instead of a verdict."""
+        return tuple(o for b in self.bugs for o in b.errors)
+
+    @property
+    def ok(self) -> bool:
+        """Every bug caught in every dtype, the checker never errored, the correct layer always passed."""
+        return not self.missed and not self.false_alarms and not self.errors
+
+    def rows(self) -> tuple[SelftestRow, ...]:
+        """One row per bug, then one for the correct layer (id ``correct``, ``caught`` meaning "passed")."""
+        rows = [
+            SelftestRow(
+                id=b.bug.id,
+                description=b.bug.description,
+                caught=b.caught,
+                expected=expected_findings(b.bug),
+                tensors=b.findings,
+                as_expected=b.as_expected,
+                layers=b.exposing,
+                hint=b.bug.hint,
+                errors=len(b.errors),
+            )
+            for b in self.bugs
+        ]
+        alarms = self.false_alarms
+        shown = {f for o in alarms for f in o.findings}
+        rows.append(
+            SelftestRow(
+                id="correct",
+                description="the built-in matrix layer (must pass everywhere)",
+                caught=not alarms,
+                expected=(),
+                tensors=tuple(f for f in FINDINGS if f in shown),
+                as_expected=not alarms,
+                layers=tuple(o.name for o in alarms),
+                hint="",
+                errors=sum(o.status is Status.ERROR for o in self.correct),
+            )
+        )
+        return tuple(rows)
+
+
+def check_layer(spec: CheckSpec, bug_id: str | None = None) -> LayerOutcome:
+    """Run the checker on one spec with the planted bug ``bug_id`` (None: the correct layer).
+
+    A fresh layer is built for every check, so stateful bugs start clean each time.
+    """
+    s = spec.shape
+    layer = (
+        MatrixConvLayer(s.stride, s.padding, spec.activation)
+        if bug_id is None
+        else bugs.get(bug_id).make(s.stride, s.padding, spec.activation)
+    )
+    result = run_check(spec, layer=layer)
+    return LayerOutcome(
+        spec=spec,
+        status=result.status,
+        findings=findings_of(result),
+        contract=tuple(result.contract),
+        error=result.error,
+        seconds=result.seconds,
+    )
+
+
+def _check_task(task: tuple[CheckSpec, str | None]) -> LayerOutcome:
+    return check_layer(*task)
+
+
+def run_selftest(
+    sweep: Sequence[CheckSpec] | None = None,
+    *,
+    bug_ids: Sequence[str] | None = None,
+    dtypes: Sequence[DType] = DTYPES,
+    jobs: int = 1,
+) -> SelftestReport:
+    """Check every planted bug (or those in ``bug_ids``) and the correct layer over ``sweep`` in each dtype.
+
+    Args:
+        sweep: the layers (their ``dtype`` is replaced by each of ``dtypes``); None: ``DEFAULT_SWEEP``.
+        bug_ids: a subset of the catalogue, in the order given; None: all of it.
+        dtypes: the dtypes to run the sweep in.
+        jobs: worker processes; results do not depend on it.
+    Returns:
+        A ``SelftestReport``; ``report.ok`` is the verdict.
+    Raises:
+        KeyError: an unknown bug id.
+    """
+    started = time.perf_counter()
+    base = DEFAULT_SWEEP if sweep is None else tuple(sweep)
+    specs = tuple(spec for dtype in dtypes for spec in with_dtype(base, dtype))
+    chosen = bugs.CATALOGUE if bug_ids is None else tuple(bugs.get(i) for i in bug_ids)
+    tasks = [(spec, None) for spec in specs] + [(spec, bug.id) for bug in chosen for spec in specs]
+    if jobs > 1:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            outcomes = list(pool.map(_check_task, tasks, chunksize=max(1, len(tasks) // (4 * jobs))))
+    else:
+        outcomes = [_check_task(task) for task in tasks]
+    per_bug = len(specs)
+    correct, rest = tuple(outcomes[:per_bug]), outcomes[per_bug:]
+    bug_outcomes = tuple(
+        BugOutcome(bug, tuple(rest[i * per_bug : (i + 1) * per_bug])) for i, bug in enumerate(chosen)
+    )
+    return SelftestReport(bugs=bug_outcomes, correct=correct, seconds=time.perf_counter() - started)
