@@ -416,8 +416,10 @@ class PlantedBug:
     """One realistic mistake: what it is, what it corrupts, what should be diagnosed, and how to build it.
 
     ``tensors`` lists, in ``TENSOR_ORDER``, everything the bug corrupts on the layers that expose it (the
-    union over geometries; on one layer a bug may show in fewer). ``via_second_call`` marks a stateful bug
-    whose first ``backward`` is right and whose second call on the same cache is wrong.
+    union over geometries; on one layer a bug may show in fewer). ``breaks_contract`` marks a bug whose wrong
+    tensor cannot be compared entry by entry: it comes back with the wrong shape (``padding-crop-seed``), or
+    the first ``backward`` is right and a second call on the same cache is not (``weights-accumulate``); a
+    checker sees a contract violation rather than wrong numbers.
     """
 
     id: str
@@ -427,7 +429,7 @@ class PlantedBug:
     exposed_by: str
     exposes: Exposure
     layer: type[StepwiseLayer]
-    via_second_call: bool = False
+    breaks_contract: bool = False
 
     def __post_init__(self) -> None:
         unknown = set(self.tensors) - set(TENSOR_ORDER)
@@ -568,6 +570,7 @@ CATALOGUE: tuple[PlantedBug, ...] = (
         "padding == 0",
         lambda shape, activation: shape.padding == 0,
         PaddingCropSeed,
+        breaks_contract=True,
     ),
     PlantedBug(
         "kernel-flipped-backward",
@@ -631,7 +634,7 @@ CATALOGUE: tuple[PlantedBug, ...] = (
         "any layer, from the second backward call on",
         _always,
         WeightsAccumulate,
-        via_second_call=True,
+        breaks_contract=True,
     ),
     PlantedBug(
         "bias-grad-mean",

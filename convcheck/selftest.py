@@ -94,10 +94,10 @@ def findings_of(result: CheckResult) -> tuple[str, ...]:
 def expected_findings(bug: PlantedBug) -> tuple[str, ...]:
     """What the checker should show, union over the sweep, for this bug.
 
-    Its corrupted tensors, except for a stateful bug whose first ``backward`` is right: the gradients compare
-    equal, and the wrong second call is a contract (repeatability) problem.
+    Its corrupted tensors, or a contract problem for a bug that breaks the contract instead of returning wrong
+    numbers (a wrongly shaped dx, a second ``backward`` call that differs from the first).
     """
-    return ("contract",) if bug.via_second_call else bug.tensors
+    return ("contract",) if bug.breaks_contract else bug.tensors
 
 
 @dataclass(frozen=True)
