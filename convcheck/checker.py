@@ -1,18 +1,260 @@
-"""Run one check: make data, run the layer, compare its gradients with finite differences. (Being written.)"""
+"""Run one check: make seeded data, run the layer, compare its forward and gradients with the references."""
 
 from __future__ import annotations
 
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from convcheck import reference
+from convcheck.compare import judge, judge_forward
+from convcheck.layer import MatrixConvLayer
+from convcheck.numeric import Engine, Estimate, NotLocalError, entrywise_passes, grouped_passes
 from convcheck.protocol import ConvLayer
-from convcheck.results import CheckResult
-from convcheck.spec import CheckSpec
+from convcheck.results import CheckResult, ForwardResult, Status, TensorResult, Tolerance
+from convcheck.spec import CheckSpec, DType, Method
+from convcheck.tolerance import analytic_noise, numpy_dtype, resolve, rounding_sigma, unit_roundoff
 
 DEFAULT_TIMEOUT = 300.0  # seconds per check, when the config sets none
+AUTO_BUDGET = 60.0  # seconds of forward passes ``auto`` may spend on an every-entry check
+SAMPLED_ENTRIES = 64  # entries per tensor for ``sampled``
+DIRECTIONAL_PROJECTIONS = 4  # random projections per tensor for ``directional``
 
 
-def run_check(spec: CheckSpec, layer: ConvLayer | None = None) -> CheckResult:
-    """Check one layer. ``layer`` overrides ``spec.impl`` (None: load ``spec.impl``, or the built-in layer).
+@dataclass(frozen=True)
+class CheckData:
+    """The point a check is made at. Arrays in the layer's dtype, shapes as in ``convcheck.spec``.
 
-    Never raises for problems in the user's code or in the layer's numbers: those are a result with status
-    ``fail`` or ``error``.
+    x: (N, H, W, C_in), w: (k, k, C_in, C_out), b: (C_out,), dout: (N, OH, OW, C_out) — the ``G`` of
+    ``L = Σ out ⊙ G``, handed to backward.
     """
-    raise NotImplementedError
+
+    x: np.ndarray
+    w: np.ndarray
+    b: np.ndarray
+    dout: np.ndarray
+
+
+def make_data(spec: CheckSpec) -> CheckData:
+    """Seeded random data: x ~ N(0, 1), w ~ N(0, 2/fan_in) (He), b ~ N(0, 0.1²), dout ~ N(0, 1)."""
+    rng = np.random.default_rng(spec.seed)
+    s = spec.shape
+    dtype = numpy_dtype(spec.dtype)
+    fan_in = s.filter_size**2 * s.in_depth
+    x = rng.standard_normal(s.x_shape)
+    w = rng.standard_normal(s.w_shape) * math.sqrt(2.0 / fan_in)
+    b = rng.standard_normal(s.b_shape) * 0.1
+    dout = rng.standard_normal(s.out_shape)
+    return CheckData(x.astype(dtype), w.astype(dtype), b.astype(dtype), dout.astype(dtype))
+
+
+def builtin_layer(spec: CheckSpec) -> MatrixConvLayer:
+    return MatrixConvLayer(spec.shape.stride, spec.shape.padding, spec.activation)
+
+
+def resolve_layer(spec: CheckSpec) -> ConvLayer:
+    """The layer a spec names: convcheck's own, or the user's implementation behind its adapter."""
+    if spec.impl is None:
+        return builtin_layer(spec)
+    from convcheck.implementations import load_layer  # only user implementations need the loader
+
+    return load_layer(spec)
+
+
+def choose_method(spec: CheckSpec, forward_seconds: float) -> tuple[Method, str]:
+    """Resolve ``auto``: an every-entry method when its estimated time fits ``AUTO_BUDGET``, else ``sampled``."""
+    grouped = grouped_passes(spec.shape)
+    entrywise = entrywise_passes(spec.shape)
+    method, passes = (Method.FULL, grouped) if grouped <= entrywise else (Method.ENTRYWISE, entrywise)
+    estimate = passes * forward_seconds
+    if estimate <= AUTO_BUDGET:
+        return method, f"auto chose {method.value}: {passes} forward passes, about {estimate:.1f} s"
+    return Method.SAMPLED, (
+        f"auto chose sampled ({SAMPLED_ENTRIES} entries per tensor): checking every entry would take "
+        f"{passes} forward passes, about {estimate:.0f} s (budget {AUTO_BUDGET:.0f} s)"
+    )
+
+
+def run_check(spec: CheckSpec, layer: ConvLayer | None = None, data: CheckData | None = None) -> CheckResult:
+    """Check one layer: its forward against the reference convolution and every gradient entry against
+    finite differences of ``L = Σ out ⊙ dout``.
+
+    Args:
+        spec: what to check (geometry, activation, dtype, method, seed, tolerances, implementation).
+        layer: a layer object to check instead of the one ``spec.impl`` names.
+        data: the point to check at, instead of seeded random data (e.g. integer-valued arrays).
+    Returns:
+        A ``CheckResult``; problems in the layer (wrong numbers, contract violations, exceptions in user code)
+        are a result with status ``fail`` or ``error``, never an exception.
+    """
+    start = time.perf_counter()
+    problems = spec.shape.problems()
+    if problems:
+        return _error(spec, start, "; ".join(problems))
+    try:
+        return _run(spec, layer, data, start)
+    except Exception as exc:  # noqa: BLE001 - any failure inside a check becomes that check's error row
+        return _error(spec, start, describe_exception(exc))
+
+
+def describe_exception(exc: BaseException) -> str:
+    """One paragraph for the user; typed errors from user code carry their own message."""
+    text = str(exc)
+    if getattr(exc, "user_facing", False):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _error(spec: CheckSpec, start: float, message: str) -> CheckResult:
+    return CheckResult(
+        name=spec.name, status=Status.ERROR, spec=spec, seconds=time.perf_counter() - start, error=message
+    )
+
+
+def _run(spec: CheckSpec, layer: ConvLayer | None, data: CheckData | None, start: float) -> CheckResult:
+    data = make_data(spec) if data is None else data
+    layer = resolve_layer(spec) if layer is None else layer
+    u = unit_roundoff(spec.dtype)
+    forward_tol = resolve(spec.dtype, spec.eps, spec.rtol, spec.atol)
+
+    tick = time.perf_counter()
+    out, grads, contract = _exercise(layer, data, spec)
+    forward_seconds = (time.perf_counter() - tick) / 2  # one forward and one backward, about equal
+
+    shape = spec.shape
+    forward_result = None
+    if out is not None:
+        expected = reference.forward(
+            data.x.astype(np.float64),
+            data.w.astype(np.float64),
+            data.b.astype(np.float64),
+            shape.stride,
+            shape.padding,
+            spec.activation,
+        )
+        sigma = rounding_sigma(data.x, data.w, data.b, expected, shape.stride, shape.padding, u)
+        forward_result = judge_forward(out, expected, sigma, forward_tol)
+    if grads is None:
+        return _finish(spec, start, None, 0, forward_tol, (), forward_result, contract, ())
+
+    method, notes = spec.method, []
+    if method is Method.AUTO:
+        method, note = choose_method(spec, forward_seconds)
+        notes.append(note)
+    engine, tol = _engine(layer, data, spec, notes)
+    noise = analytic_noise(data.x, data.w, data.b, data.dout, shape.stride, shape.padding, u)
+    estimates, method = _estimate(engine, method, grads, noise, tol, spec, notes)
+    gradients = tuple(judge(est, tol) for est in estimates)
+    return _finish(spec, start, method, engine.forward_passes, tol, gradients, forward_result, contract, notes)
+
+
+def _engine(layer: ConvLayer, data: CheckData, spec: CheckSpec, notes: list) -> tuple[Engine, Tolerance]:
+    """The finite-difference engine, in float64 whenever the layer computes in float64 when given it.
+
+    A float32 layer is differenced at the same float32-valued point with float64 arrays (see
+    ``convcheck.tolerance``), unless it returns float32 anyway; then float32 differences are all there is.
+    """
+    forward = lambda x, w, b: layer.forward(x, w, b)[0]  # noqa: E731 - the engine only needs the output
+    arrays = (data.x, data.w, data.b)
+    numeric_dtype = spec.dtype
+    if spec.dtype is not DType.FLOAT64:
+        promoted = tuple(a.astype(np.float64) for a in arrays)
+        if np.asarray(forward(*promoted)).dtype == np.float64:
+            arrays, numeric_dtype = promoted, DType.FLOAT64
+            notes.append(f"{spec.dtype.value} layer differenced in float64 at the same point")
+        else:
+            notes.append(f"the layer returns {spec.dtype.value} for float64 input: differenced in {spec.dtype.value}")
+    tol = resolve(numeric_dtype, spec.eps, spec.rtol, spec.atol)
+    engine = Engine(
+        forward=forward,
+        x=arrays[0],
+        w=arrays[1],
+        b=arrays[2],
+        g=data.dout.astype(np.float64),
+        shape=spec.shape,
+        activation=spec.activation,
+        eps=tol.eps,
+        unit_roundoff=unit_roundoff(numeric_dtype),
+    )
+    return engine, tol
+
+
+def _estimate(
+    engine: Engine,
+    method: Method,
+    grads: tuple[np.ndarray, ...],
+    noise: tuple[np.ndarray, ...],
+    tol: Tolerance,
+    spec: CheckSpec,
+    notes: list,
+) -> tuple[list[Estimate], Method]:
+    rng = np.random.default_rng([spec.seed, 1])
+    if method is Method.FULL:
+        try:
+            return [engine.grouped(t, grads[t], noise[t], tol.rtol, tol.atol) for t in range(3)], method
+        except NotLocalError as exc:
+            fallback = Method.ENTRYWISE if entrywise_passes(spec.shape) <= 20_000 else Method.SAMPLED
+            notes.append(f"grouped differences not valid ({exc}); fell back to {fallback.value}")
+            method = fallback
+    if method is Method.ENTRYWISE:
+        return [engine.entrywise(t, grads[t], noise[t], tol.rtol, tol.atol) for t in range(3)], method
+    if method is Method.SAMPLED:
+        estimates = []
+        for t, grad in enumerate(grads):
+            chosen = rng.choice(grad.size, size=min(SAMPLED_ENTRIES, grad.size), replace=False)
+            estimates.append(engine.entrywise(t, grad, noise[t], tol.rtol, tol.atol, np.sort(chosen)))
+        return estimates, method
+    if method is Method.DIRECTIONAL:
+        return [engine.directional(t, grads[t], noise[t], DIRECTIONAL_PROJECTIONS, rng) for t in range(3)], method
+    raise ValueError(f"unknown method {method!r}")  # pragma: no cover
+
+
+def _exercise(
+    layer: ConvLayer, data: CheckData, spec: CheckSpec
+) -> tuple[np.ndarray | None, tuple[np.ndarray, ...] | None, tuple[str, ...]]:
+    """Run forward and backward once, checking the contract; returns (out, (dx, dw, db), problems)."""
+    try:
+        from convcheck.contract import exercise
+    except ImportError:  # the contract module is optional while it is being written
+        exercise = None
+    if exercise is not None:
+        outcome = exercise(layer, data.x, data.w, data.b, data.dout)
+        return outcome.out, outcome.grads, tuple(outcome.problems)
+    out, cache = layer.forward(data.x.copy(), data.w.copy(), data.b.copy())
+    grads = tuple(np.asarray(g) for g in layer.backward(data.dout.copy(), cache))
+    expected = (data.x.shape, data.w.shape, data.b.shape)
+    problems = tuple(
+        f"{name} gradient has shape {g.shape}, expected {e}"
+        for name, g, e in zip(("input", "weights", "bias"), grads, expected, strict=True)
+        if g.shape != e
+    )
+    return out, (None if problems else grads), problems
+
+
+def _finish(
+    spec: CheckSpec,
+    start: float,
+    method: Method | None,
+    passes: int,
+    tol: Tolerance,
+    gradients: tuple[TensorResult, ...],
+    forward: ForwardResult | None,
+    contract: tuple[str, ...],
+    notes: list | tuple,
+) -> CheckResult:
+    ok = not contract and (forward is None or forward.ok) and len(gradients) == 3 and all(g.passed for g in gradients)
+    return CheckResult(
+        name=spec.name,
+        status=Status.PASS if ok else Status.FAIL,
+        spec=spec,
+        seconds=time.perf_counter() - start,
+        method=method,
+        forward_passes=passes,
+        tolerance=tol,
+        gradients=gradients,
+        forward=forward,
+        contract=contract,
+        notes=tuple(notes),
+    )

@@ -44,6 +44,7 @@ class TensorResult:
     max_abs_error: float
     max_rel_error: float
     worst: tuple[Entry, ...]  # the entries with the largest error relative to what they were allowed
+    projections: int = 0  # directional method: random projections compared (``checked`` is then 0)
     # Full arrays for diagnosis and heatmaps (NaN where an entry was not checked); not compared, not in JSON.
     analytic: np.ndarray | None = field(default=None, compare=False, repr=False)
     numeric: np.ndarray | None = field(default=None, compare=False, repr=False)

@@ -1,0 +1,474 @@
+"""Finite-difference gradients of ``L = Σ out ⊙ G``: every entry, from few forward passes, kinks handled.
+
+Why one random ``G`` suffices. The analytic gradients are ``backward(G) = Jᵀ·G``. A wrong backward computes some
+other linear map ``Bᵀ·G``; it agrees with ``Jᵀ·G`` on a random Gaussian ``G`` only if ``(B − J)ᵀ·G = 0``, which has
+probability zero unless ``B = J``. So one ``G``, checked in every entry, is as strong as the full Jacobian.
+
+Grouped perturbation (column grouping for sparse Jacobians, Curtis, Powell & Reid 1974). Output ``(n, oh, ow, co)``
+depends only on the input entries of its window, on ``w[..., co]`` and on ``b[co]``. Perturbing, at once, every
+input entry with ``h ≡ i (mod k)``, ``w ≡ j (mod k)`` in one channel ``c`` (all batch items) puts exactly one
+perturbed entry, its *owner*, in each window (k consecutive rows hold exactly one row of each residue mod k), so
+each output's change is that owner's doing; summing ``G ⊙ Δout`` per owner gives every owner's derivative. Weights
+``w[kh, kw, ci, :]`` are perturbed together (output channel ``co`` sees only its own), and the bias at once. Hence
+``2·(2·k²·C_in + 1)`` forward passes for every entry of dx, dw and db, whatever N, H and W are.
+
+The engine checks that assumption: outputs whose window holds no perturbed entry must not move beyond rounding.
+If they do, the forward is not local (not a convolution) and the caller falls back to per-entry differences.
+
+Kinks. With the unperturbed output ``f0`` known, each output gives a forward difference ``d⁺ = (f⁺ − f0)/ε`` and a
+backward one ``d⁻ = (f0 − f⁻)/ε``. For a piecewise-linear activation they agree (up to rounding) unless the
+perturbation carried the pre-activation across the kink. The derivative at a crossed output lies between ``d⁻`` and
+``d⁺`` (one side has the slope of each piece, and the value at the kink is any subgradient), so an entry fed by
+crossed outputs is judged against the interval ``Σ_uncrossed G·central + Σ_crossed [min, max](G·d⁻, G·d⁺)``: sound
+(a correct layer always lies inside) and as tight as the data allow. Entries whose verdict hinges on a crossing are
+re-measured once with a step 16× smaller; what still straddles is counted as a kink.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from convcheck.spec import Activation, ConvShape
+from convcheck.tolerance import SAFETY, THIRD_DERIVATIVE_BOUND, rounding_sigma
+
+ForwardFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+TENSOR_NAMES = ("input", "weights", "bias")
+RETRY_SHRINK = 16.0  # step reduction when re-measuring entries that straddled a kink
+
+
+class NotLocalError(Exception):
+    """The forward moved outputs that no perturbed entry can reach: it is not a (local) convolution."""
+
+
+@dataclass
+class Estimate:
+    """Numeric gradient of one tensor (flat, float64), with what is needed to judge each entry.
+
+    For entry-wise methods the arrays have the tensor's size; for ``directional`` they hold one value per
+    random projection, and ``analytic`` holds the analytic gradient's projections.
+    """
+
+    name: str
+    shape: tuple[int, ...]  # the gradient's shape (or (P,) for projections)
+    analytic: np.ndarray  # (size,) float64
+    central: np.ndarray  # (size,) central difference of L; NaN where not measured
+    lo: np.ndarray  # (size,) lower end of the interval the derivative must lie in
+    hi: np.ndarray  # (size,) upper end
+    crossed: np.ndarray  # (size,) int: outputs that straddled a kink
+    noise: np.ndarray  # (size,) estimated rounding noise (one standard deviation) of ``central``
+    truncation: np.ndarray  # (size,) bound on the truncation error (smooth activations)
+    measured: np.ndarray  # (size,) bool
+    analytic_noise: np.ndarray  # (size,) rounding bound of the analytic value itself
+    projections: int = 0  # > 0 for directional estimates
+
+    @classmethod
+    def empty(
+        cls, name: str, shape: tuple[int, ...], analytic: np.ndarray, analytic_noise: np.ndarray | None = None
+    ) -> Estimate:
+        size = int(np.prod(shape))
+        nan = np.full(size, np.nan)
+        return cls(
+            name=name,
+            shape=shape,
+            analytic=np.asarray(analytic, dtype=np.float64).reshape(-1),
+            central=nan,
+            lo=nan.copy(),
+            hi=nan.copy(),
+            crossed=np.zeros(size, dtype=np.int64),
+            noise=np.zeros(size),
+            truncation=np.zeros(size),
+            measured=np.zeros(size, dtype=bool),
+            analytic_noise=np.zeros(size)
+            if analytic_noise is None
+            else np.asarray(analytic_noise, dtype=np.float64).reshape(-1),
+        )
+
+    def allowed(self, entries: np.ndarray | slice, rtol: float, atol: float) -> np.ndarray:
+        """``atol + rtol·|central| + SAFETY·(noise + analytic noise) + truncation`` (``convcheck.tolerance``)."""
+        return (
+            atol
+            + rtol * np.abs(self.central[entries])
+            + SAFETY * (self.noise[entries] + self.analytic_noise[entries])
+            + self.truncation[entries]
+        )
+
+
+@dataclass(frozen=True)
+class _Group:
+    """Entries perturbed together and, per output, which of them owns it.
+
+    ``kind`` says how ownership is laid out over ``out: (N, OH, OW, C_out)``:
+    ``position``: ``owner: (N, OH, OW)`` local index (−1: no owner), the same for every output channel;
+    ``channel``: ``owner: (C_out,)`` local index, the same for every position;
+    ``all``: every output belongs to local entry 0.
+    ``direction`` (directional only): the perturbation to add, ``±eps·direction`` (flat, like the tensor).
+    """
+
+    tensor: int  # 0 input, 1 weights, 2 bias
+    entries: np.ndarray  # flat indices into the tensor
+    kind: str
+    owner: np.ndarray | None = None
+    unowned: np.ndarray | None = None  # (N, OH, OW) bool, position groups only
+    direction: np.ndarray | None = None
+
+
+@dataclass
+class _Measurement:
+    """Per local entry of one group."""
+
+    central: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    crossed: np.ndarray
+    noise: np.ndarray
+    truncation: np.ndarray
+
+
+@dataclass
+class Engine:
+    """Finite differences of ``L = Σ forward(x, w, b) ⊙ G`` around one point.
+
+    Args:
+        forward: ``(x, w, b) -> out``; arrays as in ``convcheck.spec`` (NHWC).
+        x: (N, H, W, C_in), w: (k, k, C_in, C_out), b: (C_out,) in the layer's dtype.
+        g: (N, OH, OW, C_out), the weights of L (the ``dout`` handed to backward).
+        shape, activation: the layer's geometry and nonlinearity (they set the noise model and the kink logic).
+        eps: the step; unit_roundoff: of the layer's dtype.
+    """
+
+    forward: ForwardFn
+    x: np.ndarray
+    w: np.ndarray
+    b: np.ndarray
+    g: np.ndarray
+    shape: ConvShape
+    activation: Activation
+    eps: float
+    unit_roundoff: float
+    forward_passes: int = 0
+    f0: np.ndarray = field(init=False, repr=False)
+    _threshold: np.ndarray = field(init=False, repr=False)  # per output: spread above this means a crossing
+    _sigma: np.ndarray = field(init=False, repr=False)  # per output: rounding noise of one evaluation
+
+    def __post_init__(self) -> None:
+        self._params = [self.x.copy(), self.w.copy(), self.b.copy()]
+        self.f0 = self._evaluate()
+        again = self._evaluate()
+        self._sigma = rounding_sigma(
+            self.x, self.w, self.b, self.f0, self.shape.stride, self.shape.padding, self.unit_roundoff
+        )
+        # d⁺ − d⁻ of an uncrossed output is the difference of two noisy quotients: ≈ √6·σ/ε at most.
+        self._threshold = SAFETY * math.sqrt(6.0) * self._sigma / self.eps
+        if not np.array_equal(self.f0, again, equal_nan=True):
+            raise NotLocalError(
+                "the forward pass is not deterministic: two calls with the same arrays gave different outputs "
+                f"(max difference {np.nanmax(np.abs(self.f0 - again)):.3g})"
+            )
+        g = self.g.astype(np.float64)
+        gs2 = (g * self._sigma) ** 2
+        absg = np.abs(g)
+        self._g = g
+        # Per-owner reductions that do not change between groups.
+        self._gs2_position = gs2.sum(axis=-1)
+        self._gs2_channel = gs2.sum(axis=(0, 1, 2))
+        self._gs2_all = float(gs2.sum())
+        self._absg_position = absg.sum(axis=-1)
+        self._absg_channel = absg.sum(axis=(0, 1, 2))
+        self._absg_all = float(absg.sum())
+        # Largest |∂z/∂θ| for one entry of each tensor: the partner it multiplies (bias: 1).
+        self._slope_bound = (
+            float(np.max(np.abs(self.w), initial=0.0)),
+            float(np.max(np.abs(self.x), initial=0.0)),
+            1.0,
+        )
+
+    # -- evaluation -------------------------------------------------------------------------------------------
+
+    def _evaluate(self) -> np.ndarray:
+        self.forward_passes += 1
+        out = self.forward(*self._params)
+        return np.asarray(out, dtype=np.float64)
+
+    def _measure(self, group: _Group, eps: float) -> _Measurement:
+        """Two forward passes with the group's entries at ``θ ± eps``; per local entry of the group."""
+        param = self._params[group.tensor]
+        flat = param.reshape(-1)
+        original = flat[group.entries].copy()
+        step_dir = np.ones_like(original) if group.direction is None else group.direction[group.entries]
+        plus = (original + eps * step_dir).astype(param.dtype)
+        minus = (original - eps * step_dir).astype(param.dtype)
+        flat[group.entries] = plus
+        f_plus = self._evaluate()
+        flat[group.entries] = minus
+        f_minus = self._evaluate()
+        flat[group.entries] = original
+        if group.direction is None:
+            # The steps actually taken (exact for power-of-two eps and ordinary data; measured to be safe).
+            step_plus = plus.astype(np.float64) - original.astype(np.float64)
+            step_minus = original.astype(np.float64) - minus.astype(np.float64)
+        else:
+            step_plus = np.full(1, eps)
+            step_minus = np.full(1, eps)
+        count = len(group.entries) if group.direction is None else 1
+        if group.kind == "position":
+            self._check_locality(group, f_plus, f_minus)
+        return self._reduce(group, count, f_plus, f_minus, step_plus, step_minus, eps)
+
+    def _check_locality(self, group: _Group, f_plus: np.ndarray, f_minus: np.ndarray) -> None:
+        mask = group.unowned
+        if mask is None or not mask.any():
+            return
+        moved = np.maximum(np.abs(f_plus[mask] - self.f0[mask]), np.abs(f_minus[mask] - self.f0[mask]))
+        limit = self._threshold[mask] * self.eps
+        if np.any(moved > limit):
+            worst = np.unravel_index(int(np.argmax(moved - limit)), moved.shape)
+            raise NotLocalError(
+                "outputs outside every perturbed window moved (by up to "
+                f"{float(np.max(moved)):.3g}; e.g. entry {worst}): the forward is not local"
+            )
+
+    def _owner_sum(self, group: _Group, count: int, per_output: np.ndarray, axis_sums: tuple) -> np.ndarray:
+        """Sum ``per_output: (N, OH, OW, C_out)`` over the outputs of each local entry."""
+        if group.kind == "position":
+            per_position = per_output.sum(axis=-1) if axis_sums is None else axis_sums
+            owned = group.owner >= 0
+            return np.bincount(group.owner[owned], weights=per_position[owned], minlength=count)
+        if group.kind == "channel":
+            per_channel = per_output.sum(axis=(0, 1, 2)) if axis_sums is None else axis_sums
+            return (
+                per_channel[group.owner].astype(np.float64)
+                if count == len(group.owner)
+                else np.bincount(group.owner, weights=per_channel, minlength=count)
+            )
+        return np.array([per_output.sum() if axis_sums is None else axis_sums])
+
+    def _per_output_steps(self, group: _Group, steps: np.ndarray) -> np.ndarray | float:
+        """Broadcast each local entry's step to the outputs it owns."""
+        if np.all(steps == steps[0]):
+            return float(steps[0])
+        if group.kind == "position":
+            padded = np.append(steps, steps[0])  # index −1 (no owner) picks a harmless value
+            return padded[group.owner][..., None]
+        if group.kind == "channel":
+            return steps[group.owner]
+        return float(steps[0])
+
+    def _reduce(
+        self,
+        group: _Group,
+        count: int,
+        f_plus: np.ndarray,
+        f_minus: np.ndarray,
+        step_plus: np.ndarray,
+        step_minus: np.ndarray,
+        eps: float,
+    ) -> _Measurement:
+        g = self._g
+        span = step_plus + step_minus  # per local entry
+        span_out = self._per_output_steps(group, span)
+        central = self._owner_sum(group, count, g * (f_plus - f_minus) / span_out, None)
+
+        if group.kind == "position":
+            gs2, absg = (
+                self._owner_sum(group, count, None, self._gs2_position),
+                self._owner_sum(group, count, None, self._absg_position),
+            )
+        elif group.kind == "channel":
+            gs2, absg = (
+                self._owner_sum(group, count, None, self._gs2_channel),
+                self._owner_sum(group, count, None, self._absg_channel),
+            )
+        else:
+            gs2, absg = np.array([self._gs2_all]), np.array([self._absg_all])
+        noise = np.sqrt(2.0 * gs2) / span
+
+        lo = central.copy()
+        hi = central.copy()
+        crossed_count = np.zeros(count, dtype=np.int64)
+        truncation = np.zeros(count)
+        smooth = not self.activation.piecewise_linear
+        if smooth and group.direction is None:
+            # Taylor remainder of a central difference: |error| ≤ ε²/6 · sup|act'''| · |∂z/∂θ|³ per output.
+            bound = THIRD_DERIVATIVE_BOUND[self.activation] * self._slope_bound[group.tensor] ** 3
+            truncation = (span / 2) ** 2 / 6 * bound * absg
+        else:
+            step_out_plus = self._per_output_steps(group, step_plus)
+            step_out_minus = self._per_output_steps(group, step_minus)
+            d_plus = (f_plus - self.f0) / step_out_plus
+            d_minus = (self.f0 - f_minus) / step_out_minus
+            spread = np.abs(d_plus - d_minus)
+            crossed = np.ones_like(spread, dtype=bool) if smooth else spread > self._threshold * (self.eps / eps)
+            if crossed.any():
+                idx = np.nonzero(crossed)
+                gp = g[idx] * d_plus[idx]
+                gm = g[idx] * d_minus[idx]
+                mid = (
+                    g[idx]
+                    * (f_plus[idx] - f_minus[idx])
+                    / (span_out if np.isscalar(span_out) else np.broadcast_to(span_out, g.shape)[idx])
+                )
+                slots = self._slots_of(group, idx)
+                lo += np.bincount(slots, weights=np.minimum(gp, gm) - mid, minlength=count)
+                hi += np.bincount(slots, weights=np.maximum(gp, gm) - mid, minlength=count)
+                if not smooth:
+                    crossed_count = np.bincount(slots, minlength=count)
+        return _Measurement(central, lo, hi, crossed_count, noise, truncation)
+
+    @staticmethod
+    def _slots_of(group: _Group, idx: tuple[np.ndarray, ...]) -> np.ndarray:
+        """Local entry owning each output listed in ``idx`` (a tuple of index arrays into out)."""
+        if group.kind == "position":
+            return group.owner[idx[0], idx[1], idx[2]]
+        if group.kind == "channel":
+            return group.owner[idx[3]]
+        return np.zeros(len(idx[0]), dtype=np.int64)
+
+    # -- groups ---------------------------------------------------------------------------------------------
+
+    def input_groups(self) -> Iterator[_Group]:
+        """k²·C_in groups: residues (i, j) of (h, w) mod k, one channel, every batch item."""
+        s = self.shape
+        n, h, w, c = s.x_shape
+        k = s.filter_size
+        batch = np.arange(n)[:, None, None]
+        for i in range(min(k, h)):
+            owner_h = self._owner_rows(i, h, s.out_height)
+            rows = np.arange(i, h, k)
+            for j in range(min(k, w)):
+                owner_w = self._owner_rows(j, w, s.out_width)
+                cols = np.arange(j, w, k)
+                # Local index of each owner among the group's entries, laid out (n, row, col).
+                valid = (owner_h[None, :, None] >= 0) & (owner_w[None, None, :] >= 0)
+                local = (batch * len(rows) + (owner_h[None, :, None] - i) // k) * len(cols) + (
+                    owner_w[None, None, :] - j
+                ) // k
+                owner = np.where(valid, local, -1)
+                owner = np.broadcast_to(owner, (n, s.out_height, s.out_width))
+                positions = ((batch * h + rows[None, :, None]) * w + cols[None, None, :]).reshape(-1)
+                unowned = owner < 0
+                for channel in range(c):
+                    yield _Group(0, positions * c + channel, "position", owner, unowned)
+
+    def _owner_rows(self, residue: int, size: int, out_size: int) -> np.ndarray:
+        """For each output row, the input row ≡ residue (mod k) inside its window, or −1 (in the padding)."""
+        s = self.shape
+        start = np.arange(out_size) * s.stride - s.padding
+        row = start + (residue - start) % s.filter_size
+        return np.where((row >= 0) & (row < size), row, -1)
+
+    def weight_groups(self) -> Iterator[_Group]:
+        """k²·C_in groups: ``w[kh, kw, ci, :]``, every output channel at once."""
+        k, _, c_in, c_out = self.shape.w_shape
+        owner = np.arange(c_out)
+        for first in range(0, k * k * c_in * c_out, c_out):
+            yield _Group(1, np.arange(first, first + c_out), "channel", owner)
+
+    def bias_groups(self) -> Iterator[_Group]:
+        c_out = self.shape.out_depth
+        yield _Group(2, np.arange(c_out), "channel", np.arange(c_out))
+
+    def single_entry_groups(self, tensor: int, entries: np.ndarray) -> Iterator[_Group]:
+        for entry in entries:
+            yield _Group(tensor, np.array([entry]), "all")
+
+    # -- methods ----------------------------------------------------------------------------------------------
+
+    def grouped(
+        self, tensor: int, analytic: np.ndarray, analytic_noise: np.ndarray, rtol: float, atol: float
+    ) -> Estimate:
+        """Every entry of one tensor by grouped perturbation (see the module docstring)."""
+        groups = (self.input_groups, self.weight_groups, self.bias_groups)[tensor]()
+        return self._by_groups(
+            tensor,
+            groups,
+            Estimate.empty(TENSOR_NAMES[tensor], self._params[tensor].shape, analytic, analytic_noise),
+            rtol,
+            atol,
+        )
+
+    def entrywise(
+        self,
+        tensor: int,
+        analytic: np.ndarray,
+        analytic_noise: np.ndarray,
+        rtol: float,
+        atol: float,
+        entries: np.ndarray | None = None,
+    ) -> Estimate:
+        """One central difference per entry (all entries, or the given flat indices)."""
+        size = self._params[tensor].size
+        chosen = np.arange(size) if entries is None else np.asarray(entries)
+        est = Estimate.empty(TENSOR_NAMES[tensor], self._params[tensor].shape, analytic, analytic_noise)
+        return self._by_groups(tensor, self.single_entry_groups(tensor, chosen), est, rtol, atol)
+
+    def _by_groups(self, tensor: int, groups: Iterator[_Group], est: Estimate, rtol: float, atol: float) -> Estimate:
+        retry = []
+        for group in groups:
+            m = self._measure(group, self.eps)
+            self._store(est, group.entries, m)
+            if m.crossed.any() and self._kink_matters(est, group.entries, rtol, atol):
+                retry.append(group)
+        for group in retry:
+            m = self._measure(group, self.eps / RETRY_SHRINK)
+            was_crossed = est.crossed[group.entries] > 0
+            self._store(est, group.entries[was_crossed], _subset(m, was_crossed))
+        return est
+
+    @staticmethod
+    def _kink_matters(est: Estimate, entries: np.ndarray, rtol: float, atol: float) -> bool:
+        """True when some crossed entry's central difference alone would fail it (so a smaller step may help)."""
+        crossed = entries[est.crossed[entries] > 0]
+        error = np.abs(est.analytic[crossed] - est.central[crossed])
+        return bool(np.any(error > est.allowed(crossed, rtol, atol)))
+
+    @staticmethod
+    def _store(est: Estimate, entries: np.ndarray, m: _Measurement) -> None:
+        est.central[entries] = m.central
+        est.lo[entries] = m.lo
+        est.hi[entries] = m.hi
+        est.crossed[entries] = m.crossed
+        est.noise[entries] = m.noise
+        est.truncation[entries] = m.truncation
+        est.measured[entries] = True
+
+    def directional(
+        self,
+        tensor: int,
+        analytic: np.ndarray,
+        analytic_noise: np.ndarray,
+        projections: int,
+        rng: np.random.Generator,
+    ) -> Estimate:
+        """Compare ``⟨∇L, v⟩`` with one central difference along random ±1 directions ``v``."""
+        param = self._params[tensor]
+        grad = np.asarray(analytic, dtype=np.float64).reshape(-1)
+        directions = [rng.choice(np.array([-1.0, 1.0]), size=param.size) for _ in range(projections)]
+        noise = np.full(projections, float(np.sum(analytic_noise)))
+        est = Estimate.empty(TENSOR_NAMES[tensor], (projections,), np.array([grad @ v for v in directions]), noise)
+        est.projections = projections
+        all_entries = np.arange(param.size)
+        for p, v in enumerate(directions):
+            m = self._measure(_Group(tensor, all_entries, "all", direction=v), self.eps)
+            self._store(est, np.array([p]), m)
+        return est
+
+
+def _subset(m: _Measurement, keep: np.ndarray) -> _Measurement:
+    return _Measurement(m.central[keep], m.lo[keep], m.hi[keep], m.crossed[keep], m.noise[keep], m.truncation[keep])
+
+
+def grouped_passes(shape: ConvShape) -> int:
+    """Forward passes of a grouped check of every entry: ``2·(2·k²·C_in + 1)`` (fewer when H or W < k)."""
+    k = shape.filter_size
+    input_groups = min(k, shape.in_height) * min(k, shape.in_width) * shape.in_depth
+    return 2 * (input_groups + k * k * shape.in_depth + 1)
+
+
+def entrywise_passes(shape: ConvShape) -> int:
+    """Forward passes of one central difference per entry of x, w and b."""
+    return 2 * (math.prod(shape.x_shape) + math.prod(shape.w_shape) + shape.out_depth)

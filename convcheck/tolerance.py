@@ -1,0 +1,115 @@
+"""Step sizes and tolerances, derived from the dtype and a simple rounding model.
+
+Notation: ``u`` is the unit roundoff of the dtype (``finfo.eps / 2``: 1.1e-16 for float64, 6.0e-8 for float32).
+
+Step ``eps``. A central difference of a smooth function has truncation error ``ε²·f'''/6`` and rounding error
+``u·|f|/ε``; the sum is smallest near ``ε ≈ u^(1/3)`` (4.8e-6 in float64). A piecewise-linear layer (ReLU) has no
+truncation error, but a step that carries a pre-activation across the kink spoils that output's difference, with
+probability growing like ``ε``; kinks are detected and handled (``convcheck.numeric``), and a step 4× below the
+smooth optimum keeps them rare at a rounding cost that does not matter. The default is the power of two just below
+``u^(1/3)/4`` (2⁻²⁰ ≈ 9.5e-7 in float64, 2⁻¹⁰ ≈ 9.8e-4 in float32), so that ``θ ± ε`` is exact for every
+``|θ| < ε·2^p`` (p = mantissa bits) and the step actually taken equals the nominal one.
+
+float32 layers. Finite differences taken in float32 drown in rounding (``u/ε ≈ 6e-5`` per output, summed over
+thousands of outputs). When a float32 layer also runs in float64 (same code, float64 arrays), convcheck takes the
+differences in float64 at the same float32-valued point and judges the float32 analytic gradient against them with
+the float32 rounding bound of the backward's own sums (below). A layer that returns float32 whatever it is given is
+differenced in float32, with float32's step and noise model.
+
+Rounding model. A computed pre-activation ``z = Σ x·w + b`` with ``n = k²·C_in + 1`` terms carries a rounding
+error of order ``σ = u·(√n·A + |out|)`` where ``A = Σ |x|·|w| + |b|`` (the sum of the magnitudes, not ``|z|``,
+which cancellation can make arbitrarily small; ``reference.magnitude`` computes it). The central difference of one
+output then has noise ``√2·σ / (2ε)`` and a gradient entry that sums many outputs with weights ``G`` has noise
+``√(Σ G²·2σ²) / (2ε)``. The analytic gradient's own rounding is bounded the same way: an entry summing ``n``
+products whose magnitudes add up to ``M`` is off by about ``u·√n·M`` (``analytic_noise``). An entry is allowed
+
+    atol + rtol·|numeric| + SAFETY·(numeric noise + analytic noise) [+ the truncation bound, smooth activations]
+
+The model is generous (a dot product of random terms is typically 10-30× more accurate) and SAFETY adds a further
+factor, so a correct layer never trips it, while a real bug moves entries by O(|gradient|). ``rtol = √u`` is a
+margin for anything else; ``atol = u`` only stops exact comparisons.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from convcheck import reference
+from convcheck.results import Tolerance
+from convcheck.spec import Activation, DType
+
+SAFETY = 8.0  # multiples of the estimated rounding noise an entry may deviate by
+
+# sup |f'''| of each smooth activation (tanh''' peaks at z = 0 with -2; the logistic's at z = 0 with -1/8).
+THIRD_DERIVATIVE_BOUND = {Activation.TANH: 2.0, Activation.SIGMOID: 0.125}
+
+
+def numpy_dtype(dtype: DType) -> np.dtype:
+    return np.dtype(dtype.value)
+
+
+def unit_roundoff(dtype: DType) -> float:
+    return float(np.finfo(numpy_dtype(dtype)).eps) / 2
+
+
+def default_eps(dtype: DType) -> float:
+    """The step for central differences: the power of two just below ``u^(1/3)/4`` (module docstring)."""
+    return 2.0 ** math.floor(math.log2(unit_roundoff(dtype) ** (1 / 3) / 4))
+
+
+def resolve(
+    dtype: DType,
+    eps: float | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+) -> Tolerance:
+    """Fill in the defaults for whichever of eps/rtol/atol the user left as ``None``.
+
+    ``dtype`` is the type the finite differences are taken in (float64 for promoted float32 layers).
+    """
+    u = unit_roundoff(dtype)
+    return Tolerance(
+        eps=default_eps(dtype) if eps is None else float(eps),
+        rtol=math.sqrt(u) if rtol is None else float(rtol),
+        atol=u if atol is None else float(atol),
+    )
+
+
+def rounding_sigma(
+    x: np.ndarray, w: np.ndarray, b: np.ndarray, out: np.ndarray, stride: int, padding: int, u: float
+) -> np.ndarray:
+    """Per output element, the rounding noise ``σ = u·(√n·A + |out|)`` of one evaluation (module docstring).
+
+    Args:
+        x: (N, H, W, C_in), w: (k, k, C_in, C_out), b: (C_out,), out: (N, OH, OW, C_out).
+    """
+    magnitude = reference.magnitude(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), stride, padding)
+    terms = w.shape[0] * w.shape[1] * w.shape[2] + 1
+    return u * (math.sqrt(terms) * magnitude + np.abs(np.asarray(out, dtype=np.float64)))
+
+
+def analytic_noise(
+    x: np.ndarray, w: np.ndarray, b: np.ndarray, dout: np.ndarray, stride: int, padding: int, u: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rounding bound ``u·√n·M`` of each analytic gradient entry (module docstring), as ``(dx, dw, db)``.
+
+    Args:
+        x: (N, H, W, C_in), w: (k, k, C_in, C_out), b: (C_out,), dout: (N, OH, OW, C_out).
+    Every activation convcheck knows has ``|act'| ≤ 1``, so ``|dout|`` bounds what reaches the products.
+    """
+    from convcheck.layer import MatrixConvLayer  # the linear layer's backward computes exactly these sums
+
+    linear = MatrixConvLayer(stride, padding, Activation.NONE)
+    absolute = [np.abs(np.asarray(a, dtype=np.float64)) for a in (x, w, b, dout)]
+    _, cache = linear.forward(absolute[0], absolute[1], absolute[2])
+    mag_dx, mag_dw, mag_db = linear.backward(absolute[3], cache)
+    k, c_out = w.shape[0], w.shape[3]
+    positions = dout.shape[0] * dout.shape[1] * dout.shape[2]
+    per_input = math.ceil(k / stride) ** 2 * c_out  # (window, channel) pairs that reach one input entry
+    return (
+        u * math.sqrt(per_input) * mag_dx,
+        u * math.sqrt(positions) * mag_dw,
+        u * math.sqrt(positions) * mag_db,
+    )
