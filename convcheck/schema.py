@@ -1,0 +1,131 @@
+"""A JSON Schema (draft-07) of the config format, for editors (completion, hover text, squiggles) and CI.
+
+It is generated from :data:`convcheck.config.CHECK_KEYS`, the same table the loader validates against, so the
+schema and the loader cannot drift apart. Draft-07 because it is what yaml-language-server and most editors
+support best. The schema checks each value on its own; what only the loader can check (the filter fits the
+padded input, ``same`` needs an odd filter, ``out_height`` matches, names are unique, ``impl`` files exist)
+is left to ``convcheck validate``.
+
+Usage in a config file (yaml-language-server)::
+
+    # yaml-language-server: $schema=./convcheck.schema.json
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from convcheck.config import CHECK_KEYS, MEMORY_PATTERN, KeyInfo, allowed_text
+from convcheck.spec import Signature
+
+SCHEMA_DIALECT = "http://json-schema.org/draft-07/schema#"
+
+
+def config_schema() -> dict[str, Any]:
+    """The JSON Schema of a convcheck config file: ``checks:`` with optional ``defaults:``, or one check.
+
+    Returns:
+        A fresh JSON-serializable dict (callers may modify it).
+    """
+    required = [key for key, info in CHECK_KEYS.items() if info.required]
+    return {
+        "$schema": SCHEMA_DIALECT,
+        "title": "convcheck config",
+        "description": (
+            "Convolution layers whose backward pass convcheck checks against finite differences. A list value "
+            "for a sweepable key sweeps it: the check expands to the cartesian product of its list-valued keys."
+        ),
+        "anyOf": [
+            {"$ref": "#/definitions/suite"},
+            {"allOf": [{"$ref": "#/definitions/check"}, {"required": required}]},
+        ],
+        "definitions": {
+            "suite": {
+                "description": "A list of checks with optional shared defaults.",
+                "type": "object",
+                "properties": {
+                    "defaults": {"$ref": "#/definitions/defaults"},
+                    "checks": {
+                        "description": "The checks (each may leave out keys given in defaults).",
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {"$ref": "#/definitions/check"},
+                    },
+                },
+                "required": ["checks"],
+                "additionalProperties": False,
+            },
+            "defaults": {
+                "description": "Values for every check in checks: (a check's own value wins). Not name.",
+                "type": ["object", "null"],
+                "properties": {key: key_schema(info) for key, info in CHECK_KEYS.items() if key != "name"},
+                "additionalProperties": False,
+            },
+            "check": {
+                "description": "One convolution layer to check.",
+                "type": "object",
+                "properties": {key: key_schema(info) for key, info in CHECK_KEYS.items()},
+                "additionalProperties": False,
+            },
+        },
+    }
+
+
+def key_schema(info: KeyInfo) -> dict[str, Any]:
+    """The schema of one check key: its value, or for sweepable keys also a non-empty list of distinct values."""
+    one = _value_schema(info)
+    description = f"{info.description}. Allowed: {allowed_text(info)}."
+    if info.default is not None:
+        description += f" Default: {info.default}."
+    if not info.sweepable:
+        return {"description": description, **one}
+    sweep = {"type": "array", "minItems": 1, "uniqueItems": True, "items": one}
+    return {"description": description, "anyOf": [one, sweep]}
+
+
+def _value_schema(info: KeyInfo) -> dict[str, Any]:
+    if info.kind == "int":
+        return {"type": "integer", "minimum": int(info.minimum or 0)}
+    if info.kind == "number":
+        bound = "exclusiveMinimum" if info.exclusive_minimum else "minimum"
+        return {"type": "number", bound: info.minimum}
+    if info.kind == "choice":
+        return {"type": "string", "enum": list(info.choices)}
+    if info.kind == "padding":
+        return {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "enum": ["same"]}]}
+    if info.kind == "text":
+        return {"type": "string", "minLength": 1}
+    if info.kind == "memory":
+        return {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": MEMORY_PATTERN}]}
+    return _impl_schema()
+
+
+def _impl_schema() -> dict[str, Any]:
+    names = {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"}
+    return {
+        "anyOf": [
+            {"type": "string", "minLength": 1},
+            {
+                "type": "object",
+                "properties": {
+                    "module": {
+                        "description": "a path to a .py file (relative to the config file) or a module name",
+                        "type": "string",
+                        "minLength": 1,
+                    },
+                    "forward": {"description": "name of the forward function", **names},
+                    "backward": {"description": "name of the backward function", **names},
+                    "signature": {
+                        "description": "calling convention of the functions",
+                        "type": "string",
+                        "enum": [member.value for member in Signature],
+                    },
+                },
+                "required": ["module"],
+                "additionalProperties": False,
+            },
+        ]
+    }
+
+
+__all__ = ["SCHEMA_DIALECT", "config_schema", "key_schema"]
