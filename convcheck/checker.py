@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -10,6 +11,9 @@ import numpy as np
 
 from convcheck import reference
 from convcheck.compare import judge, judge_forward
+from convcheck.contract import exercise
+from convcheck.diagnosis import diagnose
+from convcheck.implementations import UserFault, load_layer
 from convcheck.layer import MatrixConvLayer
 from convcheck.numeric import Engine, Estimate, NotLocalError, entrywise_passes, grouped_passes
 from convcheck.protocol import ConvLayer
@@ -58,8 +62,6 @@ def resolve_layer(spec: CheckSpec) -> ConvLayer:
     """The layer a spec names: convcheck's own, or the user's implementation behind its adapter."""
     if spec.impl is None:
         return builtin_layer(spec)
-    from convcheck.implementations import load_layer  # only user implementations need the loader
-
     return load_layer(spec)
 
 
@@ -75,6 +77,33 @@ def choose_method(spec: CheckSpec, forward_seconds: float) -> tuple[Method, str]
         f"auto chose sampled ({SAMPLED_ENTRIES} entries per tensor): checking every entry would take "
         f"{passes} forward passes, about {estimate:.0f} s (budget {AUTO_BUDGET:.0f} s)"
     )
+
+
+def planned_passes(spec: CheckSpec) -> tuple[str, int]:
+    """The method a spec will use and its forward passes, without running anything (for ``validate``).
+
+    ``auto`` is shown as the every-entry method it prefers; at run time it falls back to ``sampled`` when the
+    measured forward time says that would exceed ``AUTO_BUDGET``.
+    """
+    shape = spec.shape
+    method = spec.method
+    if method is Method.AUTO:
+        method = Method.FULL if grouped_passes(shape) <= entrywise_passes(shape) else Method.ENTRYWISE
+        label = f"auto→{method.value}"
+    else:
+        label = method.value
+    passes = {
+        Method.FULL: grouped_passes(shape),
+        Method.ENTRYWISE: entrywise_passes(shape),
+        Method.SAMPLED: 2
+        * (
+            min(SAMPLED_ENTRIES, math.prod(shape.x_shape))
+            + min(SAMPLED_ENTRIES, math.prod(shape.w_shape))
+            + min(SAMPLED_ENTRIES, shape.out_depth)
+        ),
+        Method.DIRECTIONAL: 2 * 3 * DIRECTIONAL_PROJECTIONS,
+    }[method]
+    return label, passes
 
 
 def run_check(spec: CheckSpec, layer: ConvLayer | None = None, data: CheckData | None = None) -> CheckResult:
@@ -102,7 +131,7 @@ def run_check(spec: CheckSpec, layer: ConvLayer | None = None, data: CheckData |
 def describe_exception(exc: BaseException) -> str:
     """One paragraph for the user; typed errors from user code carry their own message."""
     text = str(exc)
-    if getattr(exc, "user_facing", False):
+    if isinstance(exc, UserFault):  # already one paragraph naming the user's file and line
         return text
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
@@ -215,22 +244,8 @@ def _exercise(
     layer: ConvLayer, data: CheckData, spec: CheckSpec
 ) -> tuple[np.ndarray | None, tuple[np.ndarray, ...] | None, tuple[str, ...]]:
     """Run forward and backward once, checking the contract; returns (out, (dx, dw, db), problems)."""
-    try:
-        from convcheck.contract import exercise
-    except ImportError:  # the contract module is optional while it is being written
-        exercise = None
-    if exercise is not None:
-        outcome = exercise(layer, data.x, data.w, data.b, data.dout)
-        return outcome.out, outcome.grads, tuple(outcome.problems)
-    out, cache = layer.forward(data.x.copy(), data.w.copy(), data.b.copy())
-    grads = tuple(np.asarray(g) for g in layer.backward(data.dout.copy(), cache))
-    expected = (data.x.shape, data.w.shape, data.b.shape)
-    problems = tuple(
-        f"{name} gradient has shape {g.shape}, expected {e}"
-        for name, g, e in zip(("input", "weights", "bias"), grads, expected, strict=True)
-        if g.shape != e
-    )
-    return out, (None if problems else grads), problems
+    outcome = exercise(layer, data.x, data.w, data.b, data.dout)
+    return outcome.out, outcome.gradients, outcome.problems
 
 
 def _finish(
@@ -245,7 +260,7 @@ def _finish(
     notes: list | tuple,
 ) -> CheckResult:
     ok = not contract and (forward is None or forward.ok) and len(gradients) == 3 and all(g.passed for g in gradients)
-    return CheckResult(
+    result = CheckResult(
         name=spec.name,
         status=Status.PASS if ok else Status.FAIL,
         spec=spec,
@@ -258,3 +273,6 @@ def _finish(
         contract=contract,
         notes=tuple(notes),
     )
+    if ok:
+        return result
+    return dataclasses.replace(result, diagnosis=diagnose(result))

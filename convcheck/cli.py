@@ -1,0 +1,315 @@
+"""The ``convcheck`` command: parse arguments, call the library, render, exit. Nothing else lives here.
+
+numpy is imported only when a check actually runs, so ``convcheck --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+
+from convcheck import __version__
+from convcheck.spec import DType, ImplRef, Method
+
+if TYPE_CHECKING:
+    from convcheck.results import CheckResult
+    from convcheck.spec import CheckSpec
+
+from convcheck.exitcodes import ExitCode
+
+app = typer.Typer(
+    name="convcheck",
+    help=(
+        "Check a convolution layer's backward pass against finite differences: every gradient entry, "
+        "no false alarms at ReLU kinks, and a report that says where a wrong gradient is wrong.\n\n"
+        "Examples:\n\n"
+        "  convcheck run configs/seed.yaml\n\n"
+        "  convcheck run configs/ --json report.json --junit report.xml\n\n"
+        "  convcheck validate configs/smoke.yaml\n\n"
+        "  convcheck init my-layer.yaml"
+    ),
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+class Annotate(str, Enum):
+    AUTO = "auto"
+    GITHUB = "github"
+    NONE = "none"
+
+
+def _stdout() -> Console:
+    return Console(highlight=False)
+
+
+def _stderr() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"convcheck {__version__}")
+        raise typer.Exit(ExitCode.OK)
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """convcheck: is my conv layer's backward pass right?"""
+
+
+def _load(paths: list[Path], err: Console) -> list[CheckSpec]:
+    """Load and validate configs; on any error print every problem and exit 2 (nothing is run)."""
+    from convcheck.config import load_configs
+
+    loaded = load_configs(paths)
+    if loaded.errors:
+        for error in loaded.errors:
+            err.print(str(error), markup=False, soft_wrap=True)
+        files = len({e.file for e in loaded.errors})
+        err.print(
+            f"{len(loaded.errors)} problem{'s' if len(loaded.errors) != 1 else ''} in {files} "
+            f"config file{'s' if files != 1 else ''}; nothing was run.",
+            markup=False,
+        )
+        raise typer.Exit(ExitCode.INVALID)
+    if not loaded.specs:
+        err.print("no checks found in " + ", ".join(str(p) for p in paths), markup=False)
+        raise typer.Exit(ExitCode.INVALID)
+    return list(loaded.specs)
+
+
+def _impl_override(text: str) -> ImplRef | None:
+    """``--impl``: ``builtin``, a ``.py`` path (relative to the current folder) or an importable module."""
+    if text == "builtin":
+        return None
+    return ImplRef(module=text, base_dir=Path.cwd())
+
+
+@app.command()
+def run(
+    configs: Annotated[list[Path], typer.Argument(help="Config files, or folders of *.yaml / *.yml files.")],
+    json_path: Annotated[
+        str | None, typer.Option("--json", help="Write results as JSON to PATH ('-' for stdout only).")
+    ] = None,
+    junit: Annotated[Path | None, typer.Option("--junit", help="Write JUnit XML to PATH for CI.")] = None,
+    method: Annotated[Method | None, typer.Option(help="Override every check's method.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Override every check's random seed.", min=0)] = None,
+    dtype: Annotated[DType | None, typer.Option(help="Override every check's dtype.")] = None,
+    impl: Annotated[
+        str | None, typer.Option(help="Override every check's implementation: builtin, a .py file or a module.")
+    ] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Run checks in N worker processes.")] = 1,
+    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop after the first failed check.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only failures and the summary.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show details of passing checks too.")] = False,
+    annotate: Annotated[
+        Annotate, typer.Option(help="CI annotations for failures: auto (GitHub Actions when GITHUB_ACTIONS=true).")
+    ] = Annotate.AUTO,
+) -> None:
+    """Run the checks in CONFIGS and print a table of errors per gradient.
+
+    Exit code 0 when every check passes, 1 when any check fails or its implementation errors, 2 when a
+    config or the command line is invalid (nothing is run), 130 when interrupted.
+
+    Examples:
+
+      convcheck run configs/seed.yaml
+
+      convcheck run configs/ --jobs 2 --junit report.xml
+
+      convcheck run my.yaml --impl layers.py --json -
+    """
+    out, err = _stdout(), _stderr()
+    json_only = json_path == "-"
+    specs = _load(configs, err)
+    overrides: dict[str, object] = {}
+    if method is not None:
+        overrides["method"] = method
+    if seed is not None:
+        overrides["seed"] = seed
+    if dtype is not None:
+        overrides["dtype"] = dtype
+    if impl is not None:
+        overrides["impl"] = _impl_override(impl)
+    if overrides:
+        specs = [s.with_overrides(**overrides) for s in specs]
+
+    from convcheck.runner import run_batch  # imports numpy: only now that checks will run
+
+    table_console = err if json_only else out
+    batch = run_batch(specs, jobs=jobs, fail_fast=fail_fast)
+    results = list(batch.results)
+    _render(results, table_console, quiet=quiet, verbose=verbose)
+    _write_outputs(results, json_path, junit, batch.interrupted, out, err)
+    if annotate is Annotate.GITHUB or (annotate is Annotate.AUTO and os.environ.get("GITHUB_ACTIONS") == "true"):
+        from convcheck.report import github_annotations
+
+        for line in github_annotations(results):
+            typer.echo(line, err=json_only)
+    if batch.interrupted:
+        err.print("interrupted: the results above are the checks that finished", markup=False)
+        raise typer.Exit(ExitCode.INTERRUPTED)
+    raise typer.Exit(ExitCode.for_results(results))
+
+
+def _render(results: list[CheckResult], console: Console, *, quiet: bool, verbose: bool) -> None:
+    from convcheck.report import failure_panel, results_table, summary_line
+
+    shown = results if not quiet else [r for r in results if not r.passed]
+    if shown:
+        console.print(results_table(shown))
+    for r in results:
+        if not r.passed or verbose:
+            console.print(failure_panel(r))
+    console.print(summary_line(results), markup=False, highlight=False)
+
+
+def _write_outputs(
+    results: list[CheckResult],
+    json_path: str | None,
+    junit: Path | None,
+    interrupted: bool,
+    out: Console,
+    err: Console,
+) -> None:
+    from convcheck.report import json_text, junit_text, write_atomic
+
+    if json_path == "-":
+        sys.stdout.write(json_text(results, __version__, interrupted))
+        sys.stdout.flush()
+    elif json_path is not None:
+        write_atomic(json_path, json_text(results, __version__, interrupted))
+    if junit is not None:
+        write_atomic(junit, junit_text(results))
+
+
+@app.command()
+def validate(
+    configs: Annotated[list[Path], typer.Argument(help="Config files, or folders of *.yaml / *.yml files.")],
+) -> None:
+    """Load, validate and expand configs without running them: one row per expanded check with its output
+    shape and estimated cost in forward passes.
+
+    Examples:
+
+      convcheck validate configs/
+
+      convcheck validate configs/smoke.yaml
+    """
+    from rich.table import Table
+
+    from convcheck.checker import planned_passes
+
+    out, err = _stdout(), _stderr()
+    specs = _load(configs, err)
+    table = Table(header_style="bold")
+    for column in ("check", "layer", "output (N, OH, OW, C_out)", "activation", "dtype", "method", "passes"):
+        table.add_column(column, justify="right" if column == "passes" else "left")
+    for s in specs:
+        method, passes = planned_passes(s)
+        table.add_row(
+            s.name, s.shape.describe(), str(s.shape.out_shape), s.activation.value, s.dtype.value, method, f"{passes:,}"
+        )
+    out.print(table)
+    out.print(f"{len(specs)} check{'s' if len(specs) != 1 else ''} valid", markup=False)
+
+
+STARTER = """\
+# convcheck config: run it with `convcheck run {name}`
+# Every key is documented in the README ("Config reference"); `convcheck schema` prints a JSON Schema.
+defaults:
+  seed: 0              # data and the random dout are drawn from this seed
+  activation: relu     # relu | none | leaky_relu | sigmoid | tanh
+  dtype: float64       # float64 | float32
+checks:
+  - name: my-layer
+    batch: 2
+    in_height: 8
+    in_width: 10
+    in_depth: 3
+    out_depth: 4
+    filter_size: 3
+    stride: [1, 2]     # a list sweeps: this check expands to stride=1 and stride=2
+    padding: same      # an int, or `same` (odd filter sizes)
+    # impl: layers.py  # your own forward/backward (default: convcheck's built-in matrix layer)
+    # layout: nchw     # the layout your functions use (default nhwc)
+"""
+
+
+@app.command()
+def init(
+    path: Annotated[Path, typer.Argument(help="Where to write the starter config.")] = Path("convcheck.yaml"),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented starter config.
+
+    Examples:
+
+      convcheck init
+
+      convcheck init configs/mine.yaml --force
+    """
+    err = _stderr()
+    if path.exists() and not force:
+        err.print(f"{path} already exists; use --force to overwrite it", markup=False)
+        raise typer.Exit(ExitCode.INVALID)
+    from convcheck.report import write_atomic
+
+    write_atomic(path, STARTER.format(name=path))
+    typer.echo(f"wrote {path}")
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the config format (for editor completion and validation).
+
+    Examples:
+
+      convcheck schema > convcheck.schema.json
+    """
+    import json
+
+    from convcheck.schema import config_schema
+
+    typer.echo(json.dumps(config_schema(), indent=2))
+
+
+@app.command()
+def selftest(
+    quick: Annotated[bool, typer.Option("--quick", help="float64 only (skip the float32 sweep).")] = False,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Worker processes.")] = 1,
+) -> None:
+    """Prove the checker: run every planted bug of the catalogue and the correct layer over a small sweep.
+
+    Exit code 0 only if every bug is caught and no correct layer fails.
+
+    Examples:
+
+      convcheck selftest
+    """
+    from convcheck.report import selftest_summary, selftest_table
+    from convcheck.selftest import run_selftest
+    from convcheck.spec import DType
+
+    out = _stdout()
+    report = run_selftest(dtypes=(DType.FLOAT64,) if quick else (DType.FLOAT64, DType.FLOAT32), jobs=jobs)
+    out.print(selftest_table(report))
+    out.print(selftest_summary(report), markup=False)
+    raise typer.Exit(ExitCode.OK if report.ok else ExitCode.FAILED)
+
+
+def entry() -> None:  # pragma: no cover - the console script calls app() directly
+    app()
