@@ -212,9 +212,7 @@ class Col2imAssign(StepwiseLayer):
     """col2im writes ``=`` instead of ``+=``: where windows overlap, the last window's gradient wins."""
 
     def fold(self, dcols: np.ndarray, cache: MatrixCache) -> np.ndarray:
-        return _fold_by_window(
-            dcols, cache, self.stride, self.padding, place_stride=self.stride, accumulate=False
-        )
+        return _fold_by_window(dcols, cache, self.stride, self.padding, place_stride=self.stride, accumulate=False)
 
 
 @dataclass(frozen=True)
@@ -435,9 +433,7 @@ class PlantedBug:
         unknown = set(self.tensors) - set(TENSOR_ORDER)
         ordered = tuple(t for t in TENSOR_ORDER if t in self.tensors)
         if unknown or not self.tensors or ordered != self.tensors:
-            raise ValueError(
-                f"{self.id}: tensors must be a non-empty subset of {TENSOR_ORDER}, in that order"
-            )
+            raise ValueError(f"{self.id}: tensors must be a non-empty subset of {TENSOR_ORDER}, in that order")
 
     def make(self, stride: int, padding: int, activation: Activation) -> StepwiseLayer:
         """A fresh instance of the buggy layer (fresh state for the stateful ones) with the geometry bound."""
@@ -449,9 +445,7 @@ def _last_window_touches_input(shape: ConvShape) -> bool:
     s, k, p = shape.stride, shape.filter_size, shape.padding
     last_row = (shape.out_height - 1) * s
     last_col = (shape.out_width - 1) * s
-    return (last_row + k > p and last_row < p + shape.in_height) or (
-        last_col + k > p and last_col < p + shape.in_width
-    )
+    return (last_row + k > p and last_row < p + shape.in_height) or (last_col + k > p and last_col < p + shape.in_width)
 
 
 def _relu(shape: ConvShape, activation: Activation) -> bool:
@@ -630,7 +624,7 @@ CATALOGUE: tuple[PlantedBug, ...] = (
         "weights-accumulate",
         "dw accumulated in a buffer that is never zeroed: a second backward call returns 2·dw",
         ("weights",),
-        "accumulate",
+        "repeatability",
         "any layer, from the second backward call on",
         _always,
         WeightsAccumulate,
@@ -682,6 +676,9 @@ CATALOGUE: tuple[PlantedBug, ...] = (
         ForwardFlippedKernel,
     ),
 )
+
+#: The diagnosis keywords the catalogue expects (issue 6: each bug's failure should name its ``hint``).
+HINTS: tuple[str, ...] = tuple(sorted({bug.hint for bug in CATALOGUE}))
 
 _BY_ID = {bug.id: bug for bug in CATALOGUE}
 if len(_BY_ID) != len(CATALOGUE):  # pragma: no cover - a duplicate id is a programming error

@@ -14,9 +14,10 @@ few thousand forward passes of a few hundred multiply-adds each.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from convcheck import bugs
 from convcheck.bugs import TENSOR_ORDER, PlantedBug
@@ -251,12 +252,26 @@ def _check_task(task: tuple[CheckSpec, str | None]) -> LayerOutcome:
     return check_layer(*task)
 
 
+class _Serial:
+    """The in-process stand-in for ``ProcessPoolExecutor`` when ``jobs`` is 1 (a lazy ``map``)."""
+
+    def __enter__(self) -> _Serial:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def map(self, fn: Callable[[Any], Any], items: Iterable[Any], chunksize: int = 1) -> Iterator[Any]:
+        return map(fn, items)
+
+
 def run_selftest(
     sweep: Sequence[CheckSpec] | None = None,
     *,
     bug_ids: Sequence[str] | None = None,
     dtypes: Sequence[DType] = DTYPES,
     jobs: int = 1,
+    progress: Callable[[int, int], None] | None = None,
 ) -> SelftestReport:
     """Check every planted bug (or those in ``bug_ids``) and the correct layer over ``sweep`` in each dtype.
 
@@ -265,6 +280,7 @@ def run_selftest(
         bug_ids: a subset of the catalogue, in the order given; None: all of it.
         dtypes: the dtypes to run the sweep in.
         jobs: worker processes; results do not depend on it.
+        progress: called as ``progress(done, total)`` after each check (for a progress bar).
     Returns:
         A ``SelftestReport``; ``report.ok`` is the verdict.
     Raises:
@@ -275,14 +291,13 @@ def run_selftest(
     specs = tuple(spec for dtype in dtypes for spec in with_dtype(base, dtype))
     chosen = bugs.CATALOGUE if bug_ids is None else tuple(bugs.get(i) for i in bug_ids)
     tasks = [(spec, None) for spec in specs] + [(spec, bug.id) for bug in chosen for spec in specs]
-    if jobs > 1:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            outcomes = list(pool.map(_check_task, tasks, chunksize=max(1, len(tasks) // (4 * jobs))))
-    else:
-        outcomes = [_check_task(task) for task in tasks]
+    outcomes: list[LayerOutcome] = []
+    with ProcessPoolExecutor(max_workers=jobs) if jobs > 1 else _Serial() as pool:
+        for outcome in pool.map(_check_task, tasks, chunksize=max(1, len(tasks) // (4 * jobs))):
+            outcomes.append(outcome)
+            if progress is not None:
+                progress(len(outcomes), len(tasks))
     per_bug = len(specs)
     correct, rest = tuple(outcomes[:per_bug]), outcomes[per_bug:]
-    bug_outcomes = tuple(
-        BugOutcome(bug, tuple(rest[i * per_bug : (i + 1) * per_bug])) for i, bug in enumerate(chosen)
-    )
+    bug_outcomes = tuple(BugOutcome(bug, tuple(rest[i * per_bug : (i + 1) * per_bug])) for i, bug in enumerate(chosen))
     return SelftestReport(bugs=bug_outcomes, correct=correct, seconds=time.perf_counter() - started)

@@ -26,9 +26,7 @@ RTOL, ATOL = 1e-9, 1e-9
 def _data(shape: ConvShape, seed: int, dtype: type = np.float64) -> tuple[np.ndarray, ...]:
     """x, w, b and the upstream gradient G, standard normal (no pre-activation lands on a ReLU kink)."""
     rng = np.random.default_rng(seed)
-    x, w, b, g = (
-        rng.standard_normal(s) for s in (shape.x_shape, shape.w_shape, shape.b_shape, shape.out_shape)
-    )
+    x, w, b, g = (rng.standard_normal(s) for s in (shape.x_shape, shape.w_shape, shape.b_shape, shape.out_shape))
     return tuple(a.astype(dtype) for a in (x, w, b, g))
 
 
@@ -74,9 +72,7 @@ def differing_tensors(bug: PlantedBug, spec: CheckSpec, seed: int = 0) -> set[st
         expected = correct.backward(g, correct.forward(x, w, b)[1])
         tol = {}
     for _ in range(2):
-        for name, got, want in zip(
-            ("input", "weights", "bias"), layer.backward(g, cache), expected, strict=True
-        ):
+        for name, got, want in zip(("input", "weights", "bias"), layer.backward(g, cache), expected, strict=True):
             if _differs(got, want, **tol):
                 found.add(name)
     return found
