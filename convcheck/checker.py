@@ -173,7 +173,9 @@ def _run(spec: CheckSpec, layer: ConvLayer | None, data: CheckData | None, start
         method, note = choose_method(spec, forward_seconds)
         notes.append(note)
     engine, tol = _engine(layer, data, spec, notes)
-    noise = analytic_noise(data.x, data.w, data.b, data.dout, shape.stride, shape.padding, u)
+    bounds = analytic_noise(data.x, data.w, data.b, data.dout, shape.stride, shape.padding, u)
+    # Plus the final rounding of each returned entry to the layer's dtype.
+    noise = tuple(bound + u * np.abs(np.asarray(g, dtype=np.float64)) for bound, g in zip(bounds, grads, strict=True))
     estimates, method = _estimate(engine, method, grads, noise, tol, spec, notes)
     gradients = tuple(judge(est, tol) for est in estimates)
     return _finish(spec, start, method, engine.forward_passes, tol, gradients, forward_result, contract, notes)

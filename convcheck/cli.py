@@ -47,12 +47,22 @@ class Annotate(str, Enum):
     NONE = "none"
 
 
+# Width when the output is not a terminal (a pipe, a CI log): wide enough for the results table on one line.
+PIPE_WIDTH = 160
+
+
+def _console(stderr: bool) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() or "COLUMNS" in os.environ else PIPE_WIDTH
+    return Console(stderr=stderr, highlight=False, width=width)
+
+
 def _stdout() -> Console:
-    return Console(highlight=False)
+    return _console(stderr=False)
 
 
 def _stderr() -> Console:
-    return Console(stderr=True, highlight=False)
+    return _console(stderr=True)
 
 
 def _version(value: bool) -> None:

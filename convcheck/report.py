@@ -86,16 +86,16 @@ def _checked_cell(result: CheckResult) -> str:
 
 def results_table(results: Sequence[CheckResult]) -> Table:
     """One row per check: name, layer, method, entries checked, max relative errors, kinks, seconds, verdict."""
-    table = Table(title=None, header_style="bold", show_lines=False, pad_edge=False)
+    table = Table(caption="rel err: max relative error per gradient", header_style="bold", pad_edge=False)
     table.add_column("check", overflow="fold")
-    table.add_column("layer", overflow="fold")
-    table.add_column("method")
-    table.add_column("checked", justify="right")
+    table.add_column("layer", no_wrap=True)
+    table.add_column("method", no_wrap=True)
+    table.add_column("checked", justify="right", no_wrap=True)
     for tensor in TENSORS:
-        table.add_column(f"rel err {tensor}", justify="right")
-    table.add_column("kinks", justify="right")
-    table.add_column("s", justify="right")
-    table.add_column("", justify="center")
+        table.add_column(f"rel err {tensor}", justify="right", no_wrap=True)
+    table.add_column("kinks", justify="right", no_wrap=True)
+    table.add_column("s", justify="right", no_wrap=True)
+    table.add_column("", justify="center", no_wrap=True)
     for r in results:
         mark = Text(PASS_MARK, style="bold green") if r.passed else Text(FAIL_MARK, style="bold red")
         if r.status is Status.ERROR:
@@ -384,7 +384,7 @@ def selftest_table(report: object) -> Table:
         mark = Text(PASS_MARK, style="bold green") if ok else Text(FAIL_MARK, style="bold red")
         layers = ", ".join(row.layers[:3]) + (f" (+{len(row.layers) - 3})" if len(row.layers) > 3 else "")
         table.add_row(
-            f"{row.id}\n[dim]{row.description}[/dim]" if row.description else row.id,
+            Text.assemble(row.id, ("\n" + row.description, "dim")) if row.description else row.id,
             mark,
             ", ".join(row.tensors) or "—",
             ", ".join(row.expected) or "—",
