@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from dataclasses import dataclass
 
@@ -106,6 +107,31 @@ def planned_passes(spec: CheckSpec) -> tuple[str, int]:
     return label, passes
 
 
+MEMORY_FRACTION = 0.5  # default max_memory: this share of the machine's physical memory
+
+
+def default_max_memory() -> int:
+    """Half of this machine's physical memory (or 8 GiB where the OS does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * MEMORY_FRACTION)
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - non-POSIX systems
+        return 8 * 2**30
+
+
+def estimated_memory(spec: CheckSpec) -> int:
+    """Bytes a check of ``spec`` needs at its peak, by a model of the arrays it holds at once.
+
+    The built-in layer's im2col matrix ``(N·OH·OW, k²·C_in)`` appears in the forward, its cache and the
+    magnitude computations (about 4 copies, float64); the engine holds about 16 output-sized float64 arrays
+    (f0, f±, dout, noise model, differences) and a few copies of x and w.
+    """
+    s = spec.shape
+    positions = s.batch * s.out_height * s.out_width
+    cols = positions * s.filter_size**2 * s.in_depth
+    outputs = positions * s.out_depth
+    return 8 * (4 * cols + 16 * outputs + 6 * math.prod(s.x_shape) + 6 * math.prod(s.w_shape))
+
+
 def run_check(spec: CheckSpec, layer: ConvLayer | None = None, data: CheckData | None = None) -> CheckResult:
     """Check one layer: its forward against the reference convolution and every gradient entry against
     finite differences of ``L = Σ out ⊙ dout``.
@@ -122,6 +148,15 @@ def run_check(spec: CheckSpec, layer: ConvLayer | None = None, data: CheckData |
     problems = spec.shape.problems()
     if problems:
         return _error(spec, start, "; ".join(problems))
+    needed, allowed = estimated_memory(spec), spec.max_memory if spec.max_memory is not None else default_max_memory()
+    if needed > allowed:
+        return _error(
+            spec,
+            start,
+            f"this layer's check would need about {needed / 2**30:.1f} GiB of memory, more than max_memory "
+            f"({allowed / 2**30:.1f} GiB); make the layer smaller (batch, in_height, in_width), or raise "
+            "max_memory in the config (bytes, or a string such as '32GB')",
+        )
     try:
         return _run(spec, layer, data, start)
     except Exception as exc:  # noqa: BLE001 - any failure inside a check becomes that check's error row
