@@ -220,6 +220,7 @@ def validate(
       convcheck validate configs/smoke.yaml
     """
     from rich.table import Table
+    from rich.text import Text
 
     from convcheck.checker import planned_passes
 
@@ -231,7 +232,13 @@ def validate(
     for s in specs:
         method, passes = planned_passes(s)
         table.add_row(
-            s.name, s.shape.describe(), str(s.shape.out_shape), s.activation.value, s.dtype.value, method, f"{passes:,}"
+            Text(s.name),
+            s.shape.describe(),
+            str(s.shape.out_shape),
+            s.activation.value,
+            s.dtype.value,
+            method,
+            f"{passes:,}",
         )
     out.print(table)
     out.print(f"{len(specs)} check{'s' if len(specs) != 1 else ''} valid", markup=False)

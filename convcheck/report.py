@@ -102,7 +102,7 @@ def results_table(results: Sequence[CheckResult]) -> Table:
             mark = Text(f"{FAIL_MARK} error", style="bold red")
         kinks = sum(g.kinks for g in r.gradients)
         table.add_row(
-            r.name,
+            Text(r.name),  # Text, not a string: names like "k3[stride=2]" are not Rich markup
             r.spec.shape.describe(),
             r.method.value if r.method else "—",
             _checked_cell(r),
@@ -172,7 +172,7 @@ def failure_panel(result: CheckResult) -> Panel:
         )
     for note in result.notes:
         parts.append(Text(note, style="dim"))
-    title = f"{FAIL_MARK} {result.name}" + (" (error)" if result.status is Status.ERROR else "")
+    title = Text(f"{FAIL_MARK} {result.name}" + (" (error)" if result.status is Status.ERROR else ""))
     return Panel(Group(*parts), title=title, title_align="left", border_style="red")
 
 

@@ -1,0 +1,180 @@
+"""End-to-end tests of the ``convcheck`` command: exit codes, parsed JSON and JUnit, streams, annotations."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from convcheck.cli import app
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "configs"
+EXAMPLES = ROOT / "examples"
+ENV = {"NO_COLOR": "1", "COLUMNS": "160", "GITHUB_ACTIONS": "false"}
+
+SMALL = """\
+checks:
+  - name: small
+    batch: 2
+    in_height: 5
+    in_width: 6
+    in_depth: 2
+    out_depth: 3
+    filter_size: 3
+    stride: [1, 2]
+    padding: 1
+"""
+
+
+def invoke(*args: str, env: dict[str, str] | None = None):
+    return CliRunner().invoke(app, list(args), env={**ENV, **(env or {})})
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_run_small_sweep_json_to_stdout_is_only_json(tmp_path):
+    config = write(tmp_path, "small.yaml", SMALL)
+    result = invoke("run", str(config), "--json", "-")
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(result.stdout)  # nothing but JSON on stdout
+    assert document["summary"] == {"total": 2, "passed": 2, "failed": 0, "errors": 0}
+    names = [c["name"] for c in document["checks"]]
+    assert names == ["small[stride=1]", "small[stride=2]"]
+    check = document["checks"][0]
+    assert set(check) >= {"name", "status", "config", "gradients", "forward", "diagnosis", "error", "seconds"}
+    assert set(check["gradients"]) == {"input", "weights", "bias"}
+    grad = check["gradients"]["input"]
+    assert grad["checked"] == grad["total"] == 2 * 5 * 6 * 2
+    assert set(grad["worst"]) >= {"index", "analytic", "numeric"}
+    assert check["forward"]["ok"] is True
+    assert "passed" in result.stderr  # the table and summary went to stderr
+
+
+def test_failing_implementation_exit_1_with_json_and_junit(tmp_path):
+    json_path, junit_path = tmp_path / "out.json", tmp_path / "out.xml"
+    result = invoke("run", str(EXAMPLES / "buggy_col2im.yaml"), "--json", str(json_path), "--junit", str(junit_path))
+    assert result.exit_code == 1
+    assert result.stdout.strip().splitlines()[-1] == "0 passed, 1 failed"
+    check = json.loads(json_path.read_text())["checks"][0]
+    assert check["status"] == "fail"
+    assert check["gradients"]["input"]["passed"] is False
+    assert check["gradients"]["weights"]["passed"] is True
+    suite = ET.parse(junit_path).getroot()
+    cases = suite.findall(".//testcase")
+    assert len(cases) == 1
+    failure = cases[0].find("failure")
+    assert failure is not None and "input gradient" in failure.get("message")
+    assert not list(tmp_path.glob(".*"))  # no temporary files left behind
+
+
+def test_error_row_for_a_crashing_implementation(tmp_path):
+    impl = write(
+        tmp_path,
+        "raises.py",
+        "def forward(x, w, b, stride, padding):\n    raise ValueError('boom')\n"
+        "def backward(dout, cache):\n    return None\n",
+    )
+    config = write(tmp_path, "c.yaml", f"impl: {impl.name}\n" + SMALL.split("  - ", 1)[1].replace("    ", ""))
+    result = invoke("run", str(config), "--json", "-")
+    assert result.exit_code == 1
+    checks = json.loads(result.stdout)["checks"]
+    assert {c["status"] for c in checks} == {"error"}
+    assert "boom" in checks[0]["error"] and "raises.py:2" in checks[0]["error"]
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "line"),
+    [
+        (SMALL.replace("stride:", "strides:"), "strides", 9),
+        (SMALL.replace("in_width: 6", "in_width: wide"), "in_width", 5),
+        (SMALL.replace("filter_size: 3", "filter_size: 9"), "filter_size", 8),
+        ("checks: [\n", "(yaml)", 2),
+    ],
+)
+def test_bad_config_exit_2_names_field_and_line(tmp_path, text, field, line):
+    config = write(tmp_path, "bad.yaml", text)
+    result = invoke("run", str(config))
+    assert result.exit_code == 2
+    assert "Traceback" not in result.stderr
+    first = result.stderr.splitlines()[0]
+    assert first.startswith(f"{config}:{line}:") and field in first and "allowed:" in first
+    assert result.stdout == ""  # nothing was run
+
+
+def test_validate_lists_expanded_checks_with_cost(tmp_path):
+    config = write(tmp_path, "small.yaml", SMALL)
+    result = invoke("validate", str(config))
+    assert result.exit_code == 0
+    assert "small[stride=2]" in result.stdout and "(2, 5, 6, 3)" in result.stdout
+    assert "2 checks valid" in result.stdout
+
+
+def test_init_writes_a_runnable_config_and_refuses_to_overwrite(tmp_path):
+    target = tmp_path / "mine.yaml"
+    assert invoke("init", str(target)).exit_code == 0
+    assert invoke("init", str(target)).exit_code == 2
+    assert invoke("init", str(target), "--force").exit_code == 0
+    result = invoke("run", str(target), "--json", "-")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["summary"]["passed"] == 2
+
+
+def test_schema_is_json_and_version_prints():
+    result = invoke("schema")
+    assert result.exit_code == 0 and "properties" in json.dumps(json.loads(result.stdout))
+    version = invoke("--version")
+    assert version.exit_code == 0 and version.stdout.startswith("convcheck ")
+
+
+def test_github_annotations_point_at_the_check_line(tmp_path):
+    result = invoke("run", str(EXAMPLES / "buggy_col2im.yaml"), env={"GITHUB_ACTIONS": "true"})
+    assert result.exit_code == 1
+    lines = [line for line in result.stdout.splitlines() if line.startswith("::error ")]
+    assert len(lines) == 1 and "buggy_col2im.yaml" in lines[0] and ",line=" in lines[0]
+
+
+def test_no_color_means_no_escape_codes(tmp_path):
+    result = invoke("run", str(write(tmp_path, "small.yaml", SMALL)))
+    assert "\x1b[" not in result.stdout
+
+
+def test_overrides_apply_to_every_check(tmp_path):
+    config = write(tmp_path, "small.yaml", SMALL)
+    result = invoke("run", str(config), "--json", "-", "--method", "directional", "--seed", "3")
+    checks = json.loads(result.stdout)["checks"]
+    assert {c["method"] for c in checks} == {"directional"}
+
+
+def test_selftest_quick_is_green():
+    result = invoke("selftest", "--quick")
+    assert result.exit_code == 0, result.stdout[-2000:]
+    assert "false alarm" in result.stdout
+
+
+def test_every_bundled_config_runs_and_passes():
+    result = invoke("run", str(CONFIGS), "--json", "-", "--jobs", "1")
+    assert result.exit_code == 0, result.stderr[-3000:]
+    document = json.loads(result.stdout)
+    assert document["summary"]["failed"] == document["summary"]["errors"] == 0
+    assert document["summary"]["total"] >= 20
+
+
+def test_python_dash_m_and_help_examples():
+    env = {**os.environ, **ENV}
+    out = subprocess.run([sys.executable, "-m", "convcheck", "--help"], capture_output=True, text=True, env=env)
+    assert out.returncode == 0 and "convcheck run configs/seed.yaml" in out.stdout
+    for command in ("run", "validate", "init", "schema", "selftest"):
+        help_text = invoke(command, "--help").stdout
+        assert "Examples" in help_text, command
