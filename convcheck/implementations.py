@@ -288,6 +288,7 @@ def _load_file(ref: ImplRef) -> tuple[ModuleType, str, tuple[Path, ...]]:
     if added:
         sys.path.insert(0, folder)
     sys.modules[name] = module  # dataclasses, pickle and typing look a module up by name while it executes
+    before = set(sys.modules)
     try:
         import_spec.loader.exec_module(module)
     except BaseException as exc:
@@ -299,10 +300,23 @@ def _load_file(ref: ImplRef) -> tuple[ModuleType, str, tuple[Path, ...]]:
         if added:
             with contextlib.suppress(ValueError):  # the user's module may have removed it itself
                 sys.path.remove(folder)
+        _forget_siblings(set(sys.modules) - before, path.parent)
     for old in [k for k in _MODULE_CACHE if k[0] == key[0]]:
         del _MODULE_CACHE[old]
     _MODULE_CACHE[key] = module
     return module, origin, (path.parent,)
+
+
+def _forget_siblings(names: set[str], folder: Path) -> None:
+    """Drop the sibling modules a user's file imported from ``sys.modules``.
+
+    The user's module keeps them alive through its globals; forgetting their names lets another folder's
+    ``helper.py`` be imported as ``helper`` later (two assignments often share file names).
+    """
+    for sibling in names:
+        file = getattr(sys.modules.get(sibling), "__file__", None)
+        if file and Path(file).resolve().is_relative_to(folder):
+            sys.modules.pop(sibling, None)
 
 
 def _load_module_name(ref: ImplRef) -> tuple[ModuleType, str, tuple[Path, ...]]:

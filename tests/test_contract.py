@@ -1,0 +1,221 @@
+"""The contract checks: one test per fault kind, each with a fixture implementation that commits it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from convcheck.contract import exercise
+from convcheck.implementations import UserCodeError, UserLayer, load_functions
+from convcheck.layer import MatrixConvLayer
+from convcheck.spec import ConvShape, ImplRef, Layout, Signature
+
+FIXTURES = Path(__file__).parent / "fixtures" / "impls"
+SHAPE = ConvShape(batch=2, in_height=5, in_width=6, in_depth=3, out_depth=4, filter_size=3, stride=1, padding=1)
+
+
+def data(shape: ConvShape = SHAPE) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """x (N, H, W, C_in), w (k, k, C_in, C_out), b (C_out,), dout (N, OH, OW, C_out)."""
+    rng = np.random.default_rng(1)
+    return tuple(rng.standard_normal(s) for s in (shape.x_shape, shape.w_shape, shape.b_shape, shape.out_shape))
+
+
+def fixture(module: str, layout: Layout = Layout.NHWC, **ref: object) -> UserLayer:
+    impl = load_functions(ImplRef(module, base_dir=FIXTURES, **ref))  # type: ignore[arg-type]
+    return UserLayer(impl, stride=SHAPE.stride, padding=SHAPE.padding, layout=layout)
+
+
+def problems_of(layer) -> tuple[str, ...]:
+    return exercise(layer, *data()).problems
+
+
+def only(problems: tuple[str, ...]) -> str:
+    assert len(problems) == 1, problems
+    return problems[0]
+
+
+# -- layers that keep the contract --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        MatrixConvLayer(1, 1),
+        fixture("good_nhwc.py"),
+        fixture("good_nchw.py", Layout.NCHW),
+        fixture(
+            "good_cs231n.py",
+            forward="conv_forward_naive",
+            backward="conv_backward_naive",
+            signature=Signature.CS231N,
+        ),
+    ],
+    ids=["builtin", "nhwc", "nchw", "cs231n"],
+)
+def test_correct_layers_keep_the_contract(layer):
+    x, w, b, dout = data()
+    outcome = exercise(layer, x, w, b, dout)
+    assert outcome.ok and outcome.usable
+    out, cache = MatrixConvLayer(1, 1).forward(x, w, b)
+    assert outcome.out.shape == out.shape and outcome.forward_seconds > 0
+    for got, want in zip(outcome.gradients, MatrixConvLayer(1, 1).backward(dout, cache), strict=True):
+        assert got.shape == want.shape
+
+
+def test_exercise_never_modifies_its_arguments():
+    x, w, b, dout = data()
+    originals = [a.copy() for a in (x, w, b, dout)]
+    for module in ("mutates_input.py", "mutates_dout.py", "cache_overwritten.py"):
+        exercise(fixture(module), x, w, b, dout)
+    for got, original in zip((x, w, b, dout), originals, strict=True):
+        np.testing.assert_array_equal(got, original)
+
+
+# -- shapes -------------------------------------------------------------------------------------------------
+
+
+def test_wrong_gradient_shape_keeps_the_output_but_no_gradients():
+    outcome = exercise(fixture("wrong_db_keepdims.py"), *data())
+    assert "db has shape (1, 4)" in only(outcome.problems) and "keepdims=True" in outcome.problems[0]
+    assert outcome.out is not None and outcome.gradients is None
+
+
+def test_wrong_output_shape_leaves_nothing_usable():
+    outcome = exercise(fixture("wrong_out_shape.py"), *data())
+    assert "output size is off" in only(outcome.problems)
+    assert outcome.out is None and not outcome.usable
+
+
+def test_wrong_shape_from_a_layer_object_is_reported_in_nhwc():
+    class Transposed(MatrixConvLayer):
+        def backward(self, dout, cache):
+            dx, dw, db = super().backward(dout, cache)
+            return dx.transpose(0, 3, 1, 2), dw, db
+
+    problem = only(problems_of(Transposed(1, 1)))
+    assert "dx has shape (2, 3, 5, 6)" in problem and "NCHW layout" in problem
+
+
+# -- dtypes and values --------------------------------------------------------------------------------------
+
+
+def test_float32_gradients_from_a_float64_layer_are_a_precision_bug():
+    found = problems_of(fixture("float32_grads.py"))
+    assert len(found) == 3
+    assert all("float32 although" in p and "float64" in p and "precision bug" in p for p in found)
+
+
+def test_output_dtype_must_match_the_input():
+    class Float32Out(MatrixConvLayer):
+        def forward(self, x, w, b):
+            out, cache = super().forward(x, w, b)
+            return out.astype(np.float32), cache
+
+    assert "forward's out is float32 although x is float64" in only(problems_of(Float32Out(1, 1)))
+
+
+def test_nan_in_a_gradient_is_counted_and_located():
+    problem = only(problems_of(fixture("nan_backward.py")))
+    assert problem.startswith("dw contains 81 NaN (of 108 entries")
+
+
+def test_inf_in_the_output_is_reported():
+    assert only(problems_of(fixture("inf_forward.py"))).startswith("forward's out contains 1 ±Inf")
+
+
+def test_nan_index_is_given_in_the_users_layout():
+    class NanDx(MatrixConvLayer):
+        def backward(self, dout, cache):
+            dx, dw, db = super().backward(dout, cache)
+            dx[1, 2, 3, 0] = np.nan
+            return dx, dw, db
+
+    assert "first at [1, 2, 3, 0]" in only(problems_of(NanDx(1, 1)))
+
+
+# -- arguments modified in place ----------------------------------------------------------------------------
+
+
+def test_forward_that_modifies_x_in_place():
+    problem = only(problems_of(fixture("mutates_input.py")))
+    assert problem.startswith("forward modified its argument x in place (180 of 180 entries changed")
+
+
+def test_backward_that_modifies_dout_in_place():
+    assert only(problems_of(fixture("mutates_dout.py"))).startswith("backward modified its argument dout in place")
+
+
+def test_modification_by_a_layer_object_is_located():
+    class ModifiesW(MatrixConvLayer):
+        def forward(self, x, w, b):
+            w[0, 1, 2, 3] += 1.0
+            return super().forward(x, w, b)
+
+    problem = only(problems_of(ModifiesW(1, 1)))
+    assert "forward modified its argument w in place (1 of 108 entries changed, first at [0, 1, 2, 3])" in problem
+
+
+# -- caches that do not survive use -------------------------------------------------------------------------
+
+
+def test_gradient_buffers_that_accumulate_across_calls():
+    # The fixture's buffer is module state: other tests in this process may have used it already.
+    assert "second backward call on the same cache returned a different dw" in only(
+        problems_of(fixture("accumulates.py"))
+    )
+
+    class Accumulates(MatrixConvLayer):
+        def __init__(self):
+            super().__init__(1, 1)
+            object.__setattr__(self, "dw", None)
+
+        def backward(self, dout, cache):
+            dx, dw, db = super().backward(dout, cache)
+            object.__setattr__(self, "dw", dw if self.dw is None else self.dw + dw)
+            return dx, self.dw, db
+
+    problem = only(problems_of(Accumulates()))
+    assert "a different dw" in problem and "exactly twice the first" in problem
+
+
+def test_backward_that_overwrites_its_cache():
+    problem = only(problems_of(fixture("cache_overwritten.py")))
+    assert "second backward call on the same cache returned a different dx" in problem
+    assert "modified something in the cache in place" in problem
+
+
+def test_backward_that_consumes_its_cache():
+    problem = only(problems_of(fixture("consumes_cache.py")))
+    assert "a second backward call on the same cache failed, although the first call worked" in problem
+    assert "KeyError" in problem
+
+
+def test_state_kept_outside_the_cache():
+    problem = only(problems_of(fixture("global_state.py")))
+    assert "after another forward call" in problem and "keeps state outside the cache" in problem
+
+
+def test_output_buffer_reused_across_forward_calls():
+    class ReusesOutput(MatrixConvLayer):
+        buffer = None
+
+        def forward(self, x, w, b):
+            out, cache = super().forward(x, w, b)
+            if ReusesOutput.buffer is None:
+                ReusesOutput.buffer = out
+            ReusesOutput.buffer[...] = out
+            return ReusesOutput.buffer, cache
+
+    assert "forward reuses its output array" in only(problems_of(ReusesOutput(1, 1)))
+
+
+# -- user exceptions propagate ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("module", "role"), [("raises_forward.py", "forward"), ("raises_backward.py", "backward")])
+def test_exceptions_in_the_first_calls_propagate(module, role):
+    with pytest.raises(UserCodeError) as info:
+        exercise(fixture(module), *data())
+    assert info.value.role == role
