@@ -2,7 +2,8 @@
 
 Where windows overlap (stride < filter size), an input entry belongs to several windows and its gradient is
 the sum of their contributions; assigning keeps only the last one. The forward pass, dw and db are right; dx
-is wrong in a regular pattern away from the borders. ``convcheck run buggy_col2im.yaml`` shows the failure.
+is wrong at every entry that more than one window covers (with k=3, s=1, p=1: all of them).
+``convcheck run buggy_col2im.yaml`` shows the failure.
 """
 
 import numpy as np
