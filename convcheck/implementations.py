@@ -67,6 +67,7 @@ __all__ = [
 
 _MESSAGE_LIMIT = 400  # characters of a user's exception message kept in our one-paragraph messages
 _PACKAGE_DIR = Path(__file__).resolve().parent
+_STDLIB_DIR = Path(os.__file__).resolve().parent
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -159,32 +160,47 @@ def _display_path(path: str | os.PathLike[str]) -> str:
         return str(path)
 
 
+def _is_library(path: Path) -> bool:
+    """convcheck itself, the standard library, or an installed package (even one below the user's folder)."""
+    return (
+        path.is_relative_to(_PACKAGE_DIR)
+        or "site-packages" in path.parts
+        or "dist-packages" in path.parts
+        or path.is_relative_to(_STDLIB_DIR)
+    )
+
+
 def innermost_frame(tb: TracebackType | None, roots: tuple[Path, ...] = ()) -> Frame | None:
     """The innermost traceback frame in the user's code.
 
+    Library code (convcheck, the standard library, site-packages, importlib's frozen frames) never counts.
     Preference: a frame in a file below one of ``roots`` (the folder of the user's module); else the innermost
-    frame outside convcheck, the standard library, site-packages and importlib; else None.
+    frame outside library code; else None.
     """
     frames = traceback.extract_tb(tb)
     resolved_roots = tuple(root.resolve() for root in roots)
+    paths: dict[str, Path | None] = {}
+
+    def own_code(filename: str) -> Path | None:
+        """The frame's file when it is not library code."""
+        if filename not in paths:
+            path = None
+            if not filename.startswith("<"):
+                try:
+                    path = Path(filename).resolve()
+                except (OSError, ValueError):
+                    path = None
+            if path is not None and _is_library(path):
+                path = None
+            paths[filename] = path
+        return paths[filename]
 
     def below_root(filename: str) -> bool:
-        try:
-            path = Path(filename).resolve()
-        except (OSError, ValueError):
-            return False
-        return any(path.is_relative_to(root) for root in resolved_roots)
+        path = own_code(filename)
+        return path is not None and any(path.is_relative_to(root) for root in resolved_roots)
 
     def foreign(filename: str) -> bool:
-        if filename.startswith("<"):
-            return False
-        path = Path(filename).resolve()
-        return not (
-            path.is_relative_to(_PACKAGE_DIR)
-            or "site-packages" in path.parts
-            or "dist-packages" in path.parts
-            or path.is_relative_to(Path(os.__file__).resolve().parent)
-        )
+        return own_code(filename) is not None
 
     for test in (below_root, foreign):
         for summary in reversed(frames):
@@ -315,7 +331,10 @@ def _forget_siblings(names: set[str], folder: Path) -> None:
     """
     for sibling in names:
         file = getattr(sys.modules.get(sibling), "__file__", None)
-        if file and Path(file).resolve().is_relative_to(folder):
+        if not file:
+            continue
+        path = Path(file).resolve()
+        if path.is_relative_to(folder) and not _is_library(path):  # never an installed package (a .venv here)
             sys.modules.pop(sibling, None)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 import textwrap
 from pathlib import Path
 
@@ -358,3 +359,29 @@ def test_shape_messages_name_what_a_wrong_shape_looks_like(tensor, got, layout, 
 def test_right_shapes_have_no_problem():
     dims = layer_dims(SHAPE.x_shape, SHAPE.w_shape, 1, 1)
     assert shape_problem("out", "out", (2, 4, 5, 6), Layout.NCHW, dims) is None
+
+
+def test_library_frames_below_the_users_folder_are_not_the_users(tmp_path, monkeypatch):
+    # A virtualenv inside the project folder: its packages are below the user's folder, but not the user's code.
+    library = tmp_path / ".venv" / "lib" / "site-packages"
+    write(library / "fancylib.py", "def unfold(x):\n    raise IndexError('window out of range')\n")
+    monkeypatch.syspath_prepend(str(library))
+    write(
+        tmp_path / "layers.py",
+        """
+        import fancylib
+
+        def forward(x, w, b, stride, padding):
+            return fancylib.unfold(x), None
+
+        def backward(dout, cache):
+            return None
+        """,
+    )
+    layer = UserLayer(load_functions(ImplRef("layers.py", base_dir=tmp_path)), stride=1, padding=1)
+    x, w, b, _ = arrays(SHAPE)
+    with pytest.raises(UserCodeError) as info:
+        layer.forward(x, w, b)
+    frame = info.value.frame
+    assert frame is not None and (Path(frame.file).name, frame.line, frame.function) == ("layers.py", 5, "forward")
+    assert sys.modules.pop("fancylib", None) is not None  # an installed package is never forgotten like a sibling
