@@ -422,10 +422,7 @@ def _read_tree(text: str, doc: _Doc) -> tuple[_Node | None, list[ConfigError]]:
         builder = _TreeBuilder(loader, doc)
         return builder.build(root, ""), builder.errors
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, column = _mark(mark)
-        problem = " ".join(part for part in (exc.context, exc.problem) if part)
-        return None, [ConfigError(doc.file, line, column, "(yaml)", f"invalid YAML: {problem}", "valid YAML")]
+        return None, [_syntax_error(exc, doc)]
     except yaml.reader.ReaderError as exc:
         line, column = _position(text, exc.position)
         message = f"invalid character {exc.character!r} in the file: {exc.reason}"
@@ -435,6 +432,18 @@ def _read_tree(text: str, doc: _Doc) -> tuple[_Node | None, list[ConfigError]]:
     finally:
         if loader is not None:
             loader.dispose()
+
+
+def _syntax_error(exc: yaml.MarkedYAMLError, doc: _Doc) -> ConfigError:
+    """The parser's complaint at the place it noticed it, and where the construct it was reading began."""
+    line, column = _mark(exc.problem_mark or exc.context_mark)
+    message = f"invalid YAML: {exc.problem or exc.context or 'unreadable document'}"
+    if exc.context and exc.problem and exc.problem.startswith("but "):  # "expected X" / "but found Y"
+        message = f"invalid YAML: {exc.context}, {exc.problem}"
+    elif exc.context and exc.problem and exc.context_mark is not None:
+        where = _mark(exc.context_mark)
+        message += f" ({exc.context} that began at line {where[0]}, column {where[1]})"
+    return ConfigError(doc.file, line, column, "(yaml)", message, "valid YAML")
 
 
 class _TreeBuilder:
