@@ -529,3 +529,9 @@ def test_fuzz_any_values_give_specs_or_errors(document: object, flow: bool) -> N
     if isinstance(document, dict) and "checks" not in document and result.ok:
         lists = [len(value) for value in document.values() if isinstance(value, list)]
         assert len(result.specs) == (1 if not lists else __import__("math").prod(lists))
+
+
+def test_docs_reference_lists_exactly_the_accepted_keys_and_their_sweepability() -> None:
+    text = (ROOT / "docs" / "config.md").read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^\| `(\w+)` \|.*\| (yes|no) \|$", text, flags=re.MULTILINE))
+    assert rows == {key: "yes" if info.sweepable else "no" for key, info in CHECK_KEYS.items()}
