@@ -185,12 +185,19 @@ def test_fail_fast_with_workers_gives_the_same_results_as_in_process():
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_ctrl_c_stops_the_workers_and_returns_the_results_so_far():
-    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
+    timers = []
+
+    def press_ctrl_c_soon(index, result):  # once the first result is in, while the others sleep
+        timers.append(threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)))
+        timers[-1].start()
+
     try:
-        outcome = run_batch(fakes("pass:", "sleep:30", "sleep:30", timeout=60), jobs=2, check=fake_check)
+        outcome = run_batch(
+            fakes("pass:", "sleep:30", "sleep:30", timeout=60), jobs=2, on_result=press_ctrl_c_soon, check=fake_check
+        )
     finally:
-        timer.cancel()
+        for timer in timers:
+            timer.cancel()
     assert outcome.interrupted
     assert [r.name for r in outcome.results] == ["pass:"]
     assert multiprocessing.active_children() == []
