@@ -147,6 +147,12 @@ def test_backward_that_modifies_dout_in_place():
     assert only(problems_of(fixture("mutates_dout.py"))).startswith("backward modified its argument dout in place")
 
 
+def test_backward_that_modifies_the_forward_input_it_cached():
+    problem = only(problems_of(fixture("mutates_cached_x.py")))
+    assert problem.startswith("backward modified its argument x (kept in its cache from forward) in place")
+    assert "in the nhwc layout" in problem
+
+
 def test_modification_by_a_layer_object_is_located():
     class ModifiesW(MatrixConvLayer):
         def forward(self, x, w, b):
