@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -100,7 +101,7 @@ class KeyInfo:
 
 
 def _choice(name: str, enum: type[Enum], default: str, description: str) -> KeyInfo:
-    choices = tuple(str(member.value) for member in enum)  # type: ignore[attr-defined]
+    choices = tuple(str(member.value) for member in enum)
     return KeyInfo(name, "choice", description, default=default, choices=choices, enum=enum)
 
 
@@ -311,14 +312,14 @@ def load_text(text: str, file: str = "<string>", base_dir: Path | None = None) -
 
 
 def _discover(paths: Sequence[str | Path]) -> tuple[list[Path], list[ConfigError]]:
-    """Config files named by ``paths``, folders expanded in sorted order, each file once."""
+    """Config files named by ``paths``, folders expanded recursively in sorted order, each file once."""
     files: list[Path] = []
     errors: list[ConfigError] = []
     seen: set[Path] = set()
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+            found = sorted(p for p in path.rglob("*") if _is_config(p, path))
             if not found:
                 errors.append(_file_error(str(path), "the folder contains no *.yaml or *.yml files"))
         elif path.is_file():
@@ -331,6 +332,12 @@ def _discover(paths: Sequence[str | Path]) -> tuple[list[Path], list[ConfigError
                 seen.add(item.resolve())
                 files.append(item)
     return files, errors
+
+
+def _is_config(path: Path, folder: Path) -> bool:
+    """A YAML file of ``folder``, not inside a hidden folder (``.git``, ``.venv``…) nor hidden itself."""
+    hidden = any(part.startswith(".") for part in path.relative_to(folder).parts)
+    return path.suffix in (".yaml", ".yml") and not hidden and path.is_file()
 
 
 def _file_error(file: str, message: str, allowed: str = "an existing YAML config file or folder") -> ConfigError:
@@ -522,7 +529,7 @@ class _TreeBuilder:
         if isinstance(value.value, dict):
             return [value.value]
         if isinstance(value.value, tuple) and all(isinstance(item.value, dict) for item in value.value):
-            return [item.value for item in value.value]  # type: ignore[misc]
+            return [item.value for item in value.value]  # type: ignore[misc]  # all() above checked they are dicts
         if value.value is not _REJECTED:
             message = f"'<<' merges a mapping or a list of mappings, got {_describe(value.value)}"
             self.errors.append(self.doc.error(value, field, message, "an alias to a mapping"))
@@ -673,7 +680,8 @@ def _parse_setting(info: KeyInfo, node: _Node, field: str, doc: _Doc) -> _Settin
             values.append(value)
     if failed:
         return _Failed(errors)
-    return _Setting(info.name, tuple(values), tuple(node.value), True, field)  # type: ignore[arg-type]
+    nodes: tuple[_Node, ...] = node.value  # a sequence node holds _Nodes
+    return _Setting(info.name, tuple(values), nodes, True, field)
 
 
 def _parse_value(info: KeyInfo, node: _Node, field: str, doc: _Doc) -> object:
@@ -881,13 +889,13 @@ def _load_document(text: str, doc: _Doc) -> tuple[list[CheckSpec], list[ConfigEr
     errors += defaults_errors
     specs: list[CheckSpec] = []
     owners: list[_CheckNode] = []
-    total = 0
+    total: int | None = 0  # checks this file expands to so far; None once past the cap (reported once)
     for check in checks:
         extra = SUITE_KEYS if not check.prefix else ()
         own, own_errors, ok = _parse_settings(check.node.value, check.prefix, doc, in_defaults=False, extra=extra)
         errors += own_errors
         settings = {**defaults, **own}
-        given = defaults_map.keys() | check.node.value.keys()  # type: ignore[union-attr]
+        given = defaults_map.keys() | check.node.value.keys()  # type: ignore[attr-defined]  # a check is a mapping
         missing = [key for key, info in CHECK_KEYS.items() if info.required and key not in given]
         for key in missing:
             where = "in this check or in defaults" if check.prefix else "in the file"
@@ -896,10 +904,15 @@ def _load_document(text: str, doc: _Doc) -> tuple[list[CheckSpec], list[ConfigEr
         if not (ok and defaults_ok) or missing:
             continue
         size = math.prod(len(setting.values) for setting in settings.values())
+        if total is None:
+            continue
         if total + size > MAX_CHECKS_PER_FILE:
-            message = f"this check expands to {size} checks, more than the {MAX_CHECKS_PER_FILE} allowed per file"
+            message = (
+                f"this check expands to {size} checks, bringing the file to {total + size}; "
+                f"at most {MAX_CHECKS_PER_FILE} are allowed per file"
+            )
             errors.append(doc.error(check.node, check.prefix or "(top level)", message, "smaller sweeps"))
-            total = MAX_CHECKS_PER_FILE + 1
+            total = None
             continue
         total += size
         expanded, expand_errors = _expand(check, settings, doc)
@@ -1036,24 +1049,24 @@ def _combination_errors(
     return errors
 
 
-def geometry_problems(values: Mapping[str, object]) -> list[tuple[str, str, str]]:
+def geometry_problems(values: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """Why a layer with these (validated) values is impossible, as ``(key, message, allowed)`` triples.
 
     The output height is ``(H + 2p - k) // s + 1``, which is at least 1 exactly when ``k ≤ H + 2p``; a larger
     filter fits nowhere in the padded input. ``same`` padding keeps ``OH = H`` at stride 1 only for odd ``k``.
     """
-    k = int(values["filter_size"])  # type: ignore[call-overload]
-    stride = int(values.get("stride", 1))  # type: ignore[call-overload]
+    k = int(values["filter_size"])
+    stride = int(values.get("stride", 1))
     padding = values.get("padding", 0)
     if padding == "same":
         if k % 2 == 0:
             message = f"padding 'same' needs an odd filter_size, got filter_size {k}"
             return [("padding", message, "'same' with an odd filter_size, or an integer padding ≥ 0")]
         padding = (k - 1) // 2
-    p = int(padding)  # type: ignore[call-overload]
+    p = int(padding)
     found = []
     for axis in ("height", "width"):
-        size = int(values[f"in_{axis}"])  # type: ignore[call-overload]
+        size = int(values[f"in_{axis}"])
         if k > size + 2 * p:
             message = (
                 f"filter_size {k} is larger than the padded input {axis} {size + 2 * p} "
@@ -1073,33 +1086,34 @@ def geometry_problems(values: Mapping[str, object]) -> list[tuple[str, str, str]
     return found
 
 
-def _build_spec(name: str, values: Mapping[str, object], source: SourceLocation) -> CheckSpec:
-    k: int = values["filter_size"]  # type: ignore[assignment]
+def _build_spec(name: str, values: Mapping[str, Any], source: SourceLocation) -> CheckSpec:
+    """The spec of one valid combination; keys absent from ``values`` take CheckSpec's defaults."""
+    k: int = values["filter_size"]
     padding = values.get("padding", 0)
     shape = ConvShape(
-        batch=values["batch"],  # type: ignore[arg-type]
-        in_height=values["in_height"],  # type: ignore[arg-type]
-        in_width=values["in_width"],  # type: ignore[arg-type]
-        in_depth=values["in_depth"],  # type: ignore[arg-type]
-        out_depth=values["out_depth"],  # type: ignore[arg-type]
+        batch=values["batch"],
+        in_height=values["in_height"],
+        in_width=values["in_width"],
+        in_depth=values["in_depth"],
+        out_depth=values["out_depth"],
         filter_size=k,
-        stride=values.get("stride", 1),  # type: ignore[arg-type]
-        padding=(k - 1) // 2 if padding == "same" else padding,  # type: ignore[arg-type]
+        stride=values.get("stride", 1),
+        padding=(k - 1) // 2 if padding == "same" else padding,
     )
     return CheckSpec(
         name=name,
         shape=shape,
-        activation=values.get("activation", Activation.RELU),  # type: ignore[arg-type]
-        method=values.get("method", Method.AUTO),  # type: ignore[arg-type]
-        dtype=values.get("dtype", DType.FLOAT64),  # type: ignore[arg-type]
-        seed=values.get("seed", 0),  # type: ignore[arg-type]
-        eps=values.get("eps"),  # type: ignore[arg-type]
-        rtol=values.get("rtol"),  # type: ignore[arg-type]
-        atol=values.get("atol"),  # type: ignore[arg-type]
-        impl=values.get("impl"),  # type: ignore[arg-type]
-        layout=values.get("layout", Layout.NHWC),  # type: ignore[arg-type]
-        timeout=values.get("timeout"),  # type: ignore[arg-type]
-        max_memory=values.get("max_memory"),  # type: ignore[arg-type]
+        activation=values.get("activation", Activation.RELU),
+        method=values.get("method", Method.AUTO),
+        dtype=values.get("dtype", DType.FLOAT64),
+        seed=values.get("seed", 0),
+        eps=values.get("eps"),
+        rtol=values.get("rtol"),
+        atol=values.get("atol"),
+        impl=values.get("impl"),
+        layout=values.get("layout", Layout.NHWC),
+        timeout=values.get("timeout"),
+        max_memory=values.get("max_memory"),
         source=source,
         config=_config_dict(name, shape, values),
     )
