@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -160,7 +162,8 @@ def run(
     from convcheck.runner import run_batch  # imports numpy: only now that checks will run
 
     table_console = err if json_only else out
-    batch = run_batch(specs, jobs=jobs, fail_fast=fail_fast)
+    with _progress(err, len(specs), enabled=not quiet) as advance:
+        batch = run_batch(specs, jobs=jobs, fail_fast=fail_fast, on_result=advance)
     results = list(batch.results)
     _render(results, table_console, quiet=quiet, verbose=verbose)
     _write_outputs(results, json_path, junit, batch.interrupted, out, err)
@@ -173,6 +176,20 @@ def run(
         err.print("interrupted: the results above are the checks that finished", markup=False)
         raise typer.Exit(ExitCode.INTERRUPTED)
     raise typer.Exit(ExitCode.for_results(results))
+
+
+@contextmanager
+def _progress(console: Console, total: int, *, enabled: bool) -> Iterator[Callable[..., None]]:
+    """A transient progress bar (checks done, ETA) on a terminal; a no-op in pipes, CI logs and ``--quiet``."""
+    if not (enabled and console.is_terminal and total > 1):
+        yield lambda *_: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("checking"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("checks", total=total)
+        yield lambda *_: progress.advance(task)
 
 
 def _render(results: list[CheckResult], console: Console, *, quiet: bool, verbose: bool) -> None:
