@@ -1,0 +1,88 @@
+"""Trusted both ways: no false alarm on any correct layer (issue 5's space), and the Python API for pytest users."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import convcheck
+from convcheck.checker import CheckData, make_data, run_check
+from convcheck.spec import Activation, CheckSpec, ConvShape, DType, Method
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@st.composite
+def correct_layers(draw):
+    k = draw(st.integers(1, 7))
+    s = draw(st.integers(1, 4))
+    p = draw(st.integers(0, k - 1))
+    h = draw(st.integers(max(1, k - 2 * p), 12))
+    w = draw(st.integers(max(1, k - 2 * p), 12))
+    shape = ConvShape(draw(st.integers(1, 4)), h, w, draw(st.integers(1, 6)), draw(st.integers(1, 6)), k, s, p)
+    activation = draw(st.sampled_from([Activation.RELU, Activation.NONE]))
+    dtype = draw(st.sampled_from([DType.FLOAT64, DType.FLOAT32]))
+    spec = CheckSpec(
+        "property", shape, activation=activation, dtype=dtype, method=Method.FULL, seed=draw(st.integers(0, 99))
+    )
+    return spec, draw(st.booleans())
+
+
+def integer_data(spec: CheckSpec) -> CheckData:
+    """Integer-valued x and w with zero bias: many pre-activations exactly 0, every one of them a kink."""
+    rng = np.random.default_rng(spec.seed)
+    dtype = np.dtype(spec.dtype.value)
+    s = spec.shape
+    return CheckData(
+        rng.integers(-3, 4, size=s.x_shape).astype(dtype),
+        rng.integers(-2, 3, size=s.w_shape).astype(dtype),
+        np.zeros(s.b_shape, dtype=dtype),
+        make_data(spec).dout,
+    )
+
+
+@settings(max_examples=120)
+@given(correct_layers())
+def test_no_false_alarm_on_any_correct_layer(case):
+    spec, integer = case
+    result = run_check(spec, data=integer_data(spec) if integer else None)
+    assert result.passed, (spec, [(g.name, g.worst[:1]) for g in result.gradients], result.error, result.contract)
+
+
+def _example_functions():
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        import im2col_nhwc
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    return im2col_nhwc.forward, im2col_nhwc.backward
+
+
+def test_python_api_passes_a_correct_user_layer():
+    forward, backward = _example_functions()
+    result = convcheck.assert_gradients_ok(forward, backward, filter_size=3, stride=2, padding=1)
+    assert result.passed and all(g.checked == g.total for g in result.gradients)
+
+
+def test_python_api_assertion_carries_the_table():
+    forward, _ = _example_functions()
+
+    def backward_scaled(dout, cache):  # a realistic bug: gradients averaged over the batch
+        from im2col_nhwc import backward
+
+        dx, dw, db = backward(dout, cache)
+        return dx / dout.shape[0], dw / dout.shape[0], db
+
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        with pytest.raises(AssertionError) as caught:
+            convcheck.assert_gradients_ok(forward, backward_scaled, filter_size=3, padding=1)
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    text = str(caught.value)
+    assert "input gradient" in text and "weights gradient" in text and "✗" in text
