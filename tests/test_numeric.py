@@ -4,6 +4,7 @@ formula says whatever N, H and W are, notices forwards it cannot group, and take
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -35,9 +36,11 @@ class CountingForward:
     def __init__(self, layer: MatrixConvLayer) -> None:
         self.layer = layer
         self.calls = 0
+        self._lock = threading.Lock()  # the engine may call from several threads
 
     def __call__(self, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
-        self.calls += 1
+        with self._lock:
+            self.calls += 1
         return self.layer.forward(x, w, b)[0]
 
 
