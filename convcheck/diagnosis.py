@@ -22,9 +22,10 @@ tests and tools can ask whether a planted bug got the right one. Rules are exact
    ``m`` windows in row order, beyond where stride-1 windows would end, a thin frame at the edges — and at
    least ``MIN_EVIDENCE`` positions outside it were checked, have a clearly nonzero gradient, and are right.
 
-Rules run in that order. A hint names the tensors it explains exactly, and later rules leave those alone, so
-one cause is not reported twice under different names; at most one hint per label is kept. A tensor that
-passed is never blamed, so a passing check gets no hint.
+Rules run in that order, after the contract and forward rules; between transforms and hypotheses come two
+whole-tensor facts (only db is wrong; a gradient is exactly zero everywhere). A hint names the tensors it
+explains exactly, and later rules leave those alone, so one cause is not reported twice under different
+names; at most one hint per label is kept. A tensor that passed is never blamed: a passing check gets no hint.
 
 Shapes follow ``convcheck.spec`` (internal NHWC): dx ``(N, H, W, C_in)``, dw ``(k, k, C_in, C_out)``,
 db ``(C_out,)``, output ``(N, OH, OW, C_out)``; ``R = N·OH·OW`` rows of the im2col matrix ``M`` in
@@ -134,9 +135,9 @@ class _Tensor:
         allowed = np.asarray(g.allowed, dtype=np.float64)
         if not analytic.shape == numeric.shape == allowed.shape:
             return None
-        checked = np.isfinite(allowed) & np.isfinite(numeric)
+        checked = np.isfinite(numeric)  # the engine leaves unmeasured entries NaN
         with np.errstate(invalid="ignore"):
-            bad = checked & ~(np.abs(analytic - numeric) <= allowed)
+            bad = checked & ~(np.abs(analytic - numeric) <= allowed)  # a NaN analytic entry is bad
             informative = checked & (np.abs(numeric) > allowed)
         return cls(g.name, analytic, numeric, allowed, checked, bad, informative, g.passed)
 
@@ -585,9 +586,8 @@ def rule_forward_rearranged(ev: _Evidence) -> _Hint | None:
         if np.all(np.abs(a - r) <= tol):
             return _Hint(
                 "shift",
-                f"output[oh, ow] = reference[oh {_offset(dh)}, ow {_offset(dw)}]: the windows are offset by "
-                f"({dh}, {dw}); "
-                "check the padding and where each window starts",
+                f"the output at (oh, ow) is the reference at (oh {_offset(dh)}, ow {_offset(dw)}): the windows "
+                f"are offset by ({dh}, {dw}); check the padding and where each window starts",
                 ("forward",),
             )
     return None
@@ -696,9 +696,9 @@ def rule_dx_shifted(ev: _Evidence) -> _Hint | None:
         if _shift_matches(t, dh, dw):
             return _Hint(
                 "padding",
-                f"analytic dx[h, w] = numeric dx[h {_offset(dh)}, w {_offset(dw)}] at every entry: dx is shifted by "
-                f"({dh}, {dw}), "
-                f"so the padding crop (dpad[p : p + H], p = {ev.shape.padding}) or the window offset is off by that",
+                f"analytic dx at (h, w) = numeric dx at (h {_offset(dh)}, w {_offset(dw)}), every entry: dx is "
+                f"shifted by ({dh}, {dw}), so the padding crop (rows p to p + H − 1 of the padded gradient, "
+                f"p = {ev.shape.padding}) or the window offset is off by that",
                 ("input",),
             )
     return None
@@ -1200,7 +1200,7 @@ def rule_dx_frame(ev: _Evidence) -> _Hint | None:
 
 
 # ----------------------------------------------------------------------------------------------------
-# The rules, in order: contract, forward, transforms, all-zero, hypotheses, only-bias, places
+# The rules, in order: contract, forward, transforms, only-bias, all-zero, hypotheses, places
 # ----------------------------------------------------------------------------------------------------
 
 RULES: tuple[Rule, ...] = (
@@ -1213,11 +1213,11 @@ RULES: tuple[Rule, ...] = (
     rule_constant_ratio,
     rule_dx_shifted,
     rule_dw_rearranged,
+    rule_only_bias,
     rule_all_zero,
     rule_activation_mask,
     rule_dout_order,
     rule_dx_hypotheses,
-    rule_only_bias,
     rule_dx_overlap,
     rule_dx_tail,
     rule_dx_last_windows,
@@ -1232,13 +1232,17 @@ def diagnose(result: CheckResult) -> tuple[str, ...]:
     Args:
         result: a finished check (any status); its gradient and forward arrays and contract problems are read.
     Returns:
-        Hints ``"<label>: <evidence>: <cause>"``, most specific first, at most one per label.
+        Hints ``"<label>: <evidence>: <cause>"``, most specific first, at most one per label. A rule that raises
+        on an unusual result is skipped: ``run_check`` calls this, and a hint is never worth losing the verdict.
     """
     ev = _Evidence(result)
     hints: list[str] = []
     seen: set[str] = set()
     for rule in RULES:
-        hint = rule(ev)
+        try:
+            hint = rule(ev)
+        except Exception:  # noqa: BLE001 - a rule that cannot read an odd result must not turn a verdict into an error
+            continue
         if hint is None:
             continue
         ev.explained.update(hint.explains)
