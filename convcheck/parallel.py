@@ -1,0 +1,120 @@
+"""Measure finite-difference groups on several threads, one BLAS thread each.
+
+Why threads. A forward pass spends its time in numpy's matrix products, copies and ufunc loops over large arrays,
+all of which release the GIL; threads share the engine's read-only arrays (``f0``, ``G``) without copying or
+pickling them, and a user's layer is called exactly as without them (it must only tolerate concurrent calls).
+
+Why one BLAS thread each. OpenBLAS runs each matrix product on its own pool of threads, one per core by default;
+two Python threads each asking for two BLAS threads put four busy threads on two cores and lose more to contention
+than they gain. While workers run, BLAS is held to one thread (through ``threadpoolctl`` when it is installed, else
+through OpenBLAS's own ``openblas_set_num_threads`` in the loaded library) and restored afterwards.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+import os
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+#: Tasks queued per worker beyond the one it is running: keeps every worker busy while bounding memory.
+LOOKAHEAD = 2
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the platform reports it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - platforms without sched_getaffinity
+        return max(1, os.cpu_count() or 1)
+
+
+def ordered_map(
+    fn: Callable[[Item, Any], Result],
+    items: Iterable[Item],
+    *,
+    workers: int,
+    local: Callable[[], Any],
+) -> Iterator[Result]:
+    """``fn(item, state)`` for each item on ``workers`` threads, yielded in the order of ``items``.
+
+    Each thread makes its ``state`` once with ``local()`` (e.g. its own copies of arrays it will modify). At most
+    ``workers · (1 + LOOKAHEAD)`` items are in flight. An exception from ``fn`` is raised when its item's turn
+    comes; the items after it are cancelled. BLAS runs on one thread per worker meanwhile (``limited_blas``).
+    """
+    state = threading.local()
+
+    def call(item: Item) -> Result:
+        if not hasattr(state, "value"):
+            state.value = local()
+        return fn(item, state.value)
+
+    pending: deque[Future[Result]] = deque()
+    source = iter(items)
+    with limited_blas(1):
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="convcheck-group")
+        try:
+            for item in itertools.islice(source, workers * (1 + LOOKAHEAD)):
+                pending.append(pool.submit(call, item))
+            while pending:
+                result = pending.popleft().result()
+                for item in itertools.islice(source, 1):
+                    pending.append(pool.submit(call, item))
+                yield result
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextmanager
+def limited_blas(threads: int) -> Iterator[None]:
+    """Hold BLAS to ``threads`` threads inside the block (best effort: unchanged when no control is found)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        controls = _openblas_controls()
+        before = [get() for get, _ in controls]
+        for _, set_threads in controls:
+            set_threads(threads)
+        try:
+            yield
+        finally:
+            for (_, set_threads), count in zip(controls, before, strict=True):
+                set_threads(count)
+        return
+    with threadpool_limits(limits=threads, user_api="blas"):
+        yield
+
+
+def _openblas_controls() -> list[tuple[Callable[[], int], Callable[[int], None]]]:
+    """``(get, set)`` thread-count functions of each OpenBLAS loaded in this process (Linux; else none).
+
+    numpy's wheels bundle OpenBLAS with prefixed, suffixed symbols (``scipy_openblas_set_num_threads64_``); a
+    system OpenBLAS has the plain names. The library is already loaded, so opening it again only returns a handle.
+    """
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as maps:
+            paths = {line.split()[-1] for line in maps if "openblas" in line.rsplit("/", 1)[-1].lower()}
+    except OSError:
+        return []
+    controls = []
+    for path in sorted(paths):
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix, suffix in itertools.product(("scipy_", ""), ("64_", "_64", "")):
+            get = getattr(library, f"{prefix}openblas_get_num_threads{suffix}", None)
+            set_threads = getattr(library, f"{prefix}openblas_set_num_threads{suffix}", None)
+            if get is not None and set_threads is not None:
+                get.restype, set_threads.argtypes = ctypes.c_int, [ctypes.c_int]
+                controls.append((get, set_threads))
+                break
+    return controls

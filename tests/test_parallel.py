@@ -1,0 +1,106 @@
+"""Measuring groups on several threads changes nothing but the wall time: same estimates, same pass counts."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from convcheck import parallel, tolerance
+from convcheck.layer import MatrixConvLayer
+from convcheck.numeric import Engine, NotLocalError
+from convcheck.spec import Activation, ConvShape, DType
+
+F64 = tolerance.resolve(DType.FLOAT64)
+U64 = tolerance.unit_roundoff(DType.FLOAT64)
+FIELDS = ("central", "lo", "hi", "crossed", "noise", "truncation", "measured")
+
+
+def engines(shape: ConvShape, activation: Activation, workers: tuple[int, ...], seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x, w, b, g = (rng.standard_normal(s) for s in (shape.x_shape, shape.w_shape, shape.b_shape, shape.out_shape))
+    layer = MatrixConvLayer(shape.stride, shape.padding, activation)
+    analytic = layer.backward(g, layer.forward(x, w, b)[1])
+    noise = tolerance.analytic_noise(x, w, b, g, shape.stride, shape.padding, U64)
+
+    def forward(*arrays):
+        return layer.forward(*arrays)[0]
+
+    built = [Engine(forward, x, w, b, g, shape, activation, F64.eps, U64, workers=n) for n in workers]
+    return built, analytic, noise
+
+
+def assert_same(a, b) -> None:
+    for name in FIELDS:
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+@pytest.mark.parametrize("activation", [Activation.RELU, Activation.TANH])
+@pytest.mark.parametrize(
+    "shape", [ConvShape(2, 9, 7, 3, 4, 3, 1, 1), ConvShape(1, 8, 9, 2, 3, 2, 2, 0)], ids=lambda s: s.describe()
+)
+def test_two_workers_give_the_estimates_of_one_bit_for_bit(shape: ConvShape, activation: Activation):
+    (one, two), analytic, noise = engines(shape, activation, (1, 2))
+    for tensor in range(3):
+        args = (tensor, analytic[tensor], noise[tensor], F64.rtol, F64.atol)
+        assert_same(one.grouped(*args), two.grouped(*args))
+        assert_same(one.entrywise(*args, entries=np.array([0, 1])), two.entrywise(*args, entries=np.array([0, 1])))
+        rngs = (np.random.default_rng(3), np.random.default_rng(3))
+        assert_same(
+            one.directional(tensor, analytic[tensor], noise[tensor], 3, rngs[0]),
+            two.directional(tensor, analytic[tensor], noise[tensor], 3, rngs[1]),
+        )
+    assert one.forward_passes == two.forward_passes
+
+
+def test_a_non_local_forward_is_refused_with_workers_too():
+    shape = ConvShape(1, 6, 6, 1, 1, 3, 1, 1)
+    rng = np.random.default_rng(0)
+    x, w, b, g = (rng.standard_normal(s) for s in (shape.x_shape, shape.w_shape, shape.b_shape, shape.out_shape))
+    layer = MatrixConvLayer(1, 1, Activation.NONE)
+
+    def leaky(x, w, b):
+        out = layer.forward(x, w, b)[0]
+        return out + 1e-3 * x.sum()  # every output sees every input entry
+
+    engine = Engine(leaky, x, w, b, g, shape, Activation.NONE, F64.eps, U64, workers=2)
+    with pytest.raises(NotLocalError):
+        engine.grouped(0, np.zeros(x.size), np.zeros(x.size), F64.rtol, F64.atol)
+
+
+def test_ordered_map_keeps_the_order_and_gives_each_thread_its_own_state():
+    states = []
+
+    def make_state():
+        state = {"thread": threading.get_ident()}
+        states.append(state)
+        return state
+
+    def work(item, state):
+        assert state["thread"] == threading.get_ident()
+        return item * item
+
+    assert list(parallel.ordered_map(work, range(50), workers=2, local=make_state)) == [i * i for i in range(50)]
+    assert 1 <= len(states) <= 2
+
+
+def test_ordered_map_raises_an_items_error_in_its_turn():
+    def work(item, _state):
+        if item == 7:
+            raise ValueError("seven")
+        return item
+
+    seen = []
+    with pytest.raises(ValueError, match="seven"):
+        for value in parallel.ordered_map(work, range(20), workers=2, local=dict):
+            seen.append(value)
+    assert seen == list(range(7))
+
+
+def test_limited_blas_restores_what_it_found():
+    controls = parallel._openblas_controls()
+    before = [get() for get, _ in controls]
+    with parallel.limited_blas(1):
+        pass
+    assert [get() for get, _ in controls] == before
