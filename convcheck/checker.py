@@ -19,8 +19,8 @@ from convcheck.layer import MatrixConvLayer
 from convcheck.numeric import Engine, Estimate, NotLocalError, entrywise_passes, grouped_passes
 from convcheck.protocol import ConvLayer
 from convcheck.results import CheckResult, ForwardResult, Status, TensorResult, Tolerance
-from convcheck.spec import CheckSpec, DType, Method
-from convcheck.tolerance import analytic_noise, numpy_dtype, resolve, rounding_sigma, unit_roundoff
+from convcheck.spec import Activation, CheckSpec, DType, Method
+from convcheck.tolerance import SAFETY, analytic_noise, numpy_dtype, resolve, rounding_sigma, unit_roundoff
 
 DEFAULT_TIMEOUT = 300.0  # seconds per check, when the config sets none
 AUTO_BUDGET = 60.0  # seconds of forward passes ``auto`` may spend on an every-entry check
@@ -208,10 +208,18 @@ def _run(spec: CheckSpec, layer: ConvLayer | None, data: CheckData | None, start
         method, note = choose_method(spec, forward_seconds)
         notes.append(note)
     engine, tol = _engine(layer, data, spec, notes)
+    widen = _rounding_kinks(data, spec) if engine.x.dtype != data.x.dtype else None
     bounds = analytic_noise(data.x, data.w, data.b, data.dout, shape.stride, shape.padding, u)
     # Plus the final rounding of each returned entry to the layer's dtype.
     noise = tuple(bound + u * np.abs(np.asarray(g, dtype=np.float64)) for bound, g in zip(bounds, grads, strict=True))
     estimates, method = _estimate(engine, method, grads, noise, tol, spec, notes)
+    if widen is not None:
+        for est, extra in zip(estimates, widen, strict=True):
+            if est.projections == 0:
+                near = (extra.reshape(-1) > 0) & est.measured
+                est.lo[near] -= extra.reshape(-1)[near]
+                est.hi[near] += extra.reshape(-1)[near]
+                est.crossed[near] += 1
     gradients = tuple(judge(est, tol) for est in estimates)
     return _finish(spec, start, method, engine.forward_passes, tol, gradients, forward_result, contract, notes)
 
@@ -245,6 +253,30 @@ def _engine(layer: ConvLayer, data: CheckData, spec: CheckSpec, notes: list) -> 
         unit_roundoff=unit_roundoff(numeric_dtype),
     )
     return engine, tol
+
+
+def _rounding_kinks(data: CheckData, spec: CheckSpec) -> tuple[np.ndarray, ...] | None:
+    """Widening for kinks that only the layer's own rounding straddles (float32 layers differenced in float64).
+
+    Where a pre-activation lies within float32 rounding of ReLU's kink, the float32 layer may take either piece
+    while the float64 differences see only one. Each such output can move an entry's derivative by at most
+    ``|G|·|partner|`` (its slope on the other piece is 0, or leaky's), so the interval of the entries it feeds
+    widens by that much on each side — summed by the linear layer's backward on absolute values — and they are
+    counted as kinks.
+    Returns ``(dx, dw, db)``-shaped widenings, or None when no output is that close to a kink.
+    """
+    if spec.activation not in (Activation.RELU, Activation.LEAKY_RELU):
+        return None
+    shape = spec.shape
+    x, w, b = (a.astype(np.float64) for a in (data.x, data.w, data.b))
+    z = reference.conv2d(x, w, b, shape.stride, shape.padding)
+    sigma = rounding_sigma(data.x, data.w, data.b, z, shape.stride, shape.padding, unit_roundoff(spec.dtype))
+    near = np.abs(z) <= SAFETY * sigma
+    if not near.any():
+        return None
+    linear = MatrixConvLayer(shape.stride, shape.padding, Activation.NONE)
+    _, cache = linear.forward(np.abs(x), np.abs(w), np.abs(b))
+    return linear.backward(np.abs(data.dout.astype(np.float64)) * near, cache)
 
 
 def _estimate(
