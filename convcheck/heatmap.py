@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -192,23 +193,10 @@ def _pool(grid: np.ndarray, rows: int, cols: int) -> tuple[np.ndarray, int, int]
     padded = np.full((h, w), np.nan)
     padded[: grid.shape[0], : grid.shape[1]] = grid
     blocks = padded.reshape(h // fr, fr, w // fc, fc)
-    with np.errstate(invalid="ignore"), _quiet_all_nan():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a block with nothing checked stays NaN
         pooled = np.nanmax(blocks, axis=(1, 3))
     return pooled, fr, fc
-
-
-class _quiet_all_nan:
-    """Silence numpy's "All-NaN slice" warning (an all-unchecked block is meant to stay NaN)."""
-
-    def __enter__(self) -> None:
-        import warnings
-
-        self._catch = warnings.catch_warnings()
-        self._catch.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc: object) -> None:
-        self._catch.__exit__(*exc)
 
 
 def _cell(level: int, width: int, styles: tuple[str, ...]) -> Text:
@@ -404,13 +392,39 @@ def _file_stem(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "check"
 
 
-def _draw(ax: Any, grid: np.ndarray, title: str, xlabel: str, ylabel: str, vmax: float) -> Any:
-    masked = np.ma.masked_invalid(np.where(np.isinf(grid), vmax, grid))
-    image = ax.imshow(masked, cmap="magma_r", vmin=0, vmax=vmax if vmax > 0 else 1, interpolation="nearest")
+def _draw(ax: Any, grid: np.ndarray, title: str, xlabel: str, ylabel: str, top: float, calm: bool = False) -> Any:
+    """One heatmap on a log colour scale spanning four decades below ``top`` (as the terminal's shades);
+    zero cells are white, unchecked cells grey, infinite ones (non-finite analytic values) full; greens for a
+    tensor that passed."""
+    from matplotlib import colormaps
+    from matplotlib.colors import LogNorm, Normalize
+    from matplotlib.ticker import MaxNLocator
+
+    cmap = colormaps["Greens" if calm else "magma_r"].with_extremes(under="white", bad="lightgrey")
+    norm = LogNorm(vmin=top * 1e-4, vmax=top) if top > 0 else Normalize(vmin=0, vmax=1)
+    shown = np.where(np.isinf(grid), max(top, 1.0), grid)
+    shown = np.where(shown > 0, shown, 0.0 if top <= 0 else top * 1e-6)  # below vmin: drawn as "under"
+    shown = np.where(np.isnan(grid), np.nan, shown)
+    image = ax.imshow(np.ma.masked_invalid(shown), cmap=cmap, norm=norm, interpolation="nearest")
     ax.set_title(title, fontsize=9)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     return image
+
+
+def _short_what(measure: Measure) -> str:
+    """A colorbar label."""
+    return {
+        Measure.EXCESS: "Σ error/allowed, entries over tolerance",
+        Measure.RATIO: "Σ error/allowed",
+        Measure.ABS: "Σ |analytic − numeric|",
+    }[measure]
+
+
+def _png_status(g: TensorResult | None) -> str:
+    return " — within tolerance" if g is not None and g.passed else ""
 
 
 def write_pngs(result: CheckResult, directory: str | Path, measure: Measure | None = None) -> list[Path]:
@@ -446,7 +460,7 @@ def write_pngs(result: CheckResult, directory: str | Path, measure: Measure | No
         fig = Figure(figsize=(5, 4), layout="constrained")
         ax = fig.add_subplot()
         image = _draw(ax, fgrid, f"{result.name}: output error (Σ over n, c_out)", "ow", "oh", _top(fgrid))
-        fig.colorbar(image, ax=ax, label="Σ |output − reference| / allowed")
+        fig.colorbar(image, ax=ax, label="Σ |output − reference| / allowed, over tolerance")
         save(fig, "forward")
 
     g = result.gradient("input")
@@ -455,8 +469,10 @@ def write_pngs(result: CheckResult, directory: str | Path, measure: Measure | No
     if grid is not None:
         fig = Figure(figsize=(6, 4.5), layout="constrained")
         ax = fig.add_subplot()
-        image = _draw(ax, grid, f"{result.name}: input gradient error (Σ over n, c_in)", "w", "h", _top(grid))
-        fig.colorbar(image, ax=ax, label=_what(m, "n and c_in"))
+        calm = g is not None and g.passed
+        title = f"{result.name}: input gradient error (Σ over n, c_in){_png_status(g)}"
+        image = _draw(ax, grid, title, "w", "h", _top(grid), calm)
+        fig.colorbar(image, ax=ax, label=_short_what(m))
         save(fig, "input")
 
     g = result.gradient("weights")
@@ -474,11 +490,11 @@ def write_pngs(result: CheckResult, directory: str | Path, measure: Measure | No
         top = _top(grids)
         image = None
         for ax, c in zip(axes.flat, channels, strict=False):
-            image = _draw(ax, grids[c], f"c_in {c}", "kw", "kh", top)
+            image = _draw(ax, grids[c], f"c_in {c}", "kw", "kh", top, g is not None and g.passed)
         for ax in list(axes.flat)[len(channels) :]:
             ax.set_axis_off()
-        fig.suptitle(f"{result.name}: weight gradient error (Σ over c_out)", fontsize=10)
+        fig.suptitle(f"{result.name}: weight gradient error (Σ over c_out){_png_status(g)}", fontsize=10)
         if image is not None:
-            fig.colorbar(image, ax=axes, label=_what(m, "c_out"))
+            fig.colorbar(image, ax=axes, label=_short_what(m))
         save(fig, "weights")
     return written
