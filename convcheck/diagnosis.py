@@ -110,17 +110,24 @@ def label_of(hint: str) -> str:
 
 @dataclass(frozen=True)
 class _Tensor:
-    """One gradient as float64 arrays. ``checked``: entries compared; ``bad``: those over tolerance;
-    ``informative``: checked entries whose numeric value is clearly nonzero (beyond what they were allowed).
+    """One gradient as float64 arrays.
 
-    The error is ``|analytic − numeric|``; ``judge`` measures the distance to an interval for entries whose
-    differences straddled a kink, so a check with kinks can show a few more "bad" entries here than it counted.
+    ``measured``: entries the engine measured (it leaves the others NaN). ``bad``: measured entries over
+    tolerance. ``checked``: measured entries whose numeric value is a point estimate to compare with — all of
+    them, except those whose differences straddled an activation kink, where the numeric value is only known to
+    lie in an interval. ``informative``: checked entries whose numeric value is clearly nonzero.
+
+    The verdict per entry is the checker's when the result carries it (``error``, the distance from the
+    analytic value to the kink interval, and the ``kink`` mask); otherwise ``|analytic − numeric|`` stands in,
+    which can call a few kink entries bad that the checker passed (no kinks in random float data; many with
+    integer-valued data).
     """
 
     name: str
     analytic: np.ndarray
     numeric: np.ndarray
     allowed: np.ndarray
+    measured: np.ndarray
     checked: np.ndarray
     bad: np.ndarray
     informative: np.ndarray
@@ -133,13 +140,16 @@ class _Tensor:
         analytic = np.asarray(g.analytic, dtype=np.float64)
         numeric = np.asarray(g.numeric, dtype=np.float64)
         allowed = np.asarray(g.allowed, dtype=np.float64)
+        judged, kink = _verdict_arrays(g)
         if not analytic.shape == numeric.shape == allowed.shape:
             return None
-        checked = np.isfinite(numeric)  # the engine leaves unmeasured entries NaN
+        measured = np.isfinite(numeric)
         with np.errstate(invalid="ignore"):
-            bad = checked & ~(np.abs(analytic - numeric) <= allowed)  # a NaN analytic entry is bad
+            error = np.abs(analytic - numeric) if judged is None or judged.shape != analytic.shape else judged
+            bad = measured & ~(error <= allowed)  # a NaN analytic entry is bad
+            checked = measured if kink is None or kink.shape != analytic.shape else measured & ~kink
             informative = checked & (np.abs(numeric) > allowed)
-        return cls(g.name, analytic, numeric, allowed, checked, bad, informative, g.passed)
+        return cls(g.name, analytic, numeric, allowed, measured, checked, bad, informative, g.passed)
 
     @property
     def short(self) -> str:
@@ -147,8 +157,8 @@ class _Tensor:
 
     @property
     def complete(self) -> bool:
-        """Every entry was compared (``full``/``entrywise``), so "only here" statements can be made."""
-        return bool(self.checked.all())
+        """Every entry was measured (``full``/``entrywise``), so "only here" statements can be made."""
+        return bool(self.measured.all())
 
     @property
     def failed(self) -> bool:
@@ -165,6 +175,19 @@ class _Tensor:
         tol = MATCH_SLACK * (self.allowed if allowed is None else allowed)
         m = self.checked & np.isfinite(predicted)
         return bool(m.any() and np.all(np.abs(self.analytic[m] - predicted[m]) <= tol[m]))
+
+
+def _verdict_arrays(g: TensorResult) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The checker's per-entry error (distance to the kink interval) and kink mask, when the result has them.
+
+    ``TensorResult`` fields ``error`` and ``kink`` (arrays shaped like the gradient) are read if present, so
+    diagnosis uses the checker's own verdict per entry; without them it falls back to ``|analytic − numeric|``.
+    """
+    error, kink = getattr(g, "error", None), getattr(g, "kink", None)
+    return (
+        None if error is None else np.asarray(error, dtype=np.float64),
+        None if kink is None else np.asarray(kink, dtype=bool),
+    )
 
 
 class _Point:

@@ -97,17 +97,21 @@ class PlotUnavailable(ImportError):
 def entry_errors(g: TensorResult, measure: Measure = Measure.EXCESS) -> np.ndarray | None:
     """Each entry's contribution under ``measure``, shaped like the gradient; NaN where it was not checked.
 
-    None when the result carries no arrays (a directional check, or one that could not run).
+    The error is the checker's own per entry (the distance to the kink interval) when the result carries it as
+    ``error``, else ``|analytic − numeric|``, which can exceed ``allowed`` at a kink the checker passed. None
+    when the result carries no arrays (a directional check, or one that could not run).
     """
     if g.analytic is None or g.numeric is None or g.allowed is None or g.projections:
         return None
     analytic = np.asarray(g.analytic, dtype=np.float64)
     numeric = np.asarray(g.numeric, dtype=np.float64)
     allowed = np.asarray(g.allowed, dtype=np.float64)
+    judged = getattr(g, "error", None)  # the checker's distance to the kink interval, when the result has it
     checked = np.isfinite(numeric)  # the engine leaves unmeasured entries NaN
     broken = ~np.isfinite(analytic)  # a NaN or infinite analytic value is infinitely wrong
     with np.errstate(invalid="ignore", divide="ignore"):
-        error = np.where(broken, np.inf, np.abs(analytic - numeric))
+        raw = np.abs(analytic - numeric) if judged is None else np.asarray(judged, dtype=np.float64)
+        error = np.where(broken, np.inf, raw)
         if measure is Measure.ABS:
             value = error
         else:
