@@ -1,0 +1,523 @@
+"""convcheck's benchmarks: one command runs them all and prints each figure next to its target.
+
+    python benchmarks/run.py                  # everything (about 3 minutes on 2 cores)
+    python benchmarks/run.py --only backward full --json results.json
+
+This machine's speed drifts up to 2× from minute to minute, and other processes may share its cores. So every
+comparison times its candidates *interleaved* (one run of each in turn, repeated) and keeps each candidate's best
+run: a ratio then compares runs taken seconds apart, not minutes. The load average before and after is printed; a
+figure taken while it was above ~0.5 is suspect.
+
+Benchmarks (targets from issue 7):
+- ``backward``: the built-in layer's backward on the seed layer vs its GEMM floor (the two matrix products
+  alone), torch's float64 conv2d backward (when torch is installed) and the seed's loop algorithm
+  (``benchmarks/seed_loop.py``).
+- ``full``: ``run_check`` of the seed layer with every entry checked: wall time, forward passes vs the 402,496 of
+  per-entry differences.
+- ``quick``: the quick tier (``directional``; ``sampled`` for reference) vs torch ``gradcheck(fast_mode=True)``.
+- ``startup``: ``convcheck --help`` vs ``python -c "import numpy, typer, rich, yaml"`` (subprocesses).
+- ``sweep``: ``convcheck run`` on a generated sweep of 320 small layers, ``--jobs 1`` vs ``--jobs 2``.
+- ``memory``: peak resident memory of a process that runs the seed layer's full check.
+
+OpenBLAS: where ``OPENBLAS_CORETYPE`` is set (``/work/.library/env/README.md``), a current numpy runs slower
+kernels; for benchmarks, and only for them, run this with both ``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE``
+unset (``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/run.py``). The machine facts printed first
+show which kernel ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+import seed_loop  # noqa: E402 - after the path set-up above
+
+from convcheck import checker, numeric  # noqa: E402
+from convcheck.layer import MatrixConvLayer  # noqa: E402
+from convcheck.spec import Activation, CheckSpec, ConvShape, Method  # noqa: E402
+
+SEED_SHAPE = ConvShape(
+    batch=8, in_height=32, in_width=48, in_depth=16, out_depth=32, filter_size=3, stride=1, padding=1
+)
+PYTHON = sys.executable
+CONVCHECK = str(Path(PYTHON).with_name("convcheck"))
+
+
+@dataclass
+class Row:
+    """One figure: ``value`` in ``unit``; ``target`` in words and whether it is ``met`` (None: information)."""
+
+    benchmark: str
+    metric: str
+    value: float
+    unit: str
+    target: str = ""
+    met: bool | None = None
+    note: str = ""
+
+
+# -- timing ----------------------------------------------------------------------------------------------------
+
+
+def interleaved(candidates: dict[str, Callable[[], object]], rounds: int, every: dict[str, int] | None = None) -> dict:
+    """Best wall time (seconds) of each candidate over ``rounds`` rounds, one run of each per round, after a warm-up.
+
+    ``every[name] = m`` runs that candidate only every m-th round (for slow baselines).
+    """
+    every = every or {}
+    for fn in candidates.values():
+        fn()
+    best = dict.fromkeys(candidates, float("inf"))
+    for index in range(rounds):
+        for name, fn in candidates.items():
+            if index % every.get(name, 1):
+                continue
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def command_best(commands: dict[str, list[str]], rounds: int, env: dict | None = None) -> dict:
+    """Best wall time of each command (a subprocess), interleaved; each must exit 0."""
+    best = dict.fromkeys(commands, float("inf"))
+    for _ in range(rounds):
+        for name, argv in commands.items():
+            start = time.perf_counter()
+            done = subprocess.run(argv, capture_output=True, text=True, env=env)
+            elapsed = time.perf_counter() - start
+            if done.returncode != 0:
+                raise RuntimeError(f"{' '.join(argv)} exited {done.returncode}: {done.stderr[-2000:]}")
+            best[name] = min(best[name], elapsed)
+    return best
+
+
+def seed_data():
+    spec = CheckSpec("seed-layer", SEED_SHAPE, method=Method.FULL)
+    return spec, checker.make_data(spec)
+
+
+def torch_or_none():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+# -- benchmarks ------------------------------------------------------------------------------------------------
+
+
+def bench_backward(rounds: int) -> list[Row]:
+    _, data = seed_data()
+    s = SEED_SHAPE
+    layer = MatrixConvLayer(s.stride, s.padding, Activation.RELU)
+    _, cache = layer.forward(data.x, data.w, data.b)
+    dz = data.dout.reshape(-1, s.out_depth)
+
+    def floor():
+        return cache.cols.T @ dz, dz @ cache.weights.T
+
+    def loop():
+        return seed_loop.backward(
+            data.dout, cache.cols, cache.activated, cache.weights, s.x_shape, s.filter_size, s.stride, s.padding
+        )
+
+    ours = layer.backward(data.dout, cache)
+    theirs = loop()
+    agree = all(
+        np.allclose(a, np.reshape(b, a.shape), rtol=1e-12, atol=1e-12) for a, b in zip(ours, theirs, strict=True)
+    )
+    if not agree:
+        raise AssertionError("the loop baseline and the built-in backward disagree")
+
+    candidates = {
+        "backward": lambda: layer.backward(data.dout, cache),
+        "floor": floor,
+        "loop": loop,
+        "forward": lambda: layer.forward(data.x, data.w, data.b),
+    }
+    torch = torch_or_none()
+    if torch is not None:
+        candidates["torch"] = _torch_backward(torch, data)
+    best = interleaved(candidates, rounds, every={"loop": max(1, rounds // 6)})
+    ms = {name: 1e3 * t for name, t in best.items()}
+    rows = [
+        Row("backward", "built-in backward", ms["backward"], "ms", note="seed layer, float64, relu"),
+        Row("backward", "GEMM floor (Mᵀ·dZ and dZ·Wᵀ)", ms["floor"], "ms"),
+        Row("backward", "built-in forward", ms["forward"], "ms"),
+        Row("backward", "seed loop baseline", ms["loop"], "ms", note="benchmarks/seed_loop.py"),
+        Row(
+            "backward",
+            "backward / GEMM floor",
+            ms["backward"] / ms["floor"],
+            "×",
+            "≤ 1.4 (when torch is absent)",
+            ms["backward"] / ms["floor"] <= 1.4,
+        ),
+        Row(
+            "backward",
+            "loop baseline / backward",
+            ms["loop"] / ms["backward"],
+            "×",
+            "≥ 8",
+            ms["loop"] / ms["backward"] >= 8,
+        ),
+    ]
+    if "torch" in ms:
+        ratio = ms["backward"] / ms["torch"]
+        rows.insert(2, Row("backward", f"torch {torch.__version__} conv2d+relu backward", ms["torch"], "ms"))
+        rows.append(Row("backward", "backward / torch", ratio, "×", "≤ 1.25", ratio <= 1.25))
+    return rows
+
+
+def _torch_backward(torch, data) -> Callable[[], object]:
+    """torch's float64 CPU backward of relu(conv2d(x, w, b)) at the same data: threshold and convolution backward."""
+    x = torch.from_numpy(np.ascontiguousarray(data.x.transpose(0, 3, 1, 2)))
+    w = torch.from_numpy(np.ascontiguousarray(data.w.transpose(3, 2, 0, 1)))
+    b = torch.from_numpy(data.b)
+    s = SEED_SHAPE
+    out = torch.relu(torch.nn.functional.conv2d(x, w, b, s.stride, s.padding))
+    g = torch.from_numpy(np.ascontiguousarray(data.dout.transpose(0, 3, 1, 2)))
+    ops = torch.ops.aten
+
+    def run():
+        gz = ops.threshold_backward(g, out, 0)
+        return ops.convolution_backward(
+            gz, x, w, [s.out_depth], [s.stride] * 2, [s.padding] * 2, [1, 1], False, [0, 0], 1, [True, True, True]
+        )
+
+    return run
+
+
+def _with_workers(workers: int):
+    """``run_check`` with the engine measuring groups on ``workers`` threads, whatever ``checker`` passes."""
+    original = checker.Engine
+
+    def run(spec):
+        checker.Engine = functools.partial(original, workers=workers)
+        try:
+            return checker.run_check(spec)
+        finally:
+            checker.Engine = original
+
+    return run
+
+
+def bench_full(rounds: int) -> list[Row]:
+    spec, _ = seed_data()
+    results = {}
+
+    def shipped():
+        results["shipped"] = checker.run_check(spec)
+
+    two = _with_workers(2)
+
+    def workers2():
+        results["workers2"] = two(spec)
+
+    best = interleaved({"shipped": shipped, "workers2": workers2}, rounds)
+    passes = results["shipped"].forward_passes
+    entrywise = numeric.entrywise_passes(SEED_SHAPE)
+    status = {name: r.status.value for name, r in results.items()}
+    rows = [
+        Row(
+            "full",
+            "run_check, seed layer, every entry (as shipped)",
+            best["shipped"],
+            "s",
+            "≤ 2.0",
+            best["shipped"] <= 2.0,
+            f"status {status['shipped']}",
+        ),
+        Row(
+            "full",
+            "run_check with Engine(workers=2)",
+            best["workers2"],
+            "s",
+            "≤ 2.0",
+            best["workers2"] <= 2.0,
+            f"status {status['workers2']}; the engine patched to 2 threads",
+        ),
+        Row("full", "forward passes used", passes, "", note=f"grouped formula {numeric.grouped_passes(SEED_SHAPE)}"),
+        Row("full", "per-entry differences would need", entrywise, "", note=f"{entrywise / passes:.0f}× more"),
+    ]
+    return rows
+
+
+def bench_quick(rounds: int) -> list[Row]:
+    s = SEED_SHAPE
+    directional = CheckSpec("seed-directional", s, method=Method.DIRECTIONAL)
+    sampled = CheckSpec("seed-sampled", s, method=Method.SAMPLED)
+    two = _with_workers(2)
+    candidates = {
+        "directional": lambda: checker.run_check(directional),
+        "directional, workers=2": lambda: two(directional),
+        "sampled": lambda: checker.run_check(sampled),
+    }
+    torch = torch_or_none()
+    if torch is not None:
+        candidates["torch"] = _torch_gradcheck(torch)
+    best = interleaved(candidates, rounds, every={"sampled": 2})
+    ms = {name: 1e3 * t for name, t in best.items()}
+    rows = [Row("quick", f"run_check, method {name}", ms[name], "ms") for name in candidates if name != "torch"]
+    if "torch" in ms:
+        rows.append(Row("quick", f"torch {torch.__version__} gradcheck(fast_mode=True)", ms["torch"], "ms"))
+        for name in ("directional", "directional, workers=2"):
+            ratio = ms[name] / ms["torch"]
+            rows.append(Row("quick", f"{name} / torch fast gradcheck", ratio, "×", "≤ 0.6", ratio <= 0.6))
+    return rows
+
+
+def _torch_gradcheck(torch) -> Callable[[], object]:
+    _, data = seed_data()
+    s = SEED_SHAPE
+    x = torch.from_numpy(np.ascontiguousarray(data.x.transpose(0, 3, 1, 2))).requires_grad_()
+    w = torch.from_numpy(np.ascontiguousarray(data.w.transpose(3, 2, 0, 1))).requires_grad_()
+    b = torch.from_numpy(data.b.copy()).requires_grad_()
+
+    def layer(x, w, b):
+        return torch.relu(torch.nn.functional.conv2d(x, w, b, s.stride, s.padding))
+
+    def run():
+        return torch.autograd.gradcheck(layer, (x, w, b), fast_mode=True, raise_exception=False)
+
+    return run
+
+
+def bench_startup(rounds: int) -> list[Row]:
+    commands = {
+        "convcheck --help": [CONVCHECK, "--help"],
+        "import numpy, typer, rich, yaml": [PYTHON, "-c", "import numpy, typer, rich, yaml"],
+    }
+    best = command_best(commands, rounds)
+    probe = subprocess.run(
+        [PYTHON, "-c", "import sys, convcheck, convcheck.cli; print(int('numpy' in sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    numpy_loaded = probe.stdout.strip() == "1"
+    ratio = best["convcheck --help"] / best["import numpy, typer, rich, yaml"]
+    return [
+        Row("startup", "convcheck --help", 1e3 * best["convcheck --help"], "ms"),
+        Row(
+            "startup",
+            "python -c 'import numpy, typer, rich, yaml'",
+            1e3 * best["import numpy, typer, rich, yaml"],
+            "ms",
+        ),
+        Row("startup", "--help / import line", ratio, "×", "≤ 0.6", ratio <= 0.6),
+        Row(
+            "startup",
+            "numpy imported by `import convcheck, convcheck.cli`",
+            float(numpy_loaded),
+            "bool",
+            "0 (import numpy only when a check runs)",
+            not numpy_loaded,
+        ),
+    ]
+
+
+SWEEP_CONFIG = """\
+# 320 small layers for the --jobs benchmark (generated by benchmarks/run.py).
+defaults:
+  method: full
+  seed: 0
+checks:
+  - name: sweep
+    batch: [1, 2]
+    in_height: [5, 7]
+    in_width: 6
+    in_depth: [1, 2]
+    out_depth: [2, 3]
+    filter_size: [1, 2, 3, 4, 5]
+    stride: [1, 2]
+    padding: 1
+    activation: [relu, tanh]
+"""
+
+
+def bench_sweep(rounds: int) -> list[Row]:
+    with tempfile.TemporaryDirectory() as folder:
+        config = Path(folder) / "sweep.yaml"
+        # filter_size lists 3 twice on purpose? No: sweeps reject duplicates; use distinct seeds instead.
+        config.write_text(SWEEP_CONFIG.replace("filter_size: [1, 2, 3, 4, 5]", "filter_size: [1, 2, 3, 4, 5]"))
+        count = _count_checks(config)
+        commands = {f"--jobs {n}": [CONVCHECK, "run", str(config), "--jobs", str(n), "--quiet"] for n in (1, 2)}
+        try:
+            best = command_best(commands, rounds)
+        except RuntimeError as exc:
+            return [
+                Row("sweep", "convcheck run --jobs", float("nan"), "s", "≥ 1.6× faster with 2", None, str(exc)[:200])
+            ]
+    speedup = best["--jobs 1"] / best["--jobs 2"]
+    return [
+        Row("sweep", f"convcheck run, {count} layers, --jobs 1", best["--jobs 1"], "s"),
+        Row("sweep", f"convcheck run, {count} layers, --jobs 2", best["--jobs 2"], "s"),
+        Row("sweep", "--jobs 1 / --jobs 2", speedup, "×", "≥ 1.6", speedup >= 1.6),
+    ]
+
+
+def _count_checks(config: Path) -> int:
+    from convcheck.config import load_file
+
+    loaded = load_file(config)
+    if loaded.errors:
+        raise ValueError(f"the generated sweep is invalid: {loaded.errors[0]}")
+    return len(loaded.specs)
+
+
+MEMORY_PROBE = textwrap.dedent(
+    """
+    import json, sys, tracemalloc
+    sys.path.insert(0, {root!r})
+
+    def high_water_kib():  # this process's peak RSS (VmHWM; unlike ru_maxrss, not inherited from the parent)
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    import functools
+    from convcheck import checker
+    from convcheck.spec import CheckSpec, ConvShape, Method
+    if {workers} > 1:
+        checker.Engine = functools.partial(checker.Engine, workers={workers})
+    shape = ConvShape(8, 32, 48, 16, 32, 3, 1, 1)
+    before = high_water_kib()
+    if {traced}:
+        tracemalloc.start()
+    result = checker.run_check(CheckSpec("seed-layer", shape, method=Method.FULL))
+    traced = tracemalloc.get_traced_memory()[1] if {traced} else 0
+    peak = high_water_kib()
+    print(json.dumps({{"before_kib": before, "peak_kib": peak, "traced_bytes": traced, "status": result.status.value}}))
+    """
+)
+
+
+def bench_memory(_rounds: int) -> list[Row]:
+    figures = {}
+    for label, traced, workers in (("plain", False, 1), ("traced", True, 1), ("workers2", False, 2)):
+        probe = MEMORY_PROBE.format(root=str(HERE.parent), traced=traced, workers=workers)
+        done = subprocess.run([PYTHON, "-c", probe], capture_output=True, text=True, check=True)
+        figures[label] = json.loads(done.stdout.strip().splitlines()[-1])
+    peak_mb = figures["plain"]["peak_kib"] / 1024
+    peak2_mb = figures["workers2"]["peak_kib"] / 1024
+    return [
+        Row("memory", "peak RSS, seed full check (as shipped)", peak_mb, "MB", "≤ 250", peak_mb <= 250, "VmHWM"),
+        Row("memory", "peak RSS, seed full check, Engine(workers=2)", peak2_mb, "MB", "≤ 250", peak2_mb <= 250),
+        Row("memory", "RSS after imports, before the check", figures["plain"]["before_kib"] / 1024, "MB"),
+        Row(
+            "memory", "peak of numpy/Python allocations (tracemalloc)", figures["traced"]["traced_bytes"] / 2**20, "MB"
+        ),
+    ]
+
+
+BENCHMARKS = {
+    "backward": (bench_backward, 40),
+    "full": (bench_full, 3),
+    "quick": (bench_quick, 8),
+    "startup": (bench_startup, 10),
+    "sweep": (bench_sweep, 2),
+    "memory": (bench_memory, 1),
+}
+
+
+# -- reporting -------------------------------------------------------------------------------------------------
+
+
+def machine_facts() -> dict[str, str]:
+    facts = {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "cores": str(os.cpu_count()),
+        "cpu": _cpu_model(),
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "(unset)"),
+        "OPENBLAS_L2_SIZE": os.environ.get("OPENBLAS_L2_SIZE", "(unset)"),
+    }
+    try:
+        from threadpoolctl import threadpool_info
+
+        blas = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+        facts["blas"] = "; ".join(
+            f"{i['internal_api']} {i.get('version')} {i.get('architecture')} kernel, {i['num_threads']} threads"
+            for i in blas
+        )
+    except ImportError:
+        facts["blas"] = "(threadpoolctl not installed)"
+    torch = torch_or_none()
+    facts["torch"] = torch.__version__ if torch is not None else "(not installed)"
+    return facts
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def print_rows(rows: list[Row]) -> None:
+    for row in rows:
+        verdict = "" if row.met is None else ("MET" if row.met else "NOT MET")
+        value = f"{row.value:,.0f}" if row.unit == "" else f"{row.value:.3g}"
+        target = f"target {row.target}" if row.target else ""
+        print(f"  {row.metric:<52} {value:>10} {row.unit:<4} {target:<30} {verdict:<8} {row.note}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", nargs="+", choices=sorted(BENCHMARKS), help="run only these benchmarks")
+    parser.add_argument("--rounds", type=float, default=1.0, help="scale every benchmark's rounds (e.g. 0.5)")
+    parser.add_argument("--json", type=Path, help="also write the figures and machine facts as JSON")
+    args = parser.parse_args(argv)
+
+    facts = machine_facts()
+    print("machine: " + ", ".join(f"{k} {v}" for k, v in facts.items()))
+    load_before = os.getloadavg()[0]
+    print(f"load average before: {load_before:.2f}")
+    rows: list[Row] = []
+    for name in args.only or BENCHMARKS:
+        fn, rounds = BENCHMARKS[name]
+        start = time.perf_counter()
+        found = fn(max(1, round(rounds * args.rounds)))
+        print(f"{name} ({time.perf_counter() - start:.0f} s)")
+        print_rows(found)
+        rows.extend(found)
+    load_after = os.getloadavg()[0]
+    print(f"load average after: {load_after:.2f}")
+    if args.json:
+        payload = {
+            "machine": facts,
+            "load_average": [load_before, load_after],
+            "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+            "rows": [asdict(r) for r in rows],
+        }
+        args.json.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
