@@ -117,6 +117,7 @@ class _Group:
     ``channel``: ``owner: (C_out,)`` local index, the same for every position;
     ``all``: every output belongs to local entry 0.
     ``direction`` (directional only): the perturbation to add, ``±eps·direction`` (flat, like the tensor).
+    ``span``: the same entries as a slice when they are one increasing run (gathered and scattered as views).
     """
 
     tensor: int  # 0 input, 1 weights, 2 bias
@@ -125,6 +126,7 @@ class _Group:
     owner: np.ndarray | None = None
     unowned: np.ndarray | None = None  # (N, OH, OW) bool, position groups only
     direction: np.ndarray | None = None
+    span: slice | None = None
 
 
 @dataclass
@@ -222,15 +224,16 @@ class Engine:
         params = self._params if params is None else params
         param = params[group.tensor]
         flat = param.reshape(-1)
-        original = flat[group.entries].copy()
-        step_dir = np.ones_like(original) if group.direction is None else group.direction[group.entries]
-        plus = (original + eps * step_dir).astype(param.dtype)
-        minus = (original - eps * step_dir).astype(param.dtype)
-        flat[group.entries] = plus
+        where = group.entries if group.span is None else group.span
+        original = flat[where].copy()
+        step_dir = np.ones_like(original) if group.direction is None else group.direction[where]
+        plus = (original + eps * step_dir).astype(param.dtype, copy=False)
+        minus = (original - eps * step_dir).astype(param.dtype, copy=False)
+        flat[where] = plus
         f_plus = self._evaluate(params)
-        flat[group.entries] = minus
+        flat[where] = minus
         f_minus = self._evaluate(params)
-        flat[group.entries] = original
+        flat[where] = original
         if group.direction is None:
             # The steps actually taken (exact for power-of-two eps and ordinary data; measured to be safe).
             step_plus = plus.astype(np.float64) - original.astype(np.float64)
@@ -506,11 +509,11 @@ class Engine:
         k, _, c_in, c_out = self.shape.w_shape
         owner = np.arange(c_out)
         for first in range(0, k * k * c_in * c_out, c_out):
-            yield _Group(1, np.arange(first, first + c_out), "channel", owner)
+            yield _Group(1, np.arange(first, first + c_out), "channel", owner, span=slice(first, first + c_out))
 
     def bias_groups(self) -> Iterator[_Group]:
         c_out = self.shape.out_depth
-        yield _Group(2, np.arange(c_out), "channel", np.arange(c_out))
+        yield _Group(2, np.arange(c_out), "channel", np.arange(c_out), span=slice(0, c_out))
 
     def single_entry_groups(self, tensor: int, entries: np.ndarray) -> Iterator[_Group]:
         for entry in entries:
@@ -590,7 +593,7 @@ class Engine:
         est = Estimate.empty(TENSOR_NAMES[tensor], (projections,), np.array([grad @ v for v in directions]), noise)
         est.projections = projections
         all_entries = np.arange(param.size)
-        groups = [_Group(tensor, all_entries, "all", direction=v) for v in directions]
+        groups = [_Group(tensor, all_entries, "all", direction=v, span=slice(0, param.size)) for v in directions]
         for p, (_, m) in enumerate(self._measure_all(groups, self.eps)):
             self._store(est, np.array([p]), m)
         return est
