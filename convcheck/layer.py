@@ -31,6 +31,8 @@ from numpy.lib.stride_tricks import as_strided
 from convcheck import activation as act
 from convcheck.spec import Activation
 
+FOLD_BLOCK = 131072  # entries per block of the stride-1 fold (1 MiB of float64: stays in cache across the k·k adds)
+
 
 def output_size(size: int, filter_size: int, stride: int, padding: int) -> int:
     """``(size + 2·padding − filter_size) // stride + 1``: positions where a window fits."""
@@ -139,13 +141,22 @@ def _input_gradient_stride_one(
     c_out = dz.shape[1]
     lead = (k - 1) * wp + (k - 1)
     size = n * hp * wp
-    grid = np.zeros((lead + size, c_out), dtype=dz.dtype)
-    grid[lead:].reshape(n, hp, wp, c_out)[:, :oh, :ow, :] = dz.reshape(n, oh, ow, c_out)
+    grid = np.empty((lead + size, c_out), dtype=dz.dtype)
+    grid[:lead] = 0
+    on_grid = grid[lead:].reshape(n, hp, wp, c_out)
+    on_grid[:, oh:] = 0  # rows and columns where no window starts
+    on_grid[:, :oh, ow:] = 0
+    on_grid[:, :oh, :ow] = dz.reshape(n, oh, ow, c_out)
     blocks = (weights @ grid.T).reshape(k * k, c, lead + size)  # (kh·k + kw, c, lead + padded entry)
-    dpadded = blocks[0, :, lead:].copy()  # offset (0, 0); rows: channels, columns: padded entries
-    for offset in range(1, k * k):
-        shift = (offset // k) * wp + offset % k
-        dpadded += blocks[offset, :, lead - shift : lead - shift + size]
+    dpadded = np.empty((c, size), dtype=blocks.dtype)  # rows: channels, columns: padded entries
+    step = max(1, FOLD_BLOCK // c)  # columns at a time, so the k·k additions reuse a cached block
+    for start in range(0, size, step):
+        stop = min(size, start + step)
+        target = dpadded[:, start:stop]
+        np.copyto(target, blocks[0, :, lead + start : lead + stop])  # offset (0, 0)
+        for offset in range(1, k * k):
+            shift = lead - (offset // k) * wp - offset % k
+            target += blocks[offset, :, shift + start : shift + stop]
     cropped = dpadded.reshape(c, n, hp, wp)[:, :, padding : padding + h, padding : padding + w]
     return np.ascontiguousarray(cropped.transpose(1, 2, 3, 0))
 
@@ -188,11 +199,15 @@ class MatrixConvLayer:
         """``dout: (N, OH, OW, C_out)`` → ``(dx, dw, db)`` shaped like ``(x, w, b)``."""
         c_out = cache.weights.shape[1]
         dz = dout.reshape(-1, c_out)
-        slope = act.derivative(self.activation, cache.pre_activation, cache.activated)
-        if slope is not None:
-            dz = dz * slope
+        if self.activation is Activation.RELU:  # act' is 0 or 1: multiply by the mask itself (one pass fewer)
+            z = cache.pre_activation
+            dz = np.multiply(dz, z > 0, dtype=np.result_type(dz, z))
+        else:
+            slope = act.derivative(self.activation, cache.pre_activation, cache.activated)
+            if slope is not None:
+                dz = dz * slope
         dweights = cache.cols.T @ dz
-        dbias = dz.sum(axis=0)
+        dbias = np.ones(dz.shape[0], dtype=dz.dtype) @ dz  # Σ_rows dZ as one matrix-vector product
         k = cache.w_shape[0]
         if self.stride == 1 and _padded_grid_is_small(cache.x_shape, k, self.padding):
             dx = _input_gradient_stride_one(dz, cache.weights, cache.x_shape, k, self.padding)
