@@ -37,6 +37,20 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def engine_workers(layer: object) -> int:
+    """Threads a check's finite differences should use for ``layer``: every core, or 1.
+
+    One thread for a user's layer (it may keep state between calls, or not release the GIL), and whenever the
+    environment holds BLAS to one thread (``--jobs`` worker processes: the other cores are running other checks).
+    convcheck's own layers (``MatrixConvLayer`` and the planted-bug variants) have pure forwards: all cores.
+    """
+    if not type(layer).__module__.startswith("convcheck."):
+        return 1
+    if any(os.environ.get(name) == "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")):
+        return 1
+    return available_cores()
+
+
 def ordered_map(
     fn: Callable[[Item, Any], Result],
     items: Iterable[Item],

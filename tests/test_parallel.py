@@ -104,3 +104,17 @@ def test_limited_blas_restores_what_it_found():
     with parallel.limited_blas(1):
         pass
     assert [get() for get, _ in controls] == before
+
+
+def test_engine_workers_uses_every_core_only_for_convcheck_layers_and_unpinned_blas(monkeypatch):
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(parallel, "available_cores", lambda: 2)
+    assert parallel.engine_workers(MatrixConvLayer(1, 1, Activation.RELU)) == 2
+
+    class UserLayer:
+        pass
+
+    assert parallel.engine_workers(UserLayer()) == 1
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    assert parallel.engine_workers(MatrixConvLayer(1, 1, Activation.RELU)) == 1
