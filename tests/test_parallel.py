@@ -106,15 +106,19 @@ def test_limited_blas_restores_what_it_found():
     assert [get() for get, _ in controls] == before
 
 
-def test_engine_workers_uses_every_core_only_for_convcheck_layers_and_unpinned_blas(monkeypatch):
+def test_engine_workers_uses_every_core_only_for_large_convcheck_layers_and_unpinned_blas(monkeypatch):
     for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(parallel, "available_cores", lambda: 2)
-    assert parallel.engine_workers(MatrixConvLayer(1, 1, Activation.RELU)) == 2
+    seed = ConvShape(8, 32, 48, 16, 32, 3, 1, 1)
+    small = ConvShape(2, 5, 7, 2, 3, 3, 1, 1)
+    layer = MatrixConvLayer(1, 1, Activation.RELU)
+    assert parallel.engine_workers(layer, seed) == 2
+    assert parallel.engine_workers(layer, small) == 1
 
     class UserLayer:
         pass
 
-    assert parallel.engine_workers(UserLayer()) == 1
+    assert parallel.engine_workers(UserLayer(), seed) == 1
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
-    assert parallel.engine_workers(MatrixConvLayer(1, 1, Activation.RELU)) == 1
+    assert parallel.engine_workers(layer, seed) == 1
