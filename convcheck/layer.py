@@ -23,6 +23,7 @@ pieces: the same sums in the same order, at a fraction of the memory traffic.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -161,6 +162,32 @@ def _input_gradient_stride_one(
     return np.ascontiguousarray(cropped.transpose(1, 2, 3, 0))
 
 
+_last_unfold = threading.local()  # per thread: (key, the input's bits, its read-only im2col matrix)
+
+
+def _unfold(x: np.ndarray, filter_size: int, stride: int, padding: int, out_height: int, out_width: int) -> np.ndarray:
+    """``im2col(pad(x, padding), …)``, reused while ``x`` holds, bit for bit, the input of this thread's last call.
+
+    A finite-difference check calls ``forward`` hundreds of times, and nearly half of those calls (every weight
+    and bias perturbation) pass an unchanged ``x``: comparing its bits with a copy of the previous input (one pass
+    over ``x``) costs a fraction of unfolding it again (``k²`` times as much memory). The matrix is returned
+    read-only, since successive caches may share it.
+    """
+    size = x.dtype.itemsize
+    if not x.flags.c_contiguous or size not in (1, 2, 4, 8):
+        return im2col(pad(x, padding), filter_size, stride, out_height, out_width)
+    bits = x.view(f"u{size}")  # compared as integers: -0.0 differs from 0.0, a NaN equals its own bits
+    key = (x.shape, x.dtype.str, filter_size, stride, padding)
+    held = getattr(_last_unfold, "entry", None)
+    if held is not None and held[0] == key and np.array_equal(held[1], bits):
+        return held[2]
+    _last_unfold.entry = None  # let the previous matrix go before the new one is made
+    cols = im2col(pad(x, padding), filter_size, stride, out_height, out_width)
+    cols.flags.writeable = False
+    _last_unfold.entry = (key, bits.copy(), cols)
+    return cols
+
+
 @dataclass(frozen=True)
 class MatrixCache:
     """What backward needs from forward (the seed's ``matric_data`` and ``filter_data``)."""
@@ -187,7 +214,7 @@ class MatrixConvLayer:
         k, _, _, c_out = w.shape
         oh = output_size(h, k, self.stride, self.padding)
         ow = output_size(width, k, self.stride, self.padding)
-        cols = im2col(pad(x, self.padding), k, self.stride, oh, ow)
+        cols = _unfold(x, k, self.stride, self.padding, oh, ow)
         weights = w.reshape(k * k * c_in, c_out)
         z = cols @ weights
         z += b
