@@ -151,9 +151,9 @@ class Engine:
         g: (N, OH, OW, C_out), the weights of L (the ``dout`` handed to backward).
         shape, activation: the layer's geometry and nonlinearity (they set the noise model and the kink logic).
         eps: the step; unit_roundoff: of the layer's dtype.
-        workers: threads measuring groups at once (each calls ``forward`` on its own copies of x, w and b, so
-            ``forward`` must be safe to call from several threads; convcheck's own layer is). The results do not
-            depend on it.
+        workers: threads measuring groups at once, for ``grouped`` and ``entrywise`` (each calls ``forward`` on its
+            own copies of x, w and b, so ``forward`` must be safe to call from several threads; convcheck's own
+            layer is; ``parallel.engine_workers`` chooses). The results do not depend on it.
     """
 
     forward: ForwardFn
@@ -248,9 +248,11 @@ class Engine:
             self._check_locality(group, f_plus, f_minus)
         return self._reduce(group, count, f_plus, f_minus, step_plus, step_minus, eps)
 
-    def _measure_all(self, groups: Iterable[_Group], eps: float) -> Iterator[tuple[_Group, _Measurement]]:
-        """``(group, measurement)`` in the order of ``groups``, measured on ``workers`` threads."""
-        if self.workers <= 1:
+    def _measure_all(
+        self, groups: Iterable[_Group], eps: float, threads: bool = True
+    ) -> Iterator[tuple[_Group, _Measurement]]:
+        """``(group, measurement)`` in the order of ``groups``, measured on ``workers`` threads (if ``threads``)."""
+        if self.workers <= 1 or not threads:
             for group in groups:
                 yield group, self._measure(group, eps)
             return
@@ -594,7 +596,8 @@ class Engine:
         est.projections = projections
         all_entries = np.arange(param.size)
         groups = [_Group(tensor, all_entries, "all", direction=v, span=slice(0, param.size)) for v in directions]
-        for p, (_, m) in enumerate(self._measure_all(groups, self.eps)):
+        # A few projections of the whole tensor: one thread, BLAS on every core (threads measured no faster here).
+        for p, (_, m) in enumerate(self._measure_all(groups, self.eps, threads=False)):
             self._store(est, np.array([p]), m)
         return est
 
