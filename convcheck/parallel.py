@@ -52,8 +52,10 @@ def engine_workers(layer: object, shape: ConvShape) -> int:
     costs more than it saves (measured: 0.4M MACs ran 1.6× slower on two threads, 9M ran 1.2× faster).
     convcheck's own layers (``MatrixConvLayer`` and the planted-bug variants) have pure forwards: all cores.
     """
-    if not type(layer).__module__.startswith("convcheck."):
-        return 1
+    from convcheck.layer import MatrixConvLayer  # here, not at the top: this module loads before the layer's
+
+    if not (isinstance(layer, MatrixConvLayer) and type(layer).__module__.startswith("convcheck.")):
+        return 1  # a user's layer, or a user's subclass of ours, behind whatever adapter
     if any(os.environ.get(name) == "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")):
         return 1
     macs = math.prod(shape.out_shape) * shape.filter_size**2 * shape.in_depth

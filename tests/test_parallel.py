@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from convcheck import parallel, tolerance
+from convcheck import bugs, parallel, tolerance
 from convcheck.layer import MatrixConvLayer
 from convcheck.numeric import Engine, NotLocalError
 from convcheck.spec import Activation, ConvShape, DType
@@ -119,6 +119,11 @@ def test_engine_workers_uses_every_core_only_for_large_convcheck_layers_and_unpi
     class UserLayer:
         pass
 
+    class UserSubclass(MatrixConvLayer):
+        pass
+
     assert parallel.engine_workers(UserLayer(), seed) == 1
+    assert parallel.engine_workers(UserSubclass(1, 1, Activation.RELU), seed) == 1
+    assert parallel.engine_workers(bugs.StepwiseLayer(1, 1, Activation.RELU), seed) == 2
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
     assert parallel.engine_workers(layer, seed) == 1
