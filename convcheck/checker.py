@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from convcheck import reference
+from convcheck import parallel, reference
 from convcheck.compare import judge, judge_forward
 from convcheck.contract import exercise
 from convcheck.diagnosis import diagnose
@@ -251,6 +251,7 @@ def _engine(layer: ConvLayer, data: CheckData, spec: CheckSpec, notes: list) -> 
         activation=spec.activation,
         eps=tol.eps,
         unit_roundoff=unit_roundoff(numeric_dtype),
+        workers=parallel.engine_workers(layer, spec.shape),
     )
     return engine, tol
 
