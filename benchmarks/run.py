@@ -28,7 +28,6 @@ show which kernel ran.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import platform
@@ -213,15 +212,15 @@ def _torch_backward(torch, data) -> Callable[[], object]:
 
 
 def _with_workers(workers: int):
-    """``run_check`` with the engine measuring groups on ``workers`` threads, whatever ``checker`` chooses."""
-    original = checker.Engine
+    """``run_check`` with the engine measuring groups on ``workers`` threads, whatever the checker would choose."""
+    original = parallel.engine_workers
 
     def run(spec):
-        checker.Engine = functools.partial(original, workers=workers)
+        parallel.engine_workers = lambda layer, shape: workers
         try:
             return checker.run_check(spec)
         finally:
-            checker.Engine = original
+            parallel.engine_workers = original
 
     return run
 
@@ -397,11 +396,10 @@ MEMORY_PROBE = textwrap.dedent(
         import resource
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
-    import functools
-    from convcheck import checker
+    from convcheck import checker, parallel
     from convcheck.spec import CheckSpec, ConvShape, Method
     if {workers} is not None:
-        checker.Engine = functools.partial(checker.Engine, workers={workers})
+        parallel.engine_workers = lambda layer, shape: {workers}
     shape = ConvShape(8, 32, 48, 16, 32, 3, 1, 1)
     before = high_water_kib()
     if {traced}:
