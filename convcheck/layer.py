@@ -23,7 +23,9 @@ pieces: the same sums in the same order, at a fraction of the memory traffic.
 
 from __future__ import annotations
 
+import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -162,7 +164,11 @@ def _input_gradient_stride_one(
     return np.ascontiguousarray(cropped.transpose(1, 2, 3, 0))
 
 
-_last_unfold = threading.local()  # per thread: (key, the input's bits, its read-only im2col matrix)
+# The last unfolding made on each thread: thread id → (key, the input's bits, its read-only im2col matrix), most
+# recently used last. At most one per core is kept, so threads that stopped unfolding (the main thread while
+# worker threads run a check's groups) lose theirs first.
+_unfolded: OrderedDict[int, tuple[tuple, np.ndarray, np.ndarray]] = OrderedDict()
+_unfolded_lock = threading.Lock()
 
 
 def _unfold(x: np.ndarray, filter_size: int, stride: int, padding: int, out_height: int, out_width: int) -> np.ndarray:
@@ -178,14 +184,29 @@ def _unfold(x: np.ndarray, filter_size: int, stride: int, padding: int, out_heig
         return im2col(pad(x, padding), filter_size, stride, out_height, out_width)
     bits = x.view(f"u{size}")  # compared as integers: -0.0 differs from 0.0, a NaN equals its own bits
     key = (x.shape, x.dtype.str, filter_size, stride, padding)
-    held = getattr(_last_unfold, "entry", None)
-    if held is not None and held[0] == key and np.array_equal(held[1], bits):
-        return held[2]
-    _last_unfold.entry = None  # let the previous matrix go before the new one is made
-    cols = im2col(pad(x, padding), filter_size, stride, out_height, out_width)
-    cols.flags.writeable = False
-    _last_unfold.entry = (key, bits.copy(), cols)
-    return cols
+    thread = threading.get_ident()
+    with _unfolded_lock:
+        held = _unfolded.pop(thread, None)
+    if held is None or held[0] != key or not np.array_equal(held[1], bits):
+        held = None  # let the previous matrix go before the new one is made
+        cols = im2col(pad(x, padding), filter_size, stride, out_height, out_width)
+        cols.flags.writeable = False
+        held = (key, bits.copy(), cols)
+    with _unfolded_lock:
+        _unfolded[thread] = held
+        while len(_unfolded) > _KEEP_UNFOLDED:
+            _unfolded.popitem(last=False)
+    return held[2]
+
+
+def _cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - platforms without sched_getaffinity
+        return max(1, os.cpu_count() or 1)
+
+
+_KEEP_UNFOLDED = _cores()
 
 
 @dataclass(frozen=True)
