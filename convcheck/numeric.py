@@ -282,11 +282,13 @@ class Engine:
         g = self._g
         span = np.full(count, 2.0 * eps)
         smooth = not self.activation.piecewise_linear
-        per_position, crossed = self._scan(group, f_plus, f_minus, test_crossings=not smooth)
-        if per_position is None:
+        sums, crossed = self._scan(group, f_plus, f_minus, test_crossings=not smooth)
+        if sums is None:
             central = self._owner_sum(group, count, g * (f_plus - f_minus), None) / span
+        elif group.kind == "position":
+            central = self._owner_sum(group, count, None, sums.reshape(g.shape[:-1])) / span
         else:
-            central = self._owner_sum(group, count, None, per_position.reshape(g.shape[:-1])) / span
+            central = self._owner_sum(group, count, None, sums) / span
         gs2, absg = self._owner_constants(group, count)
         noise = np.sqrt(2.0 * gs2) / span
         lo = central.copy()
@@ -318,7 +320,9 @@ class Engine:
     ) -> tuple[np.ndarray | None, np.ndarray | None]:
         """One cache-sized block of output positions at a time: what ``_reduce_exact_steps`` needs per output.
 
-        Returns ``Σ_c G·(f⁺ − f⁻)`` per position (position groups; else None) and, when ``test_crossings``, the
+        Returns ``Σ G·(f⁺ − f⁻)`` per position (position groups) or per output channel (channel groups with
+        ``C_out ≥ 2``; the blocks' sums are chained through a carried row, so they add up in numpy's own
+        sequential order; else None) and, when ``test_crossings``, the
         outputs with ``|(f⁺ − f0) − (f0 − f⁻)| > T·ε₀`` (positions × C_out, bool; else None). Checks locality
         (position groups) on the way, raising ``NotLocalError`` as ``_check_locality`` does. Every value is computed
         per output or per position, so the blocks change nothing but the memory traffic.
@@ -328,15 +332,17 @@ class Engine:
         unowned = group.unowned.reshape(-1) if group.kind == "position" and group.unowned is not None else None
         if unowned is not None and not unowned.any():
             unowned = None
-        sums = group.kind == "position"
+        sums = group.kind == "position" or (group.kind == "channel" and c_out >= 2)
         if not (sums or test_crossings or unowned is not None):
             return None, None
         fp, fm, f0, g, limit = (
             a.reshape(positions, c_out) for a in (f_plus, f_minus, self.f0, self._g, self._threshold_step)
         )
-        per_position = np.empty(positions) if sums else None
+        per_position = np.empty(positions) if group.kind == "position" else None
+        per_channel = None  # Σ over the positions so far (channel groups)
         crossed = np.empty((positions, c_out), dtype=bool) if test_crossings else None
         rows = max(1, SCAN_BLOCK // c_out)
+        chained = np.empty((min(rows, positions) + 1, c_out)) if sums and per_position is None else None
         work = np.empty((3, min(rows, positions), c_out))
         for start in range(0, positions, rows):
             block = slice(start, min(start + rows, positions))
@@ -346,6 +352,15 @@ class Engine:
                 np.subtract(fp[block], fm[block], out=diff)
                 diff *= g[block]
                 diff.sum(axis=-1, out=per_position[block])
+            elif chained is not None:
+                part = chained[: size + 1]  # row 0: the sum so far; the block's rows after it
+                np.subtract(fp[block], fm[block], out=part[1:])
+                part[1:] *= g[block]
+                if per_channel is None:
+                    per_channel = part[1:].sum(axis=0)
+                else:
+                    part[0] = per_channel
+                    per_channel = part.sum(axis=0)
             if crossed is None and unowned is None:
                 continue
             np.subtract(fp[block], f0[block], out=rise)  # f⁺ − f0: exact when the two are within a factor 2
@@ -360,7 +375,7 @@ class Engine:
                 rise -= fall
                 np.abs(rise, out=rise)
                 np.greater(rise, limit[block], out=crossed[block])
-        return per_position, crossed
+        return (per_position if per_position is not None else per_channel), crossed
 
     def _owner_constants(self, group: _Group, count: int) -> tuple[np.ndarray, np.ndarray]:
         """Per local entry: ``Σ (G·σ)²`` and ``Σ |G|`` over the outputs it owns."""
