@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 
 from convcheck import __version__
 from convcheck.spec import DType, ImplRef, Method
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from convcheck.results import CheckResult
     from convcheck.spec import CheckSpec
 
@@ -54,6 +55,8 @@ PIPE_WIDTH = 160
 
 
 def _console(stderr: bool) -> Console:
+    from rich.console import Console  # imported when output is made, so --help starts without it
+
     stream = sys.stderr if stderr else sys.stdout
     width = None if stream.isatty() or "COLUMNS" in os.environ else PIPE_WIDTH
     return Console(stderr=stderr, highlight=False, width=width)
@@ -124,9 +127,19 @@ def run(
         str | None, typer.Option(help="Override every check's implementation: builtin, a .py file or a module.")
     ] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Run checks in N worker processes.")] = 1,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(help="Run checks on a Dask distributed cluster at ADDRESS (needs the 'dask' extra)."),
+    ] = None,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop after the first failed check.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only failures and the summary.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show details of passing checks too.")] = False,
+    heatmap: Annotated[
+        bool, typer.Option("--heatmap", help="Show error heatmaps for every check (failed checks always show them).")
+    ] = False,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Write PNG heatmaps to DIR (needs matplotlib: the 'plot' extra).")
+    ] = None,
     annotate: Annotated[
         Annotate, typer.Option(help="CI annotations for failures: auto (GitHub Actions when GITHUB_ACTIONS=true).")
     ] = Annotate.AUTO,
@@ -147,6 +160,8 @@ def run(
     out, err = _stdout(), _stderr()
     json_only = json_path == "-"
     specs = _load(configs, err)
+    if plot is not None:
+        _require_matplotlib(err)
     overrides: dict[str, object] = {}
     if method is not None:
         overrides["method"] = method
@@ -163,9 +178,17 @@ def run(
 
     table_console = err if json_only else out
     with _progress(err, len(specs), enabled=not quiet) as advance:
-        batch = run_batch(specs, jobs=jobs, fail_fast=fail_fast, on_result=advance)
+        if scheduler is None:
+            batch = run_batch(specs, jobs=jobs, fail_fast=fail_fast, on_result=advance)
+        else:
+            batch = _run_distributed(specs, scheduler, fail_fast, advance, err)
     results = list(batch.results)
-    _render(results, table_console, quiet=quiet, verbose=verbose)
+    _render(results, table_console, quiet=quiet, verbose=verbose, heatmap=heatmap)
+    if plot is not None:
+        from convcheck.heatmap import write_pngs
+
+        written = [path for r in results for path in write_pngs(r, plot)]
+        err.print(f"wrote {len(written)} heatmap PNG{'s' if len(written) != 1 else ''} to {plot}", markup=False)
     _write_outputs(results, json_path, junit, batch.interrupted, out, err)
     if annotate is Annotate.GITHUB or (annotate is Annotate.AUTO and os.environ.get("GITHUB_ACTIONS") == "true"):
         from convcheck.report import github_annotations
@@ -176,6 +199,17 @@ def run(
         err.print("interrupted: the results above are the checks that finished", markup=False)
         raise typer.Exit(ExitCode.INTERRUPTED)
     raise typer.Exit(ExitCode.for_results(results))
+
+
+def _run_distributed(specs: list[CheckSpec], address: str, fail_fast: bool, advance: Callable[..., None], err: Console):
+    """``--scheduler``: the same checks on a Dask cluster; a missing extra or an unreachable scheduler exits 2."""
+    from convcheck.distributed import DistributedUnavailable, run_distributed
+
+    try:
+        return run_distributed(specs, address, fail_fast=fail_fast, on_result=advance)
+    except DistributedUnavailable as exc:
+        err.print(str(exc), markup=False)
+        raise typer.Exit(ExitCode.INVALID) from None
 
 
 @contextmanager
@@ -192,15 +226,34 @@ def _progress(console: Console, total: int, *, enabled: bool) -> Iterator[Callab
         yield lambda *_: progress.advance(task)
 
 
-def _render(results: list[CheckResult], console: Console, *, quiet: bool, verbose: bool) -> None:
+def _require_matplotlib(err: Console) -> None:
+    """``--plot`` without matplotlib is an invalid command: say so before running anything."""
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        err.print(
+            "--plot needs matplotlib, which is not installed; install the extra: pip install 'convcheck[plot]'",
+            markup=False,
+        )
+        raise typer.Exit(ExitCode.INVALID)
+
+
+def _render(results: list[CheckResult], console: Console, *, quiet: bool, verbose: bool, heatmap: bool) -> None:
+    from rich.text import Text
+
+    from convcheck.heatmap import heatmaps
     from convcheck.report import failure_panel, results_table, summary_line
 
     shown = results if not quiet else [r for r in results if not r.passed]
     if shown:
-        console.print(results_table(shown))
+        console.print(results_table(shown, width=console.width))
     for r in results:
         if not r.passed or verbose:
             console.print(failure_panel(r))
+        elif heatmap:
+            console.print(Text(f"{r.name}: heatmaps (within tolerance)"))
+            for part in heatmaps(r):
+                console.print(part)
     console.print(summary_line(results), markup=False, highlight=False)
 
 

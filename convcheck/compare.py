@@ -69,6 +69,8 @@ def judge(est: Estimate, tol: Tolerance) -> TensorResult:
         analytic=analytic.reshape(est.shape),
         numeric=central.reshape(est.shape),
         allowed=allowed.reshape(est.shape),
+        error=abs_error.reshape(est.shape),
+        kink=(est.crossed > 0).reshape(est.shape),
     )
 
 

@@ -296,6 +296,20 @@ def _rebuild_point(result: CheckResult) -> _Point | None:
     return _Point(spec, x, w, b, dout)
 
 
+def _fold_assign_by_window(point: _Point, dcols: np.ndarray) -> np.ndarray:
+    """col2im written as the seed's loop over windows but with ``=`` for ``+=``: ``(R, k·k·C_in)`` →
+    ``(N, H, W, C_in)``; the window visited last (row-major over (oh, ow)) wins each overlapped entry."""
+    s = point.shape
+    n, h, w, c = s.x_shape
+    k, p, st = s.filter_size, s.padding, s.stride
+    d6 = dcols.reshape(n, s.out_height, s.out_width, k, k, c)
+    dpad = np.zeros((n, h + 2 * p, w + 2 * p, c))
+    for i in range(s.out_height):
+        for j in range(s.out_width):
+            dpad[:, i * st : i * st + k, j * st : j * st + k, :] = d6[:, i, j]
+    return dpad[:, p : p + h, p : p + w, :]
+
+
 class _Evidence:
     """What the rules read: the result, its gradients as ``_Tensor``s, the verified point (lazily), and the
     tensors earlier rules explained."""
@@ -965,6 +979,15 @@ def _dx_candidates(point: _Point, t: _Tensor) -> list[tuple[str, Callable[[], np
             lambda: (
                 f"analytic dx equals col2im assigning (=) each window's gradient, so the last window wins where "
                 f"windows overlap ({_overlap_evidence(t, s)}): accumulate (+=)"
+            ),
+        ),
+        (
+            "col2im accumulate",
+            lambda: _fold_assign_by_window(point, dcols),
+            lambda: (
+                f"analytic dx equals col2im assigning (=) window after window, as the seed's loop does with += "
+                f"turned into =, so the last window wins where windows overlap ({_overlap_evidence(t, s)}): "
+                "accumulate (+=)"
             ),
         ),
         (

@@ -360,17 +360,27 @@ def _forward_panel(result: CheckResult) -> RenderableType | None:
     return Group(title, render_grid(grid, row_axis="oh", col_axis="ow"), _legend(_largest(grid), what, fr, fc))
 
 
-def heatmaps(result: CheckResult, measure: Measure | None = None) -> list[RenderableType]:
+def heatmaps(result: CheckResult, measure: Measure | None = None, failing_only: bool = False) -> list[RenderableType]:
     """Rich renderables showing where a check's errors are: the output (when the forward failed), the input
     gradient over ``(H, W)`` and the weight gradient over ``(kh, kw)`` per input channel.
 
     Args:
         result: any finished check; tensors without arrays (directional, errored) are left out.
         measure: per-entry contribution; None: ``excess`` for a failing tensor, ``ratio`` for a passing one.
+        failing_only: leave out the gradients that passed (a failure panel shows only where it is wrong).
     Returns:
         Zero to three renderables, for a panel or a console.
     """
-    parts = [_forward_panel(result), _input_panel(result, measure), _weights_panel(result, measure)]
+
+    def shown(name: str) -> bool:
+        g = result.gradient(name)
+        return not failing_only or (g is not None and not g.passed)
+
+    parts = [
+        _forward_panel(result),
+        _input_panel(result, measure) if shown("input") else None,
+        _weights_panel(result, measure) if shown("weights") else None,
+    ]
     return [p for p in parts if p is not None]
 
 

@@ -19,6 +19,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from convcheck.heatmap import heatmaps
 from convcheck.results import TENSORS, CheckResult, Entry, Status, TensorResult
 from convcheck.spec import Layout
 
@@ -84,18 +85,30 @@ def _checked_cell(result: CheckResult) -> str:
     return f"{checked:,}/{total:,}"
 
 
-def results_table(results: Sequence[CheckResult]) -> Table:
-    """One row per check: name, layer, method, entries checked, max relative errors, kinks, seconds, verdict."""
-    table = Table(caption="rel err: max relative error per gradient", header_style="bold", pad_edge=False)
-    table.add_column("check", overflow="fold")
-    table.add_column("layer", no_wrap=True)
+# Narrower than this, the results table leaves out the layer column rather than squeezing every column.
+LAYER_COLUMN_WIDTH = 118
+
+
+def results_table(results: Sequence[CheckResult], width: int | None = None) -> Table:
+    """One row per check: name, layer, method, entries checked, max relative errors, kinks, seconds, verdict.
+
+    ``width``: the console's width; below ``LAYER_COLUMN_WIDTH`` the layer column is left out.
+    """
+    with_layer = width is None or width >= LAYER_COLUMN_WIDTH
+    table = Table(
+        caption="input, weights, bias: max relative error of each gradient", header_style="bold", pad_edge=False
+    )
+    # Names, numbers and verdicts never wrap; on a narrow terminal the layer description folds instead.
+    table.add_column("check", no_wrap=True, max_width=40)
+    if with_layer:
+        table.add_column("layer", overflow="fold")
     table.add_column("method", no_wrap=True)
     table.add_column("checked", justify="right", no_wrap=True)
     for tensor in TENSORS:
-        table.add_column(f"rel err {tensor}", justify="right", no_wrap=True)
+        table.add_column(tensor, justify="right", no_wrap=True)
     table.add_column("kinks", justify="right", no_wrap=True)
     table.add_column("s", justify="right", no_wrap=True)
-    table.add_column("", justify="center", no_wrap=True)
+    table.add_column("", justify="center", no_wrap=True, min_width=1)
     for r in results:
         mark = Text(PASS_MARK, style="bold green") if r.passed else Text(FAIL_MARK, style="bold red")
         if r.status is Status.ERROR:
@@ -103,7 +116,7 @@ def results_table(results: Sequence[CheckResult]) -> Table:
         kinks = sum(g.kinks for g in r.gradients)
         table.add_row(
             Text(r.name),  # Text, not a string: names like "k3[stride=2]" are not Rich markup
-            r.spec.shape.describe(),
+            *([r.spec.shape.describe()] if with_layer else []),
             r.method.value if r.method else "—",
             _checked_cell(r),
             *(_tensor_cell(r.gradient(t)) for t in TENSORS),
@@ -160,6 +173,7 @@ def failure_panel(result: CheckResult) -> Panel:
         parts.append(_entries_table(g, layout))
     for hint in result.diagnosis:
         parts.append(Text(f"hint: {hint}", style="yellow"))
+    parts.extend(heatmaps(result, failing_only=True))
     if result.tolerance:
         t = result.tolerance
         parts.append(

@@ -49,6 +49,8 @@ class TensorResult:
     analytic: np.ndarray | None = field(default=None, compare=False, repr=False)
     numeric: np.ndarray | None = field(default=None, compare=False, repr=False)
     allowed: np.ndarray | None = field(default=None, compare=False, repr=False)
+    error: np.ndarray | None = field(default=None, compare=False, repr=False)  # distance to the kink interval
+    kink: np.ndarray | None = field(default=None, compare=False, repr=False)  # bool: judged by a kink interval
 
     @property
     def passed(self) -> bool:

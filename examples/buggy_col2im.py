@@ -33,13 +33,14 @@ def forward(x, w, b, stride, padding):
 
 
 def col2im(dmatrix, x_pad_shape, k, stride, out_h, out_w):
-    """Sum every window's gradient back onto the padded input: (N·OH·OW, k·k·C) → (N, Hp, Wp, C)."""
+    """Put every window's gradient back onto the padded input: (N·OH·OW, k·k·C) → (N, Hp, Wp, C)."""
     n, _, _, c = x_pad_shape
-    rows, cols = _window_indices(out_h, out_w, k, stride)
+    windows = dmatrix.reshape(n, out_h, out_w, k, k, c)
     dx_pad = np.zeros(x_pad_shape, dtype=dmatrix.dtype)
-    # BUG: fancy-index assignment writes each repeated index once, the last window wins. (``+=`` with fancy
-    # indices has the same bug.) The fix: np.add.at(dx_pad, (slice(None), rows, cols), windows).
-    dx_pad[:, rows, cols, :] = dmatrix.reshape(n, out_h, out_w, k, k, c)
+    for i in range(out_h):
+        for j in range(out_w):
+            # BUG: `=` where the seed has `+=`: where windows overlap, only the last window's gradient survives.
+            dx_pad[:, i * stride : i * stride + k, j * stride : j * stride + k, :] = windows[:, i, j]
     return dx_pad
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -68,6 +69,7 @@ def test_failing_implementation_exit_1_with_json_and_junit(tmp_path):
     assert result.stdout.strip().splitlines()[-1] == "0 passed, 1 failed"
     check = json.loads(json_path.read_text())["checks"][0]
     assert check["status"] == "fail"
+    assert any(hint.startswith("col2im accumulate") for hint in check["diagnosis"]), check["diagnosis"]
     assert check["gradients"]["input"]["passed"] is False
     assert check["gradients"]["weights"]["passed"] is True
     suite = ET.parse(junit_path).getroot()
@@ -178,3 +180,16 @@ def test_python_dash_m_and_help_examples():
     for command in ("run", "validate", "init", "schema", "selftest"):
         help_text = invoke(command, "--help").stdout
         assert "Examples" in help_text, command
+
+
+def test_heatmap_and_plot_options(tmp_path):
+    config = write(tmp_path, "small.yaml", SMALL)
+    shown = invoke("run", str(config), "--heatmap")
+    assert shown.exit_code == 0 and "input gradient error over (h, w)" in shown.stdout
+    plots = tmp_path / "plots"
+    result = invoke("run", str(EXAMPLES / "buggy_col2im.yaml"), "--plot", str(plots))
+    if importlib.util.find_spec("matplotlib") is None:
+        assert result.exit_code == 2 and "convcheck[plot]" in result.stderr
+    else:
+        assert result.exit_code == 1
+        assert sorted(p.name for p in plots.iterdir()) == ["buggy-col2im-input.png", "buggy-col2im-weights.png"]

@@ -9,9 +9,8 @@ records the hit rate this file measures, and a test keeps the two in step.
 
 from __future__ import annotations
 
-import dataclasses
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +18,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from convcheck import bugs, checker, compare, heatmap
+from convcheck import bugs, heatmap
 from convcheck.bugs import CATALOGUE, StepwiseLayer
 from convcheck.checker import CheckData, make_data, run_check
 from convcheck.diagnosis import LABELS, diagnose, label_of
 from convcheck.layer import MatrixCache, MatrixConvLayer
-from convcheck.results import CheckResult, Status, TensorResult
+from convcheck.results import CheckResult, Status
 from convcheck.selftest import DEFAULT_SWEEP, DTYPES, with_dtype
 from convcheck.spec import Activation, CheckSpec, ConvShape, DType, Method
 
@@ -266,28 +265,10 @@ def test_robust_beyond_the_sweep() -> None:
 # ----------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class JudgedTensor(TensorResult):
-    """``TensorResult`` with the two arrays diagnosis and heatmaps read when present (requested for results.py):
-    ``error``, the distance from the analytic value to the numeric interval (what ``over_tolerance`` counts), and
-    ``kink``, the entries whose differences straddled a kink."""
-
-    error: np.ndarray | None = field(default=None, compare=False, repr=False)
-    kink: np.ndarray | None = field(default=None, compare=False, repr=False)
-
-
-def _judge_with_verdict(est, tol):
-    result = compare.judge(est, tol)
-    analytic = est.analytic
-    error = np.where(est.measured, np.maximum(np.maximum(est.lo - analytic, analytic - est.hi), 0.0), np.nan)
-    fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(TensorResult)}
-    return JudgedTensor(**fields, error=error.reshape(est.shape), kink=(est.crossed > 0).reshape(est.shape))
-
-
-def test_integer_data_kinks_with_the_checkers_verdict(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_integer_data_kinks_with_the_checkers_verdict() -> None:
     """Integer-valued data puts pre-activations exactly on ReLU's kink; there ``|analytic − numeric|`` exceeds
-    ``allowed`` though the entry passed. With the checker's verdict per entry the hints and grids are exact."""
-    monkeypatch.setattr(checker, "judge", _judge_with_verdict)
+    ``allowed`` though the entry passed. With the checker's verdict per entry (``TensorResult.error``/``kink``)
+    the hints and grids are exact."""
     spec = CheckSpec("int", ConvShape(2, 6, 7, 2, 3, 3, 1, 1), method=Method.FULL)
     rng = np.random.default_rng(0)
     s = spec.shape
