@@ -5,8 +5,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -193,3 +195,27 @@ def test_heatmap_and_plot_options(tmp_path):
     else:
         assert result.exit_code == 1
         assert sorted(p.name for p in plots.iterdir()) == ["buggy-col2im-input.png", "buggy-col2im-weights.png"]
+
+
+def test_ctrl_c_prints_results_so_far_and_exits_130(tmp_path):
+    config = write(
+        tmp_path,
+        "long.yaml",
+        SMALL.replace("in_height: 5", "in_height: 24")
+        .replace("in_width: 6", "in_width: 24")
+        .replace("stride: [1, 2]", "stride: 1\n    seed: [" + ", ".join(str(i) for i in range(3000)) + "]"),
+    )
+    json_path = tmp_path / "partial.json"
+    command = [sys.executable, "-m", "convcheck", "run", str(config), "--json", str(json_path)]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **ENV}
+    )
+    time.sleep(2.5)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    document = json.loads(json_path.read_text())  # complete JSON, never half-written
+    assert document["interrupted"] is True
+    assert 0 < document["summary"]["total"] < 3000
+    assert out.strip().splitlines()[-1] == f"{document['summary']['passed']} passed, 0 failed"
