@@ -209,7 +209,7 @@ def _run(spec: CheckSpec, layer: ConvLayer | None, data: CheckData | None, start
         notes.append(note)
     engine, tol = _engine(layer, data, spec, notes)
     widen = _rounding_kinks(data, spec) if engine.x.dtype != data.x.dtype else None
-    bounds = analytic_noise(data.x, data.w, data.b, data.dout, shape.stride, shape.padding, u)
+    bounds = analytic_noise(data.x, data.w, data.b, data.dout, shape.stride, shape.padding, u, spec.activation)
     # Plus the final rounding of each returned entry to the layer's dtype.
     noise = tuple(bound + u * np.abs(np.asarray(g, dtype=np.float64)) for bound, g in zip(bounds, grads, strict=True))
     estimates, method = _estimate(engine, method, grads, noise, tol, spec, notes)

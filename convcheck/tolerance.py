@@ -44,6 +44,8 @@ SAFETY = 8.0  # multiples of the estimated rounding noise an entry may deviate b
 
 # sup |f'''| of each smooth activation (tanh''' peaks at z = 0 with -2; the logistic's at z = 0 with -1/8).
 THIRD_DERIVATIVE_BOUND = {Activation.TANH: 2.0, Activation.SIGMOID: 0.125}
+# sup |f''|: tanh'' peaks at 4/(3√3) ≈ 0.770 where tanh z = 1/√3; the logistic's at √3/18 ≈ 0.0962.
+SECOND_DERIVATIVE_BOUND = {Activation.TANH: 4 / (3 * math.sqrt(3)), Activation.SIGMOID: math.sqrt(3) / 18}
 
 
 def numpy_dtype(dtype: DType) -> np.dtype:
@@ -91,25 +93,45 @@ def rounding_sigma(
 
 
 def analytic_noise(
-    x: np.ndarray, w: np.ndarray, b: np.ndarray, dout: np.ndarray, stride: int, padding: int, u: float
+    x: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray,
+    dout: np.ndarray,
+    stride: int,
+    padding: int,
+    u: float,
+    activation: Activation = Activation.NONE,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rounding bound ``u·√n·M`` of each analytic gradient entry (module docstring), as ``(dx, dw, db)``.
+    """Rounding bound of each analytic gradient entry (module docstring), as ``(dx, dw, db)``.
+
+    Two parts: ``u·√n·M`` for the backward's own sums; and, for a curved activation, the error that the
+    computed pre-activation's rounding ``σ_z = u·√n·A`` passes into ``act'(z)`` — at most ``sup|act''|·σ_z`` per
+    output, carried to each entry by the same sums (it dominates when large terms cancel to a moderate ``z``).
 
     Args:
         x: (N, H, W, C_in), w: (k, k, C_in, C_out), b: (C_out,), dout: (N, OH, OW, C_out).
+        activation: the layer's activation (its curvature sets the second part).
     Every activation convcheck knows has ``|act'| ≤ 1``, so ``|dout|`` bounds what reaches the products.
     """
     from convcheck.layer import MatrixConvLayer  # the linear layer's backward computes exactly these sums
 
     linear = MatrixConvLayer(stride, padding, Activation.NONE)
     absolute = [np.abs(np.asarray(a, dtype=np.float64)) for a in (x, w, b, dout)]
-    _, cache = linear.forward(absolute[0], absolute[1], absolute[2])
+    magnitude, cache = linear.forward(absolute[0], absolute[1], absolute[2])
     mag_dx, mag_dw, mag_db = linear.backward(absolute[3], cache)
-    k, c_out = w.shape[0], w.shape[3]
+    k, c_in, c_out = w.shape[0], w.shape[2], w.shape[3]
     positions = dout.shape[0] * dout.shape[1] * dout.shape[2]
     per_input = math.ceil(k / stride) ** 2 * c_out  # (window, channel) pairs that reach one input entry
-    return (
+    bounds = [
         u * math.sqrt(per_input) * mag_dx,
         u * math.sqrt(positions) * mag_dw,
         u * math.sqrt(positions) * mag_db,
-    )
+    ]
+    curvature = SECOND_DERIVATIVE_BOUND.get(activation)
+    if curvature is not None:
+        sigma_z = u * math.sqrt(k * k * c_in + 1) * magnitude
+        bounds = [
+            bound + extra
+            for bound, extra in zip(bounds, linear.backward(absolute[3] * curvature * sigma_z, cache), strict=True)
+        ]
+    return bounds[0], bounds[1], bounds[2]
