@@ -212,7 +212,8 @@ def _run(spec: CheckSpec, layer: ConvLayer | None, data: CheckData | None, start
     bounds = analytic_noise(data.x, data.w, data.b, data.dout, shape.stride, shape.padding, u, spec.activation)
     # Plus the final rounding of each returned entry to the layer's dtype.
     noise = tuple(bound + u * np.abs(np.asarray(g, dtype=np.float64)) for bound, g in zip(bounds, grads, strict=True))
-    estimates, method = _estimate(engine, method, grads, noise, tol, spec, notes)
+    forward_ok = forward_result is None or forward_result.ok
+    estimates, method = _estimate(engine, method, grads, noise, tol, spec, notes, forward_ok)
     if widen is not None:
         for est, extra in zip(estimates, widen, strict=True):
             if est.projections == 0:
@@ -288,10 +289,13 @@ def _estimate(
     tol: Tolerance,
     spec: CheckSpec,
     notes: list,
+    forward_ok: bool = True,
 ) -> tuple[list[Estimate], Method]:
     rng = np.random.default_rng([spec.seed, 1])
     if method is Method.FULL:
         try:
+            if not forward_ok:  # a wrong forward may also mix batch items or channels: test before grouping
+                engine.check_separable()
             return [engine.grouped(t, grads[t], noise[t], tol.rtol, tol.atol) for t in range(3)], method
         except NotLocalError as exc:
             fallback = Method.ENTRYWISE if entrywise_passes(spec.shape) <= 20_000 else Method.SAMPLED

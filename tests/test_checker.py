@@ -342,13 +342,6 @@ def test_a_forward_that_is_not_local_triggers_the_fallback_and_fails_the_forward
     assert_fell_back(run_check(spec, layer=Leaking(builtin(spec), leak)))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine gap: the locality check only watches outputs that own no perturbed entry; every input group "
-    "perturbs all batch items at the same positions and every weight group all output channels at once, so "
-    "mixing batch items at the same position, or mixing output channels, moves only owned outputs and the "
-    "grouped differences are silently misattributed (the forward check still fails the layer)",
-)
 @pytest.mark.parametrize("leak", ["batch-same-position", "output-channels"])
 def test_mixing_batch_items_or_channels_also_triggers_the_fallback(leak: str):
     spec = spec_for(NONLOCAL_SHAPE, method=Method.FULL)
