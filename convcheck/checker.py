@@ -6,6 +6,9 @@ import dataclasses
 import math
 import os
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,6 +67,21 @@ def resolve_layer(spec: CheckSpec) -> ConvLayer:
     if spec.impl is None:
         return builtin_layer(spec)
     return load_layer(spec)
+
+
+# Called as hook(check name, forward passes done, passes planned) during a check in this process (a progress
+# bar); set with ``report_progress``. Worker processes report only when a whole check is done.
+_progress_hook: ContextVar[Callable[[str, int, int], None] | None] = ContextVar("convcheck_progress", default=None)
+
+
+@contextmanager
+def report_progress(hook: Callable[[str, int, int], None]) -> Iterator[None]:
+    """Within the block, checks run in this process report their forward passes to ``hook``."""
+    token = _progress_hook.set(hook)
+    try:
+        yield
+    finally:
+        _progress_hook.reset(token)
 
 
 def choose_method(spec: CheckSpec, forward_seconds: float) -> tuple[Method, str]:
@@ -242,6 +260,9 @@ def _engine(layer: ConvLayer, data: CheckData, spec: CheckSpec, notes: list) -> 
         else:
             notes.append(f"the layer returns {spec.dtype.value} for float64 input: differenced in {spec.dtype.value}")
     tol = resolve(numeric_dtype, spec.eps, spec.rtol, spec.atol)
+    hook = _progress_hook.get()
+    planned = planned_passes(spec)[1] + 2
+    progress = None if hook is None else (lambda done: hook(spec.name, done, max(planned, done)))
     engine = Engine(
         forward=forward,
         x=arrays[0],
@@ -253,6 +274,7 @@ def _engine(layer: ConvLayer, data: CheckData, spec: CheckSpec, notes: list) -> 
         eps=tol.eps,
         unit_roundoff=unit_roundoff(numeric_dtype),
         workers=parallel.engine_workers(layer, spec.shape),
+        progress=progress,
     )
     return engine, tol
 

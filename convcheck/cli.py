@@ -214,16 +214,26 @@ def _run_distributed(specs: list[CheckSpec], address: str, fail_fast: bool, adva
 
 @contextmanager
 def _progress(console: Console, total: int, *, enabled: bool) -> Iterator[Callable[..., None]]:
-    """A transient progress bar (checks done, ETA) on a terminal; a no-op in pipes, CI logs and ``--quiet``."""
-    if not (enabled and console.is_terminal and total > 1):
+    """Transient progress bars on a terminal: checks done and, for the check running in this process, its
+    forward passes (with ETAs). Nothing in pipes, CI logs or with ``--quiet``."""
+    if not (enabled and console.is_terminal):
         yield lambda *_: None
         return
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    columns = (TextColumn("checking"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    from convcheck.checker import report_progress
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("checks", total=total)
-        yield lambda *_: progress.advance(task)
+        checks = progress.add_task("checks", total=total, visible=total > 1)
+        passes = progress.add_task("forward passes", total=None, visible=False)
+
+        def on_pass(name: str, done: int, planned: int) -> None:
+            progress.update(passes, description=escape(name), completed=done, total=planned, visible=True)
+
+        with report_progress(on_pass):
+            yield lambda *_: progress.advance(checks)
 
 
 def _require_matplotlib(err: Console) -> None:

@@ -167,6 +167,7 @@ class Engine:
     unit_roundoff: float
     forward_passes: int = 0
     workers: int = 1
+    progress: Callable[[int], None] | None = field(default=None, repr=False)  # called with the passes done so far
     f0: np.ndarray = field(init=False, repr=False)
     _threshold: np.ndarray = field(init=False, repr=False)  # per output: spread above this means a crossing
     _sigma: np.ndarray = field(init=False, repr=False)  # per output: rounding noise of one evaluation
@@ -213,6 +214,9 @@ class Engine:
     def _evaluate(self, params: list[np.ndarray]) -> np.ndarray:
         with self._count_lock:
             self.forward_passes += 1
+            done = self.forward_passes
+        if self.progress is not None:
+            self.progress(done)
         out = self.forward(*params)
         return np.asarray(out, dtype=np.float64)
 
