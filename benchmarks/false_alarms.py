@@ -15,7 +15,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from convcheck.checker import CheckData, make_data, run_check
+from convcheck.checker import integer_data, run_check
 from convcheck.spec import Activation, CheckSpec, ConvShape, DType, Method
 
 ACTIVATIONS = (Activation.RELU, Activation.NONE, Activation.LEAKY_RELU, Activation.TANH, Activation.SIGMOID)
@@ -35,18 +35,6 @@ def random_layer(index: int) -> tuple[CheckSpec, bool]:
     integer = bool(rng.integers(0, 3) == 0)
     spec = CheckSpec(name=f"layer-{index}", shape=shape, activation=activation, method=Method.FULL, seed=index)
     return spec, integer
-
-
-def integer_data(spec: CheckSpec) -> CheckData:
-    rng = np.random.default_rng(spec.seed)
-    dtype = np.dtype(spec.dtype.value)
-    s = spec.shape
-    return CheckData(
-        rng.integers(-3, 4, size=s.x_shape).astype(dtype),
-        rng.integers(-2, 3, size=s.w_shape).astype(dtype),
-        np.zeros(s.b_shape, dtype=dtype),
-        make_data(spec).dout,
-    )
 
 
 def run_one(task: tuple[int, str]) -> tuple[str, str, bool, str]:

@@ -58,6 +58,20 @@ def make_data(spec: CheckSpec) -> CheckData:
     return CheckData(x.astype(dtype), w.astype(dtype), b.astype(dtype), dout.astype(dtype))
 
 
+def integer_data(spec: CheckSpec) -> CheckData:
+    """The hardest point for kinks: integer-valued x in [−3, 3] and w in [−2, 2] with zero bias, so many
+    pre-activations are exactly 0 (every one a ReLU kink); dout as in ``make_data``. Seeded by ``spec.seed``."""
+    rng = np.random.default_rng(spec.seed)
+    dtype = numpy_dtype(spec.dtype)
+    s = spec.shape
+    return CheckData(
+        rng.integers(-3, 4, size=s.x_shape).astype(dtype),
+        rng.integers(-2, 3, size=s.w_shape).astype(dtype),
+        np.zeros(s.b_shape, dtype=dtype),
+        make_data(spec).dout,
+    )
+
+
 def builtin_layer(spec: CheckSpec) -> MatrixConvLayer:
     return MatrixConvLayer(spec.shape.stride, spec.shape.padding, spec.activation)
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import convcheck
-from convcheck.checker import CheckData, make_data, run_check
+from convcheck.checker import integer_data, run_check
 from convcheck.spec import Activation, CheckSpec, ConvShape, DType, Method
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -31,19 +30,6 @@ def correct_layers(draw):
         "property", shape, activation=activation, dtype=dtype, method=Method.FULL, seed=draw(st.integers(0, 99))
     )
     return spec, draw(st.booleans())
-
-
-def integer_data(spec: CheckSpec) -> CheckData:
-    """Integer-valued x and w with zero bias: many pre-activations exactly 0, every one of them a kink."""
-    rng = np.random.default_rng(spec.seed)
-    dtype = np.dtype(spec.dtype.value)
-    s = spec.shape
-    return CheckData(
-        rng.integers(-3, 4, size=s.x_shape).astype(dtype),
-        rng.integers(-2, 3, size=s.w_shape).astype(dtype),
-        np.zeros(s.b_shape, dtype=dtype),
-        make_data(spec).dout,
-    )
 
 
 @settings(max_examples=120)
