@@ -34,6 +34,8 @@ _EXPORTS = {
     "Status": "convcheck.results",
     "CheckData": "convcheck.checker",
     "run_check": "convcheck.checker",
+    "make_data": "convcheck.checker",
+    "integer_data": "convcheck.checker",
     "check_layer": "convcheck.api",
     "check": "convcheck.api",
     "assert_gradients_ok": "convcheck.api",
