@@ -1,0 +1,313 @@
+"""Run a batch of checks on a Dask distributed cluster (``convcheck run --scheduler ADDRESS``).
+
+One Dask task per check. Each task calls ``runner.run_one(spec)`` on a worker, so a check's result there is the
+result it gets locally: exceptions become the same ``error`` rows with the same messages, timeouts give the same
+"timed out after N s", verdicts and diagnoses are identical, and so is the exit code. The results come back in
+spec order, ``on_result`` sees them as they finish, and ``fail_fast`` keeps exactly the checks up to the first
+one (in spec order) that did not pass: the same ``BatchOutcome`` as ``runner.run_batch``.
+
+Timeouts on a worker. Dask runs tasks on executor threads, where ``run_one``'s ``SIGALRM`` timer cannot be set
+(signals go to the main thread). The task therefore arms its own timer: a ``threading.Timer`` that, when the
+check overruns, raises ``CheckTimeout`` in the task's thread through CPython's ``PyThreadState_SetAsyncExc``.
+Like ``SIGALRM`` it interrupts Python code, loops in the user's code included; unlike it, it cannot wake a thread
+blocked in C (``time.sleep``, a lock, a long BLAS call) before that call returns. A check that never returns to
+the interpreter keeps its worker thread busy: a Dask worker cannot kill one of its threads, and convcheck does
+not kill shared workers. (Without ``ctypes.pythonapi``, e.g. on PyPy, the timeout is not enforced and the
+result's notes say so, as ``run_one`` does off the main thread.)
+
+Crashes. A check that kills its worker process (segfault, ``os._exit``, the OOM killer) is rescheduled by Dask
+onto another worker, up to the scheduler's ``distributed.scheduler.allowed-failures`` times (3 by default); then
+Dask gives up with ``KilledWorker``, which becomes that check's ``error`` row, "the implementation crashed the
+worker process (…)", as with ``--jobs N``. The exit code is the same; the message cannot give the exit code.
+
+BLAS threads. Like ``--jobs N`` workers, a worker runs each check with one BLAS/OpenMP thread (Dask's nanny
+already sets ``OPENBLAS_NUM_THREADS=1`` and friends before a worker starts; the task makes sure of it for workers
+started otherwise): parallelism comes from running many checks, one per worker thread, not from threads inside a
+check. Run workers with ``--nthreads 1`` (one process per core): checks then never share a process, as with
+``--jobs N``.
+
+Workers need convcheck (and numpy) installed, and every implementation a config names must be importable, or
+its ``.py`` file present, at the same path, on every worker (a shared file system, or the same checkout).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import ctypes
+import math
+import os
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from convcheck import parallel, runner
+from convcheck.checker import run_check
+from convcheck.results import CheckResult, Status
+from convcheck.runner import BatchOutcome, CheckTimeout, ResultCallback, describe_failure, error_result, timeout_of
+from convcheck.spec import CheckSpec
+
+if TYPE_CHECKING:
+    from distributed import Client, Future
+
+__all__ = ["CONNECT_TIMEOUT", "DistributedUnavailable", "run_distributed"]
+
+#: Seconds to wait for the scheduler to answer before giving up (``run_distributed(connect_timeout=None)``).
+CONNECT_TIMEOUT = 10.0
+
+# What run_one adds to a result when it could not arm its SIGALRM timer; removed when the worker's own timer ran.
+_UNENFORCED_NOTE = "timeout not enforced: not in the main thread of a POSIX process"
+
+
+class DistributedUnavailable(Exception):  # noqa: N818 - "unavailable" says it; the CLI maps it to exit code 2
+    """The checks cannot be sent to a Dask cluster: the ``dask`` extra is missing or the scheduler is unreachable.
+
+    Raised before any check runs; its message is one paragraph for the user.
+    """
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The client's side
+
+
+def run_distributed(
+    specs: Sequence[CheckSpec],
+    address: str,
+    *,
+    fail_fast: bool = False,
+    on_result: ResultCallback | None = None,
+    connect_timeout: float | None = None,
+) -> BatchOutcome:
+    """Run every check in ``specs`` on the Dask cluster whose scheduler is at ``address``.
+
+    The same contract as ``runner.run_batch``: identical results, in spec order; see the module docstring for
+    timeouts, crashes and what the workers need.
+
+    Args:
+        specs: the checks, in the order results are returned.
+        address: the scheduler's address, e.g. ``tcp://10.0.0.5:8786`` or ``10.0.0.5:8786``.
+        fail_fast: stop after the first check, in spec order, that does not pass (the checks after it are
+            cancelled; the ones before it still run, so the results do not depend on the order of completion).
+        on_result: called with ``(index, result)`` as each check finishes (completion order). An exception from it
+            cancels the remaining checks and propagates.
+        connect_timeout: seconds to wait for the scheduler; ``None`` means ``CONNECT_TIMEOUT``. Workers are not
+            waited for: checks queue until workers join (an adaptive cluster starts them on demand).
+    Returns:
+        A ``BatchOutcome``: results in spec order; ``interrupted`` after a KeyboardInterrupt (the checks still
+        queued are cancelled), ``stopped_early`` and ``not_run`` after ``fail_fast`` stopped the batch.
+    Raises:
+        DistributedUnavailable: Dask distributed is not installed, the address is invalid, or the scheduler did
+            not answer within ``connect_timeout`` seconds. Nothing has run then.
+    """
+    specs = list(specs)
+    client = _connect(address, CONNECT_TIMEOUT if connect_timeout is None else connect_timeout)
+    try:
+        return _Batch(client, specs, fail_fast, on_result).run()
+    finally:
+        with contextlib.suppress(Exception):
+            client.close(timeout=5)
+
+
+def _connect(address: str, timeout: float) -> Client:
+    try:
+        from distributed import Client
+    except ImportError as exc:
+        raise DistributedUnavailable(
+            f"--scheduler runs checks on a Dask distributed cluster, but Dask distributed is not installed here "
+            f"({exc}); install the extra: pip install 'convcheck[dask]' (or run on this machine with --jobs N)."
+        ) from None
+    try:
+        return Client(address, timeout=timeout, set_as_default=False)
+    except ValueError as exc:
+        raise DistributedUnavailable(
+            f"{address!r} is not a Dask scheduler address ({exc}); give one like tcp://HOST:8786 "
+            "(what `dask scheduler` prints as 'Scheduler at:')."
+        ) from None
+    except OSError as exc:  # connection refused or timed out: dask retries until the timeout, then says so
+        raise DistributedUnavailable(
+            f"could not reach the Dask scheduler at {address} within {timeout:g} s ({' '.join(str(exc).split())}); "
+            "is `dask scheduler` running there, and is its port open from this machine? Nothing was run."
+        ) from None
+
+
+class _Batch:
+    """The futures of one batch and what has come back; the fail_fast rule is ``runner._Pool``'s."""
+
+    def __init__(
+        self, client: Client, specs: list[CheckSpec], fail_fast: bool, on_result: ResultCallback | None
+    ) -> None:
+        self.client = client
+        self.specs = specs
+        self.fail_fast = fail_fast
+        self.on_result = on_result
+        self.results: dict[int, CheckResult] = {}
+        self.first_failure: int | None = None  # fail_fast: the smallest index that did not pass
+        self.futures: dict[int, Future] = {}  # the checks still wanted and not yet collected
+        self.index_of: dict[str, int] = {}  # a future's key -> the index of its spec
+
+    def run(self) -> BatchOutcome:
+        from distributed import as_completed
+
+        interrupted = False
+        try:
+            if self.specs:
+                self._submit()
+                for future in as_completed(list(self.futures.values()), loop=self.client.loop):
+                    self._collect(future)
+                    if not self.futures:
+                        break
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            self._cancel(list(self.futures))
+        results = self.results
+        if self.first_failure is not None:
+            results = {i: r for i, r in results.items() if i <= self.first_failure}
+        stopped = not interrupted and self.first_failure is not None and len(results) < len(self.specs)
+        return runner._outcome(self.specs, results, interrupted=interrupted, stopped_early=stopped)
+
+    def _submit(self) -> None:
+        batch = uuid.uuid4().hex[:12]  # keys unique on a scheduler shared by several runs and users
+        keys = [f"convcheck-check-{batch}-{index}" for index in range(len(self.specs))]
+        # Earlier checks first (higher priority): with fail_fast the checks before a failure are the ones needed.
+        futures = [
+            self.client.submit(_check_on_worker, spec, key=key, pure=False, priority=len(self.specs) - index)
+            for index, (spec, key) in enumerate(zip(self.specs, keys, strict=True))
+        ]
+        self.futures = dict(enumerate(futures))
+        self.index_of = {key: index for index, key in enumerate(keys)}
+
+    def _collect(self, future: Future) -> None:
+        index = self.index_of[future.key]
+        if self.futures.pop(index, None) is None:  # cancelled by fail_fast since
+            return
+        result = _result_of(future, self.specs[index])
+        future.release()  # the worker may drop its copy
+        self.results[index] = result
+        if self.on_result is not None:
+            self.on_result(index, result)
+        if self.fail_fast and result.status is not Status.PASS:
+            if self.first_failure is None or index < self.first_failure:
+                self.first_failure = index
+            # Checks after the first failure are not needed; earlier ones still run, so that the results are
+            # the same as with jobs=1.
+            self._cancel([i for i in self.futures if i > self.first_failure])
+
+    def _cancel(self, indices: list[int]) -> None:
+        futures = [self.futures.pop(i) for i in indices]
+        if futures:
+            with contextlib.suppress(Exception):  # best effort: closing the client releases them anyway
+                self.client.cancel(futures)
+
+
+def _result_of(future: Future, spec: CheckSpec) -> CheckResult:
+    """The check's result, or an ``error`` row for a worker that died running it or could not run it."""
+    from distributed import KilledWorker
+
+    try:
+        return future.result()
+    except KilledWorker as exc:
+        deaths = getattr(exc, "allowed_failures", 0) + 1
+        who = "the Dask worker running it died" if deaths == 1 else f"{deaths} Dask workers died running it in turn"
+        return error_result(
+            spec,
+            f"the implementation crashed the worker process ({who}: a segfault, os._exit or out of memory?); the "
+            "other checks were not affected",
+        )
+    except concurrent.futures.CancelledError as exc:  # not by us: we never collect what we cancelled
+        return error_result(spec, f"the Dask cluster cancelled the check ({exc}); was it restarted meanwhile?")
+    except Exception as exc:  # noqa: BLE001 - e.g. convcheck missing on the worker: that check's error row
+        hint = " (is convcheck installed on every worker?)" if isinstance(exc, ImportError) else ""
+        return error_result(spec, f"the Dask worker could not run the check{hint}: {describe_failure(exc)}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The worker's side
+
+_SETUP_LOCK = threading.Lock()
+_SET_UP = False
+_BLAS_LIMIT = contextlib.ExitStack()  # holds BLAS at one thread for the life of the worker process
+
+
+def _check_on_worker(spec: CheckSpec) -> CheckResult:
+    """A Dask task: ``runner.run_one(spec)`` with one BLAS thread and the check's timeout enforced."""
+    _one_blas_thread()
+    watched = threading.current_thread() is not threading.main_thread() and _ASYNC_EXC is not None
+    try:
+        result = runner.run_one(spec, _Watched(timeout_of(spec)) if watched else run_check)
+    except KeyboardInterrupt:  # run_one lets it through; on a worker it is this check's doing
+        return error_result(spec, "the check raised KeyboardInterrupt on the Dask worker")
+    if watched and _UNENFORCED_NOTE in result.notes:
+        result = replace(result, notes=tuple(note for note in result.notes if note != _UNENFORCED_NOTE))
+    return result
+
+
+def _one_blas_thread() -> None:
+    """Once per worker process: ``runner.BLAS_THREAD_VARIABLES`` = 1 (so convcheck's engine measures on one
+    thread, as in ``--jobs`` workers) and BLAS held to one thread (``parallel.limited_blas``), for good."""
+    global _SET_UP
+    with _SETUP_LOCK:
+        if _SET_UP:
+            return
+        os.environ.update(dict.fromkeys(runner.BLAS_THREAD_VARIABLES, "1"))
+        _BLAS_LIMIT.enter_context(parallel.limited_blas(1))
+        _SET_UP = True
+
+
+def _async_exc() -> Any:
+    try:
+        function = ctypes.pythonapi.PyThreadState_SetAsyncExc
+    except (AttributeError, ValueError):  # pragma: no cover - no CPython C API (PyPy)
+        return None
+    function.restype = ctypes.c_int
+    return function
+
+
+_ASYNC_EXC = _async_exc()
+
+
+class _Overrun(CheckTimeout):
+    """Raised asynchronously in a task's thread when its check overruns (``run_one`` reports the timeout)."""
+
+    def __init__(self) -> None:  # the C API raises the class itself: no arguments
+        super().__init__(math.nan)
+
+
+class _Watched:
+    """``run_check`` with a timer that raises ``_Overrun`` in the calling thread after ``seconds``.
+
+    The timer sets the exception only while the check runs (under a lock), and whatever it set and was not yet
+    raised is cleared before this returns, so that the exception can never go off in Dask's code afterwards.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __call__(self, spec: CheckSpec) -> CheckResult:
+        if not math.isfinite(self.seconds):
+            return run_check(spec)
+        thread = threading.get_ident()
+        lock = threading.Lock()
+        state = {"running": True, "fired": False}
+
+        def fire() -> None:
+            with lock:
+                if state["running"]:
+                    _ASYNC_EXC(ctypes.c_ulong(thread), ctypes.py_object(_Overrun))
+                    state["fired"] = True
+
+        timer = threading.Timer(self.seconds, fire)
+        timer.daemon = True
+        timer.start()
+        try:
+            return run_check(spec)
+        finally:
+            # If _Overrun goes off in here, it propagates to run_one as the timeout it is; either way nothing
+            # is left pending once this block is done.
+            timer.cancel()
+            with lock:
+                state["running"] = False
+                if state["fired"]:
+                    _ASYNC_EXC(ctypes.c_ulong(thread), None)  # clear it if not raised yet
