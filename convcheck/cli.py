@@ -106,11 +106,42 @@ def _load(paths: list[Path], err: Console) -> list[CheckSpec]:
     return list(loaded.specs)
 
 
-def _impl_override(text: str) -> ImplRef | None:
-    """``--impl``: ``builtin``, a ``.py`` path (relative to the current folder) or an importable module."""
+def _impl_override(text: str, err: Console) -> ImplRef | None:
+    """``--impl``: ``builtin``, a ``.py`` path (relative to the current folder) or an importable module.
+
+    Loaded once here, so that a missing file or a broken module is one invalid command line (exit 2), not an
+    error row for every check.
+    """
     if text == "builtin":
         return None
-    return ImplRef(module=text, base_dir=Path.cwd())
+    ref = ImplRef(module=text, base_dir=Path.cwd())
+    from convcheck.implementations import ImplementationError, load_functions
+
+    try:
+        load_functions(ref)
+    except ImplementationError as exc:
+        err.print(f"--impl {text}: {exc}", markup=False)
+        raise typer.Exit(ExitCode.INVALID) from None
+    return ref
+
+
+def _require_writable(option: str, target: str | Path | None, err: Console, *, folder: bool = False) -> None:
+    """An output path whose folder cannot be created or written is refused before anything runs (exit 2)."""
+    if target is None:
+        return
+    path = Path(target)
+    directory = path if folder else path.parent
+    existing = next((d for d in (directory, *directory.parents) if d.exists()), None)
+    problem = None
+    if path.is_dir() and not folder:
+        problem = "is a folder"
+    elif existing is None or not existing.is_dir():
+        problem = f"cannot be created ({existing} is not a folder)"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem = f"cannot be written ({existing} is not writable)"
+    if problem is not None:
+        err.print(f"{option} {target}: {problem}", markup=False)
+        raise typer.Exit(ExitCode.INVALID)
 
 
 @app.command()
@@ -162,6 +193,8 @@ def run(
     specs = _load(configs, err)
     if plot is not None:
         _require_matplotlib(err)
+    for option, target in (("--json", None if json_only else json_path), ("--junit", junit), ("--plot", plot)):
+        _require_writable(option, target, err, folder=option == "--plot")
     overrides: dict[str, object] = {}
     if method is not None:
         overrides["method"] = method
@@ -170,7 +203,7 @@ def run(
     if dtype is not None:
         overrides["dtype"] = dtype
     if impl is not None:
-        overrides["impl"] = _impl_override(impl)
+        overrides["impl"] = _impl_override(impl, err)
     if overrides:
         specs = [s.with_overrides(**overrides) for s in specs]
 
@@ -280,10 +313,14 @@ def _write_outputs(
     if json_path == "-":
         sys.stdout.write(json_text(results, __version__, interrupted))
         sys.stdout.flush()
-    elif json_path is not None:
-        write_atomic(json_path, json_text(results, __version__, interrupted))
-    if junit is not None:
-        write_atomic(junit, junit_text(results))
+    try:
+        if json_path not in (None, "-"):
+            write_atomic(json_path, json_text(results, __version__, interrupted))
+        if junit is not None:
+            write_atomic(junit, junit_text(results))
+    except OSError as exc:  # checked before the run, but a disk can fill up or a folder vanish meanwhile
+        err.print(f"could not write {exc.filename or 'the output'}: {exc.strerror or exc}", markup=False)
+        raise typer.Exit(ExitCode.INVALID) from None
 
 
 @app.command()

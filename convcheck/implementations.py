@@ -281,7 +281,7 @@ def _load_file(ref: ImplRef) -> tuple[ModuleType, str, tuple[Path, ...]]:
     path = (base / Path(ref.module).expanduser()).resolve()
     origin = _display_path(path)
     if not path.is_file():
-        where = f" (resolved against {_display_path(base)}, the config file's folder)" if ref.base_dir else ""
+        where = f" (resolved against {_display_path(base)})" if ref.base_dir else ""
         hint = "" if ref.module.endswith(".py") else "; a file must end in .py, a module name has no slashes"
         raise ImplementationError(
             f"implementation file {ref.module} not found: {origin} does not exist{where}{hint}",

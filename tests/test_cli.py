@@ -219,3 +219,14 @@ def test_ctrl_c_prints_results_so_far_and_exits_130(tmp_path):
     assert document["interrupted"] is True
     assert 0 < document["summary"]["total"] < 3000
     assert out.strip().splitlines()[-1] == f"{document['summary']['passed']} passed, 0 failed"
+
+
+def test_bad_impl_override_and_unwritable_outputs_are_invalid_command_lines(tmp_path):
+    config = write(tmp_path, "small.yaml", SMALL)
+    missing = invoke("run", str(config), "--impl", str(tmp_path / "nothere.py"))
+    assert missing.exit_code == 2 and "nothere.py" in missing.stderr and missing.stdout == ""
+    (tmp_path / "a-file").write_text("")
+    for option, target in (("--json", tmp_path / "a-file" / "out.json"), ("--junit", tmp_path)):
+        result = invoke("run", str(config), option, str(target))
+        assert result.exit_code == 2 and option in result.stderr and "Traceback" not in result.stderr
+        assert result.stdout == ""  # refused before anything ran

@@ -193,7 +193,7 @@ def test_an_importable_module_name_loads(tmp_path, monkeypatch):
 def test_missing_file_says_where_it_looked(tmp_path):
     with pytest.raises(ImplementationError, match=r"layers\.py not found: .*layers\.py does not exist") as info:
         load_functions(ImplRef("layers.py", base_dir=tmp_path))
-    assert "config file's folder" in str(info.value)
+    assert f"resolved against {tmp_path}" in str(info.value)
 
 
 def test_missing_module_name_hints_at_the_file(tmp_path):
