@@ -1,5 +1,5 @@
 """``python -m convcheck`` runs the command line."""
 
-from convcheck.cli import app
+from convcheck.cli import entry
 
-app(prog_name="convcheck")
+entry()

@@ -402,7 +402,11 @@ def init(
         raise typer.Exit(ExitCode.INVALID)
     from convcheck.report import write_atomic
 
-    write_atomic(path, STARTER.format(name=path))
+    try:
+        write_atomic(path, STARTER.format(name=path))
+    except OSError as exc:
+        err.print(f"could not write {path}: {exc.strerror or exc}", markup=False)
+        raise typer.Exit(ExitCode.INVALID) from None
     typer.echo(f"wrote {path}")
 
 
@@ -445,5 +449,20 @@ def selftest(
     raise typer.Exit(ExitCode.OK if report.ok else ExitCode.FAILED)
 
 
-def entry() -> None:  # pragma: no cover - the console script calls app() directly
-    app()
+def entry() -> None:
+    """The console script and ``python -m convcheck``: the app, with a last guard so that even a bug in convcheck
+    ends in one paragraph (exit 3) rather than a traceback; ``CONVCHECK_DEBUG=1`` shows the traceback."""
+    try:
+        app(prog_name="convcheck")
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        sys.exit(ExitCode.INTERRUPTED)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence
+        if os.environ.get("CONVCHECK_DEBUG"):
+            raise
+        name = type(exc).__name__
+        sys.stderr.write(
+            f"convcheck: internal error ({name}: {exc}). This is a bug in convcheck, not in your layer or config; "
+            "please report it with the command you ran (CONVCHECK_DEBUG=1 shows the traceback).\n"
+        )
+        sys.exit(ExitCode.INTERNAL)

@@ -230,3 +230,19 @@ def test_bad_impl_override_and_unwritable_outputs_are_invalid_command_lines(tmp_
         result = invoke("run", str(config), option, str(target))
         assert result.exit_code == 2 and option in result.stderr and "Traceback" not in result.stderr
         assert result.stdout == ""  # refused before anything ran
+
+
+def test_a_bug_in_convcheck_is_one_paragraph_and_exit_3(tmp_path, monkeypatch, capsys):
+    import convcheck.cli as cli
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(cli, "_load", broken)
+    monkeypatch.setattr(sys, "argv", ["convcheck", "run", str(write(tmp_path, "small.yaml", SMALL))])
+    monkeypatch.delenv("CONVCHECK_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as caught:
+        cli.entry()
+    assert caught.value.code == 3
+    err = capsys.readouterr().err
+    assert "internal error (RuntimeError: simulated bug)" in err and "Traceback" not in err
