@@ -10,6 +10,7 @@ and failure panel the command prints.
 from __future__ import annotations
 
 import inspect
+import io
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -96,7 +97,7 @@ def explain(result: CheckResult, width: int = 120) -> str:
 
     from convcheck.report import failure_panel, results_table
 
-    console = Console(width=width, record=True, color_system=None, force_terminal=False, file=_Discard())
+    console = Console(width=width, record=True, color_system=None, force_terminal=False, file=io.StringIO())
     console.print(results_table([result]))
     if not result.passed:
         console.print(failure_panel(result))
@@ -110,13 +111,3 @@ def assert_gradients_ok(forward: Callable[..., Any], backward: Callable[..., Any
     if not result.passed:
         raise AssertionError("convcheck: the layer failed its check\n" + explain(result))
     return result
-
-
-class _Discard:
-    """A file that drops what is written (the console records instead)."""
-
-    def write(self, text: str) -> int:
-        return len(text)
-
-    def flush(self) -> None:
-        return None

@@ -264,7 +264,7 @@ def _engine(layer: ConvLayer, data: CheckData, spec: CheckSpec, notes: list) -> 
     ``convcheck.tolerance``), unless it returns float32 anyway; then float32 differences are all there is.
     """
     forward = lambda x, w, b: layer.forward(x, w, b)[0]  # noqa: E731 - the engine only needs the output
-    arrays = (data.x, data.w, data.b)
+    arrays: tuple[np.ndarray, ...] = (data.x, data.w, data.b)
     numeric_dtype = spec.dtype
     if spec.dtype is not DType.FLOAT64:
         promoted = tuple(a.astype(np.float64) for a in arrays)

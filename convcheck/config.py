@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -529,7 +529,7 @@ class _TreeBuilder:
         if isinstance(value.value, dict):
             return [value.value]
         if isinstance(value.value, tuple) and all(isinstance(item.value, dict) for item in value.value):
-            return [item.value for item in value.value]  # type: ignore[misc]  # all() above checked they are dicts
+            return [item.value for item in value.value]  # all() above checked they are dicts
         if value.value is not _REJECTED:
             message = f"'<<' merges a mapping or a list of mappings, got {_describe(value.value)}"
             self.errors.append(self.doc.error(value, field, message, "an alias to a mapping"))
@@ -892,7 +892,8 @@ def _load_document(text: str, doc: _Doc) -> tuple[list[CheckSpec], list[ConfigEr
     total: int | None = 0  # checks this file expands to so far; None once past the cap (reported once)
     for check in checks:
         extra = SUITE_KEYS if not check.prefix else ()
-        own, own_errors, ok = _parse_settings(check.node.value, check.prefix, doc, in_defaults=False, extra=extra)
+        mapping = cast("Mapping[str, _Entry]", check.node.value)  # checks were filtered to mappings above
+        own, own_errors, ok = _parse_settings(mapping, check.prefix, doc, in_defaults=False, extra=extra)
         errors += own_errors
         settings = {**defaults, **own}
         given = defaults_map.keys() | check.node.value.keys()  # type: ignore[attr-defined]  # a check is a mapping

@@ -38,6 +38,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 
@@ -408,7 +409,7 @@ def _span(mask: np.ndarray) -> str:
 
 def _hw(mask: np.ndarray) -> np.ndarray:
     """An ``(N, H, W, C)`` mask projected onto ``(H, W)`` (any over batch and channels)."""
-    return mask.any(axis=(0, 3))
+    return np.asarray(mask.any(axis=(0, 3)))
 
 
 def _right_positions(t: _Tensor, region: np.ndarray) -> int:
@@ -516,7 +517,7 @@ def rule_forward_hypotheses(ev: _Evidence) -> _Hint | None:
     s = ev.shape
     k, c_in, c_out = s.filter_size, s.in_depth, s.out_depth
     w = point.w
-    candidates = [
+    candidates: list[tuple[str, str, dict[str, Any]]] = [
         (
             "flipped kernel",
             "the kernel rotated 180° (a true convolution where a cross-correlation is wanted)",
@@ -540,7 +541,7 @@ def rule_forward_hypotheses(ev: _Evidence) -> _Hint | None:
             continue  # the same function on this shape
         expected, allowed = point.forward(**change)
         if np.all(np.abs(out - expected) <= FORWARD_SLACK * allowed):
-            explains = ("forward",)
+            explains: tuple[str, ...] = ("forward",)
             db = ev.get("bias")
             if label == "forward bias" and db is not None and db.failed and not np.any(db.numeric[db.checked]):
                 what += " (numeric db is 0: the output does not depend on b)"

@@ -145,7 +145,7 @@ class _Batch:
         self.results: dict[int, CheckResult] = {}
         self.first_failure: int | None = None  # fail_fast: the smallest index that did not pass
         self.futures: dict[int, Future] = {}  # the checks still wanted and not yet collected
-        self.index_of: dict[str, int] = {}  # a future's key -> the index of its spec
+        self.index_of: dict[Any, int] = {}  # a future's key -> the index of its spec
 
     def run(self) -> BatchOutcome:
         from distributed import as_completed

@@ -395,7 +395,7 @@ def _import_failure(exc: BaseException, origin: str, roots: tuple[Path, ...]) ->
 def _fetch(module: ModuleType, name: str, role: str, ref: ImplRef, origin: str) -> Callable[..., Any]:
     value = getattr(module, name, None)
     if callable(value):
-        return value  # type: ignore[no-any-return]
+        return value
     functions = _functions_of(module)
     listing = ", ".join(f"{fname} (line {line})" if line else fname for fname, line in functions) or "none"
     what = f"has no function {name!r}" if value is None else f"has {name!r}, but it is a {type(value).__name__}"
@@ -409,7 +409,7 @@ def _fetch(module: ModuleType, name: str, role: str, ref: ImplRef, origin: str) 
 
 
 def _functions_of(module: ModuleType) -> list[tuple[str, int | None]]:
-    found = []
+    found: list[tuple[str, int | None]] = []
     for fname, value in vars(module).items():
         if fname.startswith("__") or not inspect.isfunction(value):
             continue

@@ -37,6 +37,7 @@ import math
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -405,7 +406,7 @@ class Engine:
                 filters moved another channel's outputs.
         """
         n, c_out = self.shape.batch, self.shape.out_depth
-        probes = []
+        probes: list[tuple[int, tuple[Any, ...], tuple[Any, ...], str]] = []
         if n > 1:
             probes.append((0, (slice(0, 1),), (slice(1, None),), "batch items other than the one perturbed"))
         if c_out > 1:
@@ -439,20 +440,30 @@ class Engine:
                 "the forward is not local"
             )
 
-    def _owner_sum(self, group: _Group, count: int, per_output: np.ndarray, axis_sums: tuple) -> np.ndarray:
-        """Sum ``per_output: (N, OH, OW, C_out)`` over the outputs of each local entry."""
+    def _owner_sum(
+        self, group: _Group, count: int, per_output: np.ndarray | None, axis_sums: np.ndarray | float | None
+    ) -> np.ndarray:
+        """Sum ``per_output: (N, OH, OW, C_out)`` over the outputs of each local entry (or take ``axis_sums``,
+        the per-position, per-channel or total sums, when they are already known)."""
+        if axis_sums is None:
+            assert per_output is not None
+            if group.kind == "position":
+                axis_sums = per_output.sum(axis=-1)
+            elif group.kind == "channel":
+                axis_sums = per_output.sum(axis=(0, 1, 2))
+            else:
+                axis_sums = float(per_output.sum())
+        sums = np.asarray(axis_sums)
+        if group.kind == "all":
+            return sums.reshape(1).astype(np.float64)
+        owner = group.owner
+        assert owner is not None
         if group.kind == "position":
-            per_position = per_output.sum(axis=-1) if axis_sums is None else axis_sums
-            owned = group.owner >= 0
-            return np.bincount(group.owner[owned], weights=per_position[owned], minlength=count)
-        if group.kind == "channel":
-            per_channel = per_output.sum(axis=(0, 1, 2)) if axis_sums is None else axis_sums
-            return (
-                per_channel[group.owner].astype(np.float64)
-                if count == len(group.owner)
-                else np.bincount(group.owner, weights=per_channel, minlength=count)
-            )
-        return np.array([per_output.sum() if axis_sums is None else axis_sums])
+            owned = owner >= 0
+            return np.bincount(owner[owned], weights=sums[owned], minlength=count)
+        if count == len(owner):
+            return sums[owner].astype(np.float64)
+        return np.bincount(owner, weights=sums, minlength=count)
 
     def _per_output_steps(self, group: _Group, steps: np.ndarray) -> np.ndarray | float:
         """Broadcast each local entry's step to the outputs it owns."""
@@ -517,10 +528,13 @@ class Engine:
     @staticmethod
     def _slots_of(group: _Group, idx: tuple[np.ndarray, ...]) -> np.ndarray:
         """Local entry owning each output listed in ``idx`` (a tuple of index arrays into out)."""
+        owner = group.owner
         if group.kind == "position":
-            return group.owner[idx[0], idx[1], idx[2]]
+            assert owner is not None
+            return owner[idx[0], idx[1], idx[2]]
         if group.kind == "channel":
-            return group.owner[idx[3]]
+            assert owner is not None
+            return owner[idx[3]]
         return np.zeros(len(idx[0]), dtype=np.int64)
 
     # -- groups ---------------------------------------------------------------------------------------------
