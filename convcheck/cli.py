@@ -148,9 +148,11 @@ def _require_writable(option: str, target: str | Path | None, err: Console, *, f
 def run(
     configs: Annotated[list[Path], typer.Argument(help="Config files, or folders of *.yaml / *.yml files.")],
     json_path: Annotated[
-        str | None, typer.Option("--json", help="Write results as JSON to PATH ('-' for stdout only).")
+        str | None, typer.Option("--json", metavar="PATH", help="Write results as JSON to PATH ('-' for stdout only).")
     ] = None,
-    junit: Annotated[Path | None, typer.Option("--junit", help="Write JUnit XML to PATH for CI.")] = None,
+    junit: Annotated[
+        Path | None, typer.Option("--junit", metavar="PATH", help="Write JUnit XML to PATH for CI.")
+    ] = None,
     method: Annotated[Method | None, typer.Option(help="Override every check's method.")] = None,
     seed: Annotated[int | None, typer.Option(help="Override every check's random seed.", min=0)] = None,
     dtype: Annotated[DType | None, typer.Option(help="Override every check's dtype.")] = None,
@@ -160,7 +162,9 @@ def run(
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Run checks in N worker processes.")] = 1,
     scheduler: Annotated[
         str | None,
-        typer.Option(help="Run checks on a Dask distributed cluster at ADDRESS (needs the 'dask' extra)."),
+        typer.Option(
+            metavar="ADDRESS", help="Run checks on a Dask distributed cluster at ADDRESS (needs the 'dask' extra)."
+        ),
     ] = None,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop after the first failed check.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only failures and the summary.")] = False,
@@ -169,7 +173,8 @@ def run(
         bool, typer.Option("--heatmap", help="Show error heatmaps for every check (failed checks always show them).")
     ] = False,
     plot: Annotated[
-        Path | None, typer.Option("--plot", help="Write PNG heatmaps to DIR (needs matplotlib: the 'plot' extra).")
+        Path | None,
+        typer.Option("--plot", metavar="DIR", help="Write PNG heatmaps to DIR (needs matplotlib: the 'plot' extra)."),
     ] = None,
     annotate: Annotated[
         Annotate, typer.Option(help="CI annotations for failures: auto (GitHub Actions when GITHUB_ACTIONS=true).")
@@ -178,7 +183,7 @@ def run(
     """Run the checks in CONFIGS and print a table of errors per gradient.
 
     Exit code 0 when every check passes, 1 when any check fails or its implementation errors, 2 when a
-    config or the command line is invalid (nothing is run), 130 when interrupted.
+    config or the command line is invalid (nothing is run), 3 for a bug in convcheck itself, 130 when interrupted.
 
     Examples:
 
