@@ -314,6 +314,8 @@ class Engine:
             gm = gi * ((f0 - fm) / eps)
             mid = gi * (fp - fm) / (2.0 * eps)
             slots = self._slots_of(group, idx)
+            owned = slots >= 0  # an output no perturbed entry reaches belongs to no entry (locality is checked apart)
+            slots, gp, gm, mid = slots[owned], gp[owned], gm[owned], mid[owned]
             lo += np.bincount(slots, weights=np.minimum(gp, gm) - mid, minlength=count)
             hi += np.bincount(slots, weights=np.maximum(gp, gm) - mid, minlength=count)
             if not smooth:
@@ -519,6 +521,8 @@ class Engine:
                     / (span_out if np.isscalar(span_out) else np.broadcast_to(span_out, g.shape)[idx])
                 )
                 slots = self._slots_of(group, idx)
+                owned = slots >= 0  # as in _reduce_exact_steps
+                slots, gp, gm, mid = slots[owned], gp[owned], gm[owned], mid[owned]
                 lo += np.bincount(slots, weights=np.minimum(gp, gm) - mid, minlength=count)
                 hi += np.bincount(slots, weights=np.maximum(gp, gm) - mid, minlength=count)
                 if not smooth:

@@ -16,12 +16,14 @@ differences in float64 at the same float32-valued point and judges the float32 a
 the float32 rounding bound of the backward's own sums (below). A layer that returns float32 whatever it is given is
 differenced in float32, with float32's step and noise model.
 
-Rounding model. A computed pre-activation ``z = Σ x·w + b`` with ``n = k²·C_in + 1`` terms carries a rounding
-error of order ``σ = u·(√n·A + |out|)`` where ``A = Σ |x|·|w| + |b|`` (the sum of the magnitudes, not ``|z|``,
-which cancellation can make arbitrarily small; ``reference.magnitude`` computes it). The central difference of one
-output then has noise ``√2·σ / (2ε)`` and a gradient entry that sums many outputs with weights ``G`` has noise
-``√(Σ G²·2σ²) / (2ε)``. The analytic gradient's own rounding is bounded the same way: an entry summing ``n``
-products whose magnitudes add up to ``M`` is off by about ``u·√n·M`` (``analytic_noise``). An entry is allowed
+Rounding model. A computed pre-activation ``z = Σ x·w + b`` with ``n = k²·C_in + 1`` terms carries a rounding error
+of order ``σ = u·(√n·A + |out| + max A)`` (the last term, the largest magnitude any window can reach, for layers
+whose rounding is global, such as an FFT convolution) where ``A = Σ |x|·|w| + |b|`` (the sum of the magnitudes, not
+``|z|``, which cancellation can make arbitrarily small; ``reference.magnitude`` computes it). The central
+difference of one output then has noise ``√2·σ / (2ε)`` and a gradient entry that sums many outputs with weights
+``G`` has noise ``√(Σ G²·2σ²) / (2ε)``. The analytic gradient's own rounding is bounded the same way: an entry
+summing ``n`` products whose magnitudes add up to ``M`` is off by about ``u·√n·M`` (``analytic_noise``). An entry
+is allowed
 
     atol + rtol·|numeric| + SAFETY·(numeric noise + analytic noise) [+ the truncation bound, smooth activations]
 
@@ -82,14 +84,21 @@ def resolve(
 def rounding_sigma(
     x: np.ndarray, w: np.ndarray, b: np.ndarray, out: np.ndarray, stride: int, padding: int, u: float
 ) -> np.ndarray:
-    """Per output element, the rounding noise ``σ = u·(√n·A + |out|)`` of one evaluation (module docstring).
+    """Per output element, the rounding noise ``σ = u·(√n·A + |out| + max A)`` of one evaluation (module docstring).
 
     Args:
         x: (N, H, W, C_in), w: (k, k, C_in, C_out), b: (C_out,), out: (N, OH, OW, C_out).
     """
     magnitude = reference.magnitude(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), stride, padding)
     terms = w.shape[0] * w.shape[1] * w.shape[2] + 1
-    return u * (math.sqrt(terms) * magnitude + np.abs(np.asarray(out, dtype=np.float64)))
+    # The floor covers layers whose rounding is global rather than per window (an FFT convolution spreads every
+    # output's rounding over all of them, so an output of an all-padding window is off by ~u times the largest
+    # magnitude any window could reach: max|x| times the largest Σ|w| of one filter, plus max|b|).
+    abs_w = np.abs(w.astype(np.float64))
+    floor = float(
+        np.max(np.abs(x), initial=0.0) * np.max(abs_w.sum(axis=(0, 1, 2)), initial=0.0) + np.max(np.abs(b), initial=0.0)
+    )
+    return u * (math.sqrt(terms) * magnitude + np.abs(np.asarray(out, dtype=np.float64)) + floor)
 
 
 def analytic_noise(
