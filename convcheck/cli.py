@@ -160,6 +160,13 @@ def run(
         str | None, typer.Option(help="Override every check's implementation: builtin, a .py file or a module.")
     ] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Run checks in N worker processes.")] = 1,
+    in_process: Annotated[
+        bool,
+        typer.Option(
+            "--in-process",
+            help="Run user implementations in this process (for a debugger) instead of an isolated worker.",
+        ),
+    ] = False,
     scheduler: Annotated[
         str | None,
         typer.Option(
@@ -198,6 +205,9 @@ def run(
     specs = _load(configs, err)
     if plot is not None:
         _require_matplotlib(err)
+    if junit is not None and str(junit) == "-":
+        err.print("--junit -: JUnit XML goes to a file (stdout is for the table, or JSON with --json -)", markup=False)
+        raise typer.Exit(ExitCode.INVALID)
     for option, target in (("--json", None if json_only else json_path), ("--junit", junit), ("--plot", plot)):
         _require_writable(option, target, err, folder=option == "--plot")
     overrides: dict[str, object] = {}
@@ -217,7 +227,10 @@ def run(
     table_console = err if json_only else out
     with _progress(err, len(specs), enabled=not quiet) as advance:
         if scheduler is None:
-            batch = run_batch(specs, jobs=jobs, fail_fast=fail_fast, on_result=advance)
+            # User code runs in a worker process unless asked otherwise: an os._exit or a segfault in it must be
+            # an error row, never a silently ended (and so "green") run.
+            isolate = not in_process and any(s.impl is not None for s in specs)
+            batch = run_batch(specs, jobs=jobs, fail_fast=fail_fast, on_result=advance, isolate=isolate)
         else:
             batch = _run_distributed(specs, scheduler, fail_fast, advance, err)
     results = list(batch.results)

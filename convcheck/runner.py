@@ -221,6 +221,7 @@ def run_batch(
     fail_fast: bool = False,
     on_result: ResultCallback | None = None,
     check: CheckFunction = run_check,
+    isolate: bool = False,
 ) -> BatchOutcome:
     """Run every check in ``specs``; see the module docstring for isolation and timeouts.
 
@@ -233,6 +234,8 @@ def run_batch(
             progress display. An exception from it stops the batch and propagates (workers are cleaned up).
         check: the function that runs one check. With ``jobs >= 2`` it must be picklable (a module-level
             function): workers import it by name.
+        isolate: run in worker processes even when ``jobs`` is 1 (one worker), so that code that kills its
+            process (a segfault, ``os._exit``) is one error row. The CLI sets it for user implementations.
     Returns:
         A ``BatchOutcome``: results in spec order; ``interrupted`` after a KeyboardInterrupt.
     Raises:
@@ -241,7 +244,7 @@ def run_batch(
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs}")
     specs = list(specs)
-    if jobs == 1 or len(specs) <= 1:
+    if not specs or (not isolate and (jobs == 1 or len(specs) <= 1)):
         return _run_here(specs, fail_fast, on_result, check)
     try:
         pickle.dumps(check)

@@ -246,3 +246,22 @@ def test_a_bug_in_convcheck_is_one_paragraph_and_exit_3(tmp_path, monkeypatch, c
     assert caught.value.code == 3
     err = capsys.readouterr().err
     assert "internal error (RuntimeError: simulated bug)" in err and "Traceback" not in err
+
+
+def test_user_code_that_kills_its_process_is_an_error_row_not_a_green_run(tmp_path):
+    impl = write(
+        tmp_path,
+        "dies.py",
+        "import os\n\ndef forward(x, w, b, stride, padding):\n    os._exit(0)\n\n"
+        "def backward(dout, cache):\n    return None\n",
+    )
+    config = write(tmp_path, "c.yaml", f"impl: {impl.name}\n" + SMALL.split("  - ", 1)[1].replace("    ", ""))
+    junit_path = tmp_path / "out.xml"
+    command = [sys.executable, "-m", "convcheck", "run", str(config), "--junit", str(junit_path)]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **ENV}, timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "crashed the worker process" in done.stdout
+    assert len(ET.parse(junit_path).getroot().findall(".//error")) == 2
+    assert junit_path.stat().st_mode & 0o044  # readable by others, as a CI artifact should be
+    refused = invoke("run", str(config), "--junit", "-")
+    assert refused.exit_code == 2 and "--junit -" in refused.stderr
