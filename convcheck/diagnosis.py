@@ -535,6 +535,16 @@ def rule_forward_hypotheses(ev: _Evidence) -> _Hint | None:
             "no activation: the forward returns the pre-activation",
             {"activation": Activation.NONE},
         ),
+        *(
+            (
+                "forward activation",
+                f"activation {other.value}, not the config's {ev.activation.value}: the layer applies "
+                f"{other.value} (set `activation: {other.value}` in the config if that is intended)",
+                {"activation": other},
+            )
+            for other in Activation
+            if other is not Activation.NONE
+        ),
     ]
     for label, what, change in candidates:
         if ("w" in change and np.array_equal(change["w"], w)) or change.get("activation") is ev.activation:

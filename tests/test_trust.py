@@ -72,3 +72,22 @@ def test_python_api_assertion_carries_the_table():
         sys.path.remove(str(EXAMPLES))
     text = str(caught.value)
     assert "input gradient" in text and "weights gradient" in text and "✗" in text
+
+
+def test_activation_mismatch_between_layer_and_config_gets_a_hint():
+    forward, backward = _example_functions()  # a ReLU layer
+    result = convcheck.check(forward, backward, activation="none", filter_size=3, padding=1)
+    assert not result.passed and not result.forward.ok
+    assert any("set `activation: relu`" in hint for hint in result.diagnosis), result.diagnosis
+
+
+def test_an_object_dtype_gradient_is_a_contract_problem_not_a_crash():
+    forward, backward = _example_functions()
+
+    def backward_object(dout, cache):
+        dx, dw, db = backward(dout, cache)
+        return dx.astype(object), dw, db
+
+    result = convcheck.check(forward, backward_object, filter_size=3, padding=1)
+    assert result.error is None
+    assert any("dx has dtype object" in problem for problem in result.contract), result.contract
