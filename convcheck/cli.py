@@ -205,6 +205,9 @@ def run(
     specs = _load(configs, err)
     if plot is not None:
         _require_matplotlib(err)
+    if quiet and verbose:
+        err.print("--quiet and --verbose contradict each other; use one", markup=False)
+        raise typer.Exit(ExitCode.INVALID)
     if junit is not None and str(junit) == "-":
         err.print("--junit -: JUnit XML goes to a file (stdout is for the table, or JSON with --json -)", markup=False)
         raise typer.Exit(ExitCode.INVALID)
