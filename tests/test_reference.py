@@ -14,27 +14,13 @@ import math
 import numpy as np
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from strategies import geometries
 
 from convcheck import activation as act
 from convcheck import reference
 from convcheck.spec import Activation, ConvShape
 
 U64 = float(np.finfo(np.float64).eps) / 2
-
-
-@st.composite
-def geometries(draw, max_size: int = 9, max_stride: int = 4, max_channels: int = 4, max_batch: int = 3) -> ConvShape:
-    """k 1..5, s 1..max_stride, p 0..k−1, H and W drawn independently so that OH, OW ≥ 1."""
-    k = draw(st.integers(1, 5))
-    s = draw(st.integers(1, max_stride))
-    p = draw(st.integers(0, k - 1))
-    smallest = max(1, k - 2 * p)  # OH ≥ 1 ⇔ H + 2p ≥ k
-    h = draw(st.integers(smallest, max_size))
-    w = draw(st.integers(smallest, max_size))
-    n = draw(st.integers(1, max_batch))
-    c_in = draw(st.integers(1, max_channels))
-    c_out = draw(st.integers(1, max_channels))
-    return ConvShape(n, h, w, c_in, c_out, k, s, p)
 
 
 def random_arrays(shape: ConvShape, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
