@@ -26,7 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from convcheck.implementations import ContractError, UserCodeError, UserLayer, layer_dims, shape_problem
+from convcheck.implementations import (
+    ContractError,
+    UserCodeError,
+    UserLayer,
+    layer_dims,
+    named_dims,
+    shape_problem,
+)
 from convcheck.protocol import ConvLayer
 from convcheck.spec import Layout
 
@@ -271,22 +278,8 @@ def _dims(arrays: _Arrays, layer: ConvLayer) -> dict[str, int]:
         dims = layer_dims(arrays.x.shape, arrays.w.shape, stride, padding)
         if (dims["OH"], dims["OW"]) == arrays.dout.shape[1:3]:
             return dims
-    n, h, w, c_in = arrays.x.shape
-    k, c_out = arrays.w.shape[0], arrays.w.shape[3]
     oh, ow = arrays.dout.shape[1:3]
-    return {
-        "N": n,
-        "H": h,
-        "W": w,
-        "C_in": c_in,
-        "C_out": c_out,
-        "k": k,
-        "OH": oh,
-        "OW": ow,
-        "one": 1,
-        "kkC": k * k * c_in,
-        "NOHOW": n * oh * ow,
-    }
+    return named_dims(arrays.x.shape, arrays.w.shape, oh, ow)
 
 
 def _gradients_ok(problems: list[str], returned: object, arrays: _Arrays, layer: ConvLayer) -> bool:

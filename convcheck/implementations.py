@@ -60,6 +60,7 @@ __all__ = [
     "expected_shape",
     "innermost_frame",
     "layer_dims",
+    "named_dims",
     "load_functions",
     "load_layer",
     "shape_problem",
@@ -541,10 +542,19 @@ _LOOKALIKES: dict[str, tuple[tuple[tuple[str, ...], str], ...]] = {
 
 def layer_dims(x_shape: tuple[int, ...], w_shape: tuple[int, ...], stride: int, padding: int) -> dict[str, int]:
     """Named sizes from convcheck's NHWC ``x: (N, H, W, C_in)`` and ``w: (k, k, C_in, C_out)``."""
-    n, h, w, c_in = x_shape
-    k, _, _, c_out = w_shape
+    _, h, w, _ = x_shape
+    k = w_shape[0]
     oh = (h + 2 * padding - k) // stride + 1
     ow = (w + 2 * padding - k) // stride + 1
+    dims = named_dims(x_shape, w_shape, oh, ow)
+    dims.update({"Hp": h + 2 * padding, "Wp": w + 2 * padding, "s": stride, "p": padding})
+    return dims
+
+
+def named_dims(x_shape: tuple[int, ...], w_shape: tuple[int, ...], oh: int, ow: int) -> dict[str, int]:
+    """The sizes shape messages name, for a layer whose stride and padding are unknown (output size given)."""
+    n, h, w, c_in = x_shape
+    k, _, _, c_out = w_shape
     return {
         "N": n,
         "H": h,
@@ -554,13 +564,9 @@ def layer_dims(x_shape: tuple[int, ...], w_shape: tuple[int, ...], stride: int, 
         "k": k,
         "OH": oh,
         "OW": ow,
-        "Hp": h + 2 * padding,
-        "Wp": w + 2 * padding,
         "kkC": k * k * c_in,
         "NOHOW": n * oh * ow,
         "one": 1,
-        "s": stride,
-        "p": padding,
     }
 
 
