@@ -301,9 +301,7 @@ class Engine:
         crossed_count = np.zeros(count, dtype=np.int64)
         truncation = np.zeros(count)
         if smooth and group.direction is None:
-            # Taylor remainder of a central difference: |error| ≤ ε²/6 · sup|act'''| · |∂z/∂θ|³ per output.
-            bound = THIRD_DERIVATIVE_BOUND[self.activation] * self._slope_bound[group.tensor] ** 3
-            truncation = (span / 2) ** 2 / 6 * bound * absg
+            truncation = self._truncation(group, span, absg)
             return _Measurement(central, lo, hi, crossed_count, noise, truncation)
         if crossed is None:  # smooth, along a direction: every output is judged by its interval
             crossed = np.ones(g.shape, dtype=bool)
@@ -313,13 +311,9 @@ class Engine:
             gp = gi * ((fp - f0) / eps)
             gm = gi * ((f0 - fm) / eps)
             mid = gi * (fp - fm) / (2.0 * eps)
-            slots = self._slots_of(group, idx)
-            owned = slots >= 0  # an output no perturbed entry reaches belongs to no entry (locality is checked apart)
-            slots, gp, gm, mid = slots[owned], gp[owned], gm[owned], mid[owned]
-            lo += np.bincount(slots, weights=np.minimum(gp, gm) - mid, minlength=count)
-            hi += np.bincount(slots, weights=np.maximum(gp, gm) - mid, minlength=count)
+            counted = self._widen(group, count, idx, gp, gm, mid, lo, hi)
             if not smooth:
-                crossed_count = np.bincount(slots, minlength=count)
+                crossed_count = counted
         return _Measurement(central, lo, hi, crossed_count, noise, truncation)
 
     def _scan(
@@ -501,9 +495,7 @@ class Engine:
         truncation = np.zeros(count)
         smooth = not self.activation.piecewise_linear
         if smooth and group.direction is None:
-            # Taylor remainder of a central difference: |error| ≤ ε²/6 · sup|act'''| · |∂z/∂θ|³ per output.
-            bound = THIRD_DERIVATIVE_BOUND[self.activation] * self._slope_bound[group.tensor] ** 3
-            truncation = (span / 2) ** 2 / 6 * bound * absg
+            truncation = self._truncation(group, span, absg)
         else:
             step_out_plus = self._per_output_steps(group, step_plus)
             step_out_minus = self._per_output_steps(group, step_minus)
@@ -520,14 +512,39 @@ class Engine:
                     * (f_plus[idx] - f_minus[idx])
                     / (span_out if np.isscalar(span_out) else np.broadcast_to(span_out, g.shape)[idx])
                 )
-                slots = self._slots_of(group, idx)
-                owned = slots >= 0  # as in _reduce_exact_steps
-                slots, gp, gm, mid = slots[owned], gp[owned], gm[owned], mid[owned]
-                lo += np.bincount(slots, weights=np.minimum(gp, gm) - mid, minlength=count)
-                hi += np.bincount(slots, weights=np.maximum(gp, gm) - mid, minlength=count)
+                counted = self._widen(group, count, idx, gp, gm, mid, lo, hi)
                 if not smooth:
-                    crossed_count = np.bincount(slots, minlength=count)
+                    crossed_count = counted
         return _Measurement(central, lo, hi, crossed_count, noise, truncation)
+
+    def _truncation(self, group: _Group, span: np.ndarray, absg: np.ndarray) -> np.ndarray:
+        """Taylor remainder of a central difference per local entry: ``ε²/6 · sup|act'''| · |∂z/∂θ|³`` per
+        output, summed with weights ``|G|`` (``absg``); ``span`` is ``2ε`` per entry."""
+        bound = THIRD_DERIVATIVE_BOUND[self.activation] * self._slope_bound[group.tensor] ** 3
+        return (span / 2) ** 2 / 6 * bound * absg
+
+    def _widen(
+        self,
+        group: _Group,
+        count: int,
+        idx: tuple[np.ndarray, ...],
+        gp: np.ndarray,
+        gm: np.ndarray,
+        mid: np.ndarray,
+        lo: np.ndarray,
+        hi: np.ndarray,
+    ) -> np.ndarray:
+        """Widen ``lo``/``hi`` in place by the outputs ``idx`` judged by their interval: ``G·d⁺`` and ``G·d⁻``
+        (``gp``, ``gm``) around their central term ``mid``. Returns how many such outputs each entry owns.
+
+        An output no perturbed entry reaches belongs to no entry (locality is checked apart) and is skipped.
+        """
+        slots = self._slots_of(group, idx)
+        owned = slots >= 0
+        slots, gp, gm, mid = slots[owned], gp[owned], gm[owned], mid[owned]
+        lo += np.bincount(slots, weights=np.minimum(gp, gm) - mid, minlength=count)
+        hi += np.bincount(slots, weights=np.maximum(gp, gm) - mid, minlength=count)
+        return np.bincount(slots, minlength=count)
 
     @staticmethod
     def _slots_of(group: _Group, idx: tuple[np.ndarray, ...]) -> np.ndarray:
