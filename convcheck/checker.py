@@ -72,17 +72,6 @@ def integer_data(spec: CheckSpec) -> CheckData:
     )
 
 
-def builtin_layer(spec: CheckSpec) -> MatrixConvLayer:
-    return MatrixConvLayer(spec.shape.stride, spec.shape.padding, spec.activation)
-
-
-def resolve_layer(spec: CheckSpec) -> ConvLayer:
-    """The layer a spec names: convcheck's own, or the user's implementation behind its adapter."""
-    if spec.impl is None:
-        return builtin_layer(spec)
-    return load_layer(spec)
-
-
 # Called as hook(check name, forward passes done, passes planned) during a check in this process (a progress
 # bar); set with ``report_progress``. Worker processes report only when a whole check is done.
 _progress_hook: ContextVar[Callable[[str, int, int], None] | None] = ContextVar("convcheck_progress", default=None)
@@ -211,7 +200,7 @@ def _error(spec: CheckSpec, start: float, message: str) -> CheckResult:
 
 def _run(spec: CheckSpec, layer: ConvLayer | None, data: CheckData | None, start: float) -> CheckResult:
     data = make_data(spec) if data is None else data
-    layer = resolve_layer(spec) if layer is None else layer
+    layer = load_layer(spec) if layer is None else layer  # the built-in layer when spec.impl is None
     u = unit_roundoff(spec.dtype)
     forward_tol = resolve(spec.dtype, spec.eps, spec.rtol, spec.atol)
 

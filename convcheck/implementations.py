@@ -78,8 +78,6 @@ _STDLIB_DIR = Path(os.__file__).resolve().parent
 class UserFault(Exception):
     """The user's implementation (not convcheck, not the config) is at fault. ``str()`` is one paragraph."""
 
-    user_facing = True  # ``str()`` is written for the user as it stands (see checker.describe_exception)
-
     def __reduce__(self) -> tuple[Any, ...]:
         # Subclasses take keyword-only context; rebuild from the message and the attributes.
         return (_rebuild_fault, (type(self), str(self), dict(self.__dict__)))
