@@ -18,6 +18,77 @@ class Status(str, Enum):
     ERROR = "error"
 
 
+class FindingKind(str, Enum):
+    """What a contract finding is about; diagnosis rules match on these, never on a finding's text."""
+
+    NOT_AN_ARRAY = "not an array"  # a returned value is not an array, or backward did not return (dx, dw, db)
+    SHAPE = "shape"  # an array has the wrong shape (``Finding.shape`` holds the shape returned)
+    DTYPE = "dtype"  # an array has another dtype than its input (``Finding.dtype`` holds it)
+    LOWER_PRECISION = "lower precision"  # a floating dtype narrower than its input's (float32 for float64)
+    NOT_FINITE = "not finite"  # NaN or ±Inf in a returned array
+    MODIFIED_ARGUMENT = "modified argument"  # a call modified x, w, b or dout in place
+    REPEAT_FAILED = "repeat failed"  # a repeated call raised or returned something unusable
+    REPEAT_ACCUMULATES = "repeat accumulates"  # a second backward returned exactly twice the first
+    REPEAT_DIFFERS = "repeat differs"  # a second backward on the same cache returned other gradients
+    STATE_OUTSIDE_CACHE = "state outside cache"  # backward on an old cache changed after another forward call
+    OUTPUT_REUSED = "output reused"  # the array one forward returned was overwritten by the next call
+    OTHER = "other"  # a contract error raised by an adapter (e.g. a wrong return value in the user's layout)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One contract violation. ``str()`` is the sentence users read; code reads the fields.
+
+    ``tensor`` names the array concerned as the contract does (``"out"``, ``"dx"``, ``"dw"``, ``"db"`` for
+    returned arrays; ``"x"``, ``"w"``, ``"b"``, ``"dout"`` for arguments), or None. ``shape`` and ``dtype`` are
+    what the layer returned (in the user's layout) where the kind is about them.
+    """
+
+    kind: FindingKind
+    text: str
+    tensor: str | None = None
+    shape: tuple[int, ...] | None = None
+    dtype: str | None = None
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True)
+class Hint:
+    """What an error pattern suggests: a label from ``convcheck.diagnosis.LABELS``, its evidence and likely
+    cause, and the tensors (``input``, ``weights``, ``bias``, ``forward``) it accounts for. ``str()`` is the
+    sentence the table, the JSON and JUnit show: ``"<label>: <text>"``."""
+
+    label: str
+    text: str
+    explains: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return f"{self.label}: {self.text}"
+
+
+class NoteKind(str, Enum):
+    """What a note records; code that reacts to a note (e.g. the Dask executor) matches on these."""
+
+    METHOD_CHOSEN = "method chosen"  # ``auto`` resolved to a method, with its cost estimate
+    PRECISION = "precision"  # how a float32 layer was differenced
+    FALLBACK = "fallback"  # grouped differences not valid here; another method was used
+    TIMEOUT_NOT_ENFORCED = "timeout not enforced"  # the check ran where no alarm could stop it
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class Note:
+    """Something informational about how a check ran. ``str()`` is the sentence users read."""
+
+    kind: NoteKind
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
 @dataclass(frozen=True)
 class Entry:
     """One gradient entry. ``index`` is in convcheck's internal NHWC layout unless a report converts it."""
@@ -93,9 +164,9 @@ class CheckResult:
     tolerance: Tolerance | None = None
     gradients: tuple[TensorResult, ...] = ()
     forward: ForwardResult | None = None
-    contract: tuple[str, ...] = ()  # contract violations (shapes, dtypes, NaN, mutation, repeatability)
-    diagnosis: tuple[str, ...] = ()  # what the error pattern suggests
-    notes: tuple[str, ...] = ()  # informational: fallbacks taken, method chosen, …
+    contract: tuple[Finding, ...] = ()  # contract violations (shapes, dtypes, NaN, mutation, repeatability)
+    diagnosis: tuple[Hint, ...] = ()  # what the error pattern suggests
+    notes: tuple[Note, ...] = ()  # informational: fallbacks taken, method chosen, …
     error: str | None = None
 
     @property
