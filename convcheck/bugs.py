@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from convcheck import activation as act
-from convcheck.layer import MatrixCache, MatrixConvLayer, col2im, output_size
-from convcheck.spec import Activation, ConvShape
+from convcheck.layer import MatrixCache, MatrixConvLayer, col2im
+from convcheck.spec import Activation, ConvShape, output_size
 
 #: The tensors a planted bug can corrupt, in display order.
 TENSOR_ORDER = ("forward", "input", "weights", "bias")

@@ -47,7 +47,7 @@ import numpy as np
 
 from convcheck.layer import MatrixConvLayer
 from convcheck.protocol import ConvLayer
-from convcheck.spec import CheckSpec, ImplRef, Layout, Signature
+from convcheck.spec import CheckSpec, ImplRef, Layout, Signature, output_size
 
 __all__ = [
     "ContractError",
@@ -542,9 +542,7 @@ def layer_dims(x_shape: tuple[int, ...], w_shape: tuple[int, ...], stride: int, 
     """Named sizes from convcheck's NHWC ``x: (N, H, W, C_in)`` and ``w: (k, k, C_in, C_out)``."""
     _, h, w, _ = x_shape
     k = w_shape[0]
-    oh = (h + 2 * padding - k) // stride + 1
-    ow = (w + 2 * padding - k) // stride + 1
-    dims = named_dims(x_shape, w_shape, oh, ow)
+    dims = named_dims(x_shape, w_shape, output_size(h, k, stride, padding), output_size(w, k, stride, padding))
     dims.update({"Hp": h + 2 * padding, "Wp": w + 2 * padding, "s": stride, "p": padding})
     return dims
 

@@ -32,14 +32,9 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from convcheck import activation as act
-from convcheck.spec import Activation
+from convcheck.spec import Activation, output_size
 
 FOLD_BLOCK = 131072  # entries per block of the stride-1 fold (1 MiB of float64: stays in cache across the k·k adds)
-
-
-def output_size(size: int, filter_size: int, stride: int, padding: int) -> int:
-    """``(size + 2·padding − filter_size) // stride + 1``: positions where a window fits."""
-    return (size + 2 * padding - filter_size) // stride + 1
 
 
 def _window_slices(offset: int, stride: int, count: int) -> slice:

@@ -14,6 +14,17 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 
+AXES = ("height", "width")  # the spatial axes, named as in the keys in_height/in_width and out_height/out_width
+
+
+def output_size(size: int, filter_size: int, stride: int, padding: int) -> int:
+    """Window positions along one axis: ``(size + 2·padding − filter_size) // stride + 1`` (``OH`` from ``H``).
+
+    For ``stride ≥ 1`` this is at least 1 exactly when ``filter_size ≤ size + 2·padding``, the condition
+    :meth:`ConvShape.oversized_axes` checks.
+    """
+    return (size + 2 * padding - filter_size) // stride + 1
+
 
 class Activation(str, Enum):
     """The nonlinearity applied after ``conv(x, w) + b``."""
@@ -88,11 +99,11 @@ class ConvShape:
 
     @property
     def out_height(self) -> int:
-        return (self.in_height + 2 * self.padding - self.filter_size) // self.stride + 1
+        return output_size(self.in_height, self.filter_size, self.stride, self.padding)
 
     @property
     def out_width(self) -> int:
-        return (self.in_width + 2 * self.padding - self.filter_size) // self.stride + 1
+        return output_size(self.in_width, self.filter_size, self.stride, self.padding)
 
     @property
     def x_shape(self) -> tuple[int, int, int, int]:
@@ -119,14 +130,25 @@ class ConvShape:
         if self.padding < 0:
             found.append(f"padding must be at least 0, got {self.padding}")
         if not found:
-            for axis in ("height", "width"):
-                padded = getattr(self, f"in_{axis}") + 2 * self.padding
-                if self.filter_size > padded:
-                    found.append(
-                        f"filter_size {self.filter_size} is larger than the padded input {axis} {padded} "
-                        f"(in_{axis} + 2·padding); the output would be empty"
-                    )
+            found += [
+                f"filter_size {self.filter_size} is larger than the padded input {axis} {self.padded_size(axis)} "
+                f"(in_{axis} + 2·padding); the output would be empty"
+                for axis in self.oversized_axes()
+            ]
         return found
+
+    def padded_size(self, axis: str) -> int:
+        """``in_height + 2·padding`` (``axis="height"``) or ``in_width + 2·padding`` (``"width"``)."""
+        size: int = getattr(self, f"in_{axis}")
+        return size + 2 * self.padding
+
+    def oversized_axes(self) -> tuple[str, ...]:
+        """The axes of :data:`AXES` along which the filter is larger than the padded input.
+
+        Along such an axis no window fits, so the output would be empty. Both the config loader's message and
+        :meth:`problems` come from this one check.
+        """
+        return tuple(axis for axis in AXES if self.filter_size > self.padded_size(axis))
 
     def describe(self) -> str:
         """Compact text such as ``8×32×48×16 → 32, k3 s1 p1``."""

@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 
 from convcheck import reference, tolerance
 from convcheck.checker import CheckData, make_data, run_check
-from convcheck.layer import MatrixCache, MatrixConvLayer, col2im, output_size
+from convcheck.layer import MatrixCache, MatrixConvLayer, col2im
 from convcheck.numeric import grouped_passes
 from convcheck.results import CheckResult, Status
-from convcheck.spec import Activation, CheckSpec, ConvShape, DType, Method
+from convcheck.spec import Activation, CheckSpec, ConvShape, DType, Method, output_size
 
 TENSORS = ("input", "weights", "bias")
 

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from strategies import geometries
 
 from convcheck import reference
-from convcheck.layer import MatrixConvLayer, col2im, im2col, output_size, pad
-from convcheck.spec import Activation, ConvShape
+from convcheck.layer import MatrixConvLayer, col2im, im2col, pad
+from convcheck.spec import Activation, ConvShape, output_size
 
 
 def unit_roundoff(dtype: type) -> float:
