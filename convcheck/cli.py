@@ -441,7 +441,7 @@ def schema() -> None:
     """
     import json
 
-    from convcheck.schema import config_schema
+    from convcheck.config.schema import config_schema
 
     typer.echo(json.dumps(config_schema(), indent=2))
 

@@ -8,10 +8,12 @@ comments, one per error, in the order the loader reports them (file order):
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import re
 import string
+from enum import Enum
 from pathlib import Path
 
 import pytest
@@ -19,18 +21,12 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from convcheck.config import (
-    CHECK_KEYS,
-    MAX_CHECKS_PER_FILE,
-    ConfigError,
-    ConfigLoad,
-    ConfigLoader,
-    load_configs,
-    load_file,
-    load_text,
-    parse_memory,
-)
-from convcheck.spec import Activation, DType, ImplRef, Layout, Method, Signature
+from convcheck.config import ConfigError, ConfigLoad, load_configs, load_file, load_text
+from convcheck.config.expand import MAX_CHECKS_PER_FILE
+from convcheck.config.keys import CHECK_KEYS, SWEEP_TEXT, Kind, Target
+from convcheck.config.tree import ConfigLoader
+from convcheck.config.values import parse_memory
+from convcheck.spec import Activation, CheckSpec, ConvShape, DType, ImplRef, Layout, Method, Signature
 
 ROOT = Path(__file__).resolve().parent.parent
 BAD = ROOT / "tests" / "fixtures" / "bad_configs"
@@ -538,3 +534,51 @@ def test_docs_reference_lists_exactly_the_accepted_keys_and_their_sweepability()
     text = (ROOT / "docs" / "config.md").read_text(encoding="utf-8")
     rows = dict(re.findall(r"^\| `(\w+)` \|.*\| (yes|no) \|$", text, flags=re.MULTILINE))
     assert rows == {key: "yes" if info.sweepable else "no" for key, info in CHECK_KEYS.items()}
+
+
+def test_each_key_fills_the_field_of_its_name_and_shares_its_default() -> None:
+    """The keys table alone drives building a spec: a key's value lands in the field of the same name."""
+    fields = {
+        Target.SHAPE: {field.name: field for field in dataclasses.fields(ConvShape)},
+        Target.SPEC: {field.name: field for field in dataclasses.fields(CheckSpec)},
+    }
+    for key, info in CHECK_KEYS.items():
+        if info.target is Target.NONE:
+            continue
+        field = fields[info.target][key]
+        default = field.default.value if isinstance(field.default, Enum) else field.default
+        if info.required:
+            assert default is dataclasses.MISSING, key
+        elif key == "impl":
+            assert (info.default, default) == ("builtin", None)  # None is the built-in layer
+        else:
+            assert info.default == default, key
+
+
+def test_every_kind_has_a_text_and_every_key_an_allowed_text_with_its_sweep_ending() -> None:
+    for kind in Kind:
+        assert any(info.kind is kind for info in CHECK_KEYS.values()), f"{kind} is used by no key"
+    for info in CHECK_KEYS.values():
+        assert info.value_text() and "sweep" not in info.value_text()
+        assert info.allowed_text() == info.value_text() + (SWEEP_TEXT if info.sweepable else "")
+
+
+@pytest.mark.parametrize(("in_height", "filter_size", "padding"), [(3, 4, 0), (3, 9, 2), (5, 8, 1)])
+def test_the_config_and_the_checker_refuse_the_same_oversized_filters(
+    in_height: int, filter_size: int, padding: int
+) -> None:
+    """One check (ConvShape.oversized_axes) behind two wordings: the loader's names the values it adds."""
+    text = LAYER.replace("in_height: 5", f"in_height: {in_height}").replace(
+        "filter_size: 3", f"filter_size: {filter_size}"
+    )
+    (error,) = load(text + f"padding: {padding}\n").errors
+    padded = in_height + 2 * padding
+    assert error.message == (
+        f"filter_size {filter_size} is larger than the padded input height {padded} "
+        f"(in_height {in_height} + 2·padding {padding})"
+    )
+    shape = ConvShape(2, in_height, 6, 3, 4, filter_size, padding=padding)
+    assert shape.problems() == [
+        f"filter_size {filter_size} is larger than the padded input height {padded} "
+        "(in_height + 2·padding); the output would be empty"
+    ]

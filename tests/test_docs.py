@@ -8,7 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from convcheck.cli import app
-from convcheck.config import CHECK_KEYS
+from convcheck.config.keys import CHECK_KEYS
 from convcheck.exitcodes import ExitCode
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()

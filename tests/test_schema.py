@@ -17,8 +17,10 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from convcheck.config import CHECK_KEYS, IMPL_KEYS, ConfigLoader, load_text
-from convcheck.schema import SCHEMA_DIALECT, config_schema
+from convcheck.config import load_text
+from convcheck.config.keys import CHECK_KEYS, IMPL_KEYS
+from convcheck.config.schema import SCHEMA_DIALECT, config_schema
+from convcheck.config.tree import ConfigLoader
 from convcheck.spec import Activation, DType, Layout, Method, Signature
 
 ROOT = Path(__file__).resolve().parent.parent

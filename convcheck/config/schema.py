@@ -1,6 +1,6 @@
 """A JSON Schema (draft-07) of the config format, for editors (completion, hover text, squiggles) and CI.
 
-It is generated from :data:`convcheck.config.CHECK_KEYS`, the same table the loader validates against, so the
+It is generated from :data:`convcheck.config.keys.CHECK_KEYS`, the same table the loader validates against, so the
 schema and the loader cannot drift apart. Draft-07 because it is what yaml-language-server and most editors
 support best. The schema checks each value on its own; what only the loader can check (the filter fits the
 padded input, ``same`` needs an odd filter, ``out_height`` matches, names are unique, ``impl`` files exist)
@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from convcheck.config import CHECK_KEYS, MEMORY_PATTERN, KeyInfo, allowed_text
+from convcheck.config.keys import CHECK_KEYS, KeyInfo, Kind
+from convcheck.config.values import IDENTIFIER_PATTERN, MEMORY_PATTERN
 from convcheck.spec import Signature
 
 SCHEMA_DIALECT = "http://json-schema.org/draft-07/schema#"
@@ -74,7 +75,7 @@ def config_schema() -> dict[str, Any]:
 def key_schema(info: KeyInfo) -> dict[str, Any]:
     """The schema of one check key: its value, or for sweepable keys also a non-empty list of distinct values."""
     one = _value_schema(info)
-    description = f"{info.description}. Allowed: {allowed_text(info)}."
+    description = f"{info.description}. Allowed: {info.allowed_text()}."
     if info.default is not None:
         description += f" Default: {info.default}."
     if not info.sweepable:
@@ -84,24 +85,25 @@ def key_schema(info: KeyInfo) -> dict[str, Any]:
 
 
 def _value_schema(info: KeyInfo) -> dict[str, Any]:
-    if info.kind == "int":
+    """The schema of one value of ``info``'s key, by its kind (the loader's parser for that kind, in JSON)."""
+    if info.kind is Kind.INT:
         return {"type": "integer", "minimum": int(info.minimum or 0)}
-    if info.kind == "number":
+    if info.kind is Kind.NUMBER:
         bound = "exclusiveMinimum" if info.exclusive_minimum else "minimum"
         return {"type": "number", bound: info.minimum}
-    if info.kind == "choice":
+    if info.kind is Kind.CHOICE:
         return {"type": "string", "enum": list(info.choices)}
-    if info.kind == "padding":
+    if info.kind is Kind.PADDING:
         return {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "enum": ["same"]}]}
-    if info.kind == "text":
+    if info.kind is Kind.TEXT:
         return {"type": "string", "minLength": 1}
-    if info.kind == "memory":
+    if info.kind is Kind.MEMORY:
         return {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": MEMORY_PATTERN}]}
-    return _impl_schema()
+    return _impl_schema()  # Kind.IMPL
 
 
 def _impl_schema() -> dict[str, Any]:
-    names = {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"}
+    names = {"type": "string", "pattern": IDENTIFIER_PATTERN}
     return {
         "anyOf": [
             {"type": "string", "minLength": 1},

@@ -1,0 +1,211 @@
+"""Settings → :class:`~convcheck.spec.CheckSpec` list: sweeps expanded, each combination's geometry checked.
+
+A check whose keys hold lists expands to the cartesian product of them. Every combination is validated on its
+own (a filter can fit one input size of a sweep and not another), the file's expansion is capped, and names
+must be unique within a file.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping
+from enum import Enum
+from typing import Any
+
+from convcheck.config.document import CheckNode
+from convcheck.config.errors import ConfigError, join, shorten
+from convcheck.config.keys import CHECK_KEYS, Target
+from convcheck.config.tree import Doc
+from convcheck.config.values import Setting, label
+from convcheck.spec import AXES, CheckSpec, ConvShape, ImplRef, Signature, SourceLocation
+
+MAX_CHECKS_PER_FILE = 100_000  # a sweep that expands further is almost certainly a mistake
+MAX_PROBLEMS_PER_CHECK = 20  # distinct invalid-combination messages reported for one swept check
+
+# (key, index of its value in the sweep, message, allowed) → names of the combinations that have it
+_Problems = dict[tuple[str, int, str, str], list[str]]
+
+
+class Expansion:
+    """The specs of one file, added check by check, within the file's cap on expanded checks."""
+
+    def __init__(self, doc: Doc) -> None:
+        self.doc = doc
+        self.specs: list[CheckSpec] = []
+        self._owners: list[CheckNode] = []  # the check each spec came from
+        self._total: int | None = 0  # checks this file expands to so far; None once past the cap (reported once)
+
+    def add(self, check: CheckNode, settings: dict[str, Setting]) -> list[ConfigError]:
+        """Expand one check whose settings all parsed; the errors are its invalid combinations."""
+        size = math.prod(len(setting.values) for setting in settings.values())
+        if self._total is None:
+            return []
+        if self._total + size > MAX_CHECKS_PER_FILE:
+            message = (
+                f"this check expands to {size} checks, bringing the file to {self._total + size}; "
+                f"at most {MAX_CHECKS_PER_FILE} are allowed per file"
+            )
+            self._total = None
+            return [self.doc.error(check.node, check.prefix or "(top level)", message, "smaller sweeps")]
+        self._total += size
+        expanded, errors = _expand(check, settings, self.doc)
+        self.specs += expanded
+        self._owners += [check] * len(expanded)
+        return errors
+
+    def duplicate_names(self) -> list[ConfigError]:
+        """Names must be unique within a file: results, JUnit test cases and annotations are keyed by them."""
+        first: dict[str, CheckNode] = {}
+        reported: set[int] = set()
+        errors = []
+        for spec, owner in zip(self.specs, self._owners, strict=True):
+            if spec.name not in first:
+                first[spec.name] = owner
+                continue
+            if id(owner) in reported or first[spec.name] is owner:
+                continue
+            reported.add(id(owner))
+            other = first[spec.name]
+            entry = owner.mapping.get("name")
+            at = entry.node if entry is not None else owner.node
+            message = (
+                f"duplicate check name {shorten(spec.name)!r} "
+                f"(also {other.prefix or 'the file'}, line {other.node.line})"
+            )
+            errors.append(self.doc.error(at, join(owner.prefix, "name"), message, "a name used by one check only"))
+        return errors
+
+
+def _expand(check: CheckNode, settings: dict[str, Setting], doc: Doc) -> tuple[list[CheckSpec], list[ConfigError]]:
+    """The checks of a sweep: the cartesian product of the list-valued keys, in table order, last fastest.
+
+    Identical problems from different combinations are reported once, naming the combinations.
+    """
+    swept = [settings[key] for key in CHECK_KEYS if key in settings and settings[key].swept]
+    fixed = {key: setting.values[0] for key, setting in settings.items() if not setting.swept}
+    base = str(fixed.pop("name", check.default_name))
+    source = SourceLocation(doc.file, check.node.line, check.node.column)
+    specs = []
+    problems: _Problems = {}
+    for combo in itertools.product(*(range(len(setting.values)) for setting in swept)):
+        values = dict(fixed)
+        values.update((setting.key, setting.values[i]) for setting, i in zip(swept, combo, strict=True))
+        name = base + _brackets(swept, combo)
+        found = geometry_problems(values)
+        chosen = {setting.key: i for setting, i in zip(swept, combo, strict=True)}
+        for key, message, allowed in found:
+            problems.setdefault((key, chosen.get(key, 0), message, allowed), []).append(name)
+        if not found:
+            specs.append(_build_spec(name, values, source))
+    total = math.prod(len(setting.values) for setting in swept)
+    return specs, _combination_errors(problems, settings, check, total, doc)
+
+
+def _brackets(swept: list[Setting], combo: tuple[int, ...]) -> str:
+    """The suffix naming one combination of a sweep, such as ``[stride=2,padding=same]``."""
+    if not swept:
+        return ""
+    return "[" + ",".join(f"{s.key}={label(s.values[i])}" for s, i in zip(swept, combo, strict=True)) + "]"
+
+
+def _combination_errors(
+    problems: _Problems, settings: dict[str, Setting], check: CheckNode, total: int, doc: Doc
+) -> list[ConfigError]:
+    errors = []
+    for (key, index, message, allowed), names in list(problems.items())[:MAX_PROBLEMS_PER_CHECK]:
+        setting = settings.get(key)
+        at = setting.nodes[index] if setting is not None else check.node
+        field = setting.field_of(index) if setting is not None else join(check.prefix, key)
+        if total > 1:
+            shown = ", ".join(repr(name) for name in names[:2]) + (", …" if len(names) > 2 else "")
+            message = f"{message}, in {len(names)} of {total} expanded checks ({shown})"
+        errors.append(doc.error(at, field, message, allowed))
+    if len(problems) > MAX_PROBLEMS_PER_CHECK:
+        last = errors[-1]  # listed right after the problems it continues, also once errors are sorted
+        message = f"and {len(problems) - MAX_PROBLEMS_PER_CHECK} more invalid combinations in this sweep"
+        errors.append(ConfigError(doc.file, last.line, last.column, last.field, message, "valid geometries"))
+    return errors
+
+
+def geometry_problems(values: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """Why a layer with these (validated) values is impossible, as ``(key, message, allowed)`` triples.
+
+    ``same`` padding keeps ``OH = H`` at stride 1 only for odd ``k``. Whether the filter fits the padded input
+    and the output size come from :class:`~convcheck.spec.ConvShape`, so they agree with every other stage.
+    """
+    k = int(values["filter_size"])
+    if values.get("padding") == "same" and k % 2 == 0:
+        message = f"padding 'same' needs an odd filter_size, got filter_size {k}"
+        return [("padding", message, "'same' with an odd filter_size, or an integer padding ≥ 0")]
+    shape = _shape(values)
+    p = shape.padding
+    oversized = shape.oversized_axes()
+    found = []
+    for axis in AXES:
+        size = int(values[f"in_{axis}"])
+        if axis in oversized:
+            message = (
+                f"filter_size {k} is larger than the padded input {axis} {shape.padded_size(axis)} "
+                f"(in_{axis} {size} + 2·padding {p})"
+            )
+            found.append(("filter_size", message, f"filter_size ≤ in_{axis} + 2·padding"))
+            continue
+        out: int = getattr(shape, f"out_{axis}")
+        given = values.get(f"out_{axis}")
+        if given is not None and given != out:
+            message = (
+                f"out_{axis} {given} does not match the layer: "
+                f"(in_{axis} + 2·padding − filter_size) // stride + 1 = "
+                f"({size} + 2·{p} − {k}) // {shape.stride} + 1 = {out}"
+            )
+            found.append((f"out_{axis}", message, f"{out}, or leave out_{axis} out"))
+    return found
+
+
+def _shape(values: Mapping[str, Any]) -> ConvShape:
+    """The layer of one combination from its ``Target.SHAPE`` keys; ``same`` padding is ``(k − 1) // 2``."""
+    given = {key: values[key] for key, info in CHECK_KEYS.items() if info.target is Target.SHAPE and key in values}
+    if given.get("padding") == "same":
+        given["padding"] = (given["filter_size"] - 1) // 2
+    return ConvShape(**given)
+
+
+def _build_spec(name: str, values: Mapping[str, Any], source: SourceLocation) -> CheckSpec:
+    """The spec of one valid combination; keys absent from ``values`` take CheckSpec's defaults."""
+    shape = _shape(values)
+    given = {key: values[key] for key, info in CHECK_KEYS.items() if info.target is Target.SPEC and key in values}
+    return CheckSpec(name=name, shape=shape, source=source, config=_config_dict(name, shape, values), **given)
+
+
+def _config_dict(name: str, shape: ConvShape, values: Mapping[str, object]) -> dict[str, object]:
+    """The check's resolved values as JSON scalars: every key, defaults filled in, padding as an integer."""
+    config: dict[str, object] = {"name": name}
+    for key, info in CHECK_KEYS.items():
+        if key != "name":
+            config[key] = _json_value(values[key]) if key in values else info.default
+    config.update(padding=shape.padding, out_height=shape.out_height, out_width=shape.out_width)
+    if "impl" in values:
+        config["impl"] = _impl_json(values["impl"])
+    return config
+
+
+def _json_value(value: object) -> object:
+    return value.value if isinstance(value, Enum) else value
+
+
+def _impl_json(ref: object) -> object:
+    """An impl as the config would write it: ``builtin``, the module alone, or the full mapping."""
+    if not isinstance(ref, ImplRef):
+        return "builtin"
+    if (ref.forward, ref.backward, ref.signature) == ("forward", "backward", Signature.CONVCHECK):
+        return ref.module
+    return {
+        "module": ref.module,
+        "forward": ref.forward,
+        "backward": ref.backward,
+        "signature": ref.signature.value,
+    }
+
+
+__all__ = ["MAX_CHECKS_PER_FILE", "MAX_PROBLEMS_PER_CHECK", "Expansion", "geometry_problems"]
