@@ -178,7 +178,7 @@ def _run(spec: CheckSpec, layer: ConvLayer | None, data: CheckData | None, start
         sigma = rounding_sigma(data.x, data.w, data.b, expected, shape.stride, shape.padding, u)
         forward_result = judge_forward(out, expected, sigma, forward_tol)
     if grads is None:
-        return _finish(spec, start, None, 0, forward_tol, (), forward_result, contract, ())
+        return _finish(spec, start, None, 0, forward_tol, (), forward_result, contract, [])
 
     method, notes = spec.method, []
     if method is Method.AUTO:
