@@ -19,16 +19,14 @@ from convcheck.contract import exercise
 from convcheck.diagnosis import diagnose
 from convcheck.implementations import UserFault, load_layer
 from convcheck.layer import MatrixConvLayer
-from convcheck.numeric import Engine, Estimate, NotLocalError, entrywise_passes, grouped_passes
+from convcheck.methods import choose_method, forward_seconds, measure, planned_passes
+from convcheck.numeric import Engine
 from convcheck.protocol import ConvLayer
-from convcheck.results import CheckResult, ForwardResult, Status, TensorResult, Tolerance
+from convcheck.results import CheckResult, ForwardResult, Note, NoteKind, Status, TensorResult, Tolerance
 from convcheck.spec import Activation, CheckSpec, DType, Method
 from convcheck.tolerance import SAFETY, analytic_noise, numpy_dtype, resolve, rounding_sigma, unit_roundoff
 
 DEFAULT_TIMEOUT = 300.0  # seconds per check, when the config sets none
-AUTO_BUDGET = 60.0  # seconds of forward passes ``auto`` may spend on an every-entry check
-SAMPLED_ENTRIES = 64  # entries per tensor for ``sampled``
-DIRECTIONAL_PROJECTIONS = 4  # random projections per tensor for ``directional``
 
 
 @dataclass(frozen=True)
@@ -85,47 +83,6 @@ def report_progress(hook: Callable[[str, int, int], None]) -> Iterator[None]:
         yield
     finally:
         _progress_hook.reset(token)
-
-
-def choose_method(spec: CheckSpec, forward_seconds: float) -> tuple[Method, str]:
-    """Resolve ``auto``: an every-entry method when its estimated time fits ``AUTO_BUDGET``, else ``sampled``."""
-    grouped = grouped_passes(spec.shape)
-    entrywise = entrywise_passes(spec.shape)
-    method, passes = (Method.FULL, grouped) if grouped <= entrywise else (Method.ENTRYWISE, entrywise)
-    estimate = passes * forward_seconds
-    if estimate <= AUTO_BUDGET:
-        return method, f"auto chose {method.value}: {passes} forward passes, about {estimate:.1f} s"
-    return Method.SAMPLED, (
-        f"auto chose sampled ({SAMPLED_ENTRIES} entries per tensor): checking every entry would take "
-        f"{passes} forward passes, about {estimate:.0f} s (budget {AUTO_BUDGET:.0f} s)"
-    )
-
-
-def planned_passes(spec: CheckSpec) -> tuple[str, int]:
-    """The method a spec will use and its forward passes, without running anything (for ``validate``).
-
-    ``auto`` is shown as the every-entry method it prefers; at run time it falls back to ``sampled`` when the
-    measured forward time says that would exceed ``AUTO_BUDGET``.
-    """
-    shape = spec.shape
-    method = spec.method
-    if method is Method.AUTO:
-        method = Method.FULL if grouped_passes(shape) <= entrywise_passes(shape) else Method.ENTRYWISE
-        label = f"auto→{method.value}"
-    else:
-        label = method.value
-    passes = {
-        Method.FULL: grouped_passes(shape),
-        Method.ENTRYWISE: entrywise_passes(shape),
-        Method.SAMPLED: 2
-        * (
-            min(SAMPLED_ENTRIES, math.prod(shape.x_shape))
-            + min(SAMPLED_ENTRIES, math.prod(shape.w_shape))
-            + min(SAMPLED_ENTRIES, shape.out_depth)
-        ),
-        Method.DIRECTIONAL: 2 * 3 * DIRECTIONAL_PROJECTIONS,
-    }[method]
-    return label, passes
 
 
 MEMORY_FRACTION = 0.5  # default max_memory: this share of the machine's physical memory
@@ -206,7 +163,6 @@ def _run(spec: CheckSpec, layer: ConvLayer | None, data: CheckData | None, start
 
     outcome = exercise(layer, data.x, data.w, data.b, data.dout)
     out, grads, contract = outcome.out, outcome.gradients, outcome.problems
-    forward_seconds = outcome.forward_seconds
 
     shape = spec.shape
     forward_result = None
@@ -222,46 +178,50 @@ def _run(spec: CheckSpec, layer: ConvLayer | None, data: CheckData | None, start
         sigma = rounding_sigma(data.x, data.w, data.b, expected, shape.stride, shape.padding, u)
         forward_result = judge_forward(out, expected, sigma, forward_tol)
     if grads is None:
-        return _finish(spec, start, None, 0, forward_tol, (), forward_result, contract, ())
+        return _finish(spec, start, None, 0, forward_tol, (), forward_result, contract, [])
 
     method, notes = spec.method, []
     if method is Method.AUTO:
-        method, note = choose_method(spec, forward_seconds)
+        # Copies: a layer may modify its arguments (the contract reports that; the point must stay as it is).
+        seconds = forward_seconds(lambda: layer.forward(data.x.copy(), data.w.copy(), data.b.copy()))
+        method, note = choose_method(spec, seconds)
         notes.append(note)
-    engine, tol = _engine(layer, data, spec, notes)
-    widen = _rounding_kinks(data, spec) if engine.x.dtype != data.x.dtype else None
+    engine, tol, precision = _engine(layer, data, spec)
+    if precision is not None:
+        notes.append(precision)
     bounds = analytic_noise(data.x, data.w, data.b, data.dout, shape.stride, shape.padding, u, spec.activation)
     # Plus the final rounding of each returned entry to the layer's dtype.
     noise = tuple(bound + u * np.abs(np.asarray(g, dtype=np.float64)) for bound, g in zip(bounds, grads, strict=True))
     forward_ok = forward_result is None or forward_result.ok
-    estimates, method = _estimate(engine, method, grads, noise, tol, spec, notes, forward_ok)
+    estimates, method, fallback = measure(engine, method, grads, noise, tol, spec, forward_ok)
+    notes.extend(fallback)
+    widen = _rounding_kinks(data, spec) if engine.x.dtype != data.x.dtype else None
     if widen is not None:
-        for est, extra in zip(estimates, widen, strict=True):
-            if est.projections == 0:
-                near = (extra.reshape(-1) > 0) & est.measured
-                est.lo[near] -= extra.reshape(-1)[near]
-                est.hi[near] += extra.reshape(-1)[near]
-                est.crossed[near] += 1
+        estimates = [est.widened(extra) for est, extra in zip(estimates, widen, strict=True)]
     gradients = tuple(judge(est, tol) for est in estimates)
     return _finish(spec, start, method, engine.forward_passes, tol, gradients, forward_result, contract, notes)
 
 
-def _engine(layer: ConvLayer, data: CheckData, spec: CheckSpec, notes: list) -> tuple[Engine, Tolerance]:
-    """The finite-difference engine, in float64 whenever the layer computes in float64 when given it.
+def _engine(layer: ConvLayer, data: CheckData, spec: CheckSpec) -> tuple[Engine, Tolerance, Note | None]:
+    """The finite-difference engine, in float64 whenever the layer computes in float64 when given it, its
+    tolerances, and a note saying how a float32 layer was differenced.
 
     A float32 layer is differenced at the same float32-valued point with float64 arrays (see
     ``convcheck.tolerance``), unless it returns float32 anyway; then float32 differences are all there is.
     """
     forward = lambda x, w, b: layer.forward(x, w, b)[0]  # noqa: E731 - the engine only needs the output
     arrays: tuple[np.ndarray, ...] = (data.x, data.w, data.b)
-    numeric_dtype = spec.dtype
+    numeric_dtype, note = spec.dtype, None
     if spec.dtype is not DType.FLOAT64:
         promoted = tuple(a.astype(np.float64) for a in arrays)
         if np.asarray(forward(*promoted)).dtype == np.float64:
             arrays, numeric_dtype = promoted, DType.FLOAT64
-            notes.append(f"{spec.dtype.value} layer differenced in float64 at the same point")
+            note = Note(NoteKind.PRECISION, f"{spec.dtype.value} layer differenced in float64 at the same point")
         else:
-            notes.append(f"the layer returns {spec.dtype.value} for float64 input: differenced in {spec.dtype.value}")
+            note = Note(
+                NoteKind.PRECISION,
+                f"the layer returns {spec.dtype.value} for float64 input: differenced in {spec.dtype.value}",
+            )
     tol = resolve(numeric_dtype, spec.eps, spec.rtol, spec.atol)
     hook = _progress_hook.get()
     planned = planned_passes(spec)[1] + 2
@@ -279,7 +239,7 @@ def _engine(layer: ConvLayer, data: CheckData, spec: CheckSpec, notes: list) -> 
         workers=parallel.engine_workers(layer, spec.shape),
         progress=progress,
     )
-    return engine, tol
+    return engine, tol, note
 
 
 def _rounding_kinks(data: CheckData, spec: CheckSpec) -> tuple[np.ndarray, ...] | None:
@@ -306,39 +266,6 @@ def _rounding_kinks(data: CheckData, spec: CheckSpec) -> tuple[np.ndarray, ...] 
     return linear.backward(np.abs(data.dout.astype(np.float64)) * near, cache)
 
 
-def _estimate(
-    engine: Engine,
-    method: Method,
-    grads: tuple[np.ndarray, ...],
-    noise: tuple[np.ndarray, ...],
-    tol: Tolerance,
-    spec: CheckSpec,
-    notes: list,
-    forward_ok: bool = True,
-) -> tuple[list[Estimate], Method]:
-    rng = np.random.default_rng([spec.seed, 1])
-    if method is Method.FULL:
-        try:
-            if not forward_ok:  # a wrong forward may also mix batch items or channels: test before grouping
-                engine.check_separable()
-            return [engine.grouped(t, grads[t], noise[t], tol.rtol, tol.atol) for t in range(3)], method
-        except NotLocalError as exc:
-            fallback = Method.ENTRYWISE if entrywise_passes(spec.shape) <= 20_000 else Method.SAMPLED
-            notes.append(f"grouped differences not valid ({exc}); fell back to {fallback.value}")
-            method = fallback
-    if method is Method.ENTRYWISE:
-        return [engine.entrywise(t, grads[t], noise[t], tol.rtol, tol.atol) for t in range(3)], method
-    if method is Method.SAMPLED:
-        estimates = []
-        for t, grad in enumerate(grads):
-            chosen = rng.choice(grad.size, size=min(SAMPLED_ENTRIES, grad.size), replace=False)
-            estimates.append(engine.entrywise(t, grad, noise[t], tol.rtol, tol.atol, np.sort(chosen)))
-        return estimates, method
-    if method is Method.DIRECTIONAL:
-        return [engine.directional(t, grads[t], noise[t], DIRECTIONAL_PROJECTIONS, rng) for t in range(3)], method
-    raise ValueError(f"unknown method {method!r}")  # pragma: no cover
-
-
 def _finish(
     spec: CheckSpec,
     start: float,
@@ -348,7 +275,7 @@ def _finish(
     gradients: tuple[TensorResult, ...],
     forward: ForwardResult | None,
     contract: tuple[str, ...],
-    notes: list | tuple,
+    notes: list[Note],
 ) -> CheckResult:
     ok = not contract and (forward is None or forward.ok) and len(gradients) == 3 and all(g.passed for g in gradients)
     result = CheckResult(

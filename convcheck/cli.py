@@ -360,7 +360,7 @@ def validate(
     from rich.table import Table
     from rich.text import Text
 
-    from convcheck.checker import planned_passes
+    from convcheck.methods import planned_passes
 
     out, err = _stdout(), _stderr()
     specs = _load(configs, err)

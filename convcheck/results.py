@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, IntEnum
 
 import numpy as np
 
 from convcheck.spec import CheckSpec, Method
 
-TENSORS = ("input", "weights", "bias")
+
+class Tensor(IntEnum):
+    """The three gradients a check compares, in the order ``backward`` returns them (``(dx, dw, db)``)."""
+
+    INPUT = 0
+    WEIGHTS = 1
+    BIAS = 2
+
+    @property
+    def label(self) -> str:
+        """The name reports use: ``input``, ``weights``, ``bias``."""
+        return self.name.lower()
+
+
+TENSORS = tuple(t.label for t in Tensor)
 
 
 class Status(str, Enum):

@@ -1,0 +1,129 @@
+"""How a check measures its gradients: the method ``auto`` resolves to, what each method costs, and running it.
+
+``full`` measures every entry by grouped differences (``numeric.groups``), ``entrywise`` one entry at a time,
+``sampled`` a seeded random subset of entries per tensor, ``directional`` a few random projections per tensor.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from convcheck.numeric import Engine, Estimate, NotLocalError, entrywise_passes, grouped_passes
+from convcheck.results import Note, NoteKind, Tensor, Tolerance
+from convcheck.spec import CheckSpec, Method
+
+AUTO_BUDGET = 60.0  # seconds of forward passes ``auto`` may spend on an every-entry check
+SAMPLED_ENTRIES = 64  # entries per tensor for ``sampled``
+DIRECTIONAL_PROJECTIONS = 4  # random projections per tensor for ``directional``
+ENTRYWISE_FALLBACK_LIMIT = 20_000  # passes above which a failed grouping falls back to ``sampled``, not ``entrywise``
+WARM_CALLS = 3  # timed forward calls behind ``auto``'s cost estimate (after the contract run has warmed the layer)
+
+#: The clock ``auto`` times forward calls with: this process's CPU time, so that other processes' load on a busy
+#: machine does not make a layer look slower than it is (wall time under load was 5× the quiet figure). Tests
+#: replace it to simulate a slow machine.
+CLOCK: Callable[[], float] = time.process_time
+
+
+def forward_seconds(call: Callable[[], object]) -> float:
+    """Seconds one warm forward call takes: the median of ``WARM_CALLS`` calls timed by ``CLOCK``.
+
+    The first call of a check is cold (caches, lazy imports, page faults on fresh buffers) and is never used;
+    the median ignores one outlier either way.
+    """
+    times = []
+    for _ in range(WARM_CALLS):
+        start = CLOCK()
+        call()
+        times.append(CLOCK() - start)
+    return statistics.median(times)
+
+
+def choose_method(spec: CheckSpec, seconds_per_forward: float) -> tuple[Method, Note]:
+    """Resolve ``auto``: an every-entry method when its estimated time fits ``AUTO_BUDGET``, else ``sampled``.
+
+    ``seconds_per_forward`` is a warm estimate (``forward_seconds``); the note says which estimate was used.
+    """
+    grouped = grouped_passes(spec.shape)
+    entrywise = entrywise_passes(spec.shape)
+    method, passes = (Method.FULL, grouped) if grouped <= entrywise else (Method.ENTRYWISE, entrywise)
+    estimate = passes * seconds_per_forward
+    basis = f"{seconds_per_forward * 1e3:.3g} ms per forward, the median CPU time of {WARM_CALLS} warm calls"
+    if estimate <= AUTO_BUDGET:
+        return method, Note(
+            NoteKind.METHOD_CHOSEN,
+            f"auto chose {method.value}: {passes} forward passes, about {estimate:.1f} s ({basis})",
+        )
+    return Method.SAMPLED, Note(
+        NoteKind.METHOD_CHOSEN,
+        f"auto chose sampled ({SAMPLED_ENTRIES} entries per tensor): checking every entry would take "
+        f"{passes} forward passes, about {estimate:.0f} s (budget {AUTO_BUDGET:.0f} s; {basis})",
+    )
+
+
+def planned_passes(spec: CheckSpec) -> tuple[str, int]:
+    """The method a spec will use and its forward passes, without running anything (for ``validate``).
+
+    ``auto`` is shown as the every-entry method it prefers; at run time it falls back to ``sampled`` when the
+    measured forward time says that would exceed ``AUTO_BUDGET``.
+    """
+    shape = spec.shape
+    method = spec.method
+    if method is Method.AUTO:
+        method = Method.FULL if grouped_passes(shape) <= entrywise_passes(shape) else Method.ENTRYWISE
+        label = f"auto→{method.value}"
+    else:
+        label = method.value
+    sizes = (math.prod(shape.x_shape), math.prod(shape.w_shape), shape.out_depth)
+    passes = {
+        Method.FULL: grouped_passes(shape),
+        Method.ENTRYWISE: entrywise_passes(shape),
+        Method.SAMPLED: 2 * sum(min(SAMPLED_ENTRIES, size) for size in sizes),
+        Method.DIRECTIONAL: 2 * 3 * DIRECTIONAL_PROJECTIONS,
+    }[method]
+    return label, passes
+
+
+def measure(
+    engine: Engine,
+    method: Method,
+    grads: tuple[np.ndarray, ...],
+    noise: tuple[np.ndarray, ...],
+    tol: Tolerance,
+    spec: CheckSpec,
+    forward_ok: bool = True,
+) -> tuple[list[Estimate], Method, tuple[Note, ...]]:
+    """One estimate per tensor by ``method`` (not ``auto``), the method actually used, and notes on fallbacks.
+
+    Args:
+        grads: the analytic ``(dx, dw, db)``; noise: their rounding bounds, shaped alike.
+        forward_ok: False when the layer's forward disagrees with the reference; a wrong forward may also mix
+            batch items or channels, so grouping is only used after testing that it does not.
+    """
+    rng = np.random.default_rng([spec.seed, 1])
+    notes: tuple[Note, ...] = ()
+    if method is Method.FULL:
+        try:
+            if not forward_ok:
+                engine.check_separable()
+            return [engine.grouped(t, grads[t], noise[t], tol.rtol, tol.atol) for t in Tensor], method, notes
+        except NotLocalError as exc:
+            fallback = Method.ENTRYWISE if entrywise_passes(spec.shape) <= ENTRYWISE_FALLBACK_LIMIT else Method.SAMPLED
+            notes = (Note(NoteKind.FALLBACK, f"grouped differences not valid ({exc}); fell back to {fallback.value}"),)
+            method = fallback
+    if method is Method.ENTRYWISE:
+        return [engine.entrywise(t, grads[t], noise[t], tol.rtol, tol.atol) for t in Tensor], method, notes
+    if method is Method.SAMPLED:
+        estimates = []
+        for t in Tensor:
+            grad = grads[t]
+            chosen = rng.choice(grad.size, size=min(SAMPLED_ENTRIES, grad.size), replace=False)
+            estimates.append(engine.entrywise(t, grad, noise[t], tol.rtol, tol.atol, np.sort(chosen)))
+        return estimates, method, notes
+    if method is Method.DIRECTIONAL:
+        return [engine.directional(t, grads[t], noise[t], DIRECTIONAL_PROJECTIONS, rng) for t in Tensor], method, notes
+    raise ValueError(f"unknown method {method!r}")  # pragma: no cover

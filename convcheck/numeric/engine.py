@@ -1,0 +1,339 @@
+"""Finite-difference gradients of ``L = Σ out ⊙ G``: every entry, from few forward passes, kinks handled.
+
+Why one random ``G`` suffices. The analytic gradients are ``backward(G) = Jᵀ·G``. A wrong backward computes some
+other linear map ``Bᵀ·G``; it agrees with ``Jᵀ·G`` on a random Gaussian ``G`` only if ``(B − J)ᵀ·G = 0``, which has
+probability zero unless ``B = J``. So one ``G``, checked in every entry, is as strong as the full Jacobian.
+
+Grouped perturbation (column grouping for sparse Jacobians, Curtis, Powell & Reid 1974; ``numeric.groups``):
+entries whose windows never share an output are perturbed together, and each output's change is credited to the
+one perturbed entry in its window, its *owner*; summing ``G ⊙ Δout`` per owner gives every owner's derivative.
+Hence ``2·(2·k²·C_in + 1)`` forward passes for every entry of dx, dw and db, whatever N, H and W are.
+
+The engine checks that assumption: outputs whose window holds no perturbed entry must not move beyond rounding.
+If they do, the forward is not local (not a convolution) and the caller falls back to per-entry differences.
+
+Kinks (``numeric.reduce``): an entry fed by outputs whose perturbation crossed an activation kink is judged against
+the interval its one-sided differences span; entries whose verdict hinges on a crossing are re-measured once with
+a step 16× smaller; what still straddles is counted as a kink.
+
+Speed. The forward passes dominate; around them each group costs a few passes over ``out``-sized arrays. Groups are
+independent, so with ``workers > 1`` they are measured on that many threads (``convcheck.parallel``), each with its
+own copy of the parameters, and stored in their original order: the estimate does not depend on ``workers``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from convcheck import parallel
+from convcheck.numeric.groups import Group, Ownership, single_entry_groups, tensor_groups
+from convcheck.numeric.reduce import Measurement, NotLocalError, Reductions
+from convcheck.results import Tensor
+from convcheck.spec import Activation, ConvShape
+from convcheck.tolerance import SAFETY, rounding_sigma
+
+ForwardFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+RETRY_SHRINK = 16.0  # step reduction when re-measuring entries that straddled a kink
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Numeric gradient of one tensor (flat, float64), with what is needed to judge each entry.
+
+    For entry-wise methods the arrays have the tensor's size; for ``directional`` they hold one value per
+    random projection, and ``analytic`` holds the analytic gradient's projections. The engine fills the arrays
+    while it measures; once returned, an estimate is only read (``widened`` makes a new one).
+    """
+
+    name: str
+    shape: tuple[int, ...]  # the gradient's shape (or (P,) for projections)
+    analytic: np.ndarray  # (size,) float64
+    central: np.ndarray  # (size,) central difference of L; NaN where not measured
+    lo: np.ndarray  # (size,) lower end of the interval the derivative must lie in
+    hi: np.ndarray  # (size,) upper end
+    crossed: np.ndarray  # (size,) int: outputs that straddled a kink
+    noise: np.ndarray  # (size,) estimated rounding noise (one standard deviation) of ``central``
+    truncation: np.ndarray  # (size,) bound on the truncation error (smooth activations)
+    measured: np.ndarray  # (size,) bool
+    analytic_noise: np.ndarray  # (size,) rounding bound of the analytic value itself
+    projections: int = 0  # > 0 for directional estimates
+
+    @classmethod
+    def empty(
+        cls, name: str, shape: tuple[int, ...], analytic: np.ndarray, analytic_noise: np.ndarray | None = None
+    ) -> Estimate:
+        size = int(np.prod(shape))
+        nan = np.full(size, np.nan)
+        return cls(
+            name=name,
+            shape=shape,
+            analytic=np.asarray(analytic, dtype=np.float64).reshape(-1),
+            central=nan,
+            lo=nan.copy(),
+            hi=nan.copy(),
+            crossed=np.zeros(size, dtype=np.int64),
+            noise=np.zeros(size),
+            truncation=np.zeros(size),
+            measured=np.zeros(size, dtype=bool),
+            analytic_noise=np.zeros(size)
+            if analytic_noise is None
+            else np.asarray(analytic_noise, dtype=np.float64).reshape(-1),
+        )
+
+    def widened(self, extra: np.ndarray) -> Estimate:
+        """A copy whose measured entries with ``extra > 0`` (flat, one per entry) have their interval widened by
+        ``extra`` on each side and count one more kink crossing (a kink only the layer's rounding can straddle)."""
+        if self.projections:
+            return self
+        extra = extra.reshape(-1)
+        near = (extra > 0) & self.measured
+        lo, hi, crossed = self.lo.copy(), self.hi.copy(), self.crossed.copy()
+        lo[near] -= extra[near]
+        hi[near] += extra[near]
+        crossed[near] += 1
+        return dataclasses.replace(self, lo=lo, hi=hi, crossed=crossed)
+
+    def allowed(self, entries: np.ndarray | slice, rtol: float, atol: float) -> np.ndarray:
+        """``atol + rtol·|central| + SAFETY·(noise + analytic noise) + truncation`` (``convcheck.tolerance``)."""
+        return (
+            atol
+            + rtol * np.abs(self.central[entries])
+            + SAFETY * (self.noise[entries] + self.analytic_noise[entries])
+            + self.truncation[entries]
+        )
+
+
+@dataclass
+class Engine:
+    """Finite differences of ``L = Σ forward(x, w, b) ⊙ G`` around one point.
+
+    Args:
+        forward: ``(x, w, b) -> out``; arrays as in ``convcheck.spec`` (NHWC).
+        x: (N, H, W, C_in), w: (k, k, C_in, C_out), b: (C_out,) in the layer's dtype.
+        g: (N, OH, OW, C_out), the weights of L (the ``dout`` handed to backward).
+        shape, activation: the layer's geometry and nonlinearity (they set the noise model and the kink logic).
+        eps: the step; unit_roundoff: of the layer's dtype.
+        workers: threads measuring groups at once, for ``grouped`` and ``entrywise`` (each calls ``forward`` on its
+            own copies of x, w and b, so ``forward`` must be safe to call from several threads; convcheck's own
+            layer is; ``parallel.engine_workers`` chooses). The results do not depend on it.
+    """
+
+    forward: ForwardFn
+    x: np.ndarray
+    w: np.ndarray
+    b: np.ndarray
+    g: np.ndarray
+    shape: ConvShape
+    activation: Activation
+    eps: float
+    unit_roundoff: float
+    forward_passes: int = 0
+    workers: int = 1
+    progress: Callable[[int], None] | None = field(default=None, repr=False)  # called with the passes done so far
+    f0: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._params = [self.x.copy(), self.w.copy(), self.b.copy()]
+        self._count_lock = threading.Lock()
+        self.f0 = self._evaluate(self._params)
+        again = self._evaluate(self._params)
+        sigma = rounding_sigma(
+            self.x, self.w, self.b, self.f0, self.shape.stride, self.shape.padding, self.unit_roundoff
+        )
+        self._exact_scaling = _is_power_of_two(self.eps)
+        if not np.array_equal(self.f0, again, equal_nan=True):
+            raise NotLocalError(
+                "the forward pass is not deterministic: two calls with the same arrays gave different outputs "
+                f"(max difference {np.nanmax(np.abs(self.f0 - again)):.3g})"
+            )
+        # Largest |∂z/∂θ| for one entry of each tensor: the partner it multiplies (bias: 1).
+        slope_bound = (float(np.max(np.abs(self.w), initial=0.0)), float(np.max(np.abs(self.x), initial=0.0)), 1.0)
+        self._reductions = Reductions(self.f0, self.g.astype(np.float64), sigma, self.eps, self.activation, slope_bound)
+
+    # -- evaluation -------------------------------------------------------------------------------------------
+
+    def _evaluate(self, params: list[np.ndarray]) -> np.ndarray:
+        with self._count_lock:
+            self.forward_passes += 1
+            done = self.forward_passes
+        if self.progress is not None:
+            self.progress(done)
+        out = self.forward(*params)
+        return np.asarray(out, dtype=np.float64)
+
+    def _measure(self, group: Group, eps: float, params: list[np.ndarray] | None = None) -> Measurement:
+        """Two forward passes with the group's entries at ``θ ± eps``; per local entry of the group.
+
+        ``params`` are the (x, w, b) copies to perturb (the engine's own by default); they are restored after.
+        """
+        params = self._params if params is None else params
+        param = params[group.tensor]
+        flat = param.reshape(-1)
+        where = group.entries if group.span is None else group.span
+        original = flat[where].copy()
+        step_dir = np.ones_like(original) if group.direction is None else group.direction[where]
+        plus = (original + eps * step_dir).astype(param.dtype, copy=False)
+        minus = (original - eps * step_dir).astype(param.dtype, copy=False)
+        flat[where] = plus
+        f_plus = self._evaluate(params)
+        flat[where] = minus
+        f_minus = self._evaluate(params)
+        flat[where] = original
+        if group.direction is None:
+            # The steps actually taken (exact for power-of-two eps and ordinary data; measured to be safe).
+            step_plus = plus.astype(np.float64) - original.astype(np.float64)
+            step_minus = original.astype(np.float64) - minus.astype(np.float64)
+        else:
+            step_plus = np.full(1, eps)
+            step_minus = np.full(1, eps)
+        count = len(group.entries) if group.direction is None else 1
+        if self._exact_steps(group, eps, step_plus, step_minus):
+            return self._reductions.exact(group, count, f_plus, f_minus, eps)
+        if group.ownership is Ownership.POSITION:
+            self._reductions.check_locality(group, f_plus, f_minus)
+        return self._reductions.general(group, count, f_plus, f_minus, step_plus, step_minus, eps)
+
+    def _measure_all(
+        self, groups: Iterable[Group], eps: float, threads: bool = True
+    ) -> Iterator[tuple[Group, Measurement]]:
+        """``(group, measurement)`` in the order of ``groups``, measured on ``workers`` threads (if ``threads``)."""
+        if self.workers <= 1 or not threads:
+            for group in groups:
+                yield group, self._measure(group, eps)
+            return
+        yield from parallel.ordered_map(
+            lambda group, params: (group, self._measure(group, eps, params)),
+            groups,
+            workers=self.workers,
+            local=lambda: [p.copy() for p in self._params],
+        )
+
+    def _exact_steps(self, group: Group, eps: float, step_plus: np.ndarray, step_minus: np.ndarray) -> bool:
+        """True when every step taken is the nominal ``eps`` and ``eps`` and ``self.eps`` are powers of two."""
+        if not (self._exact_scaling and _is_power_of_two(eps)):
+            return False
+        if group.direction is not None:
+            return True  # a projection's step is eps by construction
+        return bool(np.all(step_plus == eps) and np.all(step_minus == eps))
+
+    def check_separable(self) -> None:
+        """Two extra passes that test what the per-group locality check cannot see: that output batch item ``n``
+        depends on input batch item ``n`` only, and output channel ``co`` on ``w[..., co]`` only (every input
+        group perturbs all batch items, every weight group all output channels, at once).
+
+        Raises:
+            NotLocalError: perturbing batch item 0 moved another item's outputs, or perturbing channel 0's
+                filters moved another channel's outputs.
+        """
+        n, c_out = self.shape.batch, self.shape.out_depth
+        probes: list[tuple[int, tuple[Any, ...], tuple[Any, ...], str]] = []
+        if n > 1:
+            probes.append((0, (slice(0, 1),), (slice(1, None),), "batch items other than the one perturbed"))
+        if c_out > 1:
+            probes.append(
+                (
+                    1,
+                    (Ellipsis, slice(0, 1)),
+                    (Ellipsis, slice(1, None)),
+                    "output channels other than the one whose filters were perturbed",
+                )
+            )
+        for tensor, perturbed, others, what in probes:
+            params = [p.copy() for p in self._params]
+            params[tensor][perturbed] += self.eps
+            moved = np.abs(self._evaluate(params)[others] - self.f0[others])
+            limit = self._reductions.threshold_step[others]
+            if np.any(moved > limit):
+                raise NotLocalError(
+                    f"outputs of {what} moved (by up to {float(moved.max()):.3g}): the forward is not separable"
+                )
+
+    # -- methods ----------------------------------------------------------------------------------------------
+
+    def grouped(
+        self, tensor: Tensor | int, analytic: np.ndarray, analytic_noise: np.ndarray, rtol: float, atol: float
+    ) -> Estimate:
+        """Every entry of one tensor by grouped perturbation (see the module docstring)."""
+        tensor = Tensor(tensor)
+        est = Estimate.empty(tensor.label, self._params[tensor].shape, analytic, analytic_noise)
+        return self._by_groups(tensor_groups(self.shape, tensor), est, rtol, atol)
+
+    def entrywise(
+        self,
+        tensor: Tensor | int,
+        analytic: np.ndarray,
+        analytic_noise: np.ndarray,
+        rtol: float,
+        atol: float,
+        entries: np.ndarray | None = None,
+    ) -> Estimate:
+        """One central difference per entry (all entries, or the given flat indices)."""
+        size = self._params[tensor].size
+        chosen = np.arange(size) if entries is None else np.asarray(entries)
+        tensor = Tensor(tensor)
+        est = Estimate.empty(tensor.label, self._params[tensor].shape, analytic, analytic_noise)
+        return self._by_groups(single_entry_groups(tensor, chosen), est, rtol, atol)
+
+    def _by_groups(self, groups: Iterator[Group], est: Estimate, rtol: float, atol: float) -> Estimate:
+        retry = []
+        for group, m in self._measure_all(groups, self.eps):
+            self._store(est, group.entries, m)
+            if m.crossed.any() and self._kink_matters(est, group.entries, rtol, atol):
+                retry.append(group)
+        for group, m in self._measure_all(retry, self.eps / RETRY_SHRINK):
+            was_crossed = est.crossed[group.entries] > 0
+            self._store(est, group.entries[was_crossed], m.subset(was_crossed))
+        return est
+
+    @staticmethod
+    def _kink_matters(est: Estimate, entries: np.ndarray, rtol: float, atol: float) -> bool:
+        """True when some crossed entry's central difference alone would fail it (so a smaller step may help)."""
+        crossed = entries[est.crossed[entries] > 0]
+        error = np.abs(est.analytic[crossed] - est.central[crossed])
+        return bool(np.any(error > est.allowed(crossed, rtol, atol)))
+
+    @staticmethod
+    def _store(est: Estimate, entries: np.ndarray, m: Measurement) -> None:
+        est.central[entries] = m.central
+        est.lo[entries] = m.lo
+        est.hi[entries] = m.hi
+        est.crossed[entries] = m.crossed
+        est.noise[entries] = m.noise
+        est.truncation[entries] = m.truncation
+        est.measured[entries] = True
+
+    def directional(
+        self,
+        tensor: Tensor | int,
+        analytic: np.ndarray,
+        analytic_noise: np.ndarray,
+        projections: int,
+        rng: np.random.Generator,
+    ) -> Estimate:
+        """Compare ``⟨∇L, v⟩`` with one central difference along random ±1 directions ``v``."""
+        param = self._params[tensor]
+        grad = np.asarray(analytic, dtype=np.float64).reshape(-1)
+        directions = [rng.choice(np.array([-1.0, 1.0]), size=param.size) for _ in range(projections)]
+        noise = np.full(projections, float(np.sum(analytic_noise)))
+        tensor = Tensor(tensor)
+        est = Estimate.empty(tensor.label, (projections,), np.array([grad @ v for v in directions]), noise)
+        est = dataclasses.replace(est, projections=projections)
+        all_entries = np.arange(param.size)
+        groups = [Group(tensor, all_entries, Ownership.ALL, direction=v, span=slice(0, param.size)) for v in directions]
+        # A few projections of the whole tensor: one thread, BLAS on every core (threads measured no faster here).
+        for p, (_, m) in enumerate(self._measure_all(groups, self.eps, threads=False)):
+            self._store(est, np.array([p]), m)
+        return est
+
+
+def _is_power_of_two(value: float) -> bool:
+    """True for ``2^k`` (scaling by it is exact, barring overflow and underflow)."""
+    return value > 0 and math.isfinite(value) and math.frexp(value)[0] == 0.5

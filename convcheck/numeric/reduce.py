@@ -1,0 +1,362 @@
+"""From one group's two perturbed outputs to each of its entries' derivative, interval and noise.
+
+Kinks. With the unperturbed output ``f0`` known, each output gives a forward difference ``d⁺ = (f⁺ − f0)/ε`` and a
+backward one ``d⁻ = (f0 − f⁻)/ε``. For a piecewise-linear activation they agree (up to rounding) unless the
+perturbation carried the pre-activation across the kink. The derivative at a crossed output lies between ``d⁻`` and
+``d⁺``, so an entry fed by crossed outputs is judged against the interval
+``Σ_uncrossed G·central + Σ_crossed [min, max](G·d⁻, G·d⁺)``.
+
+Speed. With the step actually taken equal to the nominal power-of-two ``ε`` (the usual case), dividing by ``ε`` or
+``2ε`` is exact, so the owner sums are taken before dividing and the crossing test compares
+``|(f⁺ − f0) − (f0 − f⁻)|`` with the threshold times ``ε``: the same numbers, bit for bit, as the textbook
+formulas, at about half the passes over the output (``Reductions.exact``; ``Reductions.general`` otherwise).
+
+Arrays: ``f0``, ``f⁺``, ``f⁻`` and ``G`` are ``(N, OH, OW, C_out)`` float64; per-entry results are ``(count,)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from convcheck.numeric.groups import Group, Ownership
+from convcheck.spec import Activation
+from convcheck.tolerance import SAFETY, THIRD_DERIVATIVE_BOUND
+
+SCAN_BLOCK = 16384  # outputs per block when scanning a group's differences (128 KiB per float64 array: cache-sized)
+
+
+class NotLocalError(Exception):
+    """The forward moved outputs that no perturbed entry can reach: it is not a (local) convolution."""
+
+
+@dataclass
+class Measurement:
+    """Per local entry of one group: what ``numeric.Estimate`` stores for those entries."""
+
+    central: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    crossed: np.ndarray
+    noise: np.ndarray
+    truncation: np.ndarray
+
+    def subset(self, keep: np.ndarray) -> Measurement:
+        """The entries where ``keep`` (bool, per local entry) is set."""
+        return Measurement(
+            self.central[keep],
+            self.lo[keep],
+            self.hi[keep],
+            self.crossed[keep],
+            self.noise[keep],
+            self.truncation[keep],
+        )
+
+
+@dataclass(frozen=True)
+class _Scan:
+    """What one pass over a group's outputs found: owner sums (or None) and crossed outputs (or None)."""
+
+    sums: np.ndarray | None
+    crossed: np.ndarray | None
+
+
+class Reductions:
+    """The per-output quantities that do not change between groups, and the reductions that use them.
+
+    Args:
+        f0: (N, OH, OW, C_out) the unperturbed output; g: the same shape, the weights ``G`` of ``L``.
+        sigma: the same shape, rounding noise of one evaluation per output.
+        eps: the nominal step; activation: sets the kink logic and the truncation bound.
+        slope_bound: per tensor (input, weights, bias), the largest ``|∂z/∂θ|`` of one entry.
+    """
+
+    def __init__(
+        self,
+        f0: np.ndarray,
+        g: np.ndarray,
+        sigma: np.ndarray,
+        eps: float,
+        activation: Activation,
+        slope_bound: tuple[float, float, float],
+    ) -> None:
+        self.f0, self.g, self.eps, self.activation = f0, g, eps, activation
+        self.slope_bound = slope_bound
+        # d⁺ − d⁻ of an uncrossed output is the difference of two noisy quotients: ≈ √6·σ/ε at most.
+        # A crossing below this threshold moves an entry's central difference by at most |G|·SAFETY·σ/(2ε), inside
+        # the noise band that entry is allowed anyway; a larger one is detected and judged by its interval.
+        self.threshold = SAFETY * sigma / eps
+        self.threshold_step = self.threshold * eps  # the same test on |(f⁺ − f0) − (f0 − f⁻)| (exact steps)
+        gs2 = (g * sigma) ** 2
+        absg = np.abs(g)
+        # Per-owner reductions that do not change between groups.
+        self._gs2 = {
+            Ownership.POSITION: gs2.sum(axis=-1),
+            Ownership.CHANNEL: gs2.sum(axis=(0, 1, 2)),
+            Ownership.ALL: float(gs2.sum()),
+        }
+        self._absg = {
+            Ownership.POSITION: absg.sum(axis=-1),
+            Ownership.CHANNEL: absg.sum(axis=(0, 1, 2)),
+            Ownership.ALL: float(absg.sum()),
+        }
+
+    @property
+    def smooth(self) -> bool:
+        return not self.activation.piecewise_linear
+
+    def exact(self, group: Group, count: int, f_plus: np.ndarray, f_minus: np.ndarray, eps: float) -> Measurement:
+        """``general`` when every step is exactly ``eps``, a power of two: the same numbers in fewer passes.
+
+        Scaling by a power of two is exact, so ``Σ G·(f⁺ − f⁻)/(2ε) = (Σ G·(f⁺ − f⁻))/(2ε)`` and
+        ``|d⁺ − d⁻| > T·(ε₀/ε)`` is ``|(f⁺ − f0) − (f0 − f⁻)| > T·ε₀`` (``ε₀ = self.eps``), bit for bit.
+        """
+        g = self.g
+        span = np.full(count, 2.0 * eps)
+        scan = self._scan(group, f_plus, f_minus, test_crossings=not self.smooth)
+        if scan.sums is None:
+            central = self.owner_sum(group, count, g * (f_plus - f_minus), None) / span
+        elif group.ownership is Ownership.POSITION:
+            central = self.owner_sum(group, count, None, scan.sums.reshape(g.shape[:-1])) / span
+        else:
+            central = self.owner_sum(group, count, None, scan.sums) / span
+        m = self._start(group, count, central, span)
+        if self.smooth and group.direction is None:
+            return m
+        crossed = scan.crossed
+        if crossed is None:  # smooth, along a direction: every output is judged by its interval
+            crossed = np.ones(g.shape, dtype=bool)
+        if crossed.any():
+            idx = np.nonzero(crossed.reshape(g.shape))
+            f0, fp, fm, gi = self.f0[idx], f_plus[idx], f_minus[idx], g[idx]
+            gp = gi * ((fp - f0) / eps)
+            gm = gi * ((f0 - fm) / eps)
+            mid = gi * (fp - fm) / (2.0 * eps)
+            counted = self._widen(group, count, idx, gp, gm, mid, m.lo, m.hi)
+            if not self.smooth:
+                m.crossed = counted
+        return m
+
+    def general(
+        self,
+        group: Group,
+        count: int,
+        f_plus: np.ndarray,
+        f_minus: np.ndarray,
+        step_plus: np.ndarray,
+        step_minus: np.ndarray,
+        eps: float,
+    ) -> Measurement:
+        """Per local entry, from the steps actually taken (``step_plus``, ``step_minus``: per entry)."""
+        g = self.g
+        span = step_plus + step_minus  # per local entry
+        span_out = self._per_output_steps(group, span)
+        central = self.owner_sum(group, count, g * (f_plus - f_minus) / span_out, None)
+        m = self._start(group, count, central, span)
+        if self.smooth and group.direction is None:
+            return m
+        d_plus = (f_plus - self.f0) / self._per_output_steps(group, step_plus)
+        d_minus = (self.f0 - f_minus) / self._per_output_steps(group, step_minus)
+        spread = np.abs(d_plus - d_minus)
+        crossed = np.ones_like(spread, dtype=bool) if self.smooth else spread > self.threshold * (self.eps / eps)
+        if crossed.any():
+            idx = np.nonzero(crossed)
+            gp = g[idx] * d_plus[idx]
+            gm = g[idx] * d_minus[idx]
+            span_at = span_out if np.isscalar(span_out) else np.broadcast_to(span_out, g.shape)[idx]
+            mid = g[idx] * (f_plus[idx] - f_minus[idx]) / span_at
+            counted = self._widen(group, count, idx, gp, gm, mid, m.lo, m.hi)
+            if not self.smooth:
+                m.crossed = counted
+        return m
+
+    def _start(self, group: Group, count: int, central: np.ndarray, span: np.ndarray) -> Measurement:
+        """A measurement with its interval collapsed to ``central``, its noise, and (smooth) its truncation."""
+        gs2, absg = self._owner_constants(group, count)
+        noise = np.sqrt(2.0 * gs2) / span
+        truncation = np.zeros(count)
+        if self.smooth and group.direction is None:
+            truncation = self._truncation(group, span, absg)
+        return Measurement(central, central.copy(), central.copy(), np.zeros(count, dtype=np.int64), noise, truncation)
+
+    def _scan(self, group: Group, f_plus: np.ndarray, f_minus: np.ndarray, test_crossings: bool) -> _Scan:
+        """One cache-sized block of output positions at a time: what ``exact`` needs per output.
+
+        Returns ``Σ G·(f⁺ − f⁻)`` per position (position groups) or per output channel (channel groups with
+        ``C_out ≥ 2``; the blocks' sums are chained through a carried row, so they add up in numpy's own
+        sequential order; else None) and, when ``test_crossings``, the outputs with
+        ``|(f⁺ − f0) − (f0 − f⁻)| > T·ε₀`` (positions × C_out, bool; else None). Checks locality (position
+        groups) on the way, raising ``NotLocalError`` as ``check_locality`` does. Every value is computed per
+        output or per position, so the blocks change nothing but the memory traffic.
+        """
+        c_out = self.g.shape[-1]
+        positions = self.g.size // c_out
+        by_position = group.ownership is Ownership.POSITION
+        unowned = group.unowned.reshape(-1) if by_position and group.unowned is not None else None
+        if unowned is not None and not unowned.any():
+            unowned = None
+        sums = by_position or (group.ownership is Ownership.CHANNEL and c_out >= 2)
+        if not (sums or test_crossings or unowned is not None):
+            return _Scan(None, None)
+        fp, fm = f_plus.reshape(positions, c_out), f_minus.reshape(positions, c_out)
+        per_position = np.empty(positions) if by_position else None
+        per_channel = None  # Σ over the positions so far (channel groups)
+        crossed = np.empty((positions, c_out), dtype=bool) if test_crossings else None
+        rows = max(1, SCAN_BLOCK // c_out)
+        chained = np.empty((min(rows, positions) + 1, c_out)) if sums and per_position is None else None
+        work = np.empty((3, min(rows, positions), c_out))
+        g = self.g.reshape(positions, c_out)
+        for start in range(0, positions, rows):
+            block = slice(start, min(start + rows, positions))
+            size = block.stop - start
+            diff = work[0, :size]
+            if per_position is not None:
+                np.subtract(fp[block], fm[block], out=diff)
+                diff *= g[block]
+                diff.sum(axis=-1, out=per_position[block])
+            elif chained is not None:
+                part = chained[: size + 1]  # row 0: the sum so far; the block's rows after it
+                np.subtract(fp[block], fm[block], out=part[1:])
+                part[1:] *= g[block]
+                if per_channel is None:
+                    per_channel = part[1:].sum(axis=0)
+                else:
+                    part[0] = per_channel
+                    per_channel = part.sum(axis=0)
+            if crossed is not None or unowned is not None:
+                self._scan_block(
+                    group, block, work[1, :size], work[2, :size], fp, fm, unowned, crossed, f_plus, f_minus
+                )
+        return _Scan(per_position if per_position is not None else per_channel, crossed)
+
+    def _scan_block(
+        self,
+        group: Group,
+        block: slice,
+        rise: np.ndarray,
+        fall: np.ndarray,
+        fp: np.ndarray,
+        fm: np.ndarray,
+        unowned: np.ndarray | None,
+        crossed: np.ndarray | None,
+        f_plus: np.ndarray,
+        f_minus: np.ndarray,
+    ) -> None:
+        """Locality and crossings for one block of positions (``fp``, ``fm``: (positions, C_out) views)."""
+        c_out = self.g.shape[-1]
+        f0 = self.f0.reshape(-1, c_out)
+        limit = self.threshold_step.reshape(-1, c_out)
+        np.subtract(fp[block], f0[block], out=rise)  # f⁺ − f0: exact when the two are within a factor 2
+        np.subtract(f0[block], fm[block], out=fall)
+        if unowned is not None:
+            here = unowned[block]
+            if here.any():
+                moved = np.maximum(np.abs(rise[here]), np.abs(fall[here]))
+                if np.any(moved > limit[block][here]):
+                    self.check_locality(group, f_plus, f_minus)  # raises, naming the worst entry
+        if crossed is not None:
+            rise -= fall
+            np.abs(rise, out=rise)
+            np.greater(rise, limit[block], out=crossed[block])
+
+    def check_locality(self, group: Group, f_plus: np.ndarray, f_minus: np.ndarray) -> None:
+        """Raise ``NotLocalError`` when an output no perturbed entry of ``group`` reaches moved beyond rounding."""
+        mask = group.unowned
+        if mask is None or not mask.any():
+            return
+        moved = np.maximum(np.abs(f_plus[mask] - self.f0[mask]), np.abs(f_minus[mask] - self.f0[mask]))
+        limit = self.threshold_step[mask]
+        if np.any(moved > limit):
+            raise NotLocalError(
+                f"outputs outside every perturbed window moved (by up to {float(np.max(moved)):.3g}): "
+                "the forward is not local"
+            )
+
+    def _owner_constants(self, group: Group, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per local entry: ``Σ (G·σ)²`` and ``Σ |G|`` over the outputs it owns."""
+        if group.ownership is Ownership.ALL:
+            return np.array([self._gs2[Ownership.ALL]]), np.array([self._absg[Ownership.ALL]])
+        return (
+            self.owner_sum(group, count, None, self._gs2[group.ownership]),
+            self.owner_sum(group, count, None, self._absg[group.ownership]),
+        )
+
+    @staticmethod
+    def owner_sum(
+        group: Group, count: int, per_output: np.ndarray | None, axis_sums: np.ndarray | float | None
+    ) -> np.ndarray:
+        """Sum ``per_output: (N, OH, OW, C_out)`` over the outputs of each local entry (or take ``axis_sums``,
+        the per-position, per-channel or total sums, when they are already known)."""
+        if axis_sums is None:
+            assert per_output is not None
+            if group.ownership is Ownership.POSITION:
+                axis_sums = per_output.sum(axis=-1)
+            elif group.ownership is Ownership.CHANNEL:
+                axis_sums = per_output.sum(axis=(0, 1, 2))
+            else:
+                axis_sums = float(per_output.sum())
+        sums = np.asarray(axis_sums)
+        if group.ownership is Ownership.ALL:
+            return sums.reshape(1).astype(np.float64)
+        owner = group.owner
+        assert owner is not None
+        if group.ownership is Ownership.POSITION:
+            owned = owner >= 0
+            return np.bincount(owner[owned], weights=sums[owned], minlength=count)
+        if count == len(owner):
+            return sums[owner].astype(np.float64)
+        return np.bincount(owner, weights=sums, minlength=count)
+
+    @staticmethod
+    def _per_output_steps(group: Group, steps: np.ndarray) -> np.ndarray | float:
+        """Broadcast each local entry's step to the outputs it owns."""
+        if np.all(steps == steps[0]):
+            return float(steps[0])
+        if group.ownership is Ownership.POSITION:
+            padded = np.append(steps, steps[0])  # index −1 (no owner) picks a harmless value
+            return padded[group.owner][..., None]
+        if group.ownership is Ownership.CHANNEL:
+            return steps[group.owner]
+        return float(steps[0])
+
+    def _truncation(self, group: Group, span: np.ndarray, absg: np.ndarray) -> np.ndarray:
+        """Taylor remainder of a central difference per local entry: ``ε²/6 · sup|act'''| · |∂z/∂θ|³`` per
+        output, summed with weights ``|G|`` (``absg``); ``span`` is ``2ε`` per entry."""
+        bound = THIRD_DERIVATIVE_BOUND[self.activation] * self.slope_bound[group.tensor] ** 3
+        return (span / 2) ** 2 / 6 * bound * absg
+
+    @staticmethod
+    def _widen(
+        group: Group,
+        count: int,
+        idx: tuple[np.ndarray, ...],
+        gp: np.ndarray,
+        gm: np.ndarray,
+        mid: np.ndarray,
+        lo: np.ndarray,
+        hi: np.ndarray,
+    ) -> np.ndarray:
+        """Widen ``lo``/``hi`` in place by the outputs ``idx`` judged by their interval: ``G·d⁺`` and ``G·d⁻``
+        (``gp``, ``gm``) around their central term ``mid``. Returns how many such outputs each entry owns.
+
+        An output no perturbed entry reaches belongs to no entry (locality is checked apart) and is skipped.
+        """
+        slots = _slots_of(group, idx)
+        owned = slots >= 0
+        slots, gp, gm, mid = slots[owned], gp[owned], gm[owned], mid[owned]
+        lo += np.bincount(slots, weights=np.minimum(gp, gm) - mid, minlength=count)
+        hi += np.bincount(slots, weights=np.maximum(gp, gm) - mid, minlength=count)
+        return np.bincount(slots, minlength=count)
+
+
+def _slots_of(group: Group, idx: tuple[np.ndarray, ...]) -> np.ndarray:
+    """Local entry owning each output listed in ``idx`` (a tuple of index arrays into out)."""
+    owner = group.owner
+    if group.ownership is Ownership.POSITION:
+        assert owner is not None
+        return owner[idx[0], idx[1], idx[2]]
+    if group.ownership is Ownership.CHANNEL:
+        assert owner is not None
+        return owner[idx[3]]
+    return np.zeros(len(idx[0]), dtype=np.int64)
