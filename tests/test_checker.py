@@ -367,7 +367,7 @@ def test_a_forward_that_is_not_deterministic_is_reported_not_crashed_on(method: 
     spec = spec_for(NONLOCAL_SHAPE, method=method)
     result = run_check(spec, layer=Jittery(builtin(spec)))
     assert result.status is not Status.PASS
-    said = " ".join([result.error or "", *result.notes, *result.contract])
+    said = " ".join([result.error or "", *result.notes, *map(str, result.contract)])
     assert "deterministic" in said, describe(result)
 
 

@@ -12,18 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convcheck.implementations import (
-    ContractError,
-    ImplementationError,
-    UserCodeError,
-    UserLayer,
-    layer_dims,
-    load_functions,
-    load_layer,
-    shape_problem,
-)
 from convcheck.layer import MatrixConvLayer
+from convcheck.results import FindingKind
 from convcheck.spec import Activation, CheckSpec, ConvShape, ImplRef, Layout, Signature
+from convcheck.user.adapter import UserLayer
+from convcheck.user.errors import ContractError, ImplementationError, UserCodeError
+from convcheck.user.loader import load_functions, load_layer
+from convcheck.user.shapes import layer_dims, shape_problem
 
 FIXTURES = Path(__file__).parent / "fixtures" / "impls"
 
@@ -315,6 +310,13 @@ def test_db_with_keepdims_gets_the_keepdims_message():
     with pytest.raises(ContractError) as info:
         layer.backward(dout, cache)
     assert info.value.tensor == "db"
+    finding = info.value.finding
+    assert (finding.kind, finding.tensor, finding.shape, str(finding)) == (
+        FindingKind.SHAPE,
+        "db",
+        (1, 4),
+        str(info.value),
+    )
     assert "db has shape (1, 4)" in str(info.value) and "(C_out,) = (4,)" in str(info.value)
     assert "keepdims=True" in str(info.value)
 
@@ -335,8 +337,9 @@ def test_output_size_off_explains_the_formula():
 
 def test_forward_without_cache_is_a_contract_error():
     x, w, b, _ = arrays(SHAPE)
-    with pytest.raises(ContractError, match=r"must return \(out, cache\); it returned an array of shape"):
+    with pytest.raises(ContractError, match=r"must return \(out, cache\); it returned an array of shape") as info:
         user_layer("not_a_tuple.py").forward(x, w, b)
+    assert info.value.finding.kind is FindingKind.NOT_AN_ARRAY
 
 
 @pytest.mark.parametrize(
