@@ -48,7 +48,8 @@ class Change:
 def modification(given: np.ndarray, pristine: np.ndarray) -> Change | None:
     """How ``given`` differs from ``pristine``, its copy from before a call, or None when it does not.
 
-    NaN equals NaN here: a NaN the caller passed in is not a modification.
+    Both arrays have the shape of the argument (any). NaN equals NaN here: a NaN the caller passed in is not a
+    modification.
     """
     if given.shape == pristine.shape and np.array_equal(given, pristine, equal_nan=True):
         return None

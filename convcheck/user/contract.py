@@ -151,8 +151,16 @@ class _Exercise:
         )
         self.layout_note = f" (index in the {layer.layout.value} layout)" if isinstance(layer, UserLayer) else ""
 
-    def add(self, kind: FindingKind, text: str, **fields: Any) -> None:
-        self.problems.append(Finding(kind, text, **fields))
+    def add(
+        self,
+        kind: FindingKind,
+        text: str,
+        *,
+        tensor: str | None = None,
+        shape: tuple[int, ...] | None = None,
+        dtype: str | None = None,
+    ) -> None:
+        self.problems.append(Finding(kind, text, tensor=tensor, shape=shape, dtype=dtype))
 
     def all(self) -> tuple[np.ndarray | None, _Grads | None]:
         """Steps 1–3 of the module docstring; the first forward's output and first backward's gradients."""
@@ -183,7 +191,11 @@ class _Exercise:
     def forward(
         self, x: np.ndarray, w: np.ndarray, b: np.ndarray, handed: dict[str, tuple[np.ndarray, np.ndarray]]
     ) -> tuple[np.ndarray, Any] | None:
-        """The first forward call: ``(out, cache)``, or None when ``out`` is unusable (a problem says why)."""
+        """The first forward call: ``(out, cache)``, or None when ``out`` is unusable (a problem says why).
+
+        ``x: (N, H, W, C_in)``, ``w: (k, k, C_in, C_out)``, ``b: (C_out,)`` are the working copies; ``handed``
+        maps each name to (working copy, pristine copy) for the modification check; ``out: (N, OH, OW, C_out)``.
+        """
         start = time.perf_counter()
         try:
             out, cache = self.layer.forward(x, w, b)
@@ -202,7 +214,11 @@ class _Exercise:
     # -- 2. backward, twice on the same cache ----------------------------------------------------------------
 
     def backward(self, dout: np.ndarray, cache: Any, handed: dict[str, tuple[np.ndarray, np.ndarray]]) -> _Grads | None:
-        """The first backward call: copies of ``(dx, dw, db)``, or None when they are unusable."""
+        """The first backward call: copies of ``(dx, dw, db)``, or None when they are unusable.
+
+        ``dout: (N, OH, OW, C_out)``, a working copy; ``handed`` as for ``forward``, with ``dout`` added (the
+        forward's arguments stay in it: a backward may modify what its cache keeps).
+        """
         try:
             returned = self.layer.backward(dout, cache)
         except ContractError as exc:
@@ -218,7 +234,8 @@ class _Exercise:
         return grads
 
     def repeat(self, cache: Any, grads: _Grads) -> bool:
-        """A second backward on the same cache; True when it returned the first call's gradients."""
+        """A second backward on the same cache; True when it returned the first call's gradients ``grads``
+        (``dx: (N, H, W, C_in)``, ``dw: (k, k, C_in, C_out)``, ``db: (C_out,)``)."""
         arrays = self.arrays
 
         def backward_again() -> Any:
@@ -240,6 +257,7 @@ class _Exercise:
     # -- 3. another forward, then backward on the first cache again ------------------------------------------
 
     def interleave(self, cache: Any, grads: _Grads) -> None:
+        """Forward on other inputs, then backward on the first cache: it must still return ``grads``."""
         arrays = self.arrays
         other = np.asarray(0.5 - arrays.x, dtype=arrays.x.dtype)
 
@@ -364,7 +382,12 @@ class _Exercise:
 
 
 def _compare(again: _Grads, first: _Grads) -> _Difference | None:
-    """How ``again`` differs from ``first`` (None when they agree to a few ulps)."""
+    """How ``again`` differs from ``first`` (None when they agree to a few ulps).
+
+    ``first`` is ``(dx, dw, db)`` shaped like ``(x, w, b)``; ``again`` is what a repeated call returned, any
+    shape or type. Equal up to ``_REPEAT_ULPS`` ulps of the largest entry counts as equal: a backward may sum in
+    another order the second time.
+    """
     for name, new, old in zip(_GRADIENTS, again, first, strict=True):
         if not isinstance(new, np.ndarray) or new.shape != old.shape:
             detail = f"{_kind(new)} instead of an array of shape {old.shape}"
