@@ -61,7 +61,7 @@ def check(
     Returns:
         The ``CheckResult``; ``result.passed`` is the verdict.
     """
-    from convcheck.implementations import LoadedImpl, UserLayer
+    from convcheck.user.adapter import LoadedImpl, UserLayer
 
     module = inspect.getmodule(forward) or sys.modules[__name__]
     source = inspect.getsourcefile(forward) or "<unknown>"

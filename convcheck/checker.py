@@ -15,16 +15,17 @@ import numpy as np
 
 from convcheck import parallel, reference
 from convcheck.compare import judge, judge_forward
-from convcheck.contract import exercise
 from convcheck.diagnosis import diagnose
-from convcheck.implementations import UserFault, load_layer
 from convcheck.layer import MatrixConvLayer
 from convcheck.methods import choose_method, forward_seconds, measure, planned_passes
 from convcheck.numeric import Engine
 from convcheck.protocol import ConvLayer
-from convcheck.results import CheckResult, ForwardResult, Note, NoteKind, Status, TensorResult, Tolerance
+from convcheck.results import CheckResult, Finding, ForwardResult, Note, NoteKind, Status, TensorResult, Tolerance
 from convcheck.spec import Activation, CheckSpec, DType, Method
 from convcheck.tolerance import SAFETY, analytic_noise, numpy_dtype, resolve, rounding_sigma, unit_roundoff
+from convcheck.user.contract import exercise
+from convcheck.user.errors import describe_exception
+from convcheck.user.loader import load_layer
 
 DEFAULT_TIMEOUT = 300.0  # seconds per check, when the config sets none
 
@@ -139,14 +140,6 @@ def run_check(spec: CheckSpec, layer: ConvLayer | None = None, data: CheckData |
         return _run(spec, layer, data, start)
     except Exception as exc:  # noqa: BLE001 - any failure inside a check becomes that check's error row
         return _error(spec, start, describe_exception(exc))
-
-
-def describe_exception(exc: BaseException) -> str:
-    """One paragraph for the user; typed errors from user code carry their own message."""
-    text = str(exc)
-    if isinstance(exc, UserFault):  # already one paragraph naming the user's file and line
-        return text
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _error(spec: CheckSpec, start: float, message: str) -> CheckResult:
@@ -274,7 +267,7 @@ def _finish(
     tol: Tolerance,
     gradients: tuple[TensorResult, ...],
     forward: ForwardResult | None,
-    contract: tuple[str, ...],
+    contract: tuple[Finding, ...],
     notes: list[Note],
 ) -> CheckResult:
     ok = not contract and (forward is None or forward.ok) and len(gradients) == 3 and all(g.passed for g in gradients)

@@ -115,7 +115,8 @@ def _impl_override(text: str, err: Console) -> ImplRef | None:
     if text == "builtin":
         return None
     ref = ImplRef(module=text, base_dir=Path.cwd())
-    from convcheck.implementations import ImplementationError, load_functions
+    from convcheck.user.errors import ImplementationError
+    from convcheck.user.loader import load_functions
 
     try:
         load_functions(ref)

@@ -34,7 +34,6 @@ db ``(C_out,)``, output ``(N, OH, OW, C_out)``; ``R = N·OH·OW`` rows of the im
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -45,7 +44,7 @@ import numpy as np
 from convcheck import activation as act
 from convcheck import reference
 from convcheck.layer import im2col, pad
-from convcheck.results import CheckResult, ForwardResult, TensorResult
+from convcheck.results import CheckResult, FindingKind, ForwardResult, TensorResult
 from convcheck.spec import Activation, CheckSpec, ConvShape
 from convcheck.tolerance import SAFETY, resolve, rounding_sigma, unit_roundoff
 
@@ -440,8 +439,6 @@ def _where_rows_cols(rows: np.ndarray, cols: np.ndarray) -> str:
 # 0. Contract problems that have a known cause
 # ----------------------------------------------------------------------------------------------------
 
-_DX_SHAPE = re.compile(r"^dx has shape \(([\d, ]+)\)")
-
 
 def rule_crop_shape(ev: _Evidence) -> _Hint | None:
     """dx came back with the wrong spatial size, one a padding crop produces.
@@ -452,9 +449,8 @@ def rule_crop_shape(ev: _Evidence) -> _Hint | None:
     s = ev.shape
     p = s.padding
     for problem in ev.result.contract:
-        m = _DX_SHAPE.match(problem)
-        dims = tuple(int(d) for d in m.group(1).replace(" ", "").split(",") if d) if m else ()
-        if len(dims) != 4:
+        dims = problem.shape if problem.kind is FindingKind.SHAPE and problem.tensor == "dx" else None
+        if dims is None or len(dims) != 4:
             continue
         rows, cols = dims[1], dims[2]
         if rows == 0 and cols == 0 and p == 0:
@@ -469,6 +465,10 @@ def rule_crop_shape(ev: _Evidence) -> _Hint | None:
     return None
 
 
+# What a repeated backward can show besides accumulation: another result, a failure, state outside the cache.
+_REPEAT_TROUBLE = (FindingKind.REPEAT_DIFFERS, FindingKind.REPEAT_FAILED, FindingKind.STATE_OUTSIDE_CACHE)
+
+
 def rule_repeatability(ev: _Evidence) -> _Hint | None:
     """A second backward on the same cache (or after another forward) differs from the first.
 
@@ -476,13 +476,13 @@ def rule_repeatability(ev: _Evidence) -> _Hint | None:
     that persists across calls, or keeps state outside its cache, is right once and wrong afterwards.
     """
     for problem in ev.result.contract:
-        if "twice the first" in problem:
+        if problem.kind is FindingKind.REPEAT_ACCUMULATES:
             return _Hint(
                 "repeatability",
                 "a second backward call returned twice the first gradient: it is accumulated (+=) into a buffer "
                 "nothing zeroes; allocate the gradient fresh in every call",
             )
-        if "second backward call" in problem or "another forward" in problem:
+        if problem.kind in _REPEAT_TROUBLE:
             return _Hint(
                 "repeatability",
                 "backward returns other gradients when called again: it modifies its cache or keeps state "

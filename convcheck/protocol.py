@@ -1,7 +1,7 @@
 """The interface the checking engine sees: a layer with stride, padding and activation already bound.
 
-convcheck's own ``MatrixConvLayer`` satisfies it directly; a user's functions are wrapped by the adapters in
-``convcheck.implementations`` so that the engine is written once, for NHWC arrays:
+convcheck's own ``MatrixConvLayer`` satisfies it directly; a user's functions are wrapped by the adapter in
+``convcheck.user.adapter`` so that the engine is written once, for NHWC arrays:
 
     x: (N, H, W, C_in), w: (k, k, C_in, C_out), b: (C_out,), out and dout: (N, OH, OW, C_out)
 """

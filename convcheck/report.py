@@ -22,12 +22,13 @@ from rich.text import Text
 from convcheck.heatmap import heatmaps
 from convcheck.results import TENSORS, CheckResult, Entry, Status, TensorResult
 from convcheck.spec import Layout
+from convcheck.user.shapes import TO_NCHW
 
 PASS_MARK = "✓"
 FAIL_MARK = "✗"
 
 # Internal NHWC axis order → the order a user of each layout reads.
-_NCHW_ORDER = {"input": (0, 3, 1, 2), "weights": (3, 2, 0, 1), "bias": (0,)}
+_NCHW_ORDER = {"input": TO_NCHW["x"], "weights": TO_NCHW["w"], "bias": (0,)}
 _AXES = {
     Layout.NHWC: {"input": "n, h, w, c", "weights": "kh, kw, c_in, c_out", "bias": "c_out"},
     Layout.NCHW: {"input": "n, c, h, w", "weights": "c_out, c_in, kh, kw", "bias": "c_out"},
@@ -253,7 +254,7 @@ def check_json(r: CheckResult) -> dict[str, object]:
             "ok": r.forward.ok,
             "worst_index": list(user_index("input", r.forward.worst_index, layout)) if r.forward.worst_index else None,
         },
-        "contract": list(r.contract),
+        "contract": [str(p) for p in r.contract],
         "diagnosis": list(r.diagnosis),
         "notes": list(r.notes),
         "error": r.error,

@@ -36,7 +36,6 @@ import signal
 import sys
 import threading
 import time
-import traceback
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -44,9 +43,9 @@ from typing import Any
 
 from convcheck import checker
 from convcheck.checker import run_check
-from convcheck.implementations import UserFault, _display_path, innermost_frame
 from convcheck.results import CheckResult, Status
 from convcheck.spec import CheckSpec
+from convcheck.user.errors import describe_exception
 
 __all__ = [
     "BLAS_THREAD_VARIABLES",
@@ -119,24 +118,7 @@ def describe_failure(exc: BaseException) -> str:
     and where it happened (never a traceback)."""
     if isinstance(exc, CheckTimeout):
         return _timeout_message(exc.seconds)
-    if isinstance(exc, UserFault):
-        return str(exc)
-    text = " ".join(str(exc).split())
-    name = type(exc).__name__
-    if isinstance(exc, MemoryError):
-        return (
-            f"ran out of memory ({name}{': ' + text if text else ''}); try a smaller layer (batch, image size, "
-            "channels) or method: sampled"
-        )
-    if isinstance(exc, SystemExit):
-        return f"something called sys.exit({exc.code!r}) during the check"
-    frame = innermost_frame(exc.__traceback__)  # outside convcheck, numpy and the standard library
-    if frame is not None:
-        where = f" at {frame.describe()}"
-    else:
-        frames = traceback.extract_tb(exc.__traceback__)
-        where = f" at {_display_path(frames[-1].filename)}:{frames[-1].lineno}" if frames else ""
-    return f"the check failed with {name}{': ' + text if text else ''}{where}"
+    return describe_exception(exc, located=True)
 
 
 def _timeout_message(seconds: float) -> str:

@@ -242,7 +242,7 @@ def check_layer(spec: CheckSpec, bug_id: str | None = None) -> LayerOutcome:
         spec=spec,
         status=result.status,
         findings=findings_of(result),
-        contract=tuple(result.contract),
+        contract=tuple(map(str, result.contract)),
         error=result.error,
         seconds=result.seconds,
     )

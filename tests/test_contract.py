@@ -7,10 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convcheck.contract import exercise
-from convcheck.implementations import UserCodeError, UserLayer, load_functions
 from convcheck.layer import MatrixConvLayer
+from convcheck.results import Finding, FindingKind
 from convcheck.spec import ConvShape, ImplRef, Layout, Signature
+from convcheck.user.adapter import UserLayer
+from convcheck.user.contract import exercise
+from convcheck.user.errors import UserCodeError
+from convcheck.user.loader import load_functions
 
 FIXTURES = Path(__file__).parent / "fixtures" / "impls"
 SHAPE = ConvShape(batch=2, in_height=5, in_width=6, in_depth=3, out_depth=4, filter_size=3, stride=1, padding=1)
@@ -27,13 +30,15 @@ def fixture(module: str, layout: Layout = Layout.NHWC, **ref: object) -> UserLay
     return UserLayer(impl, stride=SHAPE.stride, padding=SHAPE.padding, layout=layout)
 
 
-def problems_of(layer) -> tuple[str, ...]:
+def problems_of(layer) -> tuple[Finding, ...]:
     return exercise(layer, *data()).problems
 
 
-def only(problems: tuple[str, ...]) -> str:
+def only(problems: tuple[Finding, ...], kind: FindingKind) -> str:
+    """The sentence of the one finding, which must be of ``kind``."""
     assert len(problems) == 1, problems
-    return problems[0]
+    assert problems[0].kind is kind, problems[0]
+    return str(problems[0])
 
 
 # -- layers that keep the contract --------------------------------------------------------------------------
@@ -78,13 +83,15 @@ def test_exercise_never_modifies_its_arguments():
 
 def test_wrong_gradient_shape_keeps_the_output_but_no_gradients():
     outcome = exercise(fixture("wrong_db_keepdims.py"), *data())
-    assert "db has shape (1, 4)" in only(outcome.problems) and "keepdims=True" in outcome.problems[0]
+    assert "db has shape (1, 4)" in only(outcome.problems, FindingKind.SHAPE)
+    assert "keepdims=True" in str(outcome.problems[0])
+    assert (outcome.problems[0].tensor, outcome.problems[0].shape) == ("db", (1, 4))
     assert outcome.out is not None and outcome.gradients is None
 
 
 def test_wrong_output_shape_leaves_nothing_usable():
     outcome = exercise(fixture("wrong_out_shape.py"), *data())
-    assert "output size is off" in only(outcome.problems)
+    assert "output size is off" in only(outcome.problems, FindingKind.SHAPE)
     assert outcome.out is None and not outcome.usable
 
 
@@ -94,8 +101,10 @@ def test_wrong_shape_from_a_layer_object_is_reported_in_nhwc():
             dx, dw, db = super().backward(dout, cache)
             return dx.transpose(0, 3, 1, 2), dw, db
 
-    problem = only(problems_of(Transposed(1, 1)))
+    found = problems_of(Transposed(1, 1))
+    problem = only(found, FindingKind.SHAPE)
     assert "dx has shape (2, 3, 5, 6)" in problem and "NCHW layout" in problem
+    assert (found[0].tensor, found[0].shape) == ("dx", (2, 3, 5, 6))
 
 
 # -- dtypes and values --------------------------------------------------------------------------------------
@@ -103,8 +112,10 @@ def test_wrong_shape_from_a_layer_object_is_reported_in_nhwc():
 
 def test_float32_gradients_from_a_float64_layer_are_a_precision_bug():
     found = problems_of(fixture("float32_grads.py"))
-    assert len(found) == 3
-    assert all("float32 although" in p and "float64" in p and "precision bug" in p for p in found)
+    assert [(p.kind, p.tensor, p.dtype) for p in found] == [
+        (FindingKind.LOWER_PRECISION, name, "float32") for name in ("dx", "dw", "db")
+    ]
+    assert all("float32 although" in str(p) and "float64" in str(p) and "precision bug" in str(p) for p in found)
 
 
 def test_output_dtype_must_match_the_input():
@@ -113,16 +124,18 @@ def test_output_dtype_must_match_the_input():
             out, cache = super().forward(x, w, b)
             return out.astype(np.float32), cache
 
-    assert "forward's out is float32 although x is float64" in only(problems_of(Float32Out(1, 1)))
+    problem = only(problems_of(Float32Out(1, 1)), FindingKind.LOWER_PRECISION)
+    assert "forward's out is float32 although x is float64" in problem
 
 
 def test_nan_in_a_gradient_is_counted_and_located():
-    problem = only(problems_of(fixture("nan_backward.py")))
+    problem = only(problems_of(fixture("nan_backward.py")), FindingKind.NOT_FINITE)
     assert problem.startswith("dw contains 81 NaN (of 108 entries")
 
 
 def test_inf_in_the_output_is_reported():
-    assert only(problems_of(fixture("inf_forward.py"))).startswith("forward's out contains 1 ±Inf")
+    problem = only(problems_of(fixture("inf_forward.py")), FindingKind.NOT_FINITE)
+    assert problem.startswith("forward's out contains 1 ±Inf")
 
 
 def test_nan_index_is_given_in_the_users_layout():
@@ -132,23 +145,24 @@ def test_nan_index_is_given_in_the_users_layout():
             dx[1, 2, 3, 0] = np.nan
             return dx, dw, db
 
-    assert "first at [1, 2, 3, 0]" in only(problems_of(NanDx(1, 1)))
+    assert "first at [1, 2, 3, 0]" in only(problems_of(NanDx(1, 1)), FindingKind.NOT_FINITE)
 
 
 # -- arguments modified in place ----------------------------------------------------------------------------
 
 
 def test_forward_that_modifies_x_in_place():
-    problem = only(problems_of(fixture("mutates_input.py")))
+    problem = only(problems_of(fixture("mutates_input.py")), FindingKind.MODIFIED_ARGUMENT)
     assert problem.startswith("forward modified its argument x in place (180 of 180 entries changed")
 
 
 def test_backward_that_modifies_dout_in_place():
-    assert only(problems_of(fixture("mutates_dout.py"))).startswith("backward modified its argument dout in place")
+    problem = only(problems_of(fixture("mutates_dout.py")), FindingKind.MODIFIED_ARGUMENT)
+    assert problem.startswith("backward modified its argument dout in place")
 
 
 def test_backward_that_modifies_the_forward_input_it_cached():
-    problem = only(problems_of(fixture("mutates_cached_x.py")))
+    problem = only(problems_of(fixture("mutates_cached_x.py")), FindingKind.MODIFIED_ARGUMENT)
     assert problem.startswith("backward modified its argument x (kept in its cache from forward) in place")
     assert "in the nhwc layout" in problem
 
@@ -159,7 +173,7 @@ def test_modification_by_a_layer_object_is_located():
             w[0, 1, 2, 3] += 1.0
             return super().forward(x, w, b)
 
-    problem = only(problems_of(ModifiesW(1, 1)))
+    problem = only(problems_of(ModifiesW(1, 1)), FindingKind.MODIFIED_ARGUMENT)
     assert "forward modified its argument w in place (1 of 108 entries changed, first at [0, 1, 2, 3])" in problem
 
 
@@ -168,9 +182,9 @@ def test_modification_by_a_layer_object_is_located():
 
 def test_gradient_buffers_that_accumulate_across_calls():
     # The fixture's buffer is module state: other tests in this process may have used it already.
-    assert "second backward call on the same cache returned a different dw" in only(
-        problems_of(fixture("accumulates.py"))
-    )
+    found = problems_of(fixture("accumulates.py"))
+    assert len(found) == 1 and found[0].kind in (FindingKind.REPEAT_ACCUMULATES, FindingKind.REPEAT_DIFFERS)
+    assert "second backward call on the same cache returned a different dw" in str(found[0])
 
     class Accumulates(MatrixConvLayer):
         def __init__(self):
@@ -182,24 +196,24 @@ def test_gradient_buffers_that_accumulate_across_calls():
             object.__setattr__(self, "dw", dw if self.dw is None else self.dw + dw)
             return dx, self.dw, db
 
-    problem = only(problems_of(Accumulates()))
+    problem = only(problems_of(Accumulates()), FindingKind.REPEAT_ACCUMULATES)
     assert "a different dw" in problem and "exactly twice the first" in problem
 
 
 def test_backward_that_overwrites_its_cache():
-    problem = only(problems_of(fixture("cache_overwritten.py")))
+    problem = only(problems_of(fixture("cache_overwritten.py")), FindingKind.REPEAT_DIFFERS)
     assert "second backward call on the same cache returned a different dx" in problem
     assert "modified something in the cache in place" in problem
 
 
 def test_backward_that_consumes_its_cache():
-    problem = only(problems_of(fixture("consumes_cache.py")))
+    problem = only(problems_of(fixture("consumes_cache.py")), FindingKind.REPEAT_FAILED)
     assert "a second backward call on the same cache failed, although the first call worked" in problem
     assert "KeyError" in problem
 
 
 def test_state_kept_outside_the_cache():
-    problem = only(problems_of(fixture("global_state.py")))
+    problem = only(problems_of(fixture("global_state.py")), FindingKind.STATE_OUTSIDE_CACHE)
     assert "after another forward call" in problem and "keeps state outside the cache" in problem
 
 
@@ -214,7 +228,7 @@ def test_output_buffer_reused_across_forward_calls():
             ReusesOutput.buffer[...] = out
             return ReusesOutput.buffer, cache
 
-    assert "forward reuses its output array" in only(problems_of(ReusesOutput(1, 1)))
+    assert "forward reuses its output array" in only(problems_of(ReusesOutput(1, 1)), FindingKind.OUTPUT_REUSED)
 
 
 # -- user exceptions propagate ------------------------------------------------------------------------------

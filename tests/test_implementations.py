@@ -12,18 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convcheck.implementations import (
-    ContractError,
-    ImplementationError,
-    UserCodeError,
-    UserLayer,
-    layer_dims,
-    load_functions,
-    load_layer,
-    shape_problem,
-)
 from convcheck.layer import MatrixConvLayer
+from convcheck.results import FindingKind
 from convcheck.spec import Activation, CheckSpec, ConvShape, ImplRef, Layout, Signature
+from convcheck.user.adapter import UserLayer
+from convcheck.user.errors import ContractError, ImplementationError, UserCodeError, describe_exception
+from convcheck.user.loader import load_functions, load_layer
+from convcheck.user.shapes import TO_NCHW, TO_NHWC, layer_dims, shape_problem, user_index
 
 FIXTURES = Path(__file__).parent / "fixtures" / "impls"
 
@@ -144,6 +139,15 @@ def test_user_index_converts_nhwc_indices_to_the_users_layout():
     assert layer.user_index("w", (0, 1, 2, 3)) == (3, 2, 0, 1)
     assert layer.user_index("b", (3,)) == (3,)
     assert user_layer("good_nhwc.py").user_index("x", (1, 2, 3, 4)) == (1, 2, 3, 4)
+
+
+@pytest.mark.parametrize("tensor", sorted(TO_NCHW))
+def test_the_permutations_invert_each_other_and_map_indices_like_the_arrays(tensor):
+    engine = np.arange(2 * 3 * 4 * 5).reshape(2, 3, 4, 5)
+    user = engine.transpose(TO_NCHW[tensor])
+    np.testing.assert_array_equal(user.transpose(TO_NHWC[tensor]), engine)
+    for index in np.ndindex(engine.shape):
+        assert user[user_index(tensor, index, Layout.NCHW)] == engine[index]
 
 
 # -- loading ------------------------------------------------------------------------------------------------
@@ -303,6 +307,25 @@ def test_faults_survive_pickling():
     assert str(copy) == str(info.value) and copy.frame == info.value.frame
     error = pickle.loads(pickle.dumps(ImplementationError("m", file="f.py", line=3)))
     assert (str(error), error.file, error.line) == ("m", "f.py", 3)
+    contract = ContractError("db has shape (1, 4)", tensor="db", kind=FindingKind.SHAPE, shape=(1, 4))
+    assert pickle.loads(pickle.dumps(contract)).finding == contract.finding
+
+
+def test_exceptions_are_described_without_a_traceback():
+    x, w, b, _ = arrays(SHAPE)
+    with pytest.raises(UserCodeError) as info:
+        user_layer("raises_forward.py").forward(x, w, b)
+    for located in (False, True):  # the user's fault is its own message wherever it is described
+        assert describe_exception(info.value, located=located) == str(info.value)
+    assert describe_exception(KeyError("k")) == "KeyError: 'k'"
+    assert describe_exception(RuntimeError()) == "RuntimeError"
+    try:
+        {}["k"]
+    except KeyError as exc:  # raised here, in a test file: that is the frame named
+        assert describe_exception(exc, located=True).startswith("the check failed with KeyError: 'k' at ")
+        assert "test_implementations.py" in describe_exception(exc, located=True)
+    assert describe_exception(SystemExit(3), located=True) == "something called sys.exit(3) during the check"
+    assert describe_exception(MemoryError(), located=True).startswith("ran out of memory (MemoryError); ")
 
 
 # -- shapes are never repaired ------------------------------------------------------------------------------
@@ -315,6 +338,13 @@ def test_db_with_keepdims_gets_the_keepdims_message():
     with pytest.raises(ContractError) as info:
         layer.backward(dout, cache)
     assert info.value.tensor == "db"
+    finding = info.value.finding
+    assert (finding.kind, finding.tensor, finding.shape, str(finding)) == (
+        FindingKind.SHAPE,
+        "db",
+        (1, 4),
+        str(info.value),
+    )
     assert "db has shape (1, 4)" in str(info.value) and "(C_out,) = (4,)" in str(info.value)
     assert "keepdims=True" in str(info.value)
 
@@ -335,8 +365,9 @@ def test_output_size_off_explains_the_formula():
 
 def test_forward_without_cache_is_a_contract_error():
     x, w, b, _ = arrays(SHAPE)
-    with pytest.raises(ContractError, match=r"must return \(out, cache\); it returned an array of shape"):
+    with pytest.raises(ContractError, match=r"must return \(out, cache\); it returned an array of shape") as info:
         user_layer("not_a_tuple.py").forward(x, w, b)
+    assert info.value.finding.kind is FindingKind.NOT_AN_ARRAY
 
 
 @pytest.mark.parametrize(

@@ -261,11 +261,11 @@ def test_real_checks_in_process():
     assert [r.name for r in outcome.results] == [s.name for s in REAL]
     assert_expected(outcome)
     by_name = {r.name: r for r in outcome.results}
-    assert any("keepdims=True" in p for p in by_name["wrong_db_keepdims.py"].contract)
-    assert any("NaN" in p for p in by_name["nan_backward.py"].contract)
-    assert any("modified its argument x" in p for p in by_name["mutates_input.py"].contract)
-    assert any("keeps state outside the cache" in p for p in by_name["global_state.py"].contract)
-    assert any("accumulate" in p for p in by_name["accumulates.py"].contract)
+    assert any("keepdims=True" in str(p) for p in by_name["wrong_db_keepdims.py"].contract)
+    assert any("NaN" in str(p) for p in by_name["nan_backward.py"].contract)
+    assert any("modified its argument x" in str(p) for p in by_name["mutates_input.py"].contract)
+    assert any("keeps state outside the cache" in str(p) for p in by_name["global_state.py"].contract)
+    assert any("accumulate" in str(p) for p in by_name["accumulates.py"].contract)
     flipped = by_name["flipped_kernel.py"]  # its gradients are right for its own (wrong) forward
     assert flipped.forward is not None and not flipped.forward.ok and not flipped.contract
     assert all(g.passed for g in flipped.gradients)

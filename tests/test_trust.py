@@ -90,4 +90,4 @@ def test_an_object_dtype_gradient_is_a_contract_problem_not_a_crash():
 
     result = convcheck.check(forward, backward_object, filter_size=3, padding=1)
     assert result.error is None
-    assert any("dx has dtype object" in problem for problem in result.contract), result.contract
+    assert any("dx has dtype object" in str(problem) for problem in result.contract), result.contract

@@ -1,0 +1,241 @@
+"""Adapting a user's layer to the engine's NHWC layer protocol, and auditing what it does to its arguments.
+
+``UserLayer`` hands the user fresh C-contiguous copies in the user's layout (shapes in
+``convcheck.user.shapes``) and converts what comes back with one transpose-copy per array, so nothing the user
+does to its arguments or keeps in its cache can reach the engine's arrays. It never repairs what the user
+returns: a wrong shape is a ``ContractError`` that says what the shape looks like.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from convcheck.results import Finding, FindingKind
+from convcheck.spec import ImplRef, Layout, Signature
+from convcheck.user.errors import ContractError, UserCodeError, innermost_frame
+from convcheck.user.shapes import TO_NCHW, TO_NHWC, expected_shape, layer_dims, shape_problem, user_index
+
+__all__ = ["Change", "LoadedImpl", "UserCache", "UserLayer", "modification"]
+
+
+@dataclass(frozen=True)
+class LoadedImpl:
+    """A user's two functions, and where they came from (for messages and for locating the user's frames)."""
+
+    forward: Callable[..., Any]
+    backward: Callable[..., Any]
+    ref: ImplRef
+    module: ModuleType
+    origin: str  # the file (or module name) as shown in messages
+    roots: tuple[Path, ...] = field(default=())  # folders whose frames count as the user's own
+
+
+@dataclass(frozen=True)
+class Change:
+    """How an array handed to a layer was modified in place: entries changed, and the first (row-major)."""
+
+    count: int
+    first: tuple[int, ...]
+
+
+def modification(given: np.ndarray, pristine: np.ndarray) -> Change | None:
+    """How ``given`` differs from ``pristine``, its copy from before a call, or None when it does not.
+
+    Both arrays have the shape of the argument (any). NaN equals NaN here: a NaN the caller passed in is not a
+    modification.
+    """
+    if given.shape == pristine.shape and np.array_equal(given, pristine, equal_nan=True):
+        return None
+    changed = np.argwhere(~((given == pristine) | (np.isnan(given) & np.isnan(pristine))))
+    return Change(len(changed), tuple(int(i) for i in changed[0]))
+
+
+@dataclass
+class _Handed:
+    """An array given to the user, with a pristine copy while auditing (to detect in-place modification)."""
+
+    name: str
+    array: np.ndarray
+    pristine: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class UserCache:
+    """What ``UserLayer.forward`` returns as the cache: the user's own cache and the engine-side context."""
+
+    user: Any
+    x_shape: tuple[int, ...]
+    w_shape: tuple[int, ...]
+    handed: tuple[_Handed, ...] = ()  # the forward's arguments, only while auditing
+
+
+class UserLayer:
+    """A user's forward/backward as a ``ConvLayer``: NHWC in and out, whatever the user's layout.
+
+    Every call hands the user fresh C-contiguous copies in its layout (``x: (N, C_in, H, W)`` and
+    ``w: (C_out, C_in, k, k)`` for nchw) and converts the results back with one transpose-copy each, after
+    checking their shapes against the contract (``ContractError`` otherwise; nothing is reshaped or repaired).
+    Exceptions raised by the user's functions become ``UserCodeError``.
+    """
+
+    def __init__(self, impl: LoadedImpl, *, stride: int, padding: int, layout: Layout = Layout.NHWC) -> None:
+        self.impl = impl
+        self.stride = stride
+        self.padding = padding
+        self.signature = impl.ref.signature
+        # CS231n's convention is NCHW whatever the config's layout says.
+        self.layout = Layout.NCHW if self.signature is Signature.CS231N else layout
+        self._forward = impl.forward
+        self._backward = impl.backward
+        self._audit: dict[tuple[str, str], Finding] | None = None  # (call, argument) → first finding
+
+    def __repr__(self) -> str:
+        return (
+            f"UserLayer({self.impl.origin}:{self.impl.ref.forward}/{self.impl.ref.backward}, "
+            f"stride={self.stride}, padding={self.padding}, layout={self.layout.value}, "
+            f"signature={self.signature.value})"
+        )
+
+    # -- the protocol --------------------------------------------------------------------------------------
+
+    def forward(self, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, UserCache]:
+        """``x: (N, H, W, C_in)``, ``w: (k, k, C_in, C_out)``, ``b: (C_out,)`` → ``(out, cache)``.
+
+        ``out: (N, OH, OW, C_out)``; the cache is a ``UserCache`` holding the user's own cache.
+
+        Raises:
+            UserCodeError: the user's forward raised.
+            ContractError: it did not return ``(out, cache)`` with ``out`` an array of the contract's shape.
+        """
+        xu, wu, bu = self._to_user(x, "x"), self._to_user(w, "w"), b.copy()
+        handed = self._hand("x", xu), self._hand("w", wu), self._hand("b", bu)
+        try:
+            if self.signature is Signature.CS231N:
+                returned = self._forward(xu, wu, bu, {"stride": self.stride, "pad": self.padding})
+            else:
+                returned = self._forward(xu, wu, bu, self.stride, self.padding)
+        except (Exception, SystemExit) as exc:
+            raise self._user_error("forward", self.impl.ref.forward, exc) from exc
+        if self._audit is not None:
+            self._check_handed(handed, "forward")
+        if not isinstance(returned, tuple | list) or len(returned) != 2:
+            raise ContractError(
+                f"the implementation's forward must return (out, cache); it returned {_describe(returned)}",
+                tensor="out",
+                kind=FindingKind.NOT_AN_ARRAY,
+            )
+        out, user_cache = returned
+        dims = layer_dims(x.shape, w.shape, self.stride, self.padding)
+        self._check_array("out", "forward's out", "out", out, dims)
+        cache = UserCache(user_cache, x.shape, w.shape, handed if self._audit is not None else ())
+        return self._to_engine(out, "out"), cache
+
+    def backward(self, dout: np.ndarray, cache: UserCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``dout: (N, OH, OW, C_out)`` → ``(dx, dw, db)`` shaped like ``(x, w, b)`` in NHWC.
+
+        Raises:
+            UserCodeError: the user's backward raised.
+            ContractError: it did not return three arrays of the contract's shapes.
+        """
+        if not isinstance(cache, UserCache):
+            raise TypeError(f"UserLayer.backward needs the cache its forward returned, got {type(cache).__name__}")
+        du = self._to_user(dout, "out")
+        handed_dout = self._hand("dout", du)
+        try:
+            returned = self._backward(du, cache.user)
+        except (Exception, SystemExit) as exc:
+            raise self._user_error("backward", self.impl.ref.backward, exc) from exc
+        if self._audit is not None:
+            self._check_handed((handed_dout, *cache.handed), "backward")
+        if not isinstance(returned, tuple | list) or len(returned) != 3:
+            raise ContractError(
+                f"the implementation's backward must return (dx, dw, db); it returned {_describe(returned)}",
+                tensor="dx",
+                kind=FindingKind.NOT_AN_ARRAY,
+            )
+        dims = layer_dims(cache.x_shape, cache.w_shape, self.stride, self.padding)
+        for name, tensor, value in zip(("dx", "dw", "db"), ("x", "w", "b"), returned, strict=True):
+            self._check_array(name, name, tensor, value, dims)
+        dx, dw, db = returned
+        return self._to_engine(dx, "x"), self._to_engine(dw, "w"), np.array(db, copy=True)
+
+    # -- auditing (used by convcheck.user.contract) ----------------------------------------------------------
+
+    @contextmanager
+    def auditing(self) -> Iterator[dict[tuple[str, str], Finding]]:
+        """While active, forward and backward also record in-place modification of the arrays handed to the
+        user (including forward's arguments modified later by backward) in the yielded dict: one finding per
+        (call, argument), the first seen (every call is audited; later modifications repeat the news)."""
+        self._audit = {}
+        try:
+            yield self._audit
+        finally:
+            self._audit = None
+
+    def user_index(self, tensor: str, index: tuple[int, ...]) -> tuple[int, ...]:
+        """An NHWC index of ``tensor`` (``x``, ``w``, ``b``, ``out``) as an index into the user's layout."""
+        return user_index(tensor, index, self.layout)
+
+    # -- helpers -------------------------------------------------------------------------------------------
+
+    def _to_user(self, array: np.ndarray, tensor: str) -> np.ndarray:
+        if self.layout is Layout.NCHW:
+            return array.transpose(TO_NCHW[tensor]).copy()  # ndarray.copy is C-order: always a fresh array
+        return array.copy()
+
+    def _to_engine(self, array: np.ndarray, tensor: str) -> np.ndarray:
+        if self.layout is Layout.NCHW:
+            return array.transpose(TO_NHWC[tensor]).copy()
+        return np.array(array, copy=True)
+
+    def _hand(self, name: str, array: np.ndarray) -> _Handed:
+        return _Handed(name, array, array.copy() if self._audit is not None else None)
+
+    def _check_handed(self, handed: tuple[_Handed, ...], role: str) -> None:
+        assert self._audit is not None
+        for item in handed:
+            change = None if item.pristine is None else modification(item.array, item.pristine)
+            if change is None:
+                continue
+            kept = " (kept in its cache from forward)" if role == "backward" and item.name != "dout" else ""
+            at = f"{item.name}[{', '.join(map(str, change.first))}]"
+            text = (
+                f"{role} modified its argument {item.name}{kept} in place ({change.count} of "
+                f"{item.array.size} entries changed, first at {at} in the {self.layout.value} layout): "
+                "the caller's array must stay as it was; copy before modifying"
+            )
+            self._audit.setdefault((role, item.name), Finding(FindingKind.MODIFIED_ARGUMENT, text, tensor=item.name))
+            item.pristine = item.array.copy()  # a later call's modification is found afresh
+
+    def _check_array(self, key: str, name: str, tensor: str, value: object, dims: dict[str, int]) -> None:
+        if not isinstance(value, np.ndarray):
+            wanted = expected_shape(tensor, self.layout, dims)
+            raise ContractError(
+                f"{name} must be a numpy array of shape {wanted}; the implementation returned {_describe(value)}",
+                tensor=key,
+                kind=FindingKind.NOT_AN_ARRAY,
+            )
+        problem = shape_problem(name, tensor, value.shape, self.layout, dims)
+        if problem is not None:
+            raise ContractError(problem, tensor=key, kind=FindingKind.SHAPE, shape=tuple(value.shape))
+
+    def _user_error(self, role: str, function: str, exc: BaseException) -> UserCodeError:
+        return UserCodeError(role, function, exc, innermost_frame(exc.__traceback__, self.impl.roots))
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape}"
+    if isinstance(value, tuple | list):
+        inner = ", ".join(_describe(v) for v in value[:4]) + (", …" if len(value) > 4 else "")
+        return f"a {type(value).__name__} of {len(value)} ({inner})"
+    if value is None:
+        return "None"
+    return f"a {type(value).__module__}.{type(value).__qualname__}".replace("builtins.", "")
