@@ -57,6 +57,7 @@ __all__ = [
     "UserCodeError",
     "UserFault",
     "UserLayer",
+    "display_path",
     "expected_shape",
     "innermost_frame",
     "layer_dims",
@@ -111,7 +112,7 @@ class Frame:
 
     def describe(self) -> str:
         """``layers.py:42 in conv_backward (`dx += dcols`)``."""
-        text = f"{_display_path(self.file)}:{self.line} in {self.function}"
+        text = f"{display_path(self.file)}:{self.line} in {self.function}"
         return f"{text} (`{self.source}`)" if self.source else text
 
 
@@ -151,7 +152,7 @@ def _shorten(text: str) -> str:
     return text if len(text) <= _MESSAGE_LIMIT else text[: _MESSAGE_LIMIT - 1] + "…"
 
 
-def _display_path(path: str | os.PathLike[str]) -> str:
+def display_path(path: str | os.PathLike[str]) -> str:
     """``path`` relative to the working directory when it lies below it, else as given."""
     try:
         return os.path.relpath(path) if Path(path).resolve().is_relative_to(Path.cwd()) else str(path)
@@ -278,9 +279,9 @@ def _looks_like_path(module: str) -> bool:
 def _load_file(ref: ImplRef) -> tuple[ModuleType, str, tuple[Path, ...]]:
     base = ref.base_dir if ref.base_dir is not None else Path.cwd()
     path = (base / Path(ref.module).expanduser()).resolve()
-    origin = _display_path(path)
+    origin = display_path(path)
     if not path.is_file():
-        where = f" (resolved against {_display_path(base)})" if ref.base_dir else ""
+        where = f" (resolved against {display_path(base)})" if ref.base_dir else ""
         hint = "" if ref.module.endswith(".py") else "; a file must end in .py, a module name has no slashes"
         raise ImplementationError(
             f"implementation file {ref.module} not found: {origin} does not exist{where}{hint}",
@@ -369,7 +370,7 @@ def _load_module_name(ref: ImplRef) -> tuple[ModuleType, str, tuple[Path, ...]]:
 def _import_failure(exc: BaseException, origin: str, roots: tuple[Path, ...]) -> ImplementationError:
     if isinstance(exc, SyntaxError):
         file = exc.filename or origin
-        where = f"{_display_path(file)}:{exc.lineno}" if exc.lineno else _display_path(file)
+        where = f"{display_path(file)}:{exc.lineno}" if exc.lineno else display_path(file)
         text = f": `{exc.text.strip()}`" if exc.text and exc.text.strip() else ""
         kind = type(exc).__name__
         return ImplementationError(
@@ -450,7 +451,7 @@ def _check_arity(fn: Callable[..., Any], role: str, count: int, call: str, ref: 
     else:
         return
     code = getattr(fn, "__code__", None)
-    where = f"{_display_path(code.co_filename)}:{code.co_firstlineno}" if code else origin
+    where = f"{display_path(code.co_filename)}:{code.co_firstlineno}" if code else origin
     name = getattr(fn, "__name__", role)
     hint = ""
     if role == "forward":

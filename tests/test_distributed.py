@@ -20,11 +20,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from convcheck import distributed as convcheck_distributed
+from convcheck.batch import dask as convcheck_distributed
+from convcheck.batch.guard import CheckTimeout
+from convcheck.batch.local import run_batch
+from convcheck.batch.outcome import BatchOutcome
 from convcheck.cli import app
 from convcheck.config import load_configs
 from convcheck.results import CheckResult, Status
-from convcheck.runner import BatchOutcome, CheckTimeout, run_batch
 from convcheck.spec import CheckSpec, ConvShape, ImplRef
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,7 +93,7 @@ def rows(outcome: BatchOutcome) -> list[tuple[object, ...]]:
             r.forward.ok if r.forward else None,
             len(r.contract),
             r.error,
-            tuple(masked(note) for note in r.notes),
+            tuple(masked(str(note)) for note in r.notes),
         )
         for r in outcome.results
     ]
