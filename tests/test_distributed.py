@@ -26,6 +26,7 @@ from convcheck.batch.local import run_batch
 from convcheck.batch.outcome import BatchOutcome
 from convcheck.cli import app
 from convcheck.config import load_configs
+from convcheck.exitcodes import ExitCode
 from convcheck.results import CheckResult, Status
 from convcheck.spec import CheckSpec, ConvShape, ImplRef
 
@@ -136,7 +137,7 @@ def test_the_worker_timeout_never_goes_off_after_the_check(monkeypatch):
 def test_without_dask_the_scheduler_option_exits_2_and_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)  # `import distributed` now raises ImportError
     result = invoke("run", str(ROOT / "configs" / "smoke.yaml"), "--scheduler", "tcp://127.0.0.1:8786")
-    assert result.exit_code == 2
+    assert result.exit_code == ExitCode.INVALID
     message = " ".join(result.stderr.split())
     assert "Dask distributed is not installed" in message
     assert "pip install 'convcheck[dask]'" in message
@@ -217,7 +218,8 @@ def verdicts(document: dict) -> list[tuple[object, ...]]:
 
 
 @pytest.mark.parametrize(
-    ("config", "exit_code"), [(ROOT / "configs" / "smoke.yaml", 0), (ROOT / "examples" / "buggy_col2im.yaml", 1)]
+    ("config", "exit_code"),
+    [(ROOT / "configs" / "smoke.yaml", ExitCode.OK), (ROOT / "examples" / "buggy_col2im.yaml", ExitCode.FAILED)],
 )
 def test_cli_json_and_exit_code_are_those_of_a_local_run(scheduler, config, exit_code):
     remote = invoke("run", str(config), "--scheduler", scheduler, "--json", "-")
@@ -237,6 +239,6 @@ def test_an_unreachable_scheduler_exits_2_naming_the_address(monkeypatch, addres
     pytest.importorskip("distributed")
     monkeypatch.setattr(convcheck_distributed, "CONNECT_TIMEOUT", 0.5)
     result = invoke("run", str(ROOT / "configs" / "smoke.yaml"), "--scheduler", address, "--json", "-")
-    assert result.exit_code == 2
+    assert result.exit_code == ExitCode.INVALID
     assert expected in " ".join(result.stderr.split())
     assert result.stdout == "" and "Traceback" not in result.stderr
