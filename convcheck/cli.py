@@ -304,7 +304,8 @@ def _show(results: list[CheckResult], interrupted: bool, options: RunOptions, ou
     from convcheck.render.table import print_results
 
     run_info = Run(version=__version__, interrupted=interrupted)
-    print_results(err if options.json_only else out, results, **_shown(options))
+    table_console = err if options.json_only else out
+    print_results(table_console, results, quiet=options.quiet, verbose=options.verbose, heatmap=options.heatmap)
     if options.plot is not None:
         from convcheck.render.plot import write_pngs
 
@@ -316,10 +317,6 @@ def _show(results: list[CheckResult], interrupted: bool, options: RunOptions, ou
         text = annotations.render(results, run_info)
         if text:
             typer.echo(text, err=options.json_only, nl=False)
-
-
-def _shown(options: RunOptions) -> dict[str, bool]:
-    return {"quiet": options.quiet, "verbose": options.verbose, "heatmap": options.heatmap}
 
 
 def _run_distributed(
