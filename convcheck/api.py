@@ -10,15 +10,17 @@ and failure panel the command prints.
 from __future__ import annotations
 
 import inspect
-import io
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convcheck.checker import CheckData, run_check
 from convcheck.results import CheckResult
 from convcheck.spec import Activation, CheckSpec, ConvShape, DType, ImplRef, Layout, Method, Signature
+
+if TYPE_CHECKING:
+    from convcheck.user.adapter import LoadedImpl
 
 
 def check_layer(spec: CheckSpec, data: CheckData | None = None) -> CheckResult:
@@ -61,17 +63,10 @@ def check(
     Returns:
         The ``CheckResult``; ``result.passed`` is the verdict.
     """
-    from convcheck.user.adapter import LoadedImpl, UserLayer
+    from convcheck.user.adapter import UserLayer
 
-    module = inspect.getmodule(forward) or sys.modules[__name__]
-    source = inspect.getsourcefile(forward) or "<unknown>"
-    ref = ImplRef(
-        module=getattr(module, "__name__", "<functions>"),
-        forward=getattr(forward, "__name__", "forward"),
-        backward=getattr(backward, "__name__", "backward"),
-        signature=Signature(signature),
-    )
-    impl = LoadedImpl(forward, backward, ref, module, source, (Path(source).resolve().parent,))
+    impl = _loaded(forward, backward, Signature(signature))
+    ref = impl.ref
     spec = CheckSpec(
         name=name or f"{ref.forward}/{ref.backward}",
         shape=ConvShape(batch, in_height, in_width, in_depth, out_depth, filter_size, stride, padding),
@@ -91,17 +86,26 @@ def check(
     return run_check(spec, layer=UserLayer(impl, stride=stride, padding=padding, layout=spec.layout))
 
 
+def _loaded(forward: Callable[..., Any], backward: Callable[..., Any], signature: Signature) -> LoadedImpl:
+    """The two functions as if loaded from their module (named by it, its folder searched for imports)."""
+    from convcheck.user.adapter import LoadedImpl
+
+    module = inspect.getmodule(forward) or sys.modules[__name__]
+    source = inspect.getsourcefile(forward) or "<unknown>"
+    ref = ImplRef(
+        module=getattr(module, "__name__", "<functions>"),
+        forward=getattr(forward, "__name__", "forward"),
+        backward=getattr(backward, "__name__", "backward"),
+        signature=signature,
+    )
+    return LoadedImpl(forward, backward, ref, module, source, (Path(source).resolve().parent,))
+
+
 def explain(result: CheckResult, width: int = 120) -> str:
     """The table row and, unless it passed, the failure panel, as plain text (what the command prints)."""
-    from rich.console import Console
+    from convcheck.render.table import explain_text  # Rich, imported when there is something to explain
 
-    from convcheck.report import failure_panel, results_table
-
-    console = Console(width=width, record=True, color_system=None, force_terminal=False, file=io.StringIO())
-    console.print(results_table([result]))
-    if not result.passed:
-        console.print(failure_panel(result))
-    return console.export_text()
+    return explain_text(result, width)
 
 
 def assert_gradients_ok(forward: Callable[..., Any], backward: Callable[..., Any], **settings: Any) -> CheckResult:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from convcheck import parallel, reference
+from convcheck.batch.outcome import error_result
 from convcheck.compare import judge, judge_forward
 from convcheck.diagnosis import diagnose
 from convcheck.layer import MatrixConvLayer
@@ -126,12 +127,12 @@ def run_check(spec: CheckSpec, layer: ConvLayer | None = None, data: CheckData |
     start = time.perf_counter()
     problems = spec.shape.problems()
     if problems:
-        return _error(spec, start, "; ".join(problems))
+        return error_result(spec, time.perf_counter() - start, "; ".join(problems))
     needed, allowed = estimated_memory(spec), spec.max_memory if spec.max_memory is not None else default_max_memory()
     if needed > allowed:
-        return _error(
+        return error_result(
             spec,
-            start,
+            time.perf_counter() - start,
             f"this layer's check would need about {needed / 2**30:.1f} GiB of memory, more than max_memory "
             f"({allowed / 2**30:.1f} GiB); make the layer smaller (batch, in_height, in_width), or raise "
             "max_memory in the config (bytes, or a string such as '32GB')",
@@ -139,13 +140,7 @@ def run_check(spec: CheckSpec, layer: ConvLayer | None = None, data: CheckData |
     try:
         return _run(spec, layer, data, start)
     except Exception as exc:  # noqa: BLE001 - any failure inside a check becomes that check's error row
-        return _error(spec, start, describe_exception(exc))
-
-
-def _error(spec: CheckSpec, start: float, message: str) -> CheckResult:
-    return CheckResult(
-        name=spec.name, status=Status.ERROR, spec=spec, seconds=time.perf_counter() - start, error=message
-    )
+        return error_result(spec, time.perf_counter() - start, describe_exception(exc))
 
 
 def _run(spec: CheckSpec, layer: ConvLayer | None, data: CheckData | None, start: float) -> CheckResult:

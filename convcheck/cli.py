@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -21,6 +22,8 @@ from convcheck.spec import DType, ImplRef, Method
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from convcheck.batch.outcome import BatchOutcome
+    from convcheck.render.base import Run
     from convcheck.results import CheckResult
     from convcheck.spec import CheckSpec
 
@@ -145,48 +148,91 @@ def _require_writable(option: str, target: str | Path | None, err: Console, *, f
         raise typer.Exit(ExitCode.INVALID)
 
 
+ConfigsArgument = Annotated[list[Path], typer.Argument(help="Config files, or folders of *.yaml / *.yml files.")]
+JsonOption = Annotated[
+    str | None, typer.Option("--json", metavar="PATH", help="Write results as JSON to PATH ('-' for stdout only).")
+]
+JunitOption = Annotated[Path | None, typer.Option("--junit", metavar="PATH", help="Write JUnit XML to PATH for CI.")]
+MethodOption = Annotated[Method | None, typer.Option(help="Override every check's method.")]
+SeedOption = Annotated[int | None, typer.Option(help="Override every check's random seed.", min=0)]
+DTypeOption = Annotated[DType | None, typer.Option(help="Override every check's dtype.")]
+ImplOption = Annotated[
+    str | None, typer.Option(help="Override every check's implementation: builtin, a .py file or a module.")
+]
+JobsOption = Annotated[int, typer.Option("--jobs", "-j", min=1, help="Run checks in N worker processes.")]
+InProcessOption = Annotated[
+    bool,
+    typer.Option(
+        "--in-process",
+        help="Run user implementations in this process (for a debugger) instead of an isolated worker.",
+    ),
+]
+SchedulerOption = Annotated[
+    str | None,
+    typer.Option(
+        metavar="ADDRESS", help="Run checks on a Dask distributed cluster at ADDRESS (needs the 'dask' extra)."
+    ),
+]
+FailFastOption = Annotated[bool, typer.Option("--fail-fast", help="Stop after the first failed check.")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print only failures and the summary.")]
+VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Show details of passing checks too.")]
+HeatmapOption = Annotated[
+    bool, typer.Option("--heatmap", help="Show error heatmaps for every check (failed checks always show them).")
+]
+PlotOption = Annotated[
+    Path | None,
+    typer.Option("--plot", metavar="DIR", help="Write PNG heatmaps to DIR (needs matplotlib: the 'plot' extra)."),
+]
+AnnotateOption = Annotated[
+    Annotate, typer.Option(help="CI annotations for failures: auto (GitHub Actions when GITHUB_ACTIONS=true).")
+]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The options of ``convcheck run``, as given on the command line."""
+
+    configs: list[Path]
+    json_path: str | None
+    junit: Path | None
+    method: Method | None
+    seed: int | None
+    dtype: DType | None
+    impl: str | None
+    jobs: int
+    in_process: bool
+    scheduler: str | None
+    fail_fast: bool
+    quiet: bool
+    verbose: bool
+    heatmap: bool
+    plot: Path | None
+    annotate: Annotate
+
+    @property
+    def json_only(self) -> bool:
+        """``--json -``: the JSON goes to stdout, so the table goes to stderr."""
+        return self.json_path == "-"
+
+
 @app.command()
 def run(
-    configs: Annotated[list[Path], typer.Argument(help="Config files, or folders of *.yaml / *.yml files.")],
-    json_path: Annotated[
-        str | None, typer.Option("--json", metavar="PATH", help="Write results as JSON to PATH ('-' for stdout only).")
-    ] = None,
-    junit: Annotated[
-        Path | None, typer.Option("--junit", metavar="PATH", help="Write JUnit XML to PATH for CI.")
-    ] = None,
-    method: Annotated[Method | None, typer.Option(help="Override every check's method.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Override every check's random seed.", min=0)] = None,
-    dtype: Annotated[DType | None, typer.Option(help="Override every check's dtype.")] = None,
-    impl: Annotated[
-        str | None, typer.Option(help="Override every check's implementation: builtin, a .py file or a module.")
-    ] = None,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Run checks in N worker processes.")] = 1,
-    in_process: Annotated[
-        bool,
-        typer.Option(
-            "--in-process",
-            help="Run user implementations in this process (for a debugger) instead of an isolated worker.",
-        ),
-    ] = False,
-    scheduler: Annotated[
-        str | None,
-        typer.Option(
-            metavar="ADDRESS", help="Run checks on a Dask distributed cluster at ADDRESS (needs the 'dask' extra)."
-        ),
-    ] = None,
-    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop after the first failed check.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only failures and the summary.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show details of passing checks too.")] = False,
-    heatmap: Annotated[
-        bool, typer.Option("--heatmap", help="Show error heatmaps for every check (failed checks always show them).")
-    ] = False,
-    plot: Annotated[
-        Path | None,
-        typer.Option("--plot", metavar="DIR", help="Write PNG heatmaps to DIR (needs matplotlib: the 'plot' extra)."),
-    ] = None,
-    annotate: Annotated[
-        Annotate, typer.Option(help="CI annotations for failures: auto (GitHub Actions when GITHUB_ACTIONS=true).")
-    ] = Annotate.AUTO,
+    configs: ConfigsArgument,
+    json_path: JsonOption = None,
+    junit: JunitOption = None,
+    method: MethodOption = None,
+    seed: SeedOption = None,
+    dtype: DTypeOption = None,
+    impl: ImplOption = None,
+    jobs: JobsOption = 1,
+    in_process: InProcessOption = False,
+    scheduler: SchedulerOption = None,
+    fail_fast: FailFastOption = False,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = False,
+    heatmap: HeatmapOption = False,
+    plot: PlotOption = None,
+    annotate: AnnotateOption = Annotate.AUTO,
 ) -> None:
     """Run the checks in CONFIGS and print a table of errors per gradient.
 
@@ -201,64 +247,84 @@ def run(
 
       convcheck run my.yaml --impl layers.py --json -
     """
+    _run(RunOptions(**locals()))  # the parameters are RunOptions' fields, by name
+
+
+def _run(options: RunOptions) -> None:
+    """``convcheck run``: check the options, run the batch, render it, exit with its code."""
     out, err = _stdout(), _stderr()
-    json_only = json_path == "-"
-    specs = _load(configs, err)
-    if plot is not None:
-        _require_matplotlib(err)
-    if quiet and verbose:
-        err.print("--quiet and --verbose contradict each other; use one", markup=False)
-        raise typer.Exit(ExitCode.INVALID)
-    if junit is not None and str(junit) == "-":
-        err.print("--junit -: JUnit XML goes to a file (stdout is for the table, or JSON with --json -)", markup=False)
-        raise typer.Exit(ExitCode.INVALID)
-    for option, target in (("--json", None if json_only else json_path), ("--junit", junit), ("--plot", plot)):
-        _require_writable(option, target, err, folder=option == "--plot")
-    overrides: dict[str, object] = {}
-    if method is not None:
-        overrides["method"] = method
-    if seed is not None:
-        overrides["seed"] = seed
-    if dtype is not None:
-        overrides["dtype"] = dtype
-    if impl is not None:
-        overrides["impl"] = _impl_override(impl, err)
-    if overrides:
-        specs = [s.with_overrides(**overrides) for s in specs]
+    specs = _checked_specs(options, err)
+    from convcheck.batch.local import run_batch  # imports numpy: only now that checks will run
 
-    from convcheck.runner import run_batch  # imports numpy: only now that checks will run
-
-    table_console = err if json_only else out
-    with _progress(err, len(specs), enabled=not quiet) as advance:
-        if scheduler is None:
+    with _progress(err, len(specs), enabled=not options.quiet) as advance:
+        if options.scheduler is None:
             # User code runs in a worker process unless asked otherwise: an os._exit or a segfault in it must be
             # an error row, never a silently ended (and so "green") run.
-            isolate = not in_process and any(s.impl is not None for s in specs)
-            batch = run_batch(specs, jobs=jobs, fail_fast=fail_fast, on_result=advance, isolate=isolate)
+            isolate = not options.in_process and any(s.impl is not None for s in specs)
+            batch = run_batch(specs, jobs=options.jobs, fail_fast=options.fail_fast, on_result=advance, isolate=isolate)
         else:
-            batch = _run_distributed(specs, scheduler, fail_fast, advance, err)
+            batch = _run_distributed(specs, options.scheduler, options.fail_fast, advance, err)
     results = list(batch.results)
-    _render(results, table_console, quiet=quiet, verbose=verbose, heatmap=heatmap)
-    if plot is not None:
-        from convcheck.heatmap import write_pngs
-
-        written = [path for r in results for path in write_pngs(r, plot)]
-        err.print(f"wrote {len(written)} heatmap PNG{'s' if len(written) != 1 else ''} to {plot}", markup=False)
-    _write_outputs(results, json_path, junit, batch.interrupted, out, err)
-    if annotate is Annotate.GITHUB or (annotate is Annotate.AUTO and os.environ.get("GITHUB_ACTIONS") == "true"):
-        from convcheck.report import github_annotations
-
-        for line in github_annotations(results):
-            typer.echo(line, err=json_only)
+    _show(results, batch.interrupted, options, out, err)
     if batch.interrupted:
         err.print("interrupted: the results above are the checks that finished", markup=False)
         raise typer.Exit(ExitCode.INTERRUPTED)
     raise typer.Exit(ExitCode.for_results(results))
 
 
-def _run_distributed(specs: list[CheckSpec], address: str, fail_fast: bool, advance: Callable[..., None], err: Console):
+def _checked_specs(options: RunOptions, err: Console) -> list[CheckSpec]:
+    """The configs' checks with the command line's overrides; any invalid input exits 2 before anything runs."""
+    specs = _load(options.configs, err)
+    if options.plot is not None:
+        _require_matplotlib(err)
+    if options.quiet and options.verbose:
+        err.print("--quiet and --verbose contradict each other; use one", markup=False)
+        raise typer.Exit(ExitCode.INVALID)
+    if options.junit is not None and str(options.junit) == "-":
+        err.print("--junit -: JUnit XML goes to a file (stdout is for the table, or JSON with --json -)", markup=False)
+        raise typer.Exit(ExitCode.INVALID)
+    json_file = None if options.json_only else options.json_path
+    for option, target in (("--json", json_file), ("--junit", options.junit), ("--plot", options.plot)):
+        _require_writable(option, target, err, folder=option == "--plot")
+    overrides: dict[str, object] = {}
+    if options.method is not None:
+        overrides["method"] = options.method
+    if options.seed is not None:
+        overrides["seed"] = options.seed
+    if options.dtype is not None:
+        overrides["dtype"] = options.dtype
+    if options.impl is not None:
+        overrides["impl"] = _impl_override(options.impl, err)
+    return [s.with_overrides(**overrides) for s in specs] if overrides else specs
+
+
+def _show(results: list[CheckResult], interrupted: bool, options: RunOptions, out: Console, err: Console) -> None:
+    """The table and panels, the PNG heatmaps, the JSON and JUnit files, and the CI annotations."""
+    from convcheck.render import annotations
+    from convcheck.render.base import Run
+    from convcheck.render.table import print_results
+
+    run_info = Run(version=__version__, interrupted=interrupted)
+    table_console = err if options.json_only else out
+    print_results(table_console, results, quiet=options.quiet, verbose=options.verbose, heatmap=options.heatmap)
+    if options.plot is not None:
+        from convcheck.render.plot import write_pngs
+
+        written = [path for r in results for path in write_pngs(r, options.plot)]
+        err.print(f"wrote {len(written)} heatmap PNG{'s' if len(written) != 1 else ''} to {options.plot}", markup=False)
+    _write_outputs(results, run_info, options, err)
+    github = options.annotate is Annotate.GITHUB
+    if github or (options.annotate is Annotate.AUTO and os.environ.get("GITHUB_ACTIONS") == "true"):
+        text = annotations.render(results, run_info)
+        if text:
+            typer.echo(text, err=options.json_only, nl=False)
+
+
+def _run_distributed(
+    specs: list[CheckSpec], address: str, fail_fast: bool, advance: Callable[..., None], err: Console
+) -> BatchOutcome:
     """``--scheduler``: the same checks on a Dask cluster; a missing extra or an unreachable scheduler exits 2."""
-    from convcheck.distributed import DistributedUnavailable, run_distributed
+    from convcheck.batch.dask import DistributedUnavailable, run_distributed
 
     try:
         return run_distributed(specs, address, fail_fast=fail_fast, on_result=advance)
@@ -303,52 +369,24 @@ def _require_matplotlib(err: Console) -> None:
         raise typer.Exit(ExitCode.INVALID)
 
 
-def _render(results: list[CheckResult], console: Console, *, quiet: bool, verbose: bool, heatmap: bool) -> None:
-    from rich.text import Text
+def _write_outputs(results: list[CheckResult], run_info: Run, options: RunOptions, err: Console) -> None:
+    """``--json`` (to stdout, or a file) and ``--junit``; a file that cannot be written exits 2."""
+    from convcheck.render import json
+    from convcheck.render.documents import write_documents
 
-    from convcheck.heatmap import heatmaps
-    from convcheck.report import failure_panel, results_table, summary_line
-
-    shown = results if not quiet else [r for r in results if not r.passed]
-    if shown:
-        console.print(results_table(shown, width=console.width))
-    for r in results:
-        if not r.passed or verbose:
-            console.print(failure_panel(r))
-        elif heatmap:
-            console.print(Text(f"{r.name}: heatmaps (within tolerance)"))
-            for part in heatmaps(r):
-                console.print(part)
-    console.print(summary_line(results), markup=False, highlight=False)
-
-
-def _write_outputs(
-    results: list[CheckResult],
-    json_path: str | None,
-    junit: Path | None,
-    interrupted: bool,
-    out: Console,
-    err: Console,
-) -> None:
-    from convcheck.report import json_text, junit_text, write_atomic
-
-    if json_path == "-":
-        sys.stdout.write(json_text(results, __version__, interrupted))
+    if options.json_only:
+        sys.stdout.write(json.render(results, run_info))
         sys.stdout.flush()
+    files = {"json": None if options.json_only else options.json_path, "junit": options.junit}
     try:
-        if json_path not in (None, "-"):
-            write_atomic(json_path, json_text(results, __version__, interrupted))
-        if junit is not None:
-            write_atomic(junit, junit_text(results))
+        write_documents(results, run_info, files)
     except OSError as exc:  # checked before the run, but a disk can fill up or a folder vanish meanwhile
         err.print(f"could not write {exc.filename or 'the output'}: {exc.strerror or exc}", markup=False)
         raise typer.Exit(ExitCode.INVALID) from None
 
 
 @app.command()
-def validate(
-    configs: Annotated[list[Path], typer.Argument(help="Config files, or folders of *.yaml / *.yml files.")],
-) -> None:
+def validate(configs: ConfigsArgument) -> None:
     """Load, validate and expand configs without running them: one row per expanded check with its output
     shape and estimated cost in forward passes.
 
@@ -422,7 +460,7 @@ def init(
     if path.exists() and not force:
         err.print(f"{path} already exists; use --force to overwrite it", markup=False)
         raise typer.Exit(ExitCode.INVALID)
-    from convcheck.report import write_atomic
+    from convcheck.render.files import write_atomic
 
     try:
         write_atomic(path, STARTER.format(name=path))
@@ -460,7 +498,7 @@ def selftest(
 
       convcheck selftest
     """
-    from convcheck.report import selftest_summary, selftest_table
+    from convcheck.render.selftest import selftest_summary, selftest_table
     from convcheck.selftest import run_selftest
     from convcheck.spec import DType
 

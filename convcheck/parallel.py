@@ -8,10 +8,16 @@ Why one BLAS thread each. OpenBLAS runs each matrix product on its own pool of t
 two Python threads each asking for two BLAS threads put four busy threads on two cores and lose more to contention
 than they gain. While workers run, BLAS is held to one thread (through ``threadpoolctl`` when it is installed, else
 through OpenBLAS's own ``openblas_set_num_threads`` in the loaded library) and restored afterwards.
+
+The one-BLAS-thread rule for processes lives here too: a process that runs checks beside others (a ``--jobs``
+worker, a Dask worker) gets ``BLAS_THREAD_VARIABLES`` = 1 before numpy loads BLAS in it
+(``one_blas_thread_environment`` while a child process starts, ``hold_one_blas_thread`` in a process already
+running), and a check inside such a process measures on one thread (``engine_workers``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import itertools
 import math
@@ -30,6 +36,13 @@ Result = TypeVar("Result")
 
 #: Tasks queued per worker beyond the one it is running: keeps every worker busy while bounding memory.
 LOOKAHEAD = 2
+
+#: Environment variables that hold BLAS/OpenMP libraries to one thread when set to "1" before they load.
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+_ENVIRONMENT_LOCK = threading.Lock()
+_HELD = contextlib.ExitStack()  # hold_one_blas_thread's BLAS limit, kept for the life of the process
+_held = False
 
 #: Multiply-adds per forward pass below which a check's groups are measured on one thread (``engine_workers``).
 PARALLEL_MIN_MACS = 5_000_000
@@ -56,10 +69,44 @@ def engine_workers(layer: object, shape: ConvShape) -> int:
 
     if not (isinstance(layer, MatrixConvLayer) and type(layer).__module__.startswith("convcheck.")):
         return 1  # a user's layer, or a user's subclass of ours, behind whatever adapter
-    if any(os.environ.get(name) == "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")):
+    if blas_pinned():
         return 1
     macs = math.prod(shape.out_shape) * shape.filter_size**2 * shape.in_depth
     return available_cores() if macs >= PARALLEL_MIN_MACS else 1
+
+
+def blas_pinned() -> bool:
+    """Whether the environment holds BLAS to one thread (this process runs beside others that use the cores)."""
+    return any(os.environ.get(name) == "1" for name in BLAS_THREAD_VARIABLES)
+
+
+@contextmanager
+def one_blas_thread_environment() -> Iterator[None]:
+    """``BLAS_THREAD_VARIABLES`` = 1 inside the block, restored after it: start a child process in it, and the
+    child (which inherits the environment) loads BLAS with one thread."""
+    with _ENVIRONMENT_LOCK:
+        saved = {name: os.environ.get(name) for name in BLAS_THREAD_VARIABLES}
+        os.environ.update(dict.fromkeys(BLAS_THREAD_VARIABLES, "1"))
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+def hold_one_blas_thread() -> None:
+    """From now on, for the life of this process: ``BLAS_THREAD_VARIABLES`` = 1 (so ``engine_workers`` measures
+    on one thread) and BLAS held to one thread (``limited_blas``). Idempotent and thread-safe."""
+    global _held
+    with _ENVIRONMENT_LOCK:
+        if _held:
+            return
+        os.environ.update(dict.fromkeys(BLAS_THREAD_VARIABLES, "1"))
+        _HELD.enter_context(limited_blas(1))
+        _held = True
 
 
 def ordered_map(

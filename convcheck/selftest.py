@@ -14,16 +14,15 @@ few thousand forward passes of a few hundred multiply-adds each.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from convcheck import bugs
+from convcheck.batch.local import run_batch
 from convcheck.bugs import TENSOR_ORDER, PlantedBug
 from convcheck.checker import run_check
 from convcheck.layer import MatrixConvLayer
-from convcheck.results import CheckResult, Status
+from convcheck.results import CheckResult, Finding, Status
 from convcheck.spec import Activation, CheckSpec, ConvShape, DType, Method
 
 #: What a check can show a bug in: the gradients and the forward (``TENSOR_ORDER``), or the layer's contract
@@ -73,7 +72,7 @@ class LayerOutcome:
     spec: CheckSpec
     status: Status
     findings: tuple[str, ...]  # in FINDINGS order: the failing gradients, "forward", "contract"
-    contract: tuple[str, ...]  # the checker's contract problems, verbatim
+    contract: tuple[Finding, ...]  # the checker's contract findings
     error: str | None
     seconds: float
 
@@ -226,20 +225,30 @@ class SelftestReport:
         return tuple(rows)
 
 
-def check_layer(spec: CheckSpec, bug_id: str | None = None) -> LayerOutcome:
-    """Run the checker on one spec with the planted bug ``bug_id`` (None: the correct layer).
+@dataclass(frozen=True)
+class PlantedCheck:
+    """Check a spec with the planted bug ``bug_id`` (None: the correct layer); picklable, so that worker
+    processes of ``batch.local.run_batch`` can run it.
 
     A fresh layer is built for every check, so stateful bugs start clean each time.
     """
-    s = spec.shape
-    layer = (
-        MatrixConvLayer(s.stride, s.padding, spec.activation)
-        if bug_id is None
-        else bugs.get(bug_id).make(s.stride, s.padding, spec.activation)
-    )
-    result = run_check(spec, layer=layer)
+
+    bug_id: str | None = None
+
+    def __call__(self, spec: CheckSpec) -> CheckResult:
+        s = spec.shape
+        layer = (
+            MatrixConvLayer(s.stride, s.padding, spec.activation)
+            if self.bug_id is None
+            else bugs.get(self.bug_id).make(s.stride, s.padding, spec.activation)
+        )
+        return run_check(spec, layer=layer)
+
+
+def layer_outcome(result: CheckResult) -> LayerOutcome:
+    """What the selftest keeps of one check."""
     return LayerOutcome(
-        spec=spec,
+        spec=result.spec,
         status=result.status,
         findings=findings_of(result),
         contract=tuple(map(str, result.contract)),
@@ -248,21 +257,9 @@ def check_layer(spec: CheckSpec, bug_id: str | None = None) -> LayerOutcome:
     )
 
 
-def _check_task(task: tuple[CheckSpec, str | None]) -> LayerOutcome:
-    return check_layer(*task)
-
-
-class _Serial:
-    """The in-process stand-in for ``ProcessPoolExecutor`` when ``jobs`` is 1 (a lazy ``map``)."""
-
-    def __enter__(self) -> _Serial:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def map(self, fn: Callable[[Any], Any], items: Iterable[Any], chunksize: int = 1) -> Iterator[Any]:
-        return map(fn, items)
+def check_layer(spec: CheckSpec, bug_id: str | None = None) -> LayerOutcome:
+    """Run the checker on one spec with the planted bug ``bug_id`` (None: the correct layer)."""
+    return layer_outcome(PlantedCheck(bug_id)(spec))
 
 
 def run_selftest(
@@ -290,13 +287,20 @@ def run_selftest(
     base = DEFAULT_SWEEP if sweep is None else tuple(sweep)
     specs = tuple(spec for dtype in dtypes for spec in with_dtype(base, dtype))
     chosen = bugs.CATALOGUE if bug_ids is None else tuple(bugs.get(i) for i in bug_ids)
-    tasks = [(spec, None) for spec in specs] + [(spec, bug.id) for bug in chosen for spec in specs]
-    outcomes: list[LayerOutcome] = []
-    with ProcessPoolExecutor(max_workers=jobs) if jobs > 1 else _Serial() as pool:
-        for outcome in pool.map(_check_task, tasks, chunksize=max(1, len(tasks) // (4 * jobs))):
-            outcomes.append(outcome)
-            if progress is not None:
-                progress(len(outcomes), len(tasks))
+    checks = [PlantedCheck(bug_id) for bug_id in (None, *(bug.id for bug in chosen)) for _ in specs]
+    done = 0
+
+    def advance(index: int, result: CheckResult) -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, len(checks))
+
+    # The batch's guard: a check that raises, hangs or crashes its worker is an error row, counted in ``errors``.
+    batch = run_batch(specs * (1 + len(chosen)), jobs=jobs, on_result=advance, check=checks)
+    if batch.interrupted:  # the report needs every check; Ctrl-C ends the selftest as it ends the command
+        raise KeyboardInterrupt
+    outcomes = [layer_outcome(result) for result in batch.results]
     per_bug = len(specs)
     correct, rest = tuple(outcomes[:per_bug]), outcomes[per_bug:]
     bug_outcomes = tuple(BugOutcome(bug, tuple(rest[i * per_bug : (i + 1) * per_bug])) for i, bug in enumerate(chosen))

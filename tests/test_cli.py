@@ -15,7 +15,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from convcheck.checker import run_check
 from convcheck.cli import app
+from convcheck.exitcodes import ExitCode
+from convcheck.render import annotations
+from convcheck.render.base import Run
+from convcheck.render.documents import DOCUMENTS
+from convcheck.spec import CheckSpec, ConvShape, Method
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
@@ -49,7 +55,7 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
 def test_run_small_sweep_json_to_stdout_is_only_json(tmp_path):
     config = write(tmp_path, "small.yaml", SMALL)
     result = invoke("run", str(config), "--json", "-")
-    assert result.exit_code == 0, result.stderr
+    assert result.exit_code == ExitCode.OK, result.stderr
     document = json.loads(result.stdout)  # nothing but JSON on stdout
     assert document["summary"] == {"total": 2, "passed": 2, "failed": 0, "errors": 0}
     names = [c["name"] for c in document["checks"]]
@@ -67,7 +73,7 @@ def test_run_small_sweep_json_to_stdout_is_only_json(tmp_path):
 def test_failing_implementation_exit_1_with_json_and_junit(tmp_path):
     json_path, junit_path = tmp_path / "out.json", tmp_path / "out.xml"
     result = invoke("run", str(EXAMPLES / "buggy_col2im.yaml"), "--json", str(json_path), "--junit", str(junit_path))
-    assert result.exit_code == 1
+    assert result.exit_code == ExitCode.FAILED
     assert result.stdout.strip().splitlines()[-1] == "0 passed, 1 failed"
     check = json.loads(json_path.read_text())["checks"][0]
     assert check["status"] == "fail"
@@ -91,7 +97,7 @@ def test_error_row_for_a_crashing_implementation(tmp_path):
     )
     config = write(tmp_path, "c.yaml", f"impl: {impl.name}\n" + SMALL.split("  - ", 1)[1].replace("    ", ""))
     result = invoke("run", str(config), "--json", "-")
-    assert result.exit_code == 1
+    assert result.exit_code == ExitCode.FAILED
     checks = json.loads(result.stdout)["checks"]
     assert {c["status"] for c in checks} == {"error"}
     assert "boom" in checks[0]["error"] and "raises.py:2" in checks[0]["error"]
@@ -110,41 +116,53 @@ def test_error_row_for_a_crashing_implementation(tmp_path):
 def test_bad_config_exit_2_names_field_and_line(tmp_path, text, field, line):
     config = write(tmp_path, "bad.yaml", text)
     result = invoke("run", str(config))
-    assert result.exit_code == 2
+    assert result.exit_code == ExitCode.INVALID
     assert "Traceback" not in result.stderr
     first = result.stderr.splitlines()[0]
     assert first.startswith(f"{config}:{line}:") and field in first and "allowed:" in first
     assert result.stdout == ""  # nothing was run
 
 
+def test_every_document_format_renders_the_results_it_is_given_as_text():
+    """The formats behind ``--json`` and ``--junit`` share one interface: ``render(results, run) -> str``."""
+    results = [run_check(CheckSpec("tiny", ConvShape(1, 4, 4, 1, 1, 3, 1, 1), method=Method.FULL))]
+    run = Run(version="9.9", interrupted=True)
+    texts = {name: render(results, run) for name, render in DOCUMENTS.items()}
+    document = json.loads(texts["json"])
+    assert (document["convcheck"], document["interrupted"], document["checks"][0]["name"]) == ("9.9", True, "tiny")
+    suite = ET.fromstring(texts["junit"].encode())
+    assert suite.get("tests") == "1" and suite.find("testsuite/testcase").get("name") == "tiny"
+    assert annotations.render(results, run) == ""  # nothing failed: no annotation, not even an empty line
+
+
 def test_validate_lists_expanded_checks_with_cost(tmp_path):
     config = write(tmp_path, "small.yaml", SMALL)
     result = invoke("validate", str(config))
-    assert result.exit_code == 0
+    assert result.exit_code == ExitCode.OK
     assert "small[stride=2]" in result.stdout and "(2, 5, 6, 3)" in result.stdout
     assert "2 checks valid" in result.stdout
 
 
 def test_init_writes_a_runnable_config_and_refuses_to_overwrite(tmp_path):
     target = tmp_path / "mine.yaml"
-    assert invoke("init", str(target)).exit_code == 0
-    assert invoke("init", str(target)).exit_code == 2
-    assert invoke("init", str(target), "--force").exit_code == 0
+    assert invoke("init", str(target)).exit_code == ExitCode.OK
+    assert invoke("init", str(target)).exit_code == ExitCode.INVALID
+    assert invoke("init", str(target), "--force").exit_code == ExitCode.OK
     result = invoke("run", str(target), "--json", "-")
-    assert result.exit_code == 0, result.stderr
+    assert result.exit_code == ExitCode.OK, result.stderr
     assert json.loads(result.stdout)["summary"]["passed"] == 2
 
 
 def test_schema_is_json_and_version_prints():
     result = invoke("schema")
-    assert result.exit_code == 0 and "properties" in json.dumps(json.loads(result.stdout))
+    assert result.exit_code == ExitCode.OK and "properties" in json.dumps(json.loads(result.stdout))
     version = invoke("--version")
-    assert version.exit_code == 0 and version.stdout.startswith("convcheck ")
+    assert version.exit_code == ExitCode.OK and version.stdout.startswith("convcheck ")
 
 
 def test_github_annotations_point_at_the_check_line(tmp_path):
     result = invoke("run", str(EXAMPLES / "buggy_col2im.yaml"), env={"GITHUB_ACTIONS": "true"})
-    assert result.exit_code == 1
+    assert result.exit_code == ExitCode.FAILED
     lines = [line for line in result.stdout.splitlines() if line.startswith("::error ")]
     assert len(lines) == 1 and "buggy_col2im.yaml" in lines[0] and ",line=" in lines[0]
 
@@ -163,13 +181,13 @@ def test_overrides_apply_to_every_check(tmp_path):
 
 def test_selftest_quick_is_green():
     result = invoke("selftest", "--quick")
-    assert result.exit_code == 0, result.stdout[-2000:]
+    assert result.exit_code == ExitCode.OK, result.stdout[-2000:]
     assert "false alarm" in result.stdout
 
 
 def test_every_bundled_config_runs_and_passes():
     result = invoke("run", str(CONFIGS), "--json", "-", "--jobs", "1")
-    assert result.exit_code == 0, result.stderr[-3000:]
+    assert result.exit_code == ExitCode.OK, result.stderr[-3000:]
     document = json.loads(result.stdout)
     assert document["summary"]["failed"] == document["summary"]["errors"] == 0
     assert document["summary"]["total"] >= 20
@@ -178,7 +196,7 @@ def test_every_bundled_config_runs_and_passes():
 def test_python_dash_m_and_help_examples():
     env = {**os.environ, **ENV}
     out = subprocess.run([sys.executable, "-m", "convcheck", "--help"], capture_output=True, text=True, env=env)
-    assert out.returncode == 0 and "convcheck run configs/seed.yaml" in out.stdout
+    assert out.returncode == ExitCode.OK and "convcheck run configs/seed.yaml" in out.stdout
     for command in ("run", "validate", "init", "schema", "selftest"):
         help_text = invoke(command, "--help").stdout
         assert "Examples" in help_text, command
@@ -187,13 +205,13 @@ def test_python_dash_m_and_help_examples():
 def test_heatmap_and_plot_options(tmp_path):
     config = write(tmp_path, "small.yaml", SMALL)
     shown = invoke("run", str(config), "--heatmap")
-    assert shown.exit_code == 0 and "input gradient error over (h, w)" in shown.stdout
+    assert shown.exit_code == ExitCode.OK and "input gradient error over (h, w)" in shown.stdout
     plots = tmp_path / "plots"
     result = invoke("run", str(EXAMPLES / "buggy_col2im.yaml"), "--plot", str(plots))
     if importlib.util.find_spec("matplotlib") is None:
-        assert result.exit_code == 2 and "convcheck[plot]" in result.stderr
+        assert result.exit_code == ExitCode.INVALID and "convcheck[plot]" in result.stderr
     else:
-        assert result.exit_code == 1
+        assert result.exit_code == ExitCode.FAILED
         assert sorted(p.name for p in plots.iterdir()) == ["buggy-col2im-input.png", "buggy-col2im-weights.png"]
 
 
@@ -213,7 +231,7 @@ def test_ctrl_c_prints_results_so_far_and_exits_130(tmp_path):
     time.sleep(2.5)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
-    assert process.returncode == 130, err
+    assert process.returncode == ExitCode.INTERRUPTED, err
     assert "interrupted" in err and "Traceback" not in err
     document = json.loads(json_path.read_text())  # complete JSON, never half-written
     assert document["interrupted"] is True
@@ -224,11 +242,11 @@ def test_ctrl_c_prints_results_so_far_and_exits_130(tmp_path):
 def test_bad_impl_override_and_unwritable_outputs_are_invalid_command_lines(tmp_path):
     config = write(tmp_path, "small.yaml", SMALL)
     missing = invoke("run", str(config), "--impl", str(tmp_path / "nothere.py"))
-    assert missing.exit_code == 2 and "nothere.py" in missing.stderr and missing.stdout == ""
+    assert missing.exit_code == ExitCode.INVALID and "nothere.py" in missing.stderr and missing.stdout == ""
     (tmp_path / "a-file").write_text("")
     for option, target in (("--json", tmp_path / "a-file" / "out.json"), ("--junit", tmp_path)):
         result = invoke("run", str(config), option, str(target))
-        assert result.exit_code == 2 and option in result.stderr and "Traceback" not in result.stderr
+        assert result.exit_code == ExitCode.INVALID and option in result.stderr and "Traceback" not in result.stderr
         assert result.stdout == ""  # refused before anything ran
 
 
@@ -243,7 +261,7 @@ def test_a_bug_in_convcheck_is_one_paragraph_and_exit_3(tmp_path, monkeypatch, c
     monkeypatch.delenv("CONVCHECK_DEBUG", raising=False)
     with pytest.raises(SystemExit) as caught:
         cli.entry()
-    assert caught.value.code == 3
+    assert caught.value.code == ExitCode.INTERNAL
     err = capsys.readouterr().err
     assert "internal error (RuntimeError: simulated bug)" in err and "Traceback" not in err
 
@@ -259,9 +277,9 @@ def test_user_code_that_kills_its_process_is_an_error_row_not_a_green_run(tmp_pa
     junit_path = tmp_path / "out.xml"
     command = [sys.executable, "-m", "convcheck", "run", str(config), "--junit", str(junit_path)]
     done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **ENV}, timeout=120)
-    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.returncode == ExitCode.FAILED, done.stdout + done.stderr
     assert "crashed the worker process" in done.stdout
     assert len(ET.parse(junit_path).getroot().findall(".//error")) == 2
     assert junit_path.stat().st_mode & 0o044  # readable by others, as a CI artifact should be
     refused = invoke("run", str(config), "--junit", "-")
-    assert refused.exit_code == 2 and "--junit -" in refused.stderr
+    assert refused.exit_code == ExitCode.INVALID and "--junit -" in refused.stderr

@@ -18,11 +18,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from convcheck import bugs, heatmap
+from convcheck import bugs
 from convcheck.bugs import CATALOGUE, StepwiseLayer
 from convcheck.checker import CheckData, make_data, run_check
 from convcheck.diagnosis import LABELS, diagnose, label_of
 from convcheck.layer import MatrixCache, MatrixConvLayer
+from convcheck.render import grids
 from convcheck.results import CheckResult, Status
 from convcheck.selftest import DEFAULT_SWEEP, DTYPES, with_dtype
 from convcheck.spec import Activation, CheckSpec, ConvShape, DType, Method
@@ -276,7 +277,7 @@ def test_integer_data_kinks_with_the_checkers_verdict() -> None:
                        (s.x_shape, s.w_shape, s.b_shape, s.out_shape)))  # fmt: skip
     correct = run_check(spec, layer=MatrixConvLayer(1, 1, spec.activation), data=data)
     assert correct.passed and sum(g.kinks for g in correct.gradients) > 0
-    assert not np.any(heatmap.input_grid(correct)) and not np.any(heatmap.weight_grids(correct))
+    assert not np.any(grids.input_grid(correct)) and not np.any(grids.weight_grids(correct))
     for bug_id in ("col2im-last-window-dropped", "weights-row-order", "grads-scaled-by-batch"):
         result = run_check(spec, layer=bugs.get(bug_id).make(1, 1, spec.activation), data=data)
         assert _hit(bug_id, result), (bug_id, result.diagnosis)

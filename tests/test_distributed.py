@@ -20,11 +20,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from convcheck import distributed as convcheck_distributed
+from convcheck.batch import dask as convcheck_distributed
+from convcheck.batch.guard import CheckTimeout
+from convcheck.batch.local import run_batch
+from convcheck.batch.outcome import BatchOutcome
 from convcheck.cli import app
 from convcheck.config import load_configs
+from convcheck.exitcodes import ExitCode
 from convcheck.results import CheckResult, Status
-from convcheck.runner import BatchOutcome, CheckTimeout, run_batch
 from convcheck.spec import CheckSpec, ConvShape, ImplRef
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,7 +94,7 @@ def rows(outcome: BatchOutcome) -> list[tuple[object, ...]]:
             r.forward.ok if r.forward else None,
             len(r.contract),
             r.error,
-            tuple(masked(note) for note in r.notes),
+            tuple(masked(str(note)) for note in r.notes),
         )
         for r in outcome.results
     ]
@@ -134,7 +137,7 @@ def test_the_worker_timeout_never_goes_off_after_the_check(monkeypatch):
 def test_without_dask_the_scheduler_option_exits_2_and_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)  # `import distributed` now raises ImportError
     result = invoke("run", str(ROOT / "configs" / "smoke.yaml"), "--scheduler", "tcp://127.0.0.1:8786")
-    assert result.exit_code == 2
+    assert result.exit_code == ExitCode.INVALID
     message = " ".join(result.stderr.split())
     assert "Dask distributed is not installed" in message
     assert "pip install 'convcheck[dask]'" in message
@@ -215,7 +218,8 @@ def verdicts(document: dict) -> list[tuple[object, ...]]:
 
 
 @pytest.mark.parametrize(
-    ("config", "exit_code"), [(ROOT / "configs" / "smoke.yaml", 0), (ROOT / "examples" / "buggy_col2im.yaml", 1)]
+    ("config", "exit_code"),
+    [(ROOT / "configs" / "smoke.yaml", ExitCode.OK), (ROOT / "examples" / "buggy_col2im.yaml", ExitCode.FAILED)],
 )
 def test_cli_json_and_exit_code_are_those_of_a_local_run(scheduler, config, exit_code):
     remote = invoke("run", str(config), "--scheduler", scheduler, "--json", "-")
@@ -235,6 +239,6 @@ def test_an_unreachable_scheduler_exits_2_naming_the_address(monkeypatch, addres
     pytest.importorskip("distributed")
     monkeypatch.setattr(convcheck_distributed, "CONNECT_TIMEOUT", 0.5)
     result = invoke("run", str(ROOT / "configs" / "smoke.yaml"), "--scheduler", address, "--json", "-")
-    assert result.exit_code == 2
+    assert result.exit_code == ExitCode.INVALID
     assert expected in " ".join(result.stderr.split())
     assert result.stdout == "" and "Traceback" not in result.stderr

@@ -14,24 +14,13 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from convcheck import bugs, heatmap
+from convcheck import bugs
 from convcheck.checker import run_check
-from convcheck.heatmap import (
-    MAX_COLUMNS,
-    MAX_ROWS,
-    SHADES,
-    Measure,
-    PlotUnavailable,
-    entry_errors,
-    forward_grid,
-    heatmaps,
-    input_grid,
-    render_grid,
-    shade_levels,
-    weight_grids,
-    write_pngs,
-)
 from convcheck.layer import MatrixConvLayer
+from convcheck.render import grids, heatmap, plot
+from convcheck.render.grids import Measure, entry_errors, forward_grid, input_grid, weight_grids
+from convcheck.render.heatmap import MAX_COLUMNS, MAX_ROWS, SHADES, heatmaps, render_grid, shade_levels
+from convcheck.render.plot import PlotUnavailable, write_pngs
 from convcheck.results import CheckResult
 from convcheck.spec import Activation, CheckSpec, ConvShape, Method
 
@@ -189,5 +178,6 @@ def test_write_pngs(tmp_path) -> None:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_module_lists_its_public_names() -> None:
-    assert all(hasattr(heatmap, name) for name in heatmap.__all__)
+@pytest.mark.parametrize("module", [grids, heatmap, plot], ids=lambda m: m.__name__)
+def test_module_lists_its_public_names(module) -> None:
+    assert all(hasattr(module, name) for name in module.__all__)

@@ -107,7 +107,7 @@ def test_limited_blas_restores_what_it_found():
 
 
 def test_engine_workers_uses_every_core_only_for_large_convcheck_layers_and_unpinned_blas(monkeypatch):
-    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    for name in parallel.BLAS_THREAD_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(parallel, "available_cores", lambda: 2)
     seed = ConvShape(8, 32, 48, 16, 32, 3, 1, 1)

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from convcheck.batch.guard import CheckTimeout, describe_failure, run_one, timeout_of
+from convcheck.batch.local import run_batch
+from convcheck.batch.outcome import BatchOutcome
 from convcheck.config import load_configs
-from convcheck.results import CheckResult, Status
-from convcheck.runner import BatchOutcome, CheckTimeout, describe_failure, run_batch, run_one, timeout_of
+from convcheck.results import CheckResult, NoteKind, Status
 from convcheck.spec import Activation, CheckSpec, ConvShape, ImplRef, Layout, Signature
 
 TINY = ConvShape(batch=1, in_height=3, in_width=3, in_depth=1, out_depth=1, filter_size=1)
@@ -110,7 +112,8 @@ def test_outside_the_main_thread_the_timeout_is_not_enforced_and_the_result_says
     thread.start()
     thread.join()
     assert results[0].status is Status.PASS
-    assert any("timeout not enforced" in note for note in results[0].notes)
+    said = [note for note in results[0].notes if note.kind is NoteKind.TIMEOUT_NOT_ENFORCED]
+    assert len(said) == 1 and str(said[0]).startswith("timeout not enforced")
 
 
 def test_timeout_defaults_to_the_checkers():

@@ -1,10 +1,11 @@
 """Run a batch of checks on a Dask distributed cluster (``convcheck run --scheduler ADDRESS``).
 
-One Dask task per check. Each task calls ``runner.run_one(spec)`` on a worker, so a check's result there is the
+One Dask task per check. Each task calls ``guard.run_one(spec)`` on a worker, so a check's result there is the
 result it gets locally: exceptions become the same ``error`` rows with the same messages, timeouts give the same
 "timed out after N s", verdicts and diagnoses are identical, and so is the exit code. The results come back in
 spec order, ``on_result`` sees them as they finish, and ``fail_fast`` keeps exactly the checks up to the first
-one (in spec order) that did not pass: the same ``BatchOutcome`` as ``runner.run_batch``.
+one (in spec order) that did not pass: the same ``BatchOutcome`` as ``local.run_batch`` (both use
+``outcome.Tally``).
 
 Timeouts on a worker. Dask runs tasks on executor threads, where ``run_one``'s ``SIGALRM`` timer cannot be set
 (signals go to the main thread). The task therefore arms its own timer: a ``threading.Timer`` that, when the
@@ -22,9 +23,9 @@ worker process (…)", as with ``--jobs N``. The exit code is the same; the mess
 
 BLAS threads. Like ``--jobs N`` workers, a worker runs each check with one BLAS/OpenMP thread (Dask's nanny
 already sets ``OPENBLAS_NUM_THREADS=1`` and friends before a worker starts; the task makes sure of it for workers
-started otherwise): parallelism comes from running many checks, one per worker thread, not from threads inside a
-check. Run workers with ``--nthreads 1`` (one process per core): checks then never share a process, as with
-``--jobs N``.
+started otherwise, with ``parallel.hold_one_blas_thread``): parallelism comes from running many checks, one per
+worker thread, not from threads inside a check. Run workers with ``--nthreads 1`` (one process per core): checks
+then never share a process, as with ``--jobs N``.
 
 Workers need convcheck (and numpy) installed, and every implementation a config names must be importable, or
 its ``.py`` file present, at the same path, on every worker (a shared file system, or the same checkout).
@@ -36,17 +37,17 @@ import concurrent.futures
 import contextlib
 import ctypes
 import math
-import os
 import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from convcheck import parallel, runner
+from convcheck import parallel
+from convcheck.batch.guard import CheckTimeout, describe_failure, run_one, timeout_of
+from convcheck.batch.outcome import BatchOutcome, ResultCallback, Tally, crash_message, error_result
 from convcheck.checker import run_check
-from convcheck.results import CheckResult, Status
-from convcheck.runner import BatchOutcome, CheckTimeout, ResultCallback, describe_failure, error_result, timeout_of
+from convcheck.results import CheckResult, Note, NoteKind
 from convcheck.spec import CheckSpec
 
 if TYPE_CHECKING:
@@ -56,9 +57,6 @@ __all__ = ["CONNECT_TIMEOUT", "DistributedUnavailable", "run_distributed"]
 
 #: Seconds to wait for the scheduler to answer before giving up (``run_distributed(connect_timeout=None)``).
 CONNECT_TIMEOUT = 10.0
-
-# What run_one adds to a result when it could not arm its SIGALRM timer; removed when the worker's own timer ran.
-_UNENFORCED_NOTE = "timeout not enforced: not in the main thread of a POSIX process"
 
 
 class DistributedUnavailable(Exception):  # noqa: N818 - "unavailable" says it; the CLI maps it to exit code 2
@@ -82,7 +80,7 @@ def run_distributed(
 ) -> BatchOutcome:
     """Run every check in ``specs`` on the Dask cluster whose scheduler is at ``address``.
 
-    The same contract as ``runner.run_batch``: identical results, in spec order; see the module docstring for
+    The same contract as ``local.run_batch``: identical results, in spec order; see the module docstring for
     timeouts, crashes and what the workers need.
 
     Args:
@@ -104,7 +102,7 @@ def run_distributed(
     specs = list(specs)
     client = _connect(address, CONNECT_TIMEOUT if connect_timeout is None else connect_timeout)
     try:
-        return _Batch(client, specs, fail_fast, on_result).run()
+        return _Batch(client, Tally(specs, fail_fast, on_result)).run()
     finally:
         with contextlib.suppress(Exception):
             client.close(timeout=5)
@@ -133,17 +131,12 @@ def _connect(address: str, timeout: float) -> Client:
 
 
 class _Batch:
-    """The futures of one batch and what has come back; the fail_fast rule is ``runner._Pool``'s."""
+    """The futures of one batch; what comes back goes to the ``Tally`` (the fail-fast rule of every executor)."""
 
-    def __init__(
-        self, client: Client, specs: list[CheckSpec], fail_fast: bool, on_result: ResultCallback | None
-    ) -> None:
+    def __init__(self, client: Client, tally: Tally) -> None:
         self.client = client
-        self.specs = specs
-        self.fail_fast = fail_fast
-        self.on_result = on_result
-        self.results: dict[int, CheckResult] = {}
-        self.first_failure: int | None = None  # fail_fast: the smallest index that did not pass
+        self.tally = tally
+        self.specs = tally.specs
         self.futures: dict[int, Future] = {}  # the checks still wanted and not yet collected
         self.index_of: dict[Any, int] = {}  # a future's key -> the index of its spec
 
@@ -162,11 +155,7 @@ class _Batch:
             interrupted = True
         finally:
             self._cancel(list(self.futures))
-        results = self.results
-        if self.first_failure is not None:
-            results = {i: r for i, r in results.items() if i <= self.first_failure}
-        stopped = not interrupted and self.first_failure is not None and len(results) < len(self.specs)
-        return runner._outcome(self.specs, results, interrupted=interrupted, stopped_early=stopped)
+        return self.tally.outcome(interrupted=interrupted)
 
     def _submit(self) -> None:
         batch = uuid.uuid4().hex[:12]  # keys unique on a scheduler shared by several runs and users
@@ -185,15 +174,8 @@ class _Batch:
             return
         result = _result_of(future, self.specs[index])
         future.release()  # the worker may drop its copy
-        self.results[index] = result
-        if self.on_result is not None:
-            self.on_result(index, result)
-        if self.fail_fast and result.status is not Status.PASS:
-            if self.first_failure is None or index < self.first_failure:
-                self.first_failure = index
-            # Checks after the first failure are not needed; earlier ones still run, so that the results are
-            # the same as with jobs=1.
-            self._cancel([i for i in self.futures if i > self.first_failure])
+        if self.tally.record(index, result):
+            self._cancel([i for i in self.futures if not self.tally.wanted(i)])
 
     def _cancel(self, indices: list[int]) -> None:
         futures = [self.futures.pop(i) for i in indices]
@@ -212,48 +194,34 @@ def _result_of(future: Future, spec: CheckSpec) -> CheckResult:
         deaths = getattr(exc, "allowed_failures", 0) + 1
         who = "the Dask worker running it died" if deaths == 1 else f"{deaths} Dask workers died running it in turn"
         return error_result(
-            spec,
-            f"the implementation crashed the worker process ({who}: a segfault, os._exit or out of memory?); the "
-            "other checks were not affected",
+            spec, 0.0, crash_message(f"{who}: a segfault, os._exit or out of memory?", own_process=False)
         )
     except concurrent.futures.CancelledError as exc:  # not by us: we never collect what we cancelled
-        return error_result(spec, f"the Dask cluster cancelled the check ({exc}); was it restarted meanwhile?")
+        return error_result(spec, 0.0, f"the Dask cluster cancelled the check ({exc}); was it restarted meanwhile?")
     except Exception as exc:  # noqa: BLE001 - e.g. convcheck missing on the worker: that check's error row
         hint = " (is convcheck installed on every worker?)" if isinstance(exc, ImportError) else ""
-        return error_result(spec, f"the Dask worker could not run the check{hint}: {describe_failure(exc)}")
+        return error_result(spec, 0.0, f"the Dask worker could not run the check{hint}: {describe_failure(exc)}")
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # The worker's side
 
-_SETUP_LOCK = threading.Lock()
-_SET_UP = False
-_BLAS_LIMIT = contextlib.ExitStack()  # holds BLAS at one thread for the life of the worker process
-
 
 def _check_on_worker(spec: CheckSpec) -> CheckResult:
-    """A Dask task: ``runner.run_one(spec)`` with one BLAS thread and the check's timeout enforced."""
-    _one_blas_thread()
+    """A Dask task: ``guard.run_one(spec)`` with one BLAS thread and the check's timeout enforced."""
+    parallel.hold_one_blas_thread()  # as in --jobs workers; once per worker process, for good
     watched = threading.current_thread() is not threading.main_thread() and _ASYNC_EXC is not None
     try:
-        result = runner.run_one(spec, _Watched(timeout_of(spec)) if watched else run_check)
+        result = run_one(spec, _Watched(timeout_of(spec)) if watched else run_check)
     except KeyboardInterrupt:  # run_one lets it through; on a worker it is this check's doing
-        return error_result(spec, "the check raised KeyboardInterrupt on the Dask worker")
-    if watched and _UNENFORCED_NOTE in result.notes:
-        result = replace(result, notes=tuple(note for note in result.notes if note != _UNENFORCED_NOTE))
+        return error_result(spec, 0.0, "the check raised KeyboardInterrupt on the Dask worker")
+    if watched:  # the task's own timer enforced the timeout that run_one could not
+        result = replace(result, notes=tuple(note for note in result.notes if not _unenforced(note)))
     return result
 
 
-def _one_blas_thread() -> None:
-    """Once per worker process: ``runner.BLAS_THREAD_VARIABLES`` = 1 (so convcheck's engine measures on one
-    thread, as in ``--jobs`` workers) and BLAS held to one thread (``parallel.limited_blas``), for good."""
-    global _SET_UP
-    with _SETUP_LOCK:
-        if _SET_UP:
-            return
-        os.environ.update(dict.fromkeys(runner.BLAS_THREAD_VARIABLES, "1"))
-        _BLAS_LIMIT.enter_context(parallel.limited_blas(1))
-        _SET_UP = True
+def _unenforced(note: Note) -> bool:
+    return isinstance(note, Note) and note.kind is NoteKind.TIMEOUT_NOT_ENFORCED
 
 
 def _async_exc() -> Any:

@@ -1,0 +1,14 @@
+"""Running many checks: locally in worker processes or on a Dask cluster, with the same results either way.
+
+- ``outcome``: what both executors share: the ``BatchOutcome``, error rows (``error_result``), the wording of
+  timeouts and crashes, and ``Tally`` (results as they come back, and the fail-fast rule).
+- ``guard``: one check under the guard (``run_one``): exceptions become error rows, timeouts are enforced.
+- ``local``: ``run_batch``, in this process or in a pool of worker processes (``--jobs``).
+- ``dask``: ``run_distributed``, one Dask task per check (``--scheduler``).
+
+A new executor is one module beside ``local`` and ``dask``: run each check through ``guard.run_one`` where it
+runs, and feed what comes back to a ``Tally``; its ``outcome()`` is the ``BatchOutcome`` to return.
+
+Nothing is imported here, so that ``checker`` can build its error rows with ``outcome.error_result`` without
+importing the executors (which import ``checker``).
+"""

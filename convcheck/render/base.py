@@ -1,0 +1,102 @@
+"""What every output format shares: the run a document describes, the document interface, and the pieces of
+wording (counts, the one-line failure message, indices in the user's layout) that several formats show alike.
+
+No Rich here: the text documents (JSON, JUnit, annotations) import this module without the terminal's library.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from convcheck.results import CheckResult, Status
+from convcheck.spec import Layout
+from convcheck.user.shapes import TO_NCHW
+
+__all__ = [
+    "AXES",
+    "FAIL_MARK",
+    "PASS_MARK",
+    "Document",
+    "Run",
+    "counts",
+    "failure_message",
+    "summary_line",
+    "user_index",
+]
+
+PASS_MARK = "✓"
+FAIL_MARK = "✗"
+
+# Internal NHWC axis order → the order a user of each layout reads.
+_NCHW_ORDER = {"input": TO_NCHW["x"], "weights": TO_NCHW["w"], "bias": (0,)}
+#: The axis names of each gradient's index, as a user of each layout reads them.
+AXES = {
+    Layout.NHWC: {"input": "n, h, w, c", "weights": "kh, kw, c_in, c_out", "bias": "c_out"},
+    Layout.NCHW: {"input": "n, c, h, w", "weights": "c_out, c_in, kh, kw", "bias": "c_out"},
+}
+
+
+@dataclass(frozen=True)
+class Run:
+    """What a document says about the run besides its results.
+
+    ``version``: convcheck's, written into the JSON. ``interrupted``: Ctrl-C ended the batch early.
+    ``suite``: the JUnit suite name (and the class name of checks that have no config file).
+    """
+
+    version: str
+    interrupted: bool = False
+    suite: str = "convcheck"
+
+
+class Document(Protocol):
+    """A text output format: ``render(results, run)`` is the whole document, ready to write to a file."""
+
+    def __call__(self, results: Sequence[CheckResult], run: Run, /) -> str: ...
+
+
+def user_index(tensor: str, index: Sequence[int], layout: Layout) -> tuple[int, ...]:
+    """An internal (NHWC) gradient index in the order of the user's layout."""
+    if layout is Layout.NCHW and len(index) == len(_NCHW_ORDER[tensor]):
+        return tuple(index[axis] for axis in _NCHW_ORDER[tensor])
+    return tuple(index)
+
+
+def counts(results: Sequence[CheckResult]) -> dict[str, int]:
+    """``total``, ``passed``, ``failed`` and ``errors`` (an error is not counted as failed here)."""
+    passed = sum(r.status is Status.PASS for r in results)
+    failed = sum(r.status is Status.FAIL for r in results)
+    errors = sum(r.status is Status.ERROR for r in results)
+    return {"total": len(results), "passed": passed, "failed": failed, "errors": errors}
+
+
+def summary_line(results: Sequence[CheckResult]) -> str:
+    """``N passed, M failed`` (errors count as failed), then ``, E errors`` when there are any."""
+    c = counts(results)
+    line = f"{c['passed']} passed, {c['failed'] + c['errors']} failed"
+    if c["errors"]:
+        line += f", {c['errors']} error{'s' if c['errors'] != 1 else ''}"
+    return line
+
+
+def failure_message(r: CheckResult) -> str:
+    """One line naming what failed: the tensor and its worst entry, the forward, the contract or the error."""
+    if r.error:
+        return r.error
+    parts = []
+    for g in r.gradients:
+        if not g.passed and g.worst:
+            e = g.worst[0]
+            index = user_index(g.name, e.index, r.spec.layout)
+            parts.append(
+                f"{g.name} gradient wrong in {g.over_tolerance} of {g.checked or g.projections} "
+                f"(worst {list(index)}: analytic {e.analytic:.6g}, numeric {e.numeric:.6g})"
+            )
+    if r.forward is not None and not r.forward.ok:
+        parts.append(f"forward differs from the reference by up to {r.forward.max_abs_error:.3g}")
+    parts.extend(f"contract: {finding!s}" for finding in r.contract)
+    if r.diagnosis:
+        parts.append(f"hint: {r.diagnosis[0]!s}")
+    return "; ".join(parts) or "failed"

@@ -1,0 +1,29 @@
+"""The text documents convcheck writes to files, by format name: the table the CLI's output options use.
+
+Every entry is a ``base.Document``: ``render(results, run) -> str``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from convcheck.render import json, junit
+from convcheck.render.base import Document, Run
+from convcheck.render.files import write_atomic
+from convcheck.results import CheckResult
+
+__all__ = ["DOCUMENTS", "write_documents"]
+
+DOCUMENTS: dict[str, Document] = {"json": json.render, "junit": junit.render}
+
+
+def write_documents(results: Sequence[CheckResult], run: Run, paths: Mapping[str, str | Path | None]) -> None:
+    """Write each format in ``paths`` (a ``DOCUMENTS`` name → its file; None: not wanted), in that order.
+
+    Raises:
+        OSError: a file could not be written (the ones before it were).
+    """
+    for name, path in paths.items():
+        if path is not None:
+            write_atomic(path, DOCUMENTS[name](results, run))

@@ -1,0 +1,46 @@
+"""The ``--junit`` document: one ``testcase`` per check, for CI systems that read JUnit XML.
+
+A failed check is a ``failure`` whose message is ``base.failure_message``; a check that could not run is an
+``error`` with its message. Checks from a config file carry its file and line, and its stem as the class name.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from pathlib import Path
+
+from convcheck.render.base import Run, counts, failure_message
+from convcheck.results import CheckResult, Status
+
+__all__ = ["render"]
+
+
+def render(results: Sequence[CheckResult], run: Run) -> str:
+    """The JUnit XML document (``run.suite`` names the suite), with its XML declaration, ending in a newline."""
+    suite = run.suite
+    c = counts(results)
+    root = ET.Element(
+        "testsuites", name=suite, tests=str(c["total"]), failures=str(c["failed"]), errors=str(c["errors"])
+    )
+    ts = ET.SubElement(
+        root,
+        "testsuite",
+        name=suite,
+        tests=str(c["total"]),
+        failures=str(c["failed"]),
+        errors=str(c["errors"]),
+        time=f"{sum(r.seconds for r in results):.3f}",
+    )
+    for r in results:
+        classname = Path(r.spec.source.file).stem if r.spec.source else suite
+        case = ET.SubElement(ts, "testcase", name=r.name, classname=classname, time=f"{r.seconds:.3f}")
+        if r.spec.source:
+            case.set("file", r.spec.source.file)
+            case.set("line", str(r.spec.source.line))
+        if r.status is Status.FAIL:
+            ET.SubElement(case, "failure", message=failure_message(r)).text = failure_message(r)
+        elif r.status is Status.ERROR:
+            ET.SubElement(case, "error", message=r.error or "error").text = r.error or "error"
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
