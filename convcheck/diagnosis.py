@@ -13,7 +13,7 @@ tests and tools can ask whether a planted bug got the right one. Rules are exact
    specific common mistake produces at the point the check was made — no activation mask or one taken from the
    wrong tensor, dout walked in (n, ow, oh) order, dx computed with the kernel flipped, col2im assigning
    instead of accumulating, reading dM rows in another order, placing windows without the stride, dropping the
-   last row and column of windows. The point is rebuilt from the spec's seed (``checker.make_data``) and used
+   last row and column of windows. The point is rebuilt from the spec's seed (``data.make_data``) and used
    only if the reference output recomputed from it is bit-identical to the one the check stored, so a check
    run at a caller-supplied point gets no hint it cannot back up. Gradient hypotheses are built on the
    reference forward and only tried when the layer's forward matches it.
@@ -44,6 +44,7 @@ import numpy as np
 
 from convcheck import activation as act
 from convcheck import reference
+from convcheck.data import make_data
 from convcheck.layer import im2col, pad
 from convcheck.results import CheckResult, ForwardResult, TensorResult
 from convcheck.spec import Activation, CheckSpec, ConvShape
@@ -282,8 +283,6 @@ def _rebuild_point(result: CheckResult) -> _Point | None:
     f = result.forward
     if f is None or f.reference is None:
         return None
-    from convcheck.checker import make_data  # late: the checker imports this module
-
     spec = result.spec
     s = spec.shape
     try:

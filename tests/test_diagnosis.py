@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 from convcheck import bugs, heatmap
 from convcheck.bugs import CATALOGUE, StepwiseLayer
-from convcheck.checker import CheckData, make_data, run_check
+from convcheck.checker import run_check
+from convcheck.data import CheckData, make_data
 from convcheck.diagnosis import LABELS, diagnose, label_of
 from convcheck.layer import MatrixCache, MatrixConvLayer
 from convcheck.results import CheckResult, Status

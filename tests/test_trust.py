@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import convcheck
-from convcheck.checker import integer_data, run_check
+from convcheck.checker import run_check
+from convcheck.data import integer_data
 from convcheck.spec import Activation, CheckSpec, ConvShape, DType, Method
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
