@@ -254,7 +254,7 @@ def check_json(r: CheckResult) -> dict[str, object]:
             "worst_index": list(user_index("input", r.forward.worst_index, layout)) if r.forward.worst_index else None,
         },
         "contract": list(r.contract),
-        "diagnosis": list(r.diagnosis),
+        "diagnosis": [str(h) for h in r.diagnosis],
         "notes": list(r.notes),
         "error": r.error,
         "seconds": round(r.seconds, 6),

@@ -79,7 +79,7 @@ def test_activation_mismatch_between_layer_and_config_gets_a_hint():
     forward, backward = _example_functions()  # a ReLU layer
     result = convcheck.check(forward, backward, activation="none", filter_size=3, padding=1)
     assert not result.passed and not result.forward.ok
-    assert any("set `activation: relu`" in hint for hint in result.diagnosis), result.diagnosis
+    assert any("set `activation: relu`" in hint.text for hint in result.diagnosis), result.diagnosis
 
 
 def test_an_object_dtype_gradient_is_a_contract_problem_not_a_crash():
@@ -91,4 +91,4 @@ def test_an_object_dtype_gradient_is_a_contract_problem_not_a_crash():
 
     result = convcheck.check(forward, backward_object, filter_size=3, padding=1)
     assert result.error is None
-    assert any("dx has dtype object" in problem for problem in result.contract), result.contract
+    assert any("dx has dtype object" in str(problem) for problem in result.contract), result.contract
