@@ -15,7 +15,8 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from convcheck.checker import integer_data, run_check
+from convcheck.checker import run_check
+from convcheck.data import integer_data
 from convcheck.spec import Activation, CheckSpec, ConvShape, DType, Method
 
 ACTIVATIONS = (Activation.RELU, Activation.NONE, Activation.LEAKY_RELU, Activation.TANH, Activation.SIGMOID)

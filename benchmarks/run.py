@@ -49,6 +49,7 @@ sys.path.insert(0, str(HERE.parent))
 import seed_loop  # noqa: E402 - after the path set-up above
 
 from convcheck import checker, numeric, parallel  # noqa: E402
+from convcheck.data import make_data  # noqa: E402
 from convcheck.layer import MatrixConvLayer  # noqa: E402
 from convcheck.spec import Activation, CheckSpec, ConvShape, Method  # noqa: E402
 
@@ -115,7 +116,7 @@ def command_best(commands: dict[str, list[str]], rounds: int, env: dict | None =
 
 def seed_data():
     spec = CheckSpec("seed-layer", SEED_SHAPE, method=Method.FULL)
-    return spec, checker.make_data(spec)
+    return spec, make_data(spec)
 
 
 def torch_or_none():

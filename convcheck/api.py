@@ -15,7 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from convcheck.checker import CheckData, run_check
+from convcheck.checker import run_check
+from convcheck.data import CheckData
 from convcheck.results import CheckResult
 from convcheck.spec import Activation, CheckSpec, ConvShape, DType, ImplRef, Layout, Method, Signature
 

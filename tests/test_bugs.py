@@ -16,7 +16,8 @@ import pytest
 
 from convcheck import bugs, reference
 from convcheck.bugs import CATALOGUE, TENSOR_ORDER, PlantedBug, StepwiseLayer
-from convcheck.layer import MatrixConvLayer
+from convcheck.bugs.col2im import col2im_assign_by_window, col2im_variant
+from convcheck.layer import MatrixConvLayer, col2im
 from convcheck.selftest import DEFAULT_SWEEP
 from convcheck.spec import Activation, CheckSpec, ConvShape
 
@@ -185,3 +186,21 @@ def test_seed_crop_empties_dx_only_without_padding():
         layer = bug.make(s.stride, s.padding, spec.activation)
         dx = layer.backward(g, layer.forward(x, w, b)[1])[0]
         assert dx.shape == ((s.batch, 0, 0, s.in_depth) if s.padding == 0 else s.x_shape)
+
+
+@pytest.mark.parametrize("spec", DEFAULT_SWEEP, ids=lambda s: s.name)
+def test_col2im_variant_with_its_knobs_at_rest_is_the_layers_col2im(spec: CheckSpec):
+    """The shared col2im the bugs and the diagnosis hypotheses turn knobs on is exactly the layer's, untouched;
+    where windows never overlap, assigning (either way) is accumulating."""
+    s = spec.shape
+    dcols = np.random.default_rng(5).standard_normal(
+        (s.batch * s.out_height * s.out_width, s.filter_size**2 * s.in_depth)
+    )
+    geometry = (s.x_shape, s.filter_size, s.stride, s.padding)
+    want = col2im(dcols, *geometry)
+    np.testing.assert_allclose(col2im_variant(dcols, *geometry), want, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(col2im_variant(dcols, *geometry, place_stride=s.stride), want, rtol=1e-13, atol=1e-13)
+    overlapping = s.stride < s.filter_size
+    for assigned in (col2im_variant(dcols, *geometry, accumulate=False), col2im_assign_by_window(dcols, *geometry)):
+        assert assigned.shape == s.x_shape
+        assert np.allclose(assigned, want, rtol=1e-13, atol=1e-13) != overlapping, spec.name

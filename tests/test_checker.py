@@ -12,7 +12,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from convcheck import reference, tolerance
-from convcheck.checker import CheckData, make_data, run_check
+from convcheck.checker import run_check
+from convcheck.data import CheckData, make_data
 from convcheck.layer import MatrixCache, MatrixConvLayer, col2im
 from convcheck.numeric import grouped_passes
 from convcheck.results import CheckResult, NoteKind, Status

@@ -9,7 +9,6 @@ records the hit rate this file measures, and a test keeps the two in step.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,11 +19,12 @@ from hypothesis import strategies as st
 
 from convcheck import bugs
 from convcheck.bugs import CATALOGUE, StepwiseLayer
-from convcheck.checker import CheckData, make_data, run_check
-from convcheck.diagnosis import LABELS, diagnose, label_of
+from convcheck.checker import run_check
+from convcheck.data import CheckData, make_data
+from convcheck.diagnosis import LABELS, diagnose
 from convcheck.layer import MatrixCache, MatrixConvLayer
 from convcheck.render import grids
-from convcheck.results import CheckResult, Status
+from convcheck.results import CheckResult, Finding, FindingKind, Hint, Status
 from convcheck.selftest import DEFAULT_SWEEP, DTYPES, with_dtype
 from convcheck.spec import Activation, CheckSpec, ConvShape, DType, Method
 
@@ -44,8 +44,13 @@ def catalogue_results() -> dict[str, list[CheckResult]]:
     return {bug.id: [_check(spec, bug.layer) for spec in SWEEP] for bug in CATALOGUE}
 
 
+def _labels(hint: Hint) -> list[str]:
+    """The labels a hint names: one, or several joined by " / " where two causes coincide on a shape."""
+    return hint.label.split(" / ")
+
+
 def _hit(bug_id: str, result: CheckResult) -> bool:
-    return any(bugs.get(bug_id).hint in hint for hint in result.diagnosis)
+    return any(bugs.get(bug_id).hint in _labels(hint) for hint in result.diagnosis)
 
 
 @pytest.mark.parametrize("bug_id", [bug.id for bug in CATALOGUE])
@@ -63,7 +68,7 @@ def test_the_planted_bug_gets_one_hint_and_it_is_a_known_label(bug_id: str, cata
         if result.status is not Status.FAIL:
             continue
         assert len(result.diagnosis) == 1, (result.name, result.diagnosis)
-        for label in label_of(result.diagnosis[0]).split(" / "):
+        for label in _labels(result.diagnosis[0]):
             assert label in LABELS
 
 
@@ -118,7 +123,7 @@ def test_a_caller_supplied_point_gets_no_hypothesis_hint() -> None:
     assert result.diagnosis == ()
     # transforms need no point: a row-order mistake in dw is still named
     layer = bugs.get("weights-row-order").make(s.stride, s.padding, spec.activation)
-    assert any("row order" in h for h in run_check(spec, layer=layer, data=other).diagnosis)
+    assert any("row order" in _labels(h) for h in run_check(spec, layer=layer, data=other).diagnosis)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -220,18 +225,18 @@ def _spec(activation: Activation = Activation.RELU, **shape: int) -> CheckSpec:
 def test_rules_beyond_the_catalogue(layer: type[MatrixConvLayer], spec: CheckSpec, label: str) -> None:
     result = _check(spec, layer)
     assert result.status is Status.FAIL
-    assert [label_of(h) for h in result.diagnosis] == [label], result.diagnosis
+    assert [h.label for h in result.diagnosis] == [label], result.diagnosis
 
 
 def test_evidence_is_quantitative() -> None:
     """Hints carry numbers a user can check: the factor, the batch size, which rows."""
     spec = DEFAULT_SWEEP[0]
     (scaled,) = _check(spec, bugs.get("grads-scaled-by-batch").layer).diagnosis
-    assert "1/2 × numeric" in scaled and "1/N = 1/2" in scaled
+    assert "1/2 × numeric" in scaled.text and "1/N = 1/2" in scaled.text
     (mean,) = _check(spec, bugs.get("bias-grad-mean").layer).diagnosis
-    assert "1/70" in mean  # N·OH·OW = 2·5·7
+    assert "1/70" in mean.text  # N·OH·OW = 2·5·7
     (border,) = _check(spec, bugs.get("col2im-last-window-dropped").layer).diagnosis
-    assert re.search(r"rows 3–4 and columns 5–6", border)
+    assert "rows 3–4 and columns 5–6" in border.text
 
 
 def test_robust_beyond_the_sweep() -> None:
@@ -281,3 +286,76 @@ def test_integer_data_kinks_with_the_checkers_verdict() -> None:
     for bug_id in ("col2im-last-window-dropped", "weights-row-order", "grads-scaled-by-batch"):
         result = run_check(spec, layer=bugs.get(bug_id).make(1, 1, spec.activation), data=data)
         assert _hit(bug_id, result), (bug_id, result.diagnosis)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Contract rules read the contract's findings by kind (and dx's shape from the finding), never their text
+# ----------------------------------------------------------------------------------------------------
+
+
+def _contract_result(padding: int, *findings: Finding) -> CheckResult:
+    spec = CheckSpec("contract", ConvShape(2, 6, 7, 2, 3, 3, 1, padding), method=Method.FULL)
+    return CheckResult("contract", Status.FAIL, spec, 0.0, contract=findings)
+
+
+def _dx_shape(*shape: int) -> Finding:
+    return Finding(FindingKind.SHAPE, "(the contract's sentence)", "dx", shape)
+
+
+@pytest.mark.parametrize(
+    ("padding", "shape", "why"),
+    [
+        (
+            0,
+            (2, 0, 0, 2),
+            "the crop dpad[:, p:-p, p:-p] keeps nothing when p = 0 (0:-0 is an empty slice); crop only if p > 0",
+        ),
+        (1, (2, 8, 9, 2), "that is the padded size H + 2p: the padding (p = 1) is never cropped"),
+        (1, (2, 4, 5, 2), "that is H − 2p: the padding (p = 1) is cropped from a gradient that has none"),
+    ],
+)
+def test_a_dx_shape_a_padding_crop_produces_is_named(padding: int, shape: tuple[int, ...], why: str) -> None:
+    rows, cols = shape[1], shape[2]
+    (hint,) = diagnose(_contract_result(padding, _dx_shape(*shape)))
+    assert str(hint) == f"padding: dx has {rows}×{cols} positions for a 6×7 input: {why}"
+
+
+def test_only_a_shape_finding_about_dx_with_a_crop_size_names_the_crop() -> None:
+    dw_shape = Finding(FindingKind.SHAPE, "dw has shape (2, 0, 0, 2)", "dw", (2, 0, 0, 2))
+    other_kind = Finding(FindingKind.OTHER, "dx has shape (2, 0, 0, 2); the contract wants (2, 6, 7, 2)", "dx")
+    for finding in (dw_shape, other_kind, _dx_shape(2, 5, 7, 2), _dx_shape(2, 0, 0)):
+        assert diagnose(_contract_result(0, finding)) == (), finding
+
+
+@pytest.mark.parametrize(
+    ("kind", "sentence"),
+    [
+        (
+            FindingKind.REPEAT_ACCUMULATES,
+            "a second backward call returned twice the first gradient: it is accumulated (+=) into a buffer "
+            "nothing zeroes; allocate the gradient fresh in every call",
+        ),
+        *(
+            (
+                kind,
+                "backward returns other gradients when called again: it modifies its cache or keeps state "
+                "outside it (see the contract problem)",
+            )
+            for kind in (FindingKind.REPEAT_DIFFERS, FindingKind.STATE_OUTSIDE_CACHE, FindingKind.REPEAT_FAILED)
+        ),
+    ],
+)
+def test_a_repeated_call_that_differs_is_a_repeatability_hint(kind: FindingKind, sentence: str) -> None:
+    (hint,) = diagnose(_contract_result(1, Finding(FindingKind.NOT_FINITE, "dx has NaN", "dx"), Finding(kind, "…")))
+    assert hint == Hint("repeatability", sentence)
+
+
+def test_other_contract_findings_get_no_contract_hint() -> None:
+    kinds = set(FindingKind) - {
+        FindingKind.REPEAT_ACCUMULATES,
+        FindingKind.REPEAT_DIFFERS,
+        FindingKind.STATE_OUTSIDE_CACHE,
+        FindingKind.REPEAT_FAILED,
+    }
+    findings = [Finding(kind, "a second backward call returned twice the first", "dx") for kind in kinds]
+    assert diagnose(_contract_result(0, *findings)) == ()

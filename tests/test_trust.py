@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import convcheck
-from convcheck.checker import integer_data, run_check
+from convcheck.checker import run_check
+from convcheck.data import integer_data
 from convcheck.spec import Activation, CheckSpec, ConvShape, DType, Method
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -78,7 +79,7 @@ def test_activation_mismatch_between_layer_and_config_gets_a_hint():
     forward, backward = _example_functions()  # a ReLU layer
     result = convcheck.check(forward, backward, activation="none", filter_size=3, padding=1)
     assert not result.passed and not result.forward.ok
-    assert any("set `activation: relu`" in hint for hint in result.diagnosis), result.diagnosis
+    assert any("set `activation: relu`" in hint.text for hint in result.diagnosis), result.diagnosis
 
 
 def test_an_object_dtype_gradient_is_a_contract_problem_not_a_crash():

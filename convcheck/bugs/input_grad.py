@@ -1,0 +1,202 @@
+"""Input-gradient mistakes: dM, col2im and the padding crop (they corrupt dx; dout-transposed all three)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from convcheck.bugs.col2im import col2im_variant
+from convcheck.bugs.planted import PlantedBug
+from convcheck.bugs.stepwise import StepwiseLayer, fold_uncropped
+from convcheck.layer import MatrixCache, output_size
+from convcheck.spec import ConvShape
+
+#: Rows per block in ``dx-chunk-remainder-dropped`` (a memory-saving backward that processes dM in blocks).
+CHUNK_ROWS = 16
+
+
+@dataclass(frozen=True)
+class Col2imAssign(StepwiseLayer):
+    """col2im writes ``=`` instead of ``+=``: where windows overlap, the last window's gradient wins."""
+
+    def fold(self, dcols: np.ndarray, cache: MatrixCache) -> np.ndarray:
+        return col2im_variant(dcols, cache.x_shape, cache.w_shape[0], self.stride, self.padding, accumulate=False)
+
+
+@dataclass(frozen=True)
+class Col2imIgnoresStride(StepwiseLayer):
+    """col2im places window ``i`` at row ``i`` rather than ``i·stride`` (written and tested with stride 1)."""
+
+    def fold(self, dcols: np.ndarray, cache: MatrixCache) -> np.ndarray:
+        return col2im_variant(dcols, cache.x_shape, cache.w_shape[0], self.stride, self.padding, place_stride=1)
+
+
+@dataclass(frozen=True)
+class Col2imRowOrder(StepwiseLayer):
+    """Backward reads each row of dM as (c_in, kh, kw), PyTorch's order, not im2col's (kh, kw, c_in)."""
+
+    def fold(self, dcols: np.ndarray, cache: MatrixCache) -> np.ndarray:
+        k, _, c_in, _ = cache.w_shape
+        as_read = dcols.reshape(-1, c_in, k, k).transpose(0, 2, 3, 1).reshape(dcols.shape)
+        return super().fold(as_read, cache)
+
+
+@dataclass(frozen=True)
+class Col2imLastWindowDropped(StepwiseLayer):
+    """col2im loops over ``(H + 2p − k) // s`` window rows and columns, forgetting the ``+ 1``."""
+
+    def fold(self, dcols: np.ndarray, cache: MatrixCache) -> np.ndarray:
+        n, h, w, _ = cache.x_shape
+        k = cache.w_shape[0]
+        oh, ow = output_size(h, k, self.stride, self.padding), output_size(w, k, self.stride, self.padding)
+        kept = dcols.reshape(n, oh, ow, -1).copy()
+        kept[:, oh - 1, :, :] = 0
+        kept[:, :, ow - 1, :] = 0
+        return super().fold(kept.reshape(dcols.shape), cache)
+
+
+@dataclass(frozen=True)
+class PaddingCropOffByOne(StepwiseLayer):
+    """Crops ``dpad[:, p - 1 : p - 1 + H]`` (likewise W): keeps a padded row and column, drops the last."""
+
+    def fold(self, dcols: np.ndarray, cache: MatrixCache) -> np.ndarray:
+        if self.padding == 0:
+            return super().fold(dcols, cache)
+        _, h, w, _ = cache.x_shape
+        start = self.padding - 1
+        dpadded = fold_uncropped(dcols, cache, self.stride, self.padding)
+        return np.ascontiguousarray(dpadded[:, start : start + h, start : start + w, :])
+
+
+@dataclass(frozen=True)
+class PaddingCropSeed(StepwiseLayer):
+    """The seed's crop ``dpad[:, p:-p, p:-p]`` without its ``if padding:`` guard: at p = 0 dx is empty."""
+
+    def fold(self, dcols: np.ndarray, cache: MatrixCache) -> np.ndarray:
+        p = self.padding
+        return fold_uncropped(dcols, cache, self.stride, p)[:, p:-p, p:-p, :]
+
+
+@dataclass(frozen=True)
+class KernelFlippedBackward(StepwiseLayer):
+    """dx computed as a true convolution: ``dM = dZ·W_flippedᵀ`` with the kernel rotated 180°."""
+
+    def cols_grad(self, dz: np.ndarray, cache: MatrixCache) -> np.ndarray:
+        flipped = cache.weights.reshape(cache.w_shape)[::-1, ::-1].reshape(cache.weights.shape)
+        return dz @ flipped.T
+
+
+@dataclass(frozen=True)
+class ChunkRemainderDropped(StepwiseLayer):
+    """Computes ``dM`` in blocks of ``CHUNK_ROWS`` rows to save memory and drops the last, partial block."""
+
+    def cols_grad(self, dz: np.ndarray, cache: MatrixCache) -> np.ndarray:
+        rows = dz.shape[0]
+        dcols = np.zeros((rows, cache.weights.shape[0]), dtype=dz.dtype)
+        for start in range(0, rows - rows % CHUNK_ROWS, CHUNK_ROWS):
+            dcols[start : start + CHUNK_ROWS] = dz[start : start + CHUNK_ROWS] @ cache.weights.T
+        return dcols
+
+
+@dataclass(frozen=True)
+class DoutTransposed(StepwiseLayer):
+    """Turns dout into matrix form by walking ``(n, ow, oh)``: rows no longer line up with ``M``'s windows."""
+
+    def dout_matrix(self, dout: np.ndarray, cache: MatrixCache) -> np.ndarray:
+        return dout.transpose(0, 2, 1, 3).reshape(-1, cache.weights.shape[1])
+
+
+def _last_window_touches_input(shape: ConvShape) -> bool:
+    """Whether the last row or column of windows covers any real (unpadded) input entry."""
+    s, k, p = shape.stride, shape.filter_size, shape.padding
+    last_row = (shape.out_height - 1) * s
+    last_col = (shape.out_width - 1) * s
+    return (last_row + k > p and last_row < p + shape.in_height) or (last_col + k > p and last_col < p + shape.in_width)
+
+
+#: The input-gradient family, in catalogue order.
+BUGS: tuple[PlantedBug, ...] = (
+    PlantedBug(
+        "col2im-assign",
+        "col2im assigns (=) instead of accumulating (+=) where windows overlap",
+        ("input",),
+        "col2im accumulate",
+        "stride < filter_size (overlapping windows)",
+        lambda shape, activation: shape.stride < shape.filter_size,
+        Col2imAssign,
+    ),
+    PlantedBug(
+        "col2im-ignores-stride",
+        "col2im places window i at row i instead of i·stride",
+        ("input",),
+        "stride",
+        "stride > 1 and more than one window along an axis",
+        lambda shape, activation: shape.stride > 1 and max(shape.out_height, shape.out_width) > 1,
+        Col2imIgnoresStride,
+    ),
+    PlantedBug(
+        "col2im-row-order",
+        "backward reads each row of dM as (c_in, kh, kw) though im2col wrote (kh, kw, c_in)",
+        ("input",),
+        "row order",
+        "filter_size > 1 and in_depth > 1",
+        lambda shape, activation: shape.filter_size > 1 and shape.in_depth > 1,
+        Col2imRowOrder,
+    ),
+    PlantedBug(
+        "col2im-last-window-dropped",
+        "col2im loops over (H + 2p - k) // s windows, forgetting the + 1: the last row and column are lost",
+        ("input",),
+        "border",
+        "the last window row or column covers real input (all but huge padding)",
+        lambda shape, activation: _last_window_touches_input(shape),
+        Col2imLastWindowDropped,
+    ),
+    PlantedBug(
+        "padding-crop-off-by-one",
+        "padding crop starts at p - 1: dx keeps a padded row and column and loses its last ones",
+        ("input",),
+        "padding",
+        "padding >= 1",
+        lambda shape, activation: shape.padding >= 1,
+        PaddingCropOffByOne,
+    ),
+    PlantedBug(
+        "padding-crop-seed",
+        "the seed's crop [p:-p] used without its `if padding` guard: at p = 0 dx is empty",
+        ("input",),
+        "padding",
+        "padding == 0",
+        lambda shape, activation: shape.padding == 0,
+        PaddingCropSeed,
+        breaks_contract=True,
+    ),
+    PlantedBug(
+        "kernel-flipped-backward",
+        "dx computed by true convolution: the kernel rotated 180° in dM = dZ·Wᵀ",
+        ("input",),
+        "flipped kernel",
+        "filter_size > 1",
+        lambda shape, activation: shape.filter_size > 1,
+        KernelFlippedBackward,
+    ),
+    PlantedBug(
+        "dx-chunk-remainder-dropped",
+        f"dM computed in blocks of {CHUNK_ROWS} rows; the last partial block is never written",
+        ("input",),
+        "never written",
+        f"N·OH·OW not a multiple of {CHUNK_ROWS}",
+        lambda shape, activation: (shape.batch * shape.out_height * shape.out_width) % CHUNK_ROWS != 0,
+        ChunkRemainderDropped,
+    ),
+    PlantedBug(
+        "dout-transposed",
+        "dout turned into matrix form in (n, ow, oh) order: rows misaligned with the windows",
+        ("input", "weights", "bias"),
+        "transposed",
+        "out_height > 1 and out_width > 1 (bias only with a nonlinear activation)",
+        lambda shape, activation: shape.out_height > 1 and shape.out_width > 1,
+        DoutTransposed,
+    ),
+)

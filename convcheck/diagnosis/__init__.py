@@ -1,0 +1,114 @@
+"""Diagnosis hints: read a failed check's error pattern and name the likely bug, with the evidence.
+
+Every rule is a small pure function of a check's evidence that returns a hint or nothing. A hint is a
+``convcheck.results.Hint``: a label, its evidence and likely cause, and the tensors it explains; ``str()`` is
+the one sentence users read, ``"<label>: <evidence>: <likely cause>"``. The label comes from a small
+vocabulary (``LABELS``) so tests and tools can ask whether a planted bug got the right one. Rules are exact
+tests, in three kinds:
+
+1. **Transforms** (need only the arrays): the analytic gradient equals the numeric one after a named
+   transformation — a constant factor, a shift by a row and column, the kernel flipped, the weight axes
+   permuted — entry by entry within ``MATCH_SLACK`` times the tolerance each entry was allowed
+   (``TensorResult.allowed``). The output is compared with the reference the same way (transposed, shifted,
+   offset per channel, without activation).
+2. **Hypotheses** (need the point of the check): the analytic gradient equals, entry by entry, the gradient a
+   specific common mistake produces at the point the check was made — no activation mask or one taken from the
+   wrong tensor, dout walked in (n, ow, oh) order, dx computed with the kernel flipped, col2im assigning
+   instead of accumulating, reading dM rows in another order, placing windows without the stride, dropping the
+   last row and column of windows. The point is rebuilt from the spec's seed (``data.make_data``) and used
+   only if the reference output recomputed from it is bit-identical to the one the check stored, so a check
+   run at a caller-supplied point gets no hint it cannot back up. Gradient hypotheses are built on the
+   reference forward and only tried when the layer's forward matches it.
+3. **Places** (fallbacks for what no exact test explains): every entry over tolerance lies in a region the
+   geometry defines — where windows overlap, the footprint of the last row and column of windows, of the last
+   ``m`` windows in row order, beyond where stride-1 windows would end, a thin frame at the edges — and at
+   least ``MIN_EVIDENCE`` positions outside it were checked, have a clearly nonzero gradient, and are right.
+
+Rules run in that order, after the contract and forward rules; between transforms and hypotheses come two
+whole-tensor facts (only db is wrong; a gradient is exactly zero everywhere). A hint names the tensors it
+explains exactly, and later rules leave those alone, so one cause is not reported twice under different
+names; at most one hint per label is kept. A tensor that passed is never blamed: a passing check gets no hint.
+
+Shapes follow ``convcheck.spec`` (internal NHWC): dx ``(N, H, W, C_in)``, dw ``(k, k, C_in, C_out)``,
+db ``(C_out,)``, output ``(N, OH, OW, C_out)``; ``R = N·OH·OW`` rows of the im2col matrix ``M`` in
+``(n, oh, ow)`` order, each window laid out ``(kh, kw, c_in)``.
+
+The package is one module per rule family (``contract``, ``forward``, ``transforms``, ``facts``,
+``hypotheses``, ``places``) over ``evidence`` (what rules read), ``geometry`` and ``wording``; ``RULES`` below
+is the table of contents, in the order the rules run. A new rule goes into its family's module and into
+``RULES``; a new label into ``evidence.LABELS``.
+"""
+
+from __future__ import annotations
+
+from convcheck.diagnosis.contract import rule_crop_shape, rule_repeatability
+from convcheck.diagnosis.evidence import LABELS, MATCH_SLACK, Evidence, Rule
+from convcheck.diagnosis.facts import rule_all_zero, rule_only_bias
+from convcheck.diagnosis.forward import (
+    rule_forward_activation,
+    rule_forward_bias,
+    rule_forward_hypotheses,
+    rule_forward_rearranged,
+)
+from convcheck.diagnosis.hypotheses import rule_activation_mask, rule_dout_order, rule_dx_hypotheses
+from convcheck.diagnosis.places import (
+    rule_dx_frame,
+    rule_dx_last_windows,
+    rule_dx_overlap,
+    rule_dx_stride,
+    rule_dx_tail,
+)
+from convcheck.diagnosis.transforms import rule_constant_ratio, rule_dw_rearranged, rule_dx_shifted
+from convcheck.results import CheckResult, Hint
+
+__all__ = ["LABELS", "MATCH_SLACK", "RULES", "diagnose"]
+
+#: The rules, in order: contract, forward, transforms, only-bias, all-zero, hypotheses, places.
+RULES: tuple[Rule, ...] = (
+    rule_crop_shape,
+    rule_repeatability,
+    rule_forward_hypotheses,
+    rule_forward_bias,
+    rule_forward_activation,
+    rule_forward_rearranged,
+    rule_constant_ratio,
+    rule_dx_shifted,
+    rule_dw_rearranged,
+    rule_only_bias,
+    rule_all_zero,
+    rule_activation_mask,
+    rule_dout_order,
+    rule_dx_hypotheses,
+    rule_dx_overlap,
+    rule_dx_tail,
+    rule_dx_last_windows,
+    rule_dx_stride,
+    rule_dx_frame,
+)
+
+
+def diagnose(result: CheckResult) -> tuple[Hint, ...]:
+    """Short hints, each naming a likely cause with its evidence; empty for a passing check.
+
+    Args:
+        result: a finished check (any status); its gradient and forward arrays and contract problems are read.
+    Returns:
+        ``Hint`` values (``str()``: ``"<label>: <evidence>: <cause>"``), most specific first, at most one per
+        label. A rule that raises on an unusual result is skipped: ``run_check`` calls this, and a hint is never
+        worth losing the verdict.
+    """
+    ev = Evidence(result)
+    hints: list[Hint] = []
+    seen: set[str] = set()
+    for rule in RULES:
+        try:
+            hint = rule(ev)
+        except Exception:  # noqa: BLE001 - a rule that cannot read an odd result must not turn a verdict into an error
+            continue
+        if hint is None:
+            continue
+        ev.explained.update(hint.explains)
+        if hint.label not in seen:
+            seen.add(hint.label)
+            hints.append(hint)
+    return tuple(hints)

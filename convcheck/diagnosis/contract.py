@@ -1,0 +1,58 @@
+"""Contract problems that have a known cause: a padding crop that returns dx with the wrong size, a backward
+that is right once and wrong when called again. The rules read the contract's findings by kind."""
+
+from __future__ import annotations
+
+from convcheck.diagnosis.evidence import Evidence
+from convcheck.results import FindingKind, Hint
+
+#: Findings that say a repeated backward call did not return the first call's gradients.
+_REPEAT_CHANGED = (FindingKind.REPEAT_DIFFERS, FindingKind.STATE_OUTSIDE_CACHE, FindingKind.REPEAT_FAILED)
+
+
+def rule_crop_shape(ev: Evidence) -> Hint | None:
+    """dx came back with the wrong spatial size, one a padding crop produces.
+
+    ``dpad[:, p:-p, p:-p]`` is empty at ``p = 0`` (``-0`` is ``0``); an uncropped dx has ``H + 2p`` rows; a
+    crop applied to the unpadded gradient ``H − 2p``. The contract reports the shape (``Finding.shape``, the
+    4 dims dx was returned with, rows and columns at axes 1 and 2); this names the crop.
+    """
+    s = ev.shape
+    p = s.padding
+    for finding in ev.result.contract:
+        dims = finding.shape if finding.kind is FindingKind.SHAPE and finding.tensor == "dx" else None
+        if dims is None or len(dims) != 4:
+            continue
+        rows, cols = dims[1], dims[2]
+        if rows == 0 and cols == 0 and p == 0:
+            why = "the crop dpad[:, p:-p, p:-p] keeps nothing when p = 0 (0:-0 is an empty slice); crop only if p > 0"
+        elif (rows, cols) == (s.in_height + 2 * p, s.in_width + 2 * p) and p > 0:
+            why = f"that is the padded size H + 2p: the padding (p = {p}) is never cropped"
+        elif (rows, cols) == (s.in_height - 2 * p, s.in_width - 2 * p) and p > 0:
+            why = f"that is H − 2p: the padding (p = {p}) is cropped from a gradient that has none"
+        else:
+            continue
+        return Hint("padding", f"dx has {rows}×{cols} positions for a {s.in_height}×{s.in_width} input: {why}")
+    return None
+
+
+def rule_repeatability(ev: Evidence) -> Hint | None:
+    """A second backward on the same cache (or after another forward) differs from the first, or fails.
+
+    Gradient checking calls forward and backward many times; an implementation that accumulates into a buffer
+    that persists across calls, or keeps state outside its cache, is right once and wrong afterwards.
+    """
+    for finding in ev.result.contract:
+        if finding.kind is FindingKind.REPEAT_ACCUMULATES:
+            return Hint(
+                "repeatability",
+                "a second backward call returned twice the first gradient: it is accumulated (+=) into a buffer "
+                "nothing zeroes; allocate the gradient fresh in every call",
+            )
+        if finding.kind in _REPEAT_CHANGED:
+            return Hint(
+                "repeatability",
+                "backward returns other gradients when called again: it modifies its cache or keeps state "
+                "outside it (see the contract problem)",
+            )
+    return None

@@ -1,0 +1,159 @@
+"""Forward rules: the layer's output against the reference, exactly at the verified point (hypotheses) or up
+to a transformation of the reference (no bias, no activation, transposed, shifted)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from convcheck import activation as act
+from convcheck.diagnosis.evidence import FORWARD_SLACK, MIN_EVIDENCE, Evidence
+from convcheck.diagnosis.wording import offset
+from convcheck.results import Hint
+from convcheck.spec import Activation
+
+
+def _forward_arrays(ev: Evidence) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """(output, reference, scalar tolerance) of a failed, unexplained forward with matching shapes."""
+    f = ev.forward
+    if f is None or f.ok or "forward" in ev.explained or f.output is None or f.reference is None:
+        return None
+    if f.output.shape != f.reference.shape:
+        return None
+    return np.asarray(f.output, dtype=np.float64), f.reference, FORWARD_SLACK * f.allowed
+
+
+def rule_forward_hypotheses(ev: Evidence) -> Hint | None:
+    """The output equals the reference computed with the kernel flipped, the weights in another layout, no
+    bias, or no activation: exact, at the verified point."""
+    arrays = _forward_arrays(ev)
+    point = ev.point
+    if arrays is None or point is None:
+        return None
+    out = arrays[0]
+    s = ev.shape
+    k, c_in, c_out = s.filter_size, s.in_depth, s.out_depth
+    w = point.w
+    candidates: list[tuple[str, str, dict[str, Any]]] = [
+        (
+            "flipped kernel",
+            "the kernel rotated 180° (a true convolution where a cross-correlation is wanted)",
+            {"w": w[::-1, ::-1]},
+        ),
+        (
+            "row order",
+            "the weights read in (c_in, kh, kw) order",
+            {"w": w.reshape(c_in, k, k, c_out).transpose(1, 2, 0, 3)},
+        ),
+        ("channel order", "C_in and C_out swapped in the weights", {"w": w.swapaxes(2, 3).reshape(w.shape)}),
+        ("forward bias", "no bias: the forward does not add + b", {"b": np.zeros_like(point.b)}),
+        (
+            "forward activation",
+            "no activation: the forward returns the pre-activation",
+            {"activation": Activation.NONE},
+        ),
+        *(
+            (
+                "forward activation",
+                f"activation {other.value}, not the config's {ev.activation.value}: the layer applies "
+                f"{other.value} (set `activation: {other.value}` in the config if that is intended)",
+                {"activation": other},
+            )
+            for other in Activation
+            if other is not Activation.NONE
+        ),
+    ]
+    for label, what, change in candidates:
+        if ("w" in change and np.array_equal(change["w"], w)) or change.get("activation") is ev.activation:
+            continue  # the same function on this shape
+        expected, allowed = point.forward(**change)
+        if np.all(np.abs(out - expected) <= FORWARD_SLACK * allowed):
+            explains: tuple[str, ...] = ("forward",)
+            db = ev.get("bias")
+            if label == "forward bias" and db is not None and db.failed and not np.any(db.numeric[db.checked]):
+                what += " (numeric db is 0: the output does not depend on b)"
+                explains = ("forward", "bias")
+            return Hint(label, f"the output equals the reference computed with {what}", explains)
+    return None
+
+
+def _pre_activation(a: np.ndarray, activation: Activation) -> np.ndarray:
+    """``Z`` from ``act(Z)`` for the piecewise-linear activations, NaN where it is lost (ReLU's zeros)."""
+    if activation is Activation.RELU:
+        return np.where(a > 0, a, np.nan)
+    if activation is Activation.LEAKY_RELU:
+        return np.where(a > 0, a, a / act.LEAKY_SLOPE)
+    return a
+
+
+def rule_forward_bias(ev: Evidence) -> Hint | None:
+    """The output's pre-activation is the reference's minus a constant per output channel: bias not added.
+
+    Where ReLU kept both, ``Z_ref − Z_out`` is computed per entry; the same value across each channel (within
+    the forward tolerance, at least two entries per channel) and nonzero means ``+ b`` is missing or wrong.
+    """
+    arrays = _forward_arrays(ev)
+    if arrays is None or not ev.activation.piecewise_linear:
+        return None
+    out, ref, tol = arrays
+    if ev.activation is Activation.LEAKY_RELU:
+        tol = tol / act.LEAKY_SLOPE
+    diff = _pre_activation(ref, ev.activation) - _pre_activation(out, ev.activation)
+    offsets = []
+    for c in range(out.shape[-1]):
+        d = diff[..., c][np.isfinite(diff[..., c])]
+        if d.size < MIN_EVIDENCE or np.ptp(d) > 2 * tol:
+            return None
+        offsets.append(float(np.median(d)))
+    if max(abs(o) for o in offsets) <= tol:
+        return None
+    shown = ", ".join(f"{o:.3g}" for o in offsets[:6]) + (", …" if len(offsets) > 6 else "")
+    return Hint(
+        "forward bias",
+        f"the output's pre-activation is the reference's minus a constant per output channel ({shown}): the "
+        "forward does not add the bias (+ b), or adds another one",
+        ("forward",),
+    )
+
+
+def rule_forward_activation(ev: Evidence) -> Hint | None:
+    """The reference equals the activation applied to the output: the forward skips the activation."""
+    arrays = _forward_arrays(ev)
+    if arrays is None or ev.activation is Activation.NONE:
+        return None
+    out, ref, tol = arrays
+    if not np.all(np.abs(act.apply(ev.activation, out.copy()) - ref) <= tol):
+        return None
+    return Hint(
+        "forward activation",
+        f"the reference equals {ev.activation.value}(output) at every entry: the forward returns the "
+        "pre-activation without applying the activation",
+        ("forward",),
+    )
+
+
+def rule_forward_rearranged(ev: Evidence) -> Hint | None:
+    """The output is the reference transposed (OH ↔ OW, or walked in (n, ow, oh) order) or shifted by one."""
+    arrays = _forward_arrays(ev)
+    if arrays is None:
+        return None
+    out, ref, tol = arrays
+    _, oh, ow, _ = out.shape
+    if oh == ow > 1 and np.all(np.abs(out - ref.swapaxes(1, 2)) <= tol):
+        return Hint("transposed", "the output is the reference with OH and OW swapped", ("forward",))
+    if oh > 1 and ow > 1 and np.all(np.abs(out - ref.transpose(0, 2, 1, 3).reshape(ref.shape)) <= tol):
+        return Hint("transposed", "the output is the reference walked in (n, ow, oh) order", ("forward",))
+    for dh, dw in ((1, 1), (-1, -1), (1, 0), (0, 1), (-1, 0), (0, -1)):
+        if abs(dh) >= oh - 1 or abs(dw) >= ow - 1:
+            continue  # at least two rows and columns must overlap
+        a = out[:, max(dh, 0) : oh + min(dh, 0), max(dw, 0) : ow + min(dw, 0)]
+        r = ref[:, max(-dh, 0) : oh + min(-dh, 0), max(-dw, 0) : ow + min(-dw, 0)]
+        if np.all(np.abs(a - r) <= tol):
+            return Hint(
+                "shift",
+                f"the output at (oh, ow) is the reference at (oh {offset(dh)}, ow {offset(dw)}): the windows "
+                f"are offset by ({dh}, {dw}); check the padding and where each window starts",
+                ("forward",),
+            )
+    return None
