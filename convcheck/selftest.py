@@ -251,7 +251,7 @@ def layer_outcome(result: CheckResult) -> LayerOutcome:
         spec=result.spec,
         status=result.status,
         findings=findings_of(result),
-        contract=tuple(map(str, result.contract)),
+        contract=result.contract,
         error=result.error,
         seconds=result.seconds,
     )

@@ -81,7 +81,7 @@ def invoke(*args: str):
 
 def masked(note: str) -> str:
     """A note without the time estimate of ``method: auto`` (measured where the check ran)."""
-    return re.sub(r"about [\d.]+ s", "about … s", note)
+    return re.sub(r"\([\d.e+-]+ ms per forward", "(… ms per forward", re.sub(r"about [\d.]+ s", "about … s", str(note)))
 
 
 def rows(outcome: BatchOutcome) -> list[tuple[object, ...]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from convcheck.layer import output_size
+from convcheck.spec import output_size
 
 
 def col2im_variant(

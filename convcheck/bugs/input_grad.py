@@ -9,8 +9,8 @@ import numpy as np
 from convcheck.bugs.col2im import col2im_variant
 from convcheck.bugs.planted import PlantedBug
 from convcheck.bugs.stepwise import StepwiseLayer, fold_uncropped
-from convcheck.layer import MatrixCache, output_size
-from convcheck.spec import ConvShape
+from convcheck.layer import MatrixCache
+from convcheck.spec import ConvShape, output_size
 
 #: Rows per block in ``dx-chunk-remainder-dropped`` (a memory-saving backward that processes dM in blocks).
 CHUNK_ROWS = 16

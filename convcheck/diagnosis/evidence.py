@@ -200,7 +200,9 @@ class Point:
             "bias": dz.sum(axis=0),
         }
 
-    def forward(self, w: np.ndarray | None = None, b: np.ndarray | None = None, activation: Activation | None = None):
+    def forward(
+        self, w: np.ndarray | None = None, b: np.ndarray | None = None, activation: Activation | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The reference output with some parameters replaced, and the tolerance a correct layer gets for it."""
         s = self.shape
         w = self.w if w is None else np.ascontiguousarray(w)
