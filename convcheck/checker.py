@@ -146,7 +146,19 @@ def _run(spec: CheckSpec, layer: ConvLayer | None, data: CheckData | None, start
     if widen is not None:
         estimates = [est.widened(extra) for est, extra in zip(estimates, widen, strict=True)]
     gradients = tuple(judge(est, tol) for est in estimates)
+    if not forward_ok:
+        notes.append(own_forward_note(gradients))
     return _finish(spec, start, method, engine.forward_passes, tol, gradients, forward_result, contract, notes)
+
+
+def own_forward_note(gradients: tuple[TensorResult, ...]) -> Note:
+    """Why a backward can pass next to a failed forward: the differences are taken of the layer's own forward."""
+    names = ", ".join(g.name for g in gradients)
+    return Note(
+        NoteKind.OWN_FORWARD,
+        f"the forward disagrees with the reference convolution, so the {names} verdicts compare the backward with "
+        "differences of the layer's own (wrong) forward: fix the forward first",
+    )
 
 
 def _engine(layer: ConvLayer, data: CheckData, spec: CheckSpec) -> tuple[Engine, Tolerance, Note | None]:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 
 from convcheck.numeric import Engine, Estimate, NotLocalError, entrywise_passes, grouped_passes
+from convcheck.numeric.audit import AUDIT_ENTRIES, audit_entries, disagreement
 from convcheck.results import Note, NoteKind, Tensor, Tolerance
 from convcheck.spec import CheckSpec, Method
 
@@ -48,7 +49,7 @@ def choose_method(spec: CheckSpec, seconds_per_forward: float) -> tuple[Method, 
 
     ``seconds_per_forward`` is a warm estimate (``forward_seconds``); the note says which estimate was used.
     """
-    grouped = grouped_passes(spec.shape)
+    grouped = full_passes(spec)
     entrywise = entrywise_passes(spec.shape)
     method, passes = (Method.FULL, grouped) if grouped <= entrywise else (Method.ENTRYWISE, entrywise)
     estimate = passes * seconds_per_forward
@@ -74,13 +75,13 @@ def planned_passes(spec: CheckSpec) -> tuple[str, int]:
     shape = spec.shape
     method = spec.method
     if method is Method.AUTO:
-        method = Method.FULL if grouped_passes(shape) <= entrywise_passes(shape) else Method.ENTRYWISE
+        method = Method.FULL if full_passes(spec) <= entrywise_passes(shape) else Method.ENTRYWISE
         label = f"auto→{method.value}"
     else:
         label = method.value
     sizes = (math.prod(shape.x_shape), math.prod(shape.w_shape), shape.out_depth)
     passes = {
-        Method.FULL: grouped_passes(shape),
+        Method.FULL: full_passes(spec),
         Method.ENTRYWISE: entrywise_passes(shape),
         Method.SAMPLED: 2 * sum(min(SAMPLED_ENTRIES, size) for size in sizes),
         Method.DIRECTIONAL: 2 * 3 * DIRECTIONAL_PROJECTIONS,
@@ -108,9 +109,7 @@ def measure(
     notes: tuple[Note, ...] = ()
     if method is Method.FULL:
         try:
-            if not forward_ok:
-                engine.check_separable()
-            return [engine.grouped(t, grads[t], noise[t], tol.rtol, tol.atol) for t in Tensor], method, notes
+            return grouped_and_audited(engine, grads, noise, tol, spec, forward_ok), method, notes
         except NotLocalError as exc:
             fallback = Method.ENTRYWISE if entrywise_passes(spec.shape) <= ENTRYWISE_FALLBACK_LIMIT else Method.SAMPLED
             notes = (Note(NoteKind.FALLBACK, f"grouped differences not valid ({exc}); fell back to {fallback.value}"),)
@@ -127,3 +126,45 @@ def measure(
     if method is Method.DIRECTIONAL:
         return [engine.directional(t, grads[t], noise[t], DIRECTIONAL_PROJECTIONS, rng) for t in Tensor], method, notes
     raise ValueError(f"unknown method {method!r}")  # pragma: no cover
+
+
+def grouped_and_audited(
+    engine: Engine,
+    grads: tuple[np.ndarray, ...],
+    noise: tuple[np.ndarray, ...],
+    tol: Tolerance,
+    spec: CheckSpec,
+    forward_ok: bool,
+) -> list[Estimate]:
+    """Every entry of every tensor by grouped differences, kept only when proven for this layer at this point.
+
+    The structural tests run on the way (locality per group; batch and channel separability first when the
+    forward is wrong, since a wrong forward may mix them), then ``numeric.audit`` compares ``AUDIT_ENTRIES``
+    seeded random entries per tensor with plain per-entry differences.
+
+    Raises:
+        NotLocalError: a structural test or the audit shows grouping is not valid for this layer.
+    """
+    if not forward_ok:
+        engine.check_separable()
+    estimates = [engine.grouped(t, grads[t], noise[t], tol.rtol, tol.atol) for t in Tensor]
+    rng = np.random.default_rng([spec.seed, 2])
+    for t in Tensor:
+        entries = audit_entries(grads[t].size, rng)
+        single = engine.entrywise(t, grads[t], noise[t], tol.rtol, tol.atol, entries)
+        found = disagreement(estimates[t], single, entries, tol.rtol, tol.atol)
+        if found is not None:
+            raise NotLocalError(f"an audit of {len(entries)} entries per tensor disagrees at {found}")
+    return estimates
+
+
+def full_passes(spec: CheckSpec) -> int:
+    """Forward passes of an every-entry grouped check, its audit included (before kink retries)."""
+    return grouped_passes(spec.shape) + audit_passes(spec)
+
+
+def audit_passes(spec: CheckSpec) -> int:
+    """Forward passes the audit of a grouped check adds (two per audited entry, before kink retries)."""
+    shape = spec.shape
+    sizes = (math.prod(shape.x_shape), math.prod(shape.w_shape), shape.out_depth)
+    return 2 * sum(min(AUDIT_ENTRIES, size) for size in sizes)

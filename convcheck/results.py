@@ -89,6 +89,7 @@ class NoteKind(str, Enum):
     PRECISION = "precision"  # how a float32 layer was differenced
     FALLBACK = "fallback"  # grouped differences not valid here; another method was used
     TIMEOUT_NOT_ENFORCED = "timeout not enforced"  # the check ran where no alarm could stop it
+    OWN_FORWARD = "own forward"  # the forward is wrong: the gradient verdicts are relative to the layer's own forward
     OTHER = "other"
 
 

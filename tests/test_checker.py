@@ -4,14 +4,16 @@ exactly the tensors they break, and forwards the engine cannot group are noticed
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from clocks import SteppingClock
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from convcheck import reference, tolerance
+from convcheck import methods, reference, tolerance
 from convcheck.checker import run_check
 from convcheck.data import CheckData, make_data
 from convcheck.layer import MatrixCache, MatrixConvLayer, col2im
@@ -73,6 +75,39 @@ def test_the_seed_layer_passes_with_every_entry_of_every_tensor_checked():
 
 
 # -- kinks --------------------------------------------------------------------------------------------------------
+
+
+class ColdFirstCall:
+    """A clock for a busy machine: the first timed call looks 170 ms slow (a cold call under load), the rest
+    take the process's real CPU time, each seen 5× slower than it is."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def __call__(self) -> float:
+        self.reads += 1
+        return 5 * time.process_time() + (0.17 if self.reads >= 2 else 0.0)
+
+
+def test_the_seed_layer_is_checked_in_full_on_a_slow_busy_machine(monkeypatch):
+    monkeypatch.setattr(methods, "CLOCK", ColdFirstCall())
+    result = run_check(spec_for(SEED))
+    assert result.method is Method.FULL, result.notes
+
+
+def test_auto_falls_back_to_sampling_only_when_the_warm_estimate_exceeds_its_budget(monkeypatch):
+    shape = ConvShape(2, 6, 6, 2, 3, 3, 1, 1)
+    budget_per_pass = methods.AUTO_BUDGET / methods.full_passes(spec_for(shape))
+    monkeypatch.setattr(methods, "CLOCK", SteppingClock(0.6 * budget_per_pass))
+    assert run_check(spec_for(shape)).method is Method.FULL
+    monkeypatch.setattr(methods, "CLOCK", SteppingClock(1.5 * budget_per_pass))
+    assert run_check(spec_for(shape)).method is Method.SAMPLED
+
+
+def test_the_forward_time_is_the_median_of_warm_calls(monkeypatch):
+    readings = iter([0.0, 0.5, 1.0, 1.01, 2.0, 2.02])  # calls of 0.5, 0.01 and 0.02 s
+    monkeypatch.setattr(methods, "CLOCK", lambda: next(readings))
+    assert methods.forward_seconds(lambda: None) == pytest.approx(0.02)
 
 
 @dataclass(frozen=True)
