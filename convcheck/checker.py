@@ -13,7 +13,6 @@ from contextvars import ContextVar
 import numpy as np
 
 from convcheck import parallel, reference
-from convcheck.batch.outcome import error_result
 from convcheck.compare import judge, judge_forward
 from convcheck.data import CheckData, make_data
 from convcheck.diagnosis import diagnose
@@ -21,7 +20,17 @@ from convcheck.layer import MatrixConvLayer
 from convcheck.methods import choose_method, forward_seconds, measure, planned_passes
 from convcheck.numeric import Engine
 from convcheck.protocol import ConvLayer
-from convcheck.results import CheckResult, Finding, ForwardResult, Note, NoteKind, Status, TensorResult, Tolerance
+from convcheck.results import (
+    CheckResult,
+    Finding,
+    ForwardResult,
+    Note,
+    NoteKind,
+    Status,
+    TensorResult,
+    Tolerance,
+    error_result,
+)
 from convcheck.spec import Activation, CheckSpec, DType, Method
 from convcheck.tolerance import SAFETY, analytic_noise, resolve, rounding_sigma, unit_roundoff
 from convcheck.user.contract import exercise

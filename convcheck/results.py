@@ -190,3 +190,8 @@ class CheckResult:
 
     def gradient(self, name: str) -> TensorResult | None:
         return next((g for g in self.gradients if g.name == name), None)
+
+
+def error_result(spec: CheckSpec, seconds: float, message: str) -> CheckResult:
+    """A result with status ``error`` for a check that could not run to its end; ``message`` is one paragraph."""
+    return CheckResult(name=spec.name, status=Status.ERROR, spec=spec, seconds=seconds, error=message)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from convcheck.results import CheckResult, Status
+from convcheck.results import CheckResult, Status, error_result
 from convcheck.spec import CheckSpec
 
 __all__ = [
@@ -46,11 +46,6 @@ class BatchOutcome:
     def passed(self) -> bool:
         """True when every check ran and passed."""
         return not self.interrupted and not self.not_run and all(r.status is Status.PASS for r in self.results)
-
-
-def error_result(spec: CheckSpec, seconds: float, message: str) -> CheckResult:
-    """A result with status ``error`` for a check that could not run to its end; ``message`` is one paragraph."""
-    return CheckResult(name=spec.name, status=Status.ERROR, spec=spec, seconds=seconds, error=message)
 
 
 def timeout_message(seconds: float) -> str:
