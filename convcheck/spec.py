@@ -158,12 +158,31 @@ class ConvShape:
         )
 
 
+class Framework(str, Enum):
+    """The deep-learning framework a layer is written in (``impl: {framework: …}``); numpy layers have none.
+
+    ``torch``: a ``torch.autograd.Function``, a function whose graph has a custom backward, or an ``nn.Module``;
+    gradients from ``torch.autograd.grad``. ``jax``: a function (typically with ``jax.custom_vjp``); gradients
+    from ``jax.vjp``.
+    """
+
+    TORCH = "torch"
+    JAX = "jax"
+
+    @property
+    def default_layout(self) -> Layout:
+        """The layout the framework's own convolutions use: NCHW for torch, channels-last for JAX."""
+        return Layout.NCHW if self is Framework.TORCH else Layout.NHWC
+
+
 @dataclass(frozen=True)
 class ImplRef:
     """Where to find a user's implementation.
 
     ``module`` is a path to a ``.py`` file (resolved against ``base_dir``, the config file's folder) or an
-    importable module name. ``forward``/``backward`` name the functions in it.
+    importable module name. ``forward``/``backward`` name the functions in it. A framework layer
+    (``framework`` set) is instead one object of the module: the function (or ``torch.autograd.Function``)
+    named ``function``, or the ``torch.nn.Module`` subclass named ``class_name``.
     """
 
     module: str
@@ -171,8 +190,13 @@ class ImplRef:
     backward: str = "backward"
     signature: Signature = Signature.CONVCHECK
     base_dir: Path | None = None
+    framework: Framework | None = None
+    function: str | None = None
+    class_name: str | None = None
 
     def describe(self) -> str:
+        if self.framework is not None:
+            return f"{self.module}:{self.function or self.class_name} ({self.framework.value})"
         names = "" if (self.forward, self.backward) == ("forward", "backward") else f":{self.forward}/{self.backward}"
         sig = "" if self.signature is Signature.CONVCHECK else f" ({self.signature.value})"
         return f"{self.module}{names}{sig}"
@@ -204,6 +228,7 @@ class CheckSpec:
     layout: Layout = Layout.NHWC
     timeout: float | None = None  # seconds; None: the default in checker.DEFAULT_TIMEOUT
     max_memory: int | None = None  # bytes; None: a fraction of this machine's RAM
+    device: str | None = None  # a framework layer's device (cpu, cuda, cuda:1, …); None: the framework's default
     source: SourceLocation | None = field(default=None, compare=False)
     # The config values this check was expanded from (for JSON output and messages).
     config: dict[str, object] = field(default_factory=dict, compare=False, hash=False)

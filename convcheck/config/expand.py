@@ -92,7 +92,7 @@ def _expand(check: CheckNode, settings: dict[str, Setting], doc: Doc) -> tuple[l
         values = dict(fixed)
         values.update((setting.key, setting.values[i]) for setting, i in zip(swept, combo, strict=True))
         name = base + _brackets(swept, combo)
-        found = geometry_problems(values)
+        found = geometry_problems(values) + _device_problems(values)
         chosen = {setting.key: i for setting, i in zip(swept, combo, strict=True)}
         for key, message, allowed in found:
             problems.setdefault((key, chosen.get(key, 0), message, allowed), []).append(name)
@@ -163,6 +163,14 @@ def geometry_problems(values: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     return found
 
 
+def _device_problems(values: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """``device`` is a torch or JAX layer's: a numpy layer (or the built-in one) runs where numpy runs."""
+    impl = values.get("impl")
+    if values.get("device") is None or (isinstance(impl, ImplRef) and impl.framework is not None):
+        return []
+    return [("device", "device applies to torch and jax layers only (impl: {framework: …})", "no device here")]
+
+
 def _shape(values: Mapping[str, Any]) -> ConvShape:
     """The layer of one combination from its ``Target.SHAPE`` keys; ``same`` padding is ``(k − 1) // 2``."""
     given = {key: values[key] for key, info in CHECK_KEYS.items() if info.target is Target.SHAPE and key in values}
@@ -172,7 +180,11 @@ def _shape(values: Mapping[str, Any]) -> ConvShape:
 
 
 def _build_spec(name: str, values: Mapping[str, Any], source: SourceLocation) -> CheckSpec:
-    """The spec of one valid combination; keys absent from ``values`` take CheckSpec's defaults."""
+    """The spec of one valid combination; keys absent from ``values`` take CheckSpec's defaults (a framework
+    layer's layout: its framework's)."""
+    impl = values.get("impl")
+    if "layout" not in values and isinstance(impl, ImplRef) and impl.framework is not None:
+        values = {**values, "layout": impl.framework.default_layout}
     shape = _shape(values)
     given = {key: values[key] for key, info in CHECK_KEYS.items() if info.target is Target.SPEC and key in values}
     return CheckSpec(name=name, shape=shape, source=source, config=_config_dict(name, shape, values), **given)
@@ -198,6 +210,9 @@ def _impl_json(ref: object) -> object:
     """An impl as the config would write it: ``builtin``, the module alone, or the full mapping."""
     if not isinstance(ref, ImplRef):
         return "builtin"
+    if ref.framework is not None:
+        key = "function" if ref.function is not None else "class"
+        return {"framework": ref.framework.value, "module": ref.module, key: ref.function or ref.class_name}
     if (ref.forward, ref.backward, ref.signature) == ("forward", "backward", Signature.CONVCHECK):
         return ref.module
     return {

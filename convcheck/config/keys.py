@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
-from convcheck.spec import Activation, DType, Layout, Method, Signature
+from convcheck.spec import Activation, DType, Framework, Layout, Method, Signature
 
 
 class Kind(str, Enum):
@@ -24,6 +24,7 @@ class Kind(str, Enum):
     TEXT = "text"
     IMPL = "impl"  # 'builtin', a path, a module name, or a mapping of IMPL_KEYS
     MEMORY = "memory"  # bytes, or a size such as '2GB'
+    DEVICE = "device"  # cpu, cuda, cuda:N, … (a framework layer's device)
 
 
 class Target(str, Enum):
@@ -42,8 +43,10 @@ _VALUE_TEXTS = {
     Kind.TEXT: "a non-empty string",
     Kind.IMPL: (
         "'builtin', a path to a .py file (relative to the config file), an importable module name, "
-        "or a mapping {module, forward, backward, signature: convcheck|cs231n}"
+        "or a mapping {module, forward, backward, signature: convcheck|cs231n}, "
+        "or {framework: torch|jax, function: FILE.py:NAME} / {framework: torch, module: FILE.py, class: NAME}"
     ),
+    Kind.DEVICE: "cpu, cuda, cuda:N (torch), or a JAX backend such as cpu, gpu, gpu:N",
     Kind.MEMORY: "a number of bytes (integer ≥ 1) or a string such as '2GB' or '512MiB'",
 }
 
@@ -138,7 +141,8 @@ CHECK_KEYS: Mapping[str, KeyInfo] = {
         KeyInfo("rtol", Kind.NUMBER, "relative tolerance; default: by dtype", minimum=0),
         KeyInfo("atol", Kind.NUMBER, "absolute tolerance; default: by dtype", minimum=0),
         KeyInfo("impl", Kind.IMPL, "implementation to check", default="builtin"),
-        _choice("layout", Layout, "nhwc", "memory layout of the implementation's arrays"),
+        _choice("layout", Layout, "nhwc", "memory layout of the implementation's arrays; default nchw for torch"),
+        KeyInfo("device", Kind.DEVICE, "device a torch or jax layer runs on; default: the framework's"),
         KeyInfo(
             "timeout",
             Kind.NUMBER,
@@ -163,6 +167,9 @@ IMPL_ALLOWED: Mapping[str, str] = {
     "forward": "a Python function name",
     "backward": "a Python function name",
     "signature": ", ".join(member.value for member in Signature),
+    "framework": ", ".join(member.value for member in Framework),
+    "function": "a function or torch.autograd.Function, as NAME (with module:) or FILE.py:NAME",
+    "class": "a torch.nn.Module subclass, as NAME (with module:) or FILE.py:NAME",
 }
 IMPL_KEYS = tuple(IMPL_ALLOWED)
 SUITE_KEYS = ("defaults", "checks")  # the top-level keys of a file that lists its checks

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from convcheck.config.document import CheckNode
 from convcheck.config.errors import ConfigError, describe, hint, join, shorten
+from convcheck.config.frameworks import FRAMEWORK_ONLY_KEYS, device_problem, framework_impl
 from convcheck.config.keys import CHECK_KEYS, IMPL_ALLOWED, IMPL_KEYS, SUITE_KEYS, KeyInfo, Kind
 from convcheck.config.tree import REJECTED, Doc, Entry, Node
 from convcheck.spec import ImplRef, Signature
@@ -265,6 +266,11 @@ def _text_value(info: KeyInfo, raw: object) -> object:
     return raw
 
 
+def _device_value(info: KeyInfo, raw: object) -> object:
+    problem = device_problem(raw)
+    return raw if problem is None else _Problem(problem)
+
+
 def _memory_value(info: KeyInfo, raw: object) -> object:
     if isinstance(raw, str):
         try:
@@ -301,6 +307,7 @@ _SCALAR_PARSERS: Mapping[Kind, Callable[[KeyInfo, object], object]] = {
     Kind.PADDING: _padding_value,
     Kind.TEXT: _text_value,
     Kind.MEMORY: _memory_value,
+    Kind.DEVICE: _device_value,
 }  # Kind.IMPL is a mapping or a string and has its own parser, _parse_impl
 
 
@@ -338,10 +345,14 @@ def _parse_impl(info: KeyInfo, node: Node, field: str, doc: Doc) -> object:
             if problem is not None:
                 errors.append(doc.error(entry.node, sub, problem, IMPL_ALLOWED[key]))
             names[key] = entry.node.value
-    if "module" not in raw:
-        errors.append(doc.error(node, join(field, "module"), "missing required key 'module'", IMPL_ALLOWED["module"]))
     if errors:
         return _Failed(errors)
+    if any(key in raw for key in FRAMEWORK_ONLY_KEYS):
+        return _framework_ref(framework_impl(names, raw, node, field, doc), node, field, doc)
+    if "module" not in raw:
+        return _Failed(
+            [doc.error(node, join(field, "module"), "missing required key 'module'", IMPL_ALLOWED["module"])]
+        )
     return ImplRef(
         module=names["module"],
         forward=names.get("forward", "forward"),
@@ -351,7 +362,19 @@ def _parse_impl(info: KeyInfo, node: Node, field: str, doc: Doc) -> object:
     )
 
 
+def _framework_ref(parsed: ImplRef | list[ConfigError], node: Node, field: str, doc: Doc) -> object:
+    """A framework ``ImplRef`` whose module exists, or :class:`_Failed`."""
+    if not isinstance(parsed, ImplRef):
+        return _Failed(parsed)
+    problem = _module_problem(parsed.module, doc.base_dir)
+    if problem is not None:
+        return _Failed([doc.error(node, field, problem, IMPL_ALLOWED["module"])])
+    return parsed
+
+
 def _impl_field_problem(key: str, value: str, base_dir: Path) -> str | None:
+    if key in FRAMEWORK_ONLY_KEYS:
+        return None  # checked together, by convcheck.config.frameworks
     if key == "module":
         return _module_problem(value, base_dir)
     if key == "signature":

@@ -35,8 +35,9 @@ from convcheck.user.errors import (
     is_library,
     shorten,
 )
+from convcheck.user.frameworks import load_framework
 
-__all__ = ["load_functions", "load_layer"]
+__all__ = ["load_framework_impl", "load_functions", "load_layer"]
 
 _MODULE_CACHE: dict[tuple[str, int, int], ModuleType] = {}
 
@@ -53,7 +54,7 @@ def load_layer(spec: CheckSpec) -> ConvLayer:
     shape = spec.shape
     if spec.impl is None or spec.impl.module == "builtin":
         return MatrixConvLayer(shape.stride, shape.padding, spec.activation)
-    impl = load_functions(spec.impl)
+    impl = load_framework_impl(spec) if spec.impl.framework is not None else load_functions(spec.impl)
     return UserLayer(impl, stride=shape.stride, padding=shape.padding, layout=spec.layout)
 
 
@@ -83,6 +84,23 @@ def load_functions(ref: ImplRef) -> LoadedImpl:
     _check_arity(forward, "forward", 4 if ref.signature is Signature.CS231N else 5, forward_call, ref, origin)
     _check_arity(backward, "backward", 2, "backward(dout, cache)", ref, origin)
     return LoadedImpl(forward, backward, ref, module, origin, roots)
+
+
+def load_framework_impl(spec: CheckSpec) -> LoadedImpl:
+    """A torch or JAX layer (``spec.impl.framework``) as numpy functions (``convcheck.user.frameworks``).
+
+    The framework is imported before the user's module (JAX's float64 switch must precede its arrays).
+
+    Raises:
+        ImplementationError: the module cannot be loaded, or the object it names is not a layer of the
+            framework (see the framework's ``load``).
+    """
+    ref = spec.impl
+    assert ref is not None and ref.framework is not None
+    adapter = load_framework(ref.framework)
+    module, origin, roots = _load_file(ref) if _looks_like_path(ref.module) else _load_module_name(ref)
+    impl: LoadedImpl = adapter.load(ref, module, origin, roots, spec.shape, spec.device)
+    return impl
 
 
 def _looks_like_path(module: str) -> bool:
