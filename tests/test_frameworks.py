@@ -321,3 +321,21 @@ def test_an_explicit_jax_backend_it_lacks_is_an_error_row() -> None:
     result = run_check(spec_of(jax_ref("conv_relu"), device="gpu"))
     assert result.status is Status.ERROR and "JAX has no 'gpu' backend" in (result.error or "")
     assert run_check(spec_of(jax_ref("conv_relu"), device="cpu:0")).status is Status.PASS
+
+
+# -- the documented examples ---------------------------------------------------------------------------------------
+
+EXAMPLES = Path(__file__).parent.parent / "examples" / "frameworks"
+
+
+@needs_torch
+@needs_jax
+def test_the_framework_examples_pass_as_documented() -> None:
+    from convcheck.batch.local import run_batch
+    from convcheck.config import load_configs
+
+    load = load_configs([EXAMPLES])
+    assert load.ok, load.errors
+    outcome = run_batch(load.specs)
+    assert len(outcome.results) == 6 and all(r.passed for r in outcome.results), [describe(r) for r in outcome.results]
+    assert {r.spec.layout for r in outcome.results if r.name.startswith("torch")} == {Layout.NCHW}
