@@ -490,7 +490,7 @@ def bench_framework(rounds: int) -> list[Row]:
 
 # Planted torch bugs (tests/fixtures/frameworks/torch_layers.py) and the correct layer, on a small layer.
 ZOO = ("ConvReLU", "BugNoMask", "BugDwOrder", "BugDbFirstItem", "BugFloat32", "BugDbKeepdims", "BugMaskInPlace",
-       "BugAccumulates")  # fmt: skip
+       "BugAccumulates", "BugNaN", "BugInputInPlace")  # fmt: skip
 
 
 def _framework_zoo(torch) -> list[Row]:

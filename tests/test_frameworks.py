@@ -238,6 +238,8 @@ TORCH_BUGS = [
     ("BugDbKeepdims", "function", DType.FLOAT64, Status.ERROR, None, "got [1, 4, 1] but expected shape compatible"),
     ("BugMaskInPlace", "function", DType.FLOAT64, Status.FAIL, None, FindingKind.MODIFIED_ARGUMENT),
     ("BugAccumulates", "function", DType.FLOAT64, Status.FAIL, None, FindingKind.REPEAT_ACCUMULATES),
+    ("BugNaN", "function", DType.FLOAT64, Status.FAIL, None, FindingKind.NOT_FINITE),
+    ("BugInputInPlace", "function", DType.FLOAT64, Status.FAIL, None, FindingKind.MODIFIED_ARGUMENT),
     ("BugFloat64Out", "function", DType.FLOAT32, Status.FAIL, None, FindingKind.DTYPE),
     ("BugDetached", "class", DType.FLOAT64, Status.ERROR, None, "does not require grad"),
     ("not_a_layer", "function", DType.FLOAT64, Status.ERROR, None, "is a int, not a function"),
