@@ -23,7 +23,15 @@ from types import ModuleType
 
 from convcheck.spec import ConvShape, Framework, ImplRef
 
-__all__ = ["FRAMEWORK_PACKAGES", "FrameworkCall", "framework_call", "install_hint", "load_framework", "missing"]
+__all__ = [
+    "FRAMEWORK_PACKAGES",
+    "FrameworkCall",
+    "describe_ref",
+    "framework_call",
+    "install_hint",
+    "load_framework",
+    "missing",
+]
 
 #: The packages each framework needs (import names), and the extra that installs them.
 FRAMEWORK_PACKAGES: dict[Framework, tuple[str, ...]] = {Framework.TORCH: ("torch",), Framework.JAX: ("jax", "jaxlib")}
