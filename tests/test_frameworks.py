@@ -341,3 +341,21 @@ def test_the_framework_examples_pass_as_documented() -> None:
     outcome = run_batch(load.specs)
     assert len(outcome.results) == 6 and all(r.passed for r in outcome.results), [describe(r) for r in outcome.results]
     assert {r.spec.layout for r in outcome.results if r.name.startswith("torch")} == {Layout.NCHW}
+
+
+def test_the_schema_accepts_the_framework_forms_and_refuses_the_mixed_ones() -> None:
+    import jsonschema
+    import yaml
+
+    from convcheck.config.schema import config_schema
+
+    schema = config_schema()
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        jsonschema.validate(yaml.safe_load(path.read_text(encoding="utf-8")), schema)
+    base = yaml.safe_load(CONFIG)
+    jsonschema.validate({**base, "device": "cuda:1", "impl": {"framework": "jax", "function": "l.py:f"}}, schema)
+    for impl in ({"framework": "torch"}, {"framework": "torch", "function": "l.py:F", "forward": "f"}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({**base, "impl": impl}, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**base, "device": "gpu0"}, schema)
