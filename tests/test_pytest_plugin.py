@@ -8,9 +8,10 @@ or not convcheck is installed (installed, pytest would also find it through its 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
+import userproject
+from userproject import CONFIG, REPO, write_project
 
 import convcheck.api
 import convcheck.config
@@ -23,10 +24,6 @@ pytest_plugins = ["pytester"]
 # so what the plugin imports to run a check is imported here, once.
 PRELOADED = (convcheck.api, convcheck.config, convcheck.runner)
 
-REPO = Path(__file__).resolve().parent.parent
-CORRECT = (REPO / "examples" / "im2col_nhwc.py").read_text(encoding="utf-8")
-# The bias gradient averaged instead of summed: only db is wrong.
-BUGGY = CORRECT.replace("db = dz.sum(axis=0)", "db = dz.mean(axis=0)")
 RAISING = """\
 def forward(x, w, b, stride, padding):
     raise RuntimeError("not written yet")
@@ -36,29 +33,15 @@ def backward(dout, cache):
     pass
 """
 
-# Tiny layers, every entry checked: each check takes a few milliseconds.
-CONFIG = """\
-defaults: {batch: 1, in_height: 4, in_width: 5, in_depth: 2, out_depth: 2, filter_size: 3, method: full}
-checks:
-  - name: right
-    impl: layer.py
-    stride: [1, 2]
-    padding: [0, 1]
-  - name: wrong
-    impl: buggy.py
-    padding: 1
-"""
-GREEN = [f"convcheck.yaml::right[stride={s},padding={p}]" for s in (1, 2) for p in (0, 1)]
-RED = "convcheck.yaml::wrong"
+GREEN = [f"convcheck.yaml::{name}" for name in userproject.GREEN]
+RED = f"convcheck.yaml::{userproject.RED}"
 
 
 @pytest.fixture
 def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     """A user's repository: a correct layer, a buggy one and a ``convcheck.yaml`` checking both."""
     monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
-    assert BUGGY != CORRECT
-    pytester.makefile(".py", layer=CORRECT, buggy=BUGGY)
-    pytester.makefile(".yaml", convcheck=CONFIG)
+    write_project(pytester.path)
     return pytester
 
 
@@ -157,7 +140,7 @@ def test_a_config_error_is_a_collection_error_with_convchecks_message(project: p
     assert result.ret == pytest.ExitCode.INTERRUPTED
     result.stdout.fnmatch_lines(
         [
-            "convcheck.yaml:9:5: checks[[]1[]].paddin: unknown key*did you mean 'padding'?*",
+            f"convcheck.yaml:{userproject.RED_LINE + 2}:5: checks[[]1[]].paddin: unknown key*did you mean 'padding'?*",
             "1 problem in this config file; none of its checks was collected.",
         ]
     )
