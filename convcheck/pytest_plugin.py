@@ -173,8 +173,11 @@ class CheckReport:
     def __init__(self, result: CheckResult, path: str, line: int | None, width: int) -> None:
         from convcheck.api import explain
 
-        self.text = explain(result, width=width).rstrip("\n")
-        self.reprcrash = Crash(path, line, headline(result))
+        summary = headline(result)
+        # The headline first: under pytest-xdist the report travels as text, and pytest's one-line summary of a
+        # failure is then the text's first line.
+        self.text = summary + "\n" + explain(result, width=width).rstrip("\n")
+        self.reprcrash = Crash(path, line, summary)
 
     def toterminal(self, tw: Any) -> None:
         for line in self.text.splitlines():

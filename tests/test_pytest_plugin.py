@@ -96,6 +96,13 @@ def test_node_ids_are_the_same_in_every_collection(project: pytest.Pytester):
     assert ids == [*GREEN, RED] and [line for line in second if "::" in line] == ids
 
 
+def test_pytest_xdist_workers_run_the_same_items(project: pytest.Pytester):
+    pytest.importorskip("xdist")
+    result = run(project, "-p", "xdist", "-n", "2")
+    result.assert_outcomes(passed=4, failed=1)
+    result.stdout.fnmatch_lines([f"FAILED {RED} - fail: bias gradient: * entries over tolerance*"])
+
+
 def test_junitxml_has_one_testcase_per_check_and_the_panel_in_the_failure(project: pytest.Pytester):
     run(project, "--junitxml=report.xml")
     suite = ET.parse(project.path / "report.xml").getroot().find("testsuite")
