@@ -129,8 +129,8 @@ class CheckItem(pytest.Item):
         self.add_marker(MARKER)
 
     def runtest(self) -> None:
+        from convcheck.batch.guard import run_one
         from convcheck.results import Status
-        from convcheck.runner import run_one
 
         result = run_one(self.spec)
         self.user_properties.append(("convcheck_status", result.status.value))

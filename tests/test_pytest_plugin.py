@@ -14,15 +14,15 @@ import userproject
 from userproject import CONFIG, REPO, write_project
 
 import convcheck.api
+import convcheck.batch.guard
 import convcheck.config
-import convcheck.runner
 from convcheck.pytest_plugin import MARKER, is_config
 
 pytest_plugins = ["pytester"]
 
 # pytester's in-process runs forget the modules each run imports; numpy cannot be imported twice in a process,
 # so what the plugin imports to run a check is imported here, once.
-PRELOADED = (convcheck.api, convcheck.config, convcheck.runner)
+PRELOADED = (convcheck.api, convcheck.config, convcheck.batch.guard)
 
 RAISING = """\
 def forward(x, w, b, stride, padding):
