@@ -19,4 +19,4 @@ class ExitCode(IntEnum):
 
     @classmethod
     def for_results(cls, results: Sequence[CheckResult]) -> ExitCode:
-        return cls.OK if all(r.passed for r in results) else cls.FAILED
+        return cls.OK if all(r.status.ok for r in results) else cls.FAILED

@@ -262,7 +262,8 @@ def test_absent_keys_take_the_documented_defaults() -> None:
         "name": "test", "batch": 2, "in_height": 5, "in_width": 6, "in_depth": 3, "out_depth": 4,
         "filter_size": 3, "stride": 1, "padding": 0, "out_height": 3, "out_width": 4, "activation": "relu",
         "method": "auto", "dtype": "float64", "seed": 0, "eps": None, "rtol": None, "atol": None,
-        "impl": "builtin", "layout": "nhwc", "timeout": None, "max_memory": None,
+        "impl": "builtin", "layout": "nhwc", "timeout": None, "max_memory": None, "strict": False,
+        "expected_error": None,
     }  # fmt: skip
 
 

@@ -24,6 +24,8 @@ class Kind(str, Enum):
     TEXT = "text"
     IMPL = "impl"  # 'builtin', a path, a module name, or a mapping of IMPL_KEYS
     MEMORY = "memory"  # bytes, or a size such as '2GB'
+    BOOL = "bool"  # true or false
+    EXPECTED_ERROR = "expected error"  # an exception class name, or a mapping {type, match}
 
 
 class Target(str, Enum):
@@ -45,6 +47,11 @@ _VALUE_TEXTS = {
         "or a mapping {module, forward, backward, signature: convcheck|cs231n}"
     ),
     Kind.MEMORY: "a number of bytes (integer ≥ 1) or a string such as '2GB' or '512MiB'",
+    Kind.BOOL: "true or false",
+    Kind.EXPECTED_ERROR: (
+        "an exception class name such as ValueError, or a mapping {type: ValueError, match: REGEX} "
+        "(match: a regular expression searched for in the error's message)"
+    ),
 }
 
 
@@ -154,7 +161,20 @@ CHECK_KEYS: Mapping[str, KeyInfo] = {
             minimum=1,
             sweepable=False,
         ),
+        KeyInfo("strict", Kind.BOOL, "warnings fail the check too (as --strict does)", default=False, sweepable=False),
+        KeyInfo(
+            "expected_error",
+            Kind.EXPECTED_ERROR,
+            "an error the layer raises by design for some geometries; checks where it does are skipped",
+            sweepable=False,
+        ),
     )
+}
+
+# The keys of an expected_error: mapping, with what each accepts.
+EXPECTED_ERROR_ALLOWED: Mapping[str, str] = {
+    "type": "an exception class name, such as ValueError (a base class matches its subclasses)",
+    "match": "a regular expression searched for in the error's message",
 }
 
 # The keys of an impl: mapping, with what each accepts.
@@ -169,6 +189,7 @@ SUITE_KEYS = ("defaults", "checks")  # the top-level keys of a file that lists i
 
 __all__ = [
     "CHECK_KEYS",
+    "EXPECTED_ERROR_ALLOWED",
     "IMPL_ALLOWED",
     "IMPL_KEYS",
     "SUITE_KEYS",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from convcheck.config.keys import CHECK_KEYS, KeyInfo, Kind
+from convcheck.config.keys import CHECK_KEYS, EXPECTED_ERROR_ALLOWED, KeyInfo, Kind
 from convcheck.config.values import IDENTIFIER_PATTERN, MEMORY_PATTERN
 from convcheck.spec import Signature
 
@@ -99,7 +99,28 @@ def _value_schema(info: KeyInfo) -> dict[str, Any]:
         return {"type": "string", "minLength": 1}
     if info.kind is Kind.MEMORY:
         return {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": MEMORY_PATTERN}]}
+    if info.kind is Kind.BOOL:
+        return {"type": "boolean"}
+    if info.kind is Kind.EXPECTED_ERROR:
+        return _expected_error_schema()
     return _impl_schema()  # Kind.IMPL
+
+
+def _expected_error_schema() -> dict[str, Any]:
+    name = {"type": "string", "pattern": IDENTIFIER_PATTERN}
+    return {
+        "anyOf": [
+            name,
+            {
+                "type": "object",
+                "properties": {
+                    "type": {"description": EXPECTED_ERROR_ALLOWED["type"], **name},
+                    "match": {"description": EXPECTED_ERROR_ALLOWED["match"], "type": "string", "minLength": 1},
+                },
+                "additionalProperties": False,
+            },
+        ]
+    }
 
 
 def _impl_schema() -> dict[str, Any]:
