@@ -58,7 +58,7 @@ def engine_workers(layer: object, shape: ConvShape) -> int:
         return 1  # a user's layer, or a user's subclass of ours, behind whatever adapter
     if any(os.environ.get(name) == "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")):
         return 1
-    macs = math.prod(shape.out_shape) * shape.filter_size**2 * shape.in_depth
+    macs = math.prod(shape.out_shape) * shape.fan_in
     return available_cores() if macs >= PARALLEL_MIN_MACS else 1
 
 

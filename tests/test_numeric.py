@@ -52,7 +52,7 @@ def setup(shape: ConvShape, activation: Activation, seed: int = 0):
     forward = CountingForward(layer)
     engine = Engine(forward, x, w, b, g, shape, activation, F64.eps, U64)
     analytic = layer.backward(g, layer.forward(x, w, b)[1])
-    noise = tolerance.analytic_noise(x, w, b, g, shape.stride, shape.padding, U64)
+    noise = tolerance.analytic_noise(x, w, b, g, shape.window, U64)
     return engine, forward, analytic, noise
 
 

@@ -145,9 +145,7 @@ class Engine:
         self._count_lock = threading.Lock()
         self.f0 = self._evaluate(self._params)
         again = self._evaluate(self._params)
-        sigma = rounding_sigma(
-            self.x, self.w, self.b, self.f0, self.shape.stride, self.shape.padding, self.unit_roundoff
-        )
+        sigma = rounding_sigma(self.x, self.w, self.b, self.f0, self.shape.window, self.unit_roundoff)
         self._exact_scaling = _is_power_of_two(self.eps)
         if not np.array_equal(self.f0, again, equal_nan=True):
             raise NotLocalError(
