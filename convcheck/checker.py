@@ -34,8 +34,9 @@ DEFAULT_TIMEOUT = 300.0  # seconds per check, when the config sets none
 class CheckData:
     """The point a check is made at. Arrays in the layer's dtype, shapes as in ``convcheck.spec``.
 
-    x: (N, H, W, C_in), w: (k, k, C_in, C_out), b: (C_out,), dout: (N, OH, OW, C_out) — the ``G`` of
-    ``L = Σ out ⊙ G``, handed to backward.
+    x: (N, *S, C_in), w: (*kernel, C_in/g, C_out), b: (C_out,) or (0,) without a bias, dout: (N, *O, C_out) — the
+    ``G`` of ``L = Σ out ⊙ G``, handed to backward. For the seed's layer: (N, H, W, C_in), (k, k, C_in, C_out),
+    (C_out,), (N, OH, OW, C_out).
     """
 
     x: np.ndarray
@@ -45,7 +46,8 @@ class CheckData:
 
 
 def make_data(spec: CheckSpec) -> CheckData:
-    """Seeded random data: x ~ N(0, 1), w ~ N(0, 2/fan_in) (He), b ~ N(0, 0.1²), dout ~ N(0, 1)."""
+    """Seeded random data: x ~ N(0, 1), w ~ N(0, 2/fan_in) (He; ``fan_in = ∏k·C_in/g``), b ~ N(0, 0.1²),
+    dout ~ N(0, 1)."""
     rng = np.random.default_rng(spec.seed)
     s = spec.shape
     dtype = numpy_dtype(spec.dtype)
@@ -100,7 +102,7 @@ def default_max_memory() -> int:
 def estimated_memory(spec: CheckSpec) -> int:
     """Bytes a check of ``spec`` needs at its peak, by a model of the arrays it holds at once.
 
-    The built-in layer's im2col matrix ``(N·OH·OW, k²·C_in)`` appears in the forward, its cache and the
+    The built-in layer's im2col matrix ``(N·∏O, ∏k·C_in)`` appears in the forward, its cache and the
     magnitude computations (about 4 copies, float64); the engine holds about 16 output-sized float64 arrays
     (f0, f±, dout, noise model, differences) and a few copies of x and w.
     """

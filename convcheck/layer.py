@@ -138,8 +138,7 @@ def fold(dcols: np.ndarray, x_shape: Sequence[int], kernel: Sequence[int], windo
     the padding is then cropped away, giving ``dx: x_shape = (N, *S, C)``.
     """
     n, *sizes, c = x_shape
-    pads = window.resolve_pads(sizes, kernel)
-    out_sizes = window.output_sizes(sizes, kernel)
+    pads, out_sizes, _ = _plan(window, tuple(sizes), tuple(kernel))
     padded = tuple(size + before + after for size, (before, after) in zip(sizes, pads, strict=True))
     dpadded = np.zeros((n, *padded, c), dtype=dcols.dtype)
     groups, every = window.groups, (slice(None),) * (1 + len(sizes))
@@ -149,9 +148,12 @@ def fold(dcols: np.ndarray, x_shape: Sequence[int], kernel: Sequence[int], windo
     else:  # window rows per group → (n, *o, *k, γ, c/g), onto the channels γ·C/g … of the same group
         windows = np.moveaxis(dcols.reshape(groups, n, *out_sizes, *kernel, c // groups), 0, -2)
         target = dpadded.reshape(n, *padded, groups, c // groups)
-    for offset in itertools.product(*map(range, kernel)):
-        taps = zip(offset, window.strides, window.dilations, out_sizes, strict=True)
-        where = tuple(_window_slices(j * d, s, count) for j, s, d, count in taps)
+    # Per axis, the rows of the padded input that tap j reaches across every window: slice(j·d, …, s).
+    reach = [
+        [_window_slices(j * d, s, count) for j in range(k)]
+        for k, s, d, count in zip(kernel, window.strides, window.dilations, out_sizes, strict=True)
+    ]
+    for offset, where in zip(itertools.product(*map(range, kernel)), itertools.product(*reach), strict=True):
         tap: tuple[slice | int, ...] = (*every, *offset)
         slab = (slice(None), *where)
         target[slab] += windows[tap]
@@ -170,6 +172,15 @@ def col2im(
 ) -> np.ndarray:
     """The seed's fold: ``dcols: (N·OH·OW, k·k·C)`` → ``dx: (N, H, W, C)``, ``fold`` for a square filter."""
     return fold(dcols, x_shape, (filter_size,) * 2, _seed_window(stride, padding))
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(
+    window: Window, sizes: tuple[int, ...], kernel: tuple[int, ...]
+) -> tuple[Pads, tuple[int, ...], tuple[int, int] | None]:
+    """The padding, output sizes and seed ``(stride, padding)`` (``Window.uniform``) of ``window`` for inputs of
+    ``sizes`` and a ``kernel`` filter, worked out once per geometry (a check calls the layer hundreds of times)."""
+    return window.resolve_pads(sizes, kernel), window.output_sizes(sizes, kernel), window.uniform(sizes, kernel)
 
 
 @functools.lru_cache(maxsize=64)
@@ -330,8 +341,7 @@ class MatrixConvLayer:
         ``out: (N, *O, C_out)``."""
         window = self.geometry(x.ndim - 2)
         kernel, c_out, groups = tuple(w.shape[:-2]), w.shape[-1], window.groups
-        pads = window.resolve_pads(x.shape[1:-1], kernel)
-        out_sizes = window.output_sizes(x.shape[1:-1], kernel)
+        pads, out_sizes, _ = _plan(window, x.shape[1:-1], kernel)
         cols = _unfold(x, kernel, window, pads, out_sizes)
         if groups == 1:
             weights = w.reshape(-1, c_out)
@@ -369,7 +379,7 @@ class MatrixConvLayer:
     def _input_gradient(self, dz: np.ndarray, cache: MatrixCache, window: Window) -> np.ndarray:
         """``dx = fold(dZ·Wᵀ)`` (per group), by shifted additions for the seed's geometry at stride 1."""
         kernel = tuple(cache.w_shape[:-2])
-        seed = window.uniform(cache.x_shape[1:-1], kernel)
+        seed = _plan(window, cache.x_shape[1:-1], kernel)[2]
         square = len(set(kernel)) == 1
         if seed is not None and seed[0] == 1 and square and _padded_grid_is_small(cache.x_shape, kernel[0], seed[1]):
             return _input_gradient_stride_one(dz, cache.weights, cache.x_shape, kernel[0], seed[1])

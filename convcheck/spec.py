@@ -48,7 +48,8 @@ class Activation(str, Enum):
 class Method(str, Enum):
     """How the numeric gradient is obtained.
 
-    ``full``: every entry, by grouped perturbation (2·(2·k²·C_in + 1) forward passes).
+    ``full``: every entry, by grouped perturbation (2·(2·∏k·C_in/groups + 1) forward passes; 2·(2·k²·C_in + 1) for
+    the seed's layer).
     ``entrywise``: every entry, one central difference each (2 passes per entry; tiny layers only).
     ``sampled``: a random subset of entries, one central difference each.
     ``directional``: random projections ⟨∇L, v⟩ compared with one central difference along v.
