@@ -19,6 +19,7 @@ from convcheck import bugs, methods, reference, tolerance
 from convcheck.bugs import StepwiseLayer
 from convcheck.checker import run_check
 from convcheck.data import CheckData, make_data
+from convcheck.geometry import Window
 from convcheck.layer import MatrixCache, MatrixConvLayer
 from convcheck.results import CheckResult, NoteKind, Status
 from convcheck.spec import Activation, CheckSpec, ConvShape, DType, Method
@@ -155,7 +156,7 @@ KINK_SHAPES = [ConvShape(2, 6, 7, 3, 4, 3, 1, 1), ConvShape(3, 5, 8, 2, 3, 2, 2,
 def test_exact_zero_pre_activations_pass_and_are_counted_as_kinks(shape: ConvShape, dtype: DType, subgradient: int):
     spec = spec_for(shape, dtype=dtype, method=Method.FULL)
     data = integer_data(shape, 0, dtype, high=1)  # x, w ∈ {−1, 0, 1}: many exact zeros
-    z = reference.conv2d(*(a.astype(np.float64) for a in (data.x, data.w, data.b)), shape.stride, shape.padding)
+    z = reference.convolve(*(a.astype(np.float64) for a in (data.x, data.w, data.b)), shape.window)
     assert np.count_nonzero(z == 0) >= 5, "the data must put pre-activations exactly on the kink"
     layer = builtin(spec) if subgradient == 0 else ReluMaskAtZeroIsOne(shape.stride, shape.padding, Activation.RELU)
     result = run_check(spec, layer=layer, data=data)
@@ -484,7 +485,7 @@ def test_a_float32_tanh_layer_passes_when_large_terms_cancel_to_a_moderate_pre_a
     rng = np.random.default_rng(0)
     x = (100 * rng.standard_normal(shape.x_shape)).astype(np.float32)
     w = rng.standard_normal(shape.w_shape).astype(np.float32)
-    z = reference.conv2d(x.astype(np.float64), w.astype(np.float64), np.zeros(2), 1, 0).reshape(2)
+    z = reference.convolve(x.astype(np.float64), w.astype(np.float64), np.zeros(2), Window.of()).reshape(2)
     b = (0.5 - z).astype(np.float32)  # both pre-activations near 0.5, each a sum of terms of size ~100
     data = CheckData(x, w, b, rng.standard_normal(shape.out_shape).astype(np.float32))
     result = run_check(spec_for(shape, Activation.TANH, dtype=DType.FLOAT32, method=Method.FULL), data=data)

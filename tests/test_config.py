@@ -9,12 +9,14 @@ comments, one per error, in the order the loader reports them (file order):
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import itertools
 import json
 import re
 import string
 from enum import Enum
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -541,7 +543,11 @@ def test_docs_reference_lists_exactly_the_accepted_keys_and_their_sweepability()
 def test_each_key_fills_the_field_of_its_name_and_shares_its_default() -> None:
     """The keys table alone drives building a spec: a key's value lands in the field of the same name."""
     fields = {
-        Target.SHAPE: {field.name: field for field in dataclasses.fields(ConvShape)},
+        # ConvShape stores its geometry normalized: its constructor's parameters are the keys' fields.
+        Target.SHAPE: {
+            name: SimpleNamespace(default=dataclasses.MISSING if p.default is p.empty else p.default)
+            for name, p in inspect.signature(ConvShape).parameters.items()
+        },
         Target.SPEC: {field.name: field for field in dataclasses.fields(CheckSpec)},
     }
     for key, info in CHECK_KEYS.items():
