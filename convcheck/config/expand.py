@@ -15,12 +15,11 @@ from typing import Any
 
 from convcheck.config.document import CheckNode
 from convcheck.config.errors import ConfigError, join, shorten
-from convcheck.config.keys import CHECK_KEYS, Target
+from convcheck.config.keys import CHECK_KEYS, MAX_CHECKS_PER_FILE, Target
 from convcheck.config.tree import Doc
 from convcheck.config.values import Setting, label
 from convcheck.spec import AXES, CheckSpec, ConvShape, ImplRef, Signature, SourceLocation
 
-MAX_CHECKS_PER_FILE = 100_000  # a sweep that expands further is almost certainly a mistake
 MAX_PROBLEMS_PER_CHECK = 20  # distinct invalid-combination messages reported for one swept check
 
 # (key, index of its value in the sweep, message, allowed) → names of the combinations that have it
