@@ -62,7 +62,8 @@ def _console(stderr: bool) -> Console:
 
     stream = sys.stderr if stderr else sys.stdout
     width = None if stream.isatty() or "COLUMNS" in os.environ else PIPE_WIDTH
-    return Console(stderr=stderr, highlight=False, width=width)
+    # emoji=False: user text such as "file.yaml:100:3" must not become "file.yaml💯3" (markup=False at each print)
+    return Console(stderr=stderr, highlight=False, emoji=False, width=width)
 
 
 def _stdout() -> Console:
@@ -103,6 +104,8 @@ def _load(paths: list[Path], err: Console) -> list[CheckSpec]:
             markup=False,
         )
         raise typer.Exit(ExitCode.INVALID)
+    for warning in loaded.warnings:  # valid values that make a check meaningless (a huge rtol or atol)
+        err.print(str(warning), markup=False, soft_wrap=True)
     if not loaded.specs:
         err.print("no checks found in " + ", ".join(str(p) for p in paths), markup=False)
         raise typer.Exit(ExitCode.INVALID)
