@@ -133,19 +133,13 @@ def _impl_override(text: str, err: Console) -> ImplRef | None:
 
 
 def _require_writable(option: str, target: str | Path | None, err: Console, *, folder: bool = False) -> None:
-    """An output path whose folder cannot be created or written is refused before anything runs (exit 2)."""
+    """An output path that cannot be written (its folder cannot be created or written, it is a folder…) is
+    refused before anything runs (exit 2); a device or FIFO such as /dev/null is fine (it is written into)."""
     if target is None:
         return
-    path = Path(target)
-    directory = path if folder else path.parent
-    existing = next((d for d in (directory, *directory.parents) if d.exists()), None)
-    problem = None
-    if path.is_dir() and not folder:
-        problem = "is a folder"
-    elif existing is None or not existing.is_dir():
-        problem = f"cannot be created ({existing} is not a folder)"
-    elif not os.access(existing, os.W_OK | os.X_OK):
-        problem = f"cannot be written ({existing} is not writable)"
+    from convcheck.render.files import output_problem
+
+    problem = output_problem(target, folder=folder)
     if problem is not None:
         err.print(f"{option} {target}: {problem}", markup=False)
         raise typer.Exit(ExitCode.INVALID)

@@ -89,8 +89,13 @@ def test_a_file_at_the_limit_is_read_and_one_byte_more_is_not(tmp_path) -> None:
 
 @pytest.mark.parametrize(
     ("line", "field"),
-    [("timeout: 1e308", "timeout"), ("stride: 1" + "0" * 100, "stride"), ("seed: 1" + "0" * 100, "seed")],
-    ids=["timeout-1e308", "stride-101-digits", "seed-101-digits"],
+    [
+        ("timeout: 1e308", "timeout"),
+        ("stride: 1" + "0" * 100, "stride"),
+        ("seed: 1" + "0" * 100, "seed"),
+        ("rtol: 1e300", "rtol"),
+    ],
+    ids=["timeout-1e308", "stride-101-digits", "seed-101-digits", "rtol-1e300"],
 )
 def test_numbers_that_overflow_at_run_time_are_refused_when_loading(line: str, field: str) -> None:
     error = one_error(LAYER + line + "\n")

@@ -245,3 +245,19 @@ def test_plot_file_names_are_unique_and_stable_per_check(tmp_path: Path) -> None
     assert sorted(path.name for path in tmp_path.iterdir()) == sorted(path.name for path in written)
     again = run_check(CheckSpec(name="α", shape=shape, impl=buggy))
     assert plot.file_stem(again) == plot.file_stem(results[0])  # stable: the same check, the same files
+
+
+def test_outputs_are_judged_before_the_run_by_what_they_are(tmp_path: Path) -> None:
+    """``--json /dev/null`` and a FIFO are fine (written into); a folder, a loop or a file in the way are not."""
+    from convcheck.render.files import output_problem
+
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "loop").symlink_to("loop")
+    (tmp_path / "file").write_text("")
+    assert output_problem("/dev/null") is None and output_problem(tmp_path / "pipe") is None
+    assert output_problem(tmp_path / "new" / "deeper" / "report.json") is None
+    assert output_problem(tmp_path, folder=True) is None
+    assert output_problem(tmp_path) == "is a folder"
+    assert "symlink loop" in (output_problem(tmp_path / "loop") or "")
+    assert output_problem(tmp_path / "file", folder=True) == "is not a folder"
+    assert "not a folder" in (output_problem(tmp_path / "file" / "x.json") or "")

@@ -27,7 +27,7 @@ import secrets
 import stat
 from pathlib import Path
 
-__all__ = ["TEMP_SUFFIX", "clean_stale_temporaries", "write_atomic"]
+__all__ = ["TEMP_SUFFIX", "clean_stale_temporaries", "output_problem", "write_atomic"]
 
 TEMP_SUFFIX = ".convcheck-tmp"  # temporary files are .NAME.PID.RANDOM.convcheck-tmp, next to their target
 _TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>[0-9]+)\.[0-9a-f]+" + re.escape(TEMP_SUFFIX) + "$")
@@ -74,6 +74,33 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
             _replace(target, mode, payload)
     except OSError as exc:
         raise _described(exc, name) from None
+
+
+def output_problem(path: str | Path, *, folder: bool = False) -> str | None:
+    """Why ``write_atomic`` could not write ``path`` (or, with ``folder``, files into it), or None.
+
+    For refusing an output before anything runs: a device or a FIFO is fine (it is written into), a symlink
+    is judged by its target, and a file that does not exist yet needs a writable folder to be created in.
+    """
+    try:
+        target, mode = _resolve(Path(path))
+    except OSError as exc:
+        return _REASONS.get(exc.errno or 0) or exc.strerror or str(exc)
+    if mode is not None and stat.S_ISDIR(mode):
+        return None if folder else _REASONS[errno.EISDIR]
+    if folder and mode is not None:
+        return "is not a folder"
+    if mode is not None and stat.S_ISSOCK(mode):
+        return "is a socket, not a file"
+    if mode is not None and not stat.S_ISREG(mode):
+        return None  # a device or a FIFO: written into
+    directory = target if folder else target.parent
+    existing = next((d for d in (directory, *directory.parents) if d.exists()), None)
+    if existing is None or not existing.is_dir():
+        return f"cannot be created ({existing} is not a folder)"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"cannot be written ({existing} is not writable)"
+    return None
 
 
 def clean_stale_temporaries(target: Path) -> list[Path]:
