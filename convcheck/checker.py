@@ -13,7 +13,6 @@ from contextvars import ContextVar
 import numpy as np
 
 from convcheck import parallel, reference
-from convcheck.batch.outcome import error_result
 from convcheck.compare import judge, judge_forward
 from convcheck.data import CheckData, make_data
 from convcheck.diagnosis import diagnose
@@ -21,11 +20,22 @@ from convcheck.layer import MatrixConvLayer
 from convcheck.methods import choose_method, forward_seconds, measure, planned_passes
 from convcheck.numeric import Engine
 from convcheck.protocol import ConvLayer
-from convcheck.results import CheckResult, Finding, ForwardResult, Note, NoteKind, Status, TensorResult, Tolerance
+from convcheck.results import (
+    CheckResult,
+    Finding,
+    ForwardResult,
+    Note,
+    NoteKind,
+    Severity,
+    Status,
+    TensorResult,
+    Tolerance,
+    error_result,
+)
 from convcheck.spec import Activation, CheckSpec, DType, Method
 from convcheck.tolerance import SAFETY, analytic_noise, resolve, rounding_sigma, unit_roundoff
 from convcheck.user.contract import exercise
-from convcheck.user.errors import describe_exception
+from convcheck.user.errors import UserCodeError, describe_exception
 from convcheck.user.loader import load_layer
 
 DEFAULT_TIMEOUT = 300.0  # seconds per check, when the config sets none
@@ -98,6 +108,10 @@ def run_check(spec: CheckSpec, layer: ConvLayer | None = None, data: CheckData |
         )
     try:
         return _run(spec, layer, data, start)
+    except UserCodeError as exc:
+        if spec.expected_error is not None and spec.expected_error.matches(exc.exc_lineage, str(exc.exc_message)):
+            return refused(spec, time.perf_counter() - start, exc)
+        return error_result(spec, time.perf_counter() - start, describe_exception(exc))
     except Exception as exc:  # noqa: BLE001 - any failure inside a check becomes that check's error row
         return error_result(spec, time.perf_counter() - start, describe_exception(exc))
 
@@ -149,6 +163,17 @@ def _run(spec: CheckSpec, layer: ConvLayer | None, data: CheckData | None, start
     if not forward_ok:
         notes.append(own_forward_note(gradients))
     return _finish(spec, start, method, engine.forward_passes, tol, gradients, forward_result, contract, notes)
+
+
+def refused(spec: CheckSpec, seconds: float, exc: UserCodeError) -> CheckResult:
+    """A check the layer refused as the config says it may: ``skipped``, with the layer's words as the reason."""
+    return CheckResult(
+        name=spec.name,
+        status=Status.SKIPPED,
+        spec=spec,
+        seconds=seconds,
+        notes=(Note(NoteKind.REFUSED, f"refused by the layer, as the config's expected_error allows: {exc}"),),
+    )
 
 
 def own_forward_note(gradients: tuple[TensorResult, ...]) -> Note:
@@ -236,7 +261,8 @@ def _finish(
     contract: tuple[Finding, ...],
     notes: list[Note],
 ) -> CheckResult:
-    ok = not contract and (forward is None or forward.ok) and len(gradients) == 3 and all(g.passed for g in gradients)
+    failing = [f for f in contract if spec.strict or f.severity is Severity.ERROR]  # warnings pass unless strict
+    ok = not failing and (forward is None or forward.ok) and len(gradients) == 3 and all(g.passed for g in gradients)
     result = CheckResult(
         name=spec.name,
         status=Status.PASS if ok else Status.FAIL,

@@ -171,6 +171,9 @@ SchedulerOption = Annotated[
     ),
 ]
 FailFastOption = Annotated[bool, typer.Option("--fail-fast", help="Stop after the first failed check.")]
+StrictOption = Annotated[
+    bool, typer.Option("--strict", help="Fail checks with warnings too (a backward that modifies its dout in place).")
+]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print only failures and the summary.")]
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Show details of passing checks too.")]
 HeatmapOption = Annotated[
@@ -200,6 +203,7 @@ class RunOptions:
     in_process: bool
     scheduler: str | None
     fail_fast: bool
+    strict: bool
     quiet: bool
     verbose: bool
     heatmap: bool
@@ -225,6 +229,7 @@ def run(
     in_process: InProcessOption = False,
     scheduler: SchedulerOption = None,
     fail_fast: FailFastOption = False,
+    strict: StrictOption = False,
     quiet: QuietOption = False,
     verbose: VerboseOption = False,
     heatmap: HeatmapOption = False,
@@ -286,6 +291,8 @@ def _checked_specs(options: RunOptions, err: Console) -> list[CheckSpec]:
     overrides: dict[str, object] = {}
     if options.method is not None:
         overrides["method"] = options.method
+    if options.strict:
+        overrides["strict"] = True
     if options.seed is not None:
         overrides["seed"] = options.seed
     if options.dtype is not None:

@@ -27,7 +27,7 @@ class ExitCode(IntEnum):
     @classmethod
     def for_results(cls, results: Sequence[CheckResult], *, written: bool = True) -> ExitCode:
         """The verdict of ``results``; ``written=False``: an output file could not be written (4 or 5)."""
-        passed = all(r.passed for r in results)
+        passed = all(r.status.ok for r in results)
         if written:
             return cls.OK if passed else cls.FAILED
         return cls.OK_NOT_WRITTEN if passed else cls.FAILED_NOT_WRITTEN

@@ -10,6 +10,7 @@ Shape vocabulary used everywhere in convcheck (internal layout is NHWC, as in th
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
@@ -188,6 +189,25 @@ class SourceLocation:
 
 
 @dataclass(frozen=True)
+class ExpectedError:
+    """An error the layer may raise by design for some geometries (a layer that refuses strides that do not
+    divide its input, say): a check where it does is ``skipped``, not an error.
+
+    ``type``: the exception's class name (``ValueError``) or that of a base class; ``match``: a regular expression
+    searched for in its message. None matches anything; at least one of them is set.
+    """
+
+    type: str | None = None
+    match: str | None = None
+
+    def matches(self, lineage: tuple[str, ...], message: str) -> bool:
+        """True for an exception whose class and base-class names are ``lineage`` and whose text is ``message``."""
+        if self.type is not None and self.type not in lineage:
+            return False
+        return self.match is None or re.search(self.match, message) is not None
+
+
+@dataclass(frozen=True)
 class CheckSpec:
     """Everything needed to run one check. ``None`` for eps/rtol/atol means "derive from the dtype"."""
 
@@ -204,6 +224,8 @@ class CheckSpec:
     layout: Layout = Layout.NHWC
     timeout: float | None = None  # seconds; None: the default in checker.DEFAULT_TIMEOUT
     max_memory: int | None = None  # bytes; None: a fraction of this machine's RAM
+    strict: bool = False  # warnings fail the check too
+    expected_error: ExpectedError | None = None  # an error the layer may raise by design: the check is skipped
     source: SourceLocation | None = field(default=None, compare=False)
     # The config values this check was expanded from (for JSON output and messages).
     config: dict[str, object] = field(default_factory=dict, compare=False, hash=False)

@@ -57,7 +57,7 @@ def test_run_small_sweep_json_to_stdout_is_only_json(tmp_path):
     result = invoke("run", str(config), "--json", "-")
     assert result.exit_code == ExitCode.OK, result.stderr
     document = json.loads(result.stdout)  # nothing but JSON on stdout
-    assert document["summary"] == {"total": 2, "passed": 2, "failed": 0, "errors": 0}
+    assert document["summary"] == {"total": 2, "passed": 2, "failed": 0, "errors": 0, "skipped": 0, "warnings": 0}
     names = [c["name"] for c in document["checks"]]
     assert names == ["small[stride=1]", "small[stride=2]"]
     check = document["checks"][0]

@@ -20,6 +20,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from strategies import sweeps
 
 from convcheck.config import ConfigError, ConfigLoad, load_configs, load_file, load_text
 from convcheck.config.expand import MAX_CHECKS_PER_FILE
@@ -262,7 +263,8 @@ def test_absent_keys_take_the_documented_defaults() -> None:
         "name": "test", "batch": 2, "in_height": 5, "in_width": 6, "in_depth": 3, "out_depth": 4,
         "filter_size": 3, "stride": 1, "padding": 0, "out_height": 3, "out_width": 4, "activation": "relu",
         "method": "auto", "dtype": "float64", "seed": 0, "eps": None, "rtol": None, "atol": None,
-        "impl": "builtin", "layout": "nhwc", "timeout": None, "max_memory": None,
+        "impl": "builtin", "layout": "nhwc", "timeout": None, "max_memory": None, "strict": False,
+        "expected_error": None,
     }  # fmt: skip
 
 
@@ -491,7 +493,7 @@ CHECKS = st.dictionaries(KEYS, VALUES, max_size=8)
 
 def small_valid_check() -> st.SearchStrategy[dict]:
     """Checks that are usually valid, so that expansion and geometry are exercised, not just rejection."""
-    size = st.integers(1, 6) | st.lists(st.integers(1, 6), min_size=1, max_size=3, unique=True)
+    size = sweeps(st.integers(1, 6))
     return st.fixed_dictionaries(
         {key: size for key in ("batch", "in_height", "in_width", "in_depth", "out_depth", "filter_size")},
         optional={
@@ -499,7 +501,7 @@ def small_valid_check() -> st.SearchStrategy[dict]:
             "padding": st.sampled_from([0, 1, 2, "same", [0, "same"]]),
             "activation": st.sampled_from([a.value for a in Activation]),
             "out_height": st.integers(1, 6),
-            "seed": st.integers(0, 3) | st.lists(st.integers(0, 3), min_size=1, max_size=2, unique=True),
+            "seed": sweeps(st.integers(0, 3), max_size=2),
         },
     )
 

@@ -19,7 +19,7 @@ from convcheck.config.keys import CHECK_KEYS, MAX_CHECKS_PER_FILE, Target
 from convcheck.config.sanity import tolerance_warnings
 from convcheck.config.tree import Doc
 from convcheck.config.values import Setting, label
-from convcheck.spec import AXES, CheckSpec, ConvShape, ImplRef, Signature, SourceLocation
+from convcheck.spec import AXES, CheckSpec, ConvShape, ExpectedError, ImplRef, Signature, SourceLocation
 
 MAX_PROBLEMS_PER_CHECK = 20  # distinct invalid-combination messages reported for one swept check
 
@@ -194,6 +194,8 @@ def _config_dict(name: str, shape: ConvShape, values: Mapping[str, object]) -> d
 
 
 def _json_value(value: object) -> object:
+    if isinstance(value, ExpectedError):
+        return {key: getattr(value, key) for key in ("type", "match") if getattr(value, key) is not None}
     return value.value if isinstance(value, Enum) else value
 
 

@@ -24,6 +24,8 @@ class Kind(str, Enum):
     TEXT = "text"
     IMPL = "impl"  # 'builtin', a path, a module name, or a mapping of IMPL_KEYS
     MEMORY = "memory"  # bytes, or a size such as '2GB'
+    BOOL = "bool"  # true or false
+    EXPECTED_ERROR = "expected error"  # an exception class name, or a mapping {type, match}
 
 
 class Target(str, Enum):
@@ -55,6 +57,11 @@ _VALUE_TEXTS = {
         "or a mapping {module, forward, backward, signature: convcheck|cs231n}"
     ),
     Kind.MEMORY: f"a number of bytes (integer ≥ 1 and ≤ {MAX_MEMORY}) or a string such as '2GB' or '512MiB'",
+    Kind.BOOL: "true or false",
+    Kind.EXPECTED_ERROR: (
+        "an exception class name such as ValueError, or a mapping {type: ValueError, match: REGEX} "
+        "(match: a regular expression searched for in the error's message)"
+    ),
 }
 
 
@@ -197,7 +204,20 @@ CHECK_KEYS: Mapping[str, KeyInfo] = {
             maximum=MAX_MEMORY,
             sweepable=False,
         ),
+        KeyInfo("strict", Kind.BOOL, "warnings fail the check too (as --strict does)", default=False, sweepable=False),
+        KeyInfo(
+            "expected_error",
+            Kind.EXPECTED_ERROR,
+            "an error the layer raises by design for some geometries; checks where it does are skipped",
+            sweepable=False,
+        ),
     )
+}
+
+# The keys of an expected_error: mapping, with what each accepts.
+EXPECTED_ERROR_ALLOWED: Mapping[str, str] = {
+    "type": "an exception class name, such as ValueError (a base class matches its subclasses)",
+    "match": "a regular expression searched for in the error's message",
 }
 
 # The keys of an impl: mapping, with what each accepts.
@@ -221,6 +241,7 @@ __all__ = [
     "MAX_TEXT_LENGTH",
     "MAX_TIMEOUT",
     "MAX_TOLERANCE",
+    "EXPECTED_ERROR_ALLOWED",
     "IMPL_ALLOWED",
     "IMPL_KEYS",
     "SUITE_KEYS",

@@ -15,7 +15,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from convcheck.config.keys import CHECK_KEYS, MAX_NAME_LENGTH, MAX_TEXT_LENGTH, KeyInfo, Kind
+from convcheck.config.keys import (
+    CHECK_KEYS,
+    EXPECTED_ERROR_ALLOWED,
+    MAX_NAME_LENGTH,
+    MAX_TEXT_LENGTH,
+    KeyInfo,
+    Kind,
+)
 from convcheck.config.values import IDENTIFIER_PATTERN, MEMORY_PATTERN
 from convcheck.spec import Signature
 
@@ -101,7 +108,33 @@ def _value_schema(info: KeyInfo) -> dict[str, Any]:
     if info.kind is Kind.MEMORY:
         number = {"type": "integer", "minimum": 1, **_maximum(info)}
         return {"anyOf": [number, {"type": "string", "pattern": MEMORY_PATTERN}]}
+    if info.kind is Kind.BOOL:
+        return {"type": "boolean"}
+    if info.kind is Kind.EXPECTED_ERROR:
+        return _expected_error_schema()
     return _impl_schema()  # Kind.IMPL
+
+
+def _expected_error_schema() -> dict[str, Any]:
+    name = {"type": "string", "pattern": IDENTIFIER_PATTERN, "maxLength": MAX_TEXT_LENGTH}
+    return {
+        "anyOf": [
+            name,
+            {
+                "type": "object",
+                "properties": {
+                    "type": {"description": EXPECTED_ERROR_ALLOWED["type"], **name},
+                    "match": {
+                        "description": EXPECTED_ERROR_ALLOWED["match"],
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": MAX_TEXT_LENGTH,
+                    },
+                },
+                "additionalProperties": False,
+            },
+        ]
+    }
 
 
 def _maximum(info: KeyInfo) -> dict[str, float]:

@@ -18,6 +18,7 @@ from convcheck.config.document import CheckNode
 from convcheck.config.errors import ConfigError, describe, hint, join, shorten
 from convcheck.config.keys import (
     CHECK_KEYS,
+    EXPECTED_ERROR_ALLOWED,
     IMPL_ALLOWED,
     IMPL_KEYS,
     MAX_CHECKS_PER_FILE,
@@ -28,7 +29,7 @@ from convcheck.config.keys import (
     Kind,
 )
 from convcheck.config.tree import REJECTED, Doc, Entry, Node
-from convcheck.spec import ImplRef, Signature
+from convcheck.spec import ExpectedError, ImplRef, Signature
 
 MEMORY_UNITS: Mapping[str, int] = {
     "b": 1,
@@ -198,6 +199,8 @@ def _parse_value(info: KeyInfo, node: Node, field: str, doc: Doc) -> object:
         return _Failed([])
     if info.kind is Kind.IMPL:
         return _parse_impl(info, node, field, doc)
+    if info.kind is Kind.EXPECTED_ERROR:
+        return _parse_expected_error(info, node, field, doc)
     if isinstance(raw, tuple):
         problem: object = _Problem(f"expected {info.value_text()}, got a list (sweeps cannot nest)")
     else:
@@ -294,6 +297,12 @@ def _text_value(info: KeyInfo, raw: object) -> object:
     return raw
 
 
+def _bool_value(info: KeyInfo, raw: object) -> object:
+    if not isinstance(raw, bool):
+        return _Problem(f"expected true or false, got {describe(raw)}")
+    return raw
+
+
 def _memory_value(info: KeyInfo, raw: object) -> object:
     if isinstance(raw, str):
         try:
@@ -333,7 +342,8 @@ _SCALAR_PARSERS: Mapping[Kind, Callable[[KeyInfo, object], object]] = {
     Kind.PADDING: _padding_value,
     Kind.TEXT: _text_value,
     Kind.MEMORY: _memory_value,
-}  # Kind.IMPL is a mapping or a string and has its own parser, _parse_impl
+    Kind.BOOL: _bool_value,
+}  # Kind.IMPL and Kind.EXPECTED_ERROR are a mapping or a string and have their own parsers
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -381,6 +391,47 @@ def _parse_impl(info: KeyInfo, node: Node, field: str, doc: Doc) -> object:
         signature=Signature(names.get("signature", Signature.CONVCHECK.value)),
         base_dir=doc.base_dir,
     )
+
+
+def _parse_expected_error(info: KeyInfo, node: Node, field: str, doc: Doc) -> object:
+    """A class name → ExpectedError(type); a mapping of ``EXPECTED_ERROR_ALLOWED`` → ExpectedError(type, match)."""
+    raw = node.value
+    allowed = info.value_text()
+    if isinstance(raw, str):
+        problem = _expected_field_problem("type", raw)
+        return _Failed([doc.error(node, field, problem, allowed)]) if problem else ExpectedError(type=raw)
+    if not isinstance(raw, dict) or not raw:
+        return _Failed([doc.error(node, field, f"expected an error to expect, got {describe(raw)}", allowed)])
+    errors: list[ConfigError] = []
+    given: dict[str, str] = {}
+    keys = tuple(EXPECTED_ERROR_ALLOWED)
+    for key, entry in raw.items():
+        sub = join(field, key)
+        if key not in EXPECTED_ERROR_ALLOWED:
+            errors.append(doc.error(entry, sub, f"unknown key {shorten(key)!r}{hint(key, keys)}", ", ".join(keys)))
+        elif not isinstance(entry.node.value, str):
+            message = f"expected a string, got {describe(entry.node.value)}"
+            errors.append(doc.error(entry.node, sub, message, EXPECTED_ERROR_ALLOWED[key]))
+        else:
+            problem = _expected_field_problem(key, entry.node.value)
+            if problem is not None:
+                errors.append(doc.error(entry.node, sub, problem, EXPECTED_ERROR_ALLOWED[key]))
+            given[key] = entry.node.value
+    if errors:
+        return _Failed(errors)
+    return ExpectedError(type=given.get("type"), match=given.get("match"))
+
+
+def _expected_field_problem(key: str, value: str) -> str | None:
+    if len(value) > MAX_TEXT_LENGTH:
+        return f"is {len(value)} characters long; at most {MAX_TEXT_LENGTH} are allowed"
+    if key == "type":
+        return None if _IDENTIFIER_RE.match(value) else f"{shorten(value)!r} is not an exception class name"
+    try:
+        re.compile(value)
+    except re.error as exc:
+        return f"{shorten(value)!r} is not a regular expression ({exc})"
+    return None
 
 
 def _impl_field_problem(key: str, value: str, base_dir: Path) -> str | None:
