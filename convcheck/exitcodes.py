@@ -18,5 +18,7 @@ class ExitCode(IntEnum):
     INTERRUPTED = 130  # Ctrl-C: the results so far were printed and written
 
     @classmethod
-    def for_results(cls, results: Sequence[CheckResult]) -> ExitCode:
-        return cls.OK if all(r.passed for r in results) else cls.FAILED
+    def for_results(cls, results: Sequence[CheckResult], not_run: Sequence[str] = ()) -> ExitCode:
+        """``OK`` when every check ran and passed, else ``FAILED`` (a failure, an error or a skipped check:
+        the counting rule of ``render.base.counts``)."""
+        return cls.OK if not not_run and all(r.passed for r in results) else cls.FAILED

@@ -138,8 +138,8 @@ def _kernel_and_accumulation(point: Point, t: Gradient) -> list[_Candidate]:
             "col2im accumulate",
             lambda: col2im_assign_by_window(dcols, s.x_shape, s.filter_size, s.stride, s.padding),
             lambda: (
-                f"analytic dx equals col2im assigning (=) window after window, as the seed's loop does with += "
-                f"turned into =, so the last window wins where windows overlap ({overlap_evidence(t, s)}): "
+                f"analytic dx equals col2im assigning (=) window after window, as a textbook loop over windows does "
+                f"with += turned into =, so the last window wins where windows overlap ({overlap_evidence(t, s)}): "
                 "accumulate (+=)"
             ),
         ),

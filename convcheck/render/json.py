@@ -116,7 +116,7 @@ def to_json(results: Sequence[CheckResult], run: Run) -> dict[str, object]:
     """The ``--json`` document as plain dicts (the contract in DESIGN.md; extra keys are additions)."""
     document: dict[str, object] = {
         "convcheck": run.version,
-        "summary": counts(results),
+        "summary": counts(results, run.not_run),
         "checks": [check_json(r) for r in results],
     }
     if run.interrupted:
