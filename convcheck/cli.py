@@ -76,7 +76,7 @@ app = typer.Typer(
 
 
 # Width when the output is not a terminal (a pipe, a CI log): wide enough for the results table on one line.
-PIPE_WIDTH = 160
+PIPE_WIDTH = 120
 
 
 def _console(stderr: bool, color: Color = Color.AUTO) -> Console:
@@ -266,10 +266,10 @@ def _run(options: RunOptions) -> None:
     out, err = _stdout(options.color), _stderr(options.color)
     try:
         specs = _checked_specs(options, err)
+        from convcheck.batch.local import run_batch  # imports numpy: only now that checks will run
     except KeyboardInterrupt:
         err.print("interrupted before any check ran", markup=False)
         raise typer.Exit(ExitCode.INTERRUPTED) from None
-    from convcheck.batch.local import run_batch  # imports numpy: only now that checks will run
 
     with _progress(err, len(specs), enabled=not options.quiet) as advance:
         if options.scheduler is None:
@@ -518,7 +518,7 @@ def init(
             raise typer.Exit(ExitCode.INVALID) from None
     config, layer = files
     run_hint = "convcheck run" if config == Path("convcheck.yaml") else f"convcheck run {config}"
-    typer.echo(f"wrote {config} and {layer}: edit {layer}, then check it with: {run_hint}")
+    typer.echo(f"wrote {config} (the checks) and {layer} (your layer: edit it)\ncheck it with: {run_hint}")
 
 
 @app.command()

@@ -118,9 +118,7 @@ ConfigsArgument = Annotated[
 ]
 ValidateArgument = Annotated[
     list[Path] | None,
-    typer.Argument(
-        metavar="[CONFIG]...", help="As for run (default: ./convcheck.yaml, else ./configs/).", show_default=False
-    ),
+    typer.Argument(metavar="CONFIG", hidden=True, show_default=False),
 ]
 JsonOption = Annotated[
     str | None, typer.Option("--json", metavar="PATH", help="Write results as JSON to PATH ('-' for stdout only).")

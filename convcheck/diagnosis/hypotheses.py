@@ -113,7 +113,7 @@ def _dx_candidates(point: Point, t: Gradient) -> list[_Candidate]:
 
 
 def _kernel_and_accumulation(point: Point, t: Gradient) -> list[_Candidate]:
-    """dM with the kernel flipped; col2im assigning (=) per kernel offset, or per window as the seed's loop."""
+    """dM with the kernel flipped; col2im assigning (=) per kernel offset, or per window as a textbook loop."""
     s = point.shape
     dcols = point.dcols
     flipped = point.w[::-1, ::-1].reshape(-1, s.out_depth)

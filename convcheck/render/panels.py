@@ -21,10 +21,10 @@ from convcheck.render.base import AXES, FAIL_MARK, PASS_MARK, summary_line, user
 from convcheck.render.grids import forward_grid, gradient_grid, has_pattern, relative_bound
 from convcheck.render.heatmap import heatmaps
 from convcheck.render.table import results_table
-from convcheck.results import CheckResult, Status, TensorResult
+from convcheck.results import CheckResult, NoteKind, Status, TensorResult
 from convcheck.spec import Layout
 
-__all__ = ["WORST_SHOWN", "check_panel", "explain_text", "failure_panel", "print_results", "tolerance_line"]
+__all__ = ["WORST_SHOWN", "check_panel", "digest", "explain_text", "failure_panel", "print_results", "tolerance_line"]
 
 #: Worst entries a panel lists per tensor.
 WORST_SHOWN = 5
@@ -36,9 +36,9 @@ def _fmt(value: float) -> str:
 
 def _entries_table(g: TensorResult, layout: Layout) -> Table:
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-    table.add_column(f"index ({AXES[layout][g.name]})")
+    table.add_column(f"index ({AXES[layout][g.name]})", overflow="fold")
     for column in ("analytic", "numeric", "abs error", "allowed", "rel error"):
-        table.add_column(column, justify="right")
+        table.add_column(column, justify="right", overflow="fold")  # a narrow panel wraps values, never cuts
     for e in g.worst[:WORST_SHOWN]:
         table.add_row(
             str(user_index(g.name, e.index, layout)) + (" kink" if e.at_kink else ""),
@@ -105,7 +105,7 @@ def tolerance_line(result: CheckResult) -> Text | None:
         "is allowed atol + rtol·|numeric| + its rounding bound"
     )
     if applied:
-        text += f", as a relative error (median entry): {applied}"
+        text += f"; as a relative error, for the median entry: {applied}"
     return Text(text, style="dim")
 
 
@@ -124,7 +124,9 @@ def check_panel(result: CheckResult, *, verbose: bool = False, heatmap: bool = F
             parts.append(_entries_table(g, result.spec.layout))
     if verbose or heatmap or (not passed and _patterned(result)):
         parts.extend(heatmaps(result, failing_only=not (passed or verbose or heatmap)))
-    parts.extend(Text(str(note), style="dim") for note in result.notes)
+    # how auto chose its method is for -v; every other note (fallbacks, precision, the forward) always shows
+    notes = [n for n in result.notes if verbose or n.kind is not NoteKind.METHOD_CHOSEN]
+    parts.extend(Text(str(note), style="dim") for note in notes)
     tolerance = tolerance_line(result)
     if tolerance is not None:
         parts.append(tolerance)
@@ -136,6 +138,30 @@ def check_panel(result: CheckResult, *, verbose: bool = False, heatmap: bool = F
 def failure_panel(result: CheckResult) -> Panel:
     """What went wrong in one failed or errored check (``check_panel`` without the verbose extras)."""
     return check_panel(result)
+
+
+def _reason(result: CheckResult) -> str:
+    """What a check that did not pass is about, in a few words: its first hint's label, else what failed."""
+    if result.diagnosis:
+        return result.diagnosis[0].label
+    if result.status is Status.ERROR:
+        return "could not run"
+    wrong = [g.name for g in result.gradients if not g.passed]
+    if result.forward is not None and not result.forward.ok:
+        wrong.insert(0, "forward")
+    if result.contract:
+        wrong.insert(0, "contract")
+    return ", ".join(wrong) + " wrong" if wrong else "failed"
+
+
+def digest(results: Sequence[CheckResult]) -> list[Text]:
+    """One line per reason, naming the checks that did not pass for it (like pytest's short summary), so the
+    last screen of a long report still says what is wrong."""
+    groups: dict[str, list[str]] = {}
+    for r in results:
+        if not r.passed:
+            groups.setdefault(_reason(r), []).append(r.name)
+    return [Text(f"{FAIL_MARK} {reason}: {', '.join(names)}", style="red") for reason, names in groups.items()]
 
 
 def print_results(
@@ -157,9 +183,12 @@ def print_results(
     if shown:
         console.print(results_table(shown, width=console.width))
     if not quiet:
-        for r in results:
-            if not r.passed or verbose or heatmap:
-                console.print(check_panel(r, verbose=verbose, heatmap=heatmap))
+        panels = [r for r in results if not r.passed or verbose or heatmap]
+        for r in panels:
+            console.print(check_panel(r, verbose=verbose, heatmap=heatmap))
+        if any(not r.passed for r in panels):
+            for line in digest(results):
+                console.print(line)
     console.print(summary_line(results, not_run), markup=False, highlight=False)
 
 

@@ -10,7 +10,7 @@ Shapes, per layout (``OH = (H + 2p − k) // s + 1``, likewise ``OW``)::
 
 Tensors are named as the contract names them: ``x``, ``w``, ``b``, ``out`` (gradients share their tensor's
 shape and permutation). A wrong shape is described, never repaired: the message says what the shape looks like
-(the seed's ``keepdims=True`` bias gradient, the other layout, an uncropped padded ``dx``, …).
+(a textbook ``keepdims=True`` bias gradient, the other layout, an uncropped padded ``dx``, …).
 """
 
 from __future__ import annotations
