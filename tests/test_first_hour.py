@@ -64,6 +64,11 @@ def test_run_without_arguments_falls_back_to_configs_then_says_what_to_do(tmp_pa
 BROKEN = {
     "syntax.py": ("def forward(x, w, b, stride, padding)\n    return x\n", 1, "SyntaxError"),
     "arity.py": ("def forward(x, w, b):\n    pass\n\n\ndef backward(dout, cache):\n    pass\n", 1, "forward(x, w, b)"),
+    "cs231n.py": (
+        "def forward(x, w, b, conv_param):\n    pass\n\n\ndef backward(dout, cache):\n    pass\n",
+        1,
+        "signature: cs231n",
+    ),
     "missing.py": ("def forward(x, w, b, stride, padding):\n    pass\n", None, "'backward'"),
 }
 

@@ -65,7 +65,9 @@ def _mask(text: str) -> list[str]:
 
 def test_the_failing_sample_is_what_the_command_prints():
     sample = next(b for b in _blocks(README, "text") if "buggy-col2im" in b)
-    result = CliRunner().invoke(app, ["run", str(ROOT / "examples" / "buggy_col2im.yaml")], env={"NO_COLOR": "1"})
+    result = CliRunner().invoke(
+        app, ["run", str(ROOT / "examples" / "buggy_col2im.yaml")], env={"NO_COLOR": "1", "COLUMNS": None}
+    )  # a pipe: no COLUMNS
     assert _mask(result.stdout) == _mask(sample)
 
 
@@ -94,3 +96,11 @@ def test_the_tutorial_screens_fit_80_columns_and_run_the_commands_it_names():
     typed = [line[2:] for s in screens for line in s.splitlines() if line.startswith("$ ") and len(line) > 2]
     assert typed[0] == "convcheck init" and typed.count("convcheck run") == 2
     assert "✗ col2im accumulate" in screens[3] and "2 passed, 0 failed" in screens[1]
+
+
+def test_the_passing_sample_is_what_the_command_prints():
+    sample = next(b for b in _blocks(README, "text") if "seed-layer" in b)
+    result = CliRunner().invoke(
+        app, ["run", str(ROOT / "configs" / "seed.yaml")], env={"NO_COLOR": "1", "COLUMNS": None}
+    )  # a pipe: no COLUMNS
+    assert _mask(result.stdout) == _mask(sample)

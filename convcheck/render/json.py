@@ -121,6 +121,8 @@ def to_json(results: Sequence[CheckResult], run: Run) -> dict[str, object]:
     }
     if run.interrupted:
         document["interrupted"] = True
+    if run.not_run:
+        document["not_run"] = list(run.not_run)  # the checks counted as skipped
     return document
 
 

@@ -57,7 +57,7 @@ ABBREVIATIONS = {
     "layout": "lay",
 }
 GAP = 2  # characters between two columns (one of padding, one of the box's blank divider)
-NAME_MIN = 16  # width the name keeps before an optional column is added
+NAME_CAP = 32  # names longer than this (shortened) may wrap rather than push every optional column out
 
 
 def _fmt(value: float | None) -> str:
@@ -76,11 +76,11 @@ def verdict_cell(r: CheckResult) -> Text:
 
 
 def error_cell(g: TensorResult | None) -> Text:
-    """A gradient's max relative error in full ``1.8e-08`` form (red when it failed); ``—`` when not compared."""
+    """A gradient's max relative error in full ``1.8e-08`` form (red when it failed); ``—`` when not compared.
+    For ``directional`` it is the error of its random projections (the caption says so)."""
     if g is None:
         return Text("—", style="dim")
-    text = _fmt(g.max_rel_error) if not g.projections else f"{_fmt(g.max_rel_error)} ({g.projections}p)"
-    return Text(text, style="" if g.passed else "bold red")
+    return Text(_fmt(g.max_rel_error), style="" if g.passed else "bold red")
 
 
 def _forward_cell(r: CheckResult) -> Text:
@@ -177,29 +177,29 @@ def _widths(rows: Sequence[dict[str, Text]]) -> dict[str, int]:
 def layout_for(results: Sequence[CheckResult], width: int | None) -> TableLayout:
     """The columns and names for ``width`` (None: as wide as the table wants).
 
-    The required columns always stay; optional ones are added in priority order while the name keeps
-    ``NAME_MIN`` cells. The name then gets what is left: in full if it fits, else with sweep keys abbreviated
-    (and a legend), else wrapped.
+    The required columns always stay; optional ones are added in priority order while the shortened names
+    (up to ``NAME_CAP`` cells) still fit beside them. The name then gets what is left: in full if it fits, else
+    with sweep keys abbreviated (and a legend), else wrapped.
     """
     widths = _widths([_cells(r) for r in results])
     full = [r.name for r in results]
     natural = max([cell_len("check"), *(cell_len(n) for n in full)])
+    shortened = [_abbreviate(n) for n in full]
+    names = [n for n, _ in shortened]
+    fitted = max([cell_len("check"), *(cell_len(n) for n in names)])
     limit = width if width is not None else 10**6
     used = sum(widths[c] + GAP for c in REQUIRED if c != "check")
     columns = list(REQUIRED)
-    for column in OPTIONAL:
-        if used + widths[column] + GAP + min(natural, NAME_MIN) > limit:
+    for column in OPTIONAL:  # an optional column only if the (shortened) names still fit beside it
+        if used + widths[column] + GAP + min(fitted, NAME_CAP) > limit:
             break
         columns.append(column)
         used += widths[column] + GAP
     room = max(limit - used, 6)
     if natural <= room:
         return TableLayout(tuple(columns), tuple(full), natural)
-    shortened = [_abbreviate(n) for n in full]
     keys = sorted(set().union(*(k for _, k in shortened)), key=list(ABBREVIATIONS).index)
     legend = ", ".join(f"{ABBREVIATIONS[k]} = {k}" for k in keys)
-    names = [n for n, _ in shortened]
-    fitted = max([cell_len("check"), *(cell_len(n) for n in names)])
     if fitted > room:
         names = [_wrap(n, room) for n in names]
     return TableLayout(tuple(columns), tuple(names), min(fitted, room), legend)
@@ -215,6 +215,8 @@ def results_table(results: Sequence[CheckResult], width: int | None = None) -> T
     optional columns that fit ``width`` (the console's; None: all of them)."""
     layout = layout_for(results, width)
     caption = [CAPTION]
+    if any(g.projections for r in results for g in r.gradients):
+        caption.append("directional checks: errors of random projections of each gradient")
     if layout.legend:
         caption.append(f"names shortened: {layout.legend}")
     table = Table(

@@ -89,6 +89,10 @@ def _check_function(
     if not _binds(args, count):
         shown = ast.unparse(args)
         message = f"{role} function {name}({shown}) cannot be called as {call}"
+        if role == "forward" and count == 5 and _binds(args, 4):
+            message += " (a CS231n-style function? add signature: cs231n to the impl mapping)"
+        elif role == "forward" and count == 4 and _binds(args, 5):
+            message += " (it takes stride and padding: use signature: convcheck, the default)"
         return [StaticProblem(file, getattr(binding, "lineno", None), message)]
     return []
 
