@@ -63,11 +63,13 @@ def _mask(text: str) -> list[str]:
     return [re.sub(r"\s+", " ", line) for line in masked]
 
 
-def test_the_failing_sample_is_what_the_command_prints():
-    sample = next(b for b in _blocks(README, "text") if "buggy-col2im" in b)
-    result = CliRunner().invoke(
-        app, ["run", str(ROOT / "examples" / "buggy_col2im.yaml")], env={"NO_COLOR": "1", "COLUMNS": None}
-    )  # a pipe: no COLUMNS
+@pytest.mark.parametrize(
+    ("name", "config"), [("buggy-col2im", "examples/buggy_col2im.yaml"), ("seed-layer", "configs/seed.yaml")]
+)
+def test_the_sample_screens_are_what_the_command_prints(name, config):
+    sample = next(b for b in _blocks(README, "text") if name in b)
+    env = {"NO_COLOR": "1", "COLUMNS": None}  # a pipe: no COLUMNS
+    result = CliRunner().invoke(app, ["run", str(ROOT / config)], env=env)
     assert _mask(result.stdout) == _mask(sample)
 
 
@@ -96,11 +98,3 @@ def test_the_tutorial_screens_fit_80_columns_and_run_the_commands_it_names():
     typed = [line[2:] for s in screens for line in s.splitlines() if line.startswith("$ ") and len(line) > 2]
     assert typed[0] == "convcheck init" and typed.count("convcheck run") == 2
     assert "✗ col2im accumulate" in screens[3] and "2 passed, 0 failed" in screens[1]
-
-
-def test_the_passing_sample_is_what_the_command_prints():
-    sample = next(b for b in _blocks(README, "text") if "seed-layer" in b)
-    result = CliRunner().invoke(
-        app, ["run", str(ROOT / "configs" / "seed.yaml")], env={"NO_COLOR": "1", "COLUMNS": None}
-    )  # a pipe: no COLUMNS
-    assert _mask(result.stdout) == _mask(sample)
