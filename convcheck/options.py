@@ -30,8 +30,13 @@ class CommandGroup(TyperGroup):
         try:
             code = super().main(*args, **{**kwargs, "standalone_mode": False})
         except click.ClickException as exc:
-            sys.stderr.write(usage_line(exc) + "\n")
-            code = ExitCode.INVALID
+            no_args = getattr(click, "NoArgsIsHelpError", ())  # click ≥ 8.2: `convcheck` alone asks for help
+            if isinstance(exc, no_args) and getattr(exc, "ctx", None) is not None:
+                sys.stdout.write(exc.ctx.get_help() + "\n")
+                code = ExitCode.OK
+            else:
+                sys.stderr.write(usage_line(exc) + "\n")
+                code = ExitCode.INVALID
         except typer.Abort:
             sys.stderr.write("interrupted\n")
             code = ExitCode.INTERRUPTED

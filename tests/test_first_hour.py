@@ -203,3 +203,8 @@ def test_a_cs231n_layer_run_with_relu_is_told_the_config_key():
     result = run_check(spec)
     assert not result.passed
     assert any("activation: none" in str(h) for h in result.diagnosis), result.diagnosis
+
+
+def test_convcheck_alone_prints_its_help():
+    result = invoke()
+    assert result.exit_code == ExitCode.OK and result.stdout == invoke("-h").stdout
