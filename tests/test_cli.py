@@ -57,7 +57,7 @@ def test_run_small_sweep_json_to_stdout_is_only_json(tmp_path):
     result = invoke("run", str(config), "--json", "-")
     assert result.exit_code == ExitCode.OK, result.stderr
     document = json.loads(result.stdout)  # nothing but JSON on stdout
-    assert document["summary"] == {"total": 2, "passed": 2, "failed": 0, "errors": 0}
+    assert document["summary"] == {"total": 2, "passed": 2, "failed": 0, "errors": 0, "skipped": 0, "warnings": 0}
     names = [c["name"] for c in document["checks"]]
     assert names == ["small[stride=1]", "small[stride=2]"]
     check = document["checks"][0]
@@ -139,7 +139,7 @@ def test_validate_lists_expanded_checks_with_cost(tmp_path):
     config = write(tmp_path, "small.yaml", SMALL)
     result = invoke("validate", str(config))
     assert result.exit_code == ExitCode.OK
-    assert "small[stride=2]" in result.stdout and "(2, 5, 6, 3)" in result.stdout
+    assert "small[stride=2]" in result.stdout and "2×5×6×3" in result.stdout
     assert "2 checks valid" in result.stdout
 
 
@@ -212,7 +212,9 @@ def test_heatmap_and_plot_options(tmp_path):
         assert result.exit_code == ExitCode.INVALID and "convcheck[plot]" in result.stderr
     else:
         assert result.exit_code == ExitCode.FAILED
-        assert sorted(p.name for p in plots.iterdir()) == ["buggy-col2im-input.png", "buggy-col2im-weights.png"]
+        names = sorted(p.name for p in plots.iterdir())
+        assert [name.split("-")[-1] for name in names] == ["input.png", "weights.png"]
+        assert all(name.startswith("buggy-col2im-") for name in names)
 
 
 def test_ctrl_c_prints_results_so_far_and_exits_130(tmp_path):
@@ -228,15 +230,17 @@ def test_ctrl_c_prints_results_so_far_and_exits_130(tmp_path):
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **ENV}
     )
-    time.sleep(2.5)
+    time.sleep(5)  # long enough for the batch to have started on a loaded machine; it needs minutes to finish
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
     assert process.returncode == ExitCode.INTERRUPTED, err
     assert "interrupted" in err and "Traceback" not in err
     document = json.loads(json_path.read_text())  # complete JSON, never half-written
     assert document["interrupted"] is True
-    assert 0 < document["summary"]["total"] < 3000
-    assert out.strip().splitlines()[-1] == f"{document['summary']['passed']} passed, 0 failed"
+    summary = document["summary"]
+    assert summary["total"] == 3000 and 0 < summary["passed"] < 3000  # the checks not run are counted as skipped
+    assert summary["passed"] + summary["skipped"] == 3000 and len(document["checks"]) == summary["passed"]
+    assert out.strip().splitlines()[-1] == f"{summary['passed']} passed, 0 failed, {summary['skipped']} skipped"
 
 
 def test_bad_impl_override_and_unwritable_outputs_are_invalid_command_lines(tmp_path):

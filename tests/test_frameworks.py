@@ -236,7 +236,8 @@ TORCH_BUGS = [
     ("BugDbFirstItem", "function", DType.FLOAT64, Status.FAIL, {"bias"}, None),
     ("BugFloat32", "function", DType.FLOAT64, Status.FAIL, None, None),
     ("BugDbKeepdims", "function", DType.FLOAT64, Status.ERROR, None, "got [1, 4, 1] but expected shape compatible"),
-    ("BugMaskInPlace", "function", DType.FLOAT64, Status.FAIL, None, FindingKind.MODIFIED_ARGUMENT),
+    # dout overwritten in place cannot change this check's gradients: a warning (--strict fails it)
+    ("BugMaskInPlace", "function", DType.FLOAT64, Status.PASS, None, FindingKind.MODIFIED_ARGUMENT),
     ("BugAccumulates", "function", DType.FLOAT64, Status.FAIL, None, FindingKind.REPEAT_ACCUMULATES),
     ("BugNaN", "function", DType.FLOAT64, Status.FAIL, None, FindingKind.NOT_FINITE),
     ("BugInputInPlace", "function", DType.FLOAT64, Status.FAIL, None, FindingKind.MODIFIED_ARGUMENT),

@@ -12,7 +12,7 @@ Every entry also records
   ``"weights"`` (dw), ``"bias"`` (db) — on the layers that expose it;
 - ``hint``: the keyword the diagnosis rules (issue 6) should name for it;
 - ``exposed_by`` / ``exposes(shape, activation)``: which geometry makes the bug visible, in words and as a
-  predicate (``col2im-assign`` is harmless when windows never overlap, ``padding-crop-seed`` only bites at
+  predicate (``col2im-assign`` is harmless when windows never overlap, ``padding-crop-unguarded`` only bites at
   ``padding = 0``, …). Tests prove the predicate: a bug changes its tensors exactly on the layers it names.
 
 Shapes follow ``convcheck.spec``: ``x: (N, H, W, C_in)``, ``w: (k, k, C_in, C_out)``, ``b: (C_out,)``,
@@ -20,8 +20,8 @@ Shapes follow ``convcheck.spec``: ``x: (N, H, W, C_in)``, ``w: (k, k, C_in, C_ou
 
 The package is one module per family of mistakes (``activation``, ``input_grad``, ``param_grads``,
 ``forward``), each holding its layers and its ``BUGS`` entries; ``stepwise`` is the correct layer they start
-from, ``planted`` the entry type, ``col2im`` the wrong col2im variants the diagnosis hypotheses share. A new
-bug goes into its family's module; ``CATALOGUE`` below lists the families in the order the selftest shows.
+from, ``planted`` the entry type, ``col2im`` and ``row_order`` the wrong formulas the diagnosis hypotheses
+share. A new bug goes into its family's module; ``CATALOGUE`` below lists the families in the order the selftest shows.
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ def load_layer(spec: CheckSpec) -> ConvLayer:
     """
     shape = spec.shape
     if spec.impl is None or spec.impl.module == "builtin":
-        return MatrixConvLayer(shape.stride, shape.padding, spec.activation)
+        return MatrixConvLayer.for_shape(shape, spec.activation)
     impl = load_framework_impl(spec) if spec.impl.framework is not None else load_functions(spec.impl)
     return UserLayer(impl, stride=shape.stride, padding=shape.padding, layout=spec.layout)
 

@@ -31,6 +31,7 @@ __all__ = [
     "install_hint",
     "load_framework",
     "missing",
+    "simplest",
 ]
 
 #: The packages each framework needs (import names), and the extra that installs them.
@@ -68,13 +69,24 @@ class FrameworkCall:
 
 def framework_call(shape: ConvShape) -> FrameworkCall:
     """The one place a layer's geometry becomes framework arguments (``stride``, ``padding``, ``dilation``,
-    ``groups``), each in its simplest form: an int when equal on every axis (and side)."""
+    ``groups``), each in its simplest form: an int when equal on every axis (and side), else a tuple per axis,
+    and padding that differs before and after as a tuple of ``(before, after)`` pairs."""
+    pads = tuple(shape.pads)
+    if all(before == after for before, after in pads):
+        padding: object = simplest(tuple(before for before, _ in pads))
+    else:
+        padding = tuple(tuple(pair) for pair in pads)
     return FrameworkCall(
-        stride=shape.stride,
-        padding=shape.padding,
-        keywords={"dilation": 1, "groups": 1},
+        stride=simplest(shape.strides),
+        padding=padding,
+        keywords={"dilation": simplest(shape.dilations), "groups": shape.groups},
         defaults={"dilation": 1, "groups": 1},
     )
+
+
+def simplest(values: tuple[int, ...]) -> int | tuple[int, ...]:
+    """One int when every axis has the same value, else the tuple."""
+    return values[0] if len(set(values)) == 1 else tuple(values)
 
 
 def load_framework(framework: Framework) -> ModuleType:

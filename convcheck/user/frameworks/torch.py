@@ -29,7 +29,7 @@ import torch
 from convcheck.spec import ConvShape, ImplRef
 from convcheck.user.adapter import LoadedImpl
 from convcheck.user.errors import ImplementationError
-from convcheck.user.frameworks import FrameworkCall, describe_ref, framework_call
+from convcheck.user.frameworks import FrameworkCall, describe_ref, framework_call, simplest
 from convcheck.user.frameworks.common import fetch, keywords_for
 
 __all__ = ["load", "resolve_device"]
@@ -158,18 +158,19 @@ def _function_runner(obj: object, call: FrameworkCall, ref: ImplRef) -> _Runner:
 def _module_runner(obj: object, shape: ConvShape, call: FrameworkCall, device: torch.device, ref: ImplRef) -> _Runner:
     if not (isinstance(obj, type) and issubclass(obj, torch.nn.Module)):
         raise ImplementationError(f"{describe_ref(ref)} is not a torch.nn.Module subclass (class: names one)")
-    options = {"stride": call.stride, "padding": call.padding, **call.keywords, "bias": True}
+    options = {"stride": call.stride, "padding": call.padding, **call.keywords, "bias": shape.bias}
     defaults = {"stride": 1, "padding": 0, **call.defaults, "bias": True}
     keywords = keywords_for(obj.__init__, FrameworkCall(1, 0, options, defaults), describe_ref(ref))
+    kernel_size = simplest(shape.kernel)
     try:
-        instance = obj(shape.in_depth, shape.out_depth, shape.filter_size, **keywords).to(device)
+        instance = obj(shape.in_depth, shape.out_depth, kernel_size, **keywords).to(device)
     except Exception as exc:
         raise ImplementationError(
-            f"{describe_ref(ref)}({shape.in_depth}, {shape.out_depth}, {shape.filter_size}, "
+            f"{describe_ref(ref)}({shape.in_depth}, {shape.out_depth}, {kernel_size}, "
             f"{', '.join(f'{k}={v!r}' for k, v in keywords.items())}) raised {type(exc).__name__}: {exc}"
         ) from exc
     names = dict(instance.named_parameters())
-    absent = [name for name in ("weight", "bias") if name not in names]
+    absent = [name for name in ("weight", "bias")[: 2 if shape.bias else 1] if name not in names]
     if absent:
         raise ImplementationError(
             f"{describe_ref(ref)} has no parameter named {' or '.join(absent)} (its parameters: "
