@@ -51,6 +51,7 @@ from convcheck.diagnosis.forward import (
     rule_forward_rearranged,
 )
 from convcheck.diagnosis.hypotheses import rule_activation_mask, rule_dout_order, rule_dx_hypotheses
+from convcheck.diagnosis.patterns import rule_forward_diagonal, rule_forward_one_index, rule_forward_windows
 from convcheck.diagnosis.places import (
     rule_dx_frame,
     rule_dx_last_windows,
@@ -58,19 +59,39 @@ from convcheck.diagnosis.places import (
     rule_dx_stride,
     rule_dx_tail,
 )
+from convcheck.diagnosis.shapes import (
+    rule_bias_shape,
+    rule_dtype_buffers,
+    rule_fixed_crop,
+    rule_input_size,
+    rule_integer_mask,
+    rule_output_size,
+    rule_weight_layout,
+)
 from convcheck.diagnosis.transforms import rule_constant_ratio, rule_dw_rearranged, rule_dx_shifted
 from convcheck.results import CheckResult, Hint
 
 __all__ = ["LABELS", "MATCH_SLACK", "RULES", "diagnose"]
 
-#: The rules, in order: contract, forward, transforms, only-bias, all-zero, hypotheses, places.
+#: The rules, in order: contract (shapes, dtypes), forward (patterns), transforms, only-bias, all-zero, hypotheses,
+#: places.
 RULES: tuple[Rule, ...] = (
     rule_crop_shape,
+    rule_fixed_crop,
+    rule_input_size,
+    rule_output_size,
+    rule_bias_shape,
+    rule_weight_layout,
+    rule_integer_mask,
+    rule_dtype_buffers,
     rule_repeatability,
     rule_forward_hypotheses,
     rule_forward_bias,
     rule_forward_activation,
+    rule_forward_windows,
     rule_forward_rearranged,
+    rule_forward_diagonal,
+    rule_forward_one_index,
     rule_constant_ratio,
     rule_dx_shifted,
     rule_dw_rearranged,
