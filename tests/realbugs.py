@@ -13,6 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from convcheck.checker import run_check
+from convcheck.diagnosis.batch import with_batch_hints
+from convcheck.results import CheckResult, Status
 from convcheck.spec import Activation, CheckSpec, ConvShape, DType, ImplRef, Layout, Method, Signature
 
 FOLDER = Path(__file__).resolve().parent / "fixtures" / "realbugs"
@@ -128,6 +131,11 @@ CATALOGUE: tuple[RealLayer, ...] = (
     RealLayer("db-mean", "db_mean.py", "bias reduction", BASIC),
     RealLayer("dx-assigned", "dx_assigned.py", "col2im accumulate", BASIC),
     RealLayer("relu-mask-forgotten", "relu_mask_forgotten.py", "activation mask", BASIC, cs231n=False),
+    # -- loop and reshape mistakes -----------------------------------------------------------------------------------
+    RealLayer("dx-assigned-per-filter", "dx_assigned_per_filter.py", "accumulate", BASIC),
+    RealLayer("dw-assigned", "dw_assigned.py", "accumulate", BASIC),
+    RealLayer("db-first-sample", "db_first_sample.py", "bias reduction", BASIC),
+    RealLayer("im2col-reshape-order", "im2col_reshape_order.py", "reshape order", BASIC, cs231n=False),
 )
 
 GOOD: tuple[RealLayer, ...] = (
@@ -146,3 +154,31 @@ GOOD: tuple[RealLayer, ...] = (
 
 def get(layer_id: str) -> RealLayer:
     return next(entry for entry in (*CATALOGUE, *GOOD) if entry.id == layer_id)
+
+
+#: What a crashed check's hint must be: the batch-level condition shared by the checks that raised.
+CRASH_LABEL = "unsupported geometry"
+
+
+def run(entry: RealLayer) -> tuple[CheckResult, ...]:
+    """Every check of ``entry``, as one batch (with the batch-level crash hint added)."""
+    return with_batch_hints([run_check(spec) for spec in entry.specs()])
+
+
+def labels(result: CheckResult) -> set[str]:
+    """The labels a result's hints name (a hint naming two coinciding causes joins them with " / ")."""
+    return {label for hint in result.diagnosis for label in hint.label.split(" / ")}
+
+
+def expected(entry: RealLayer, result: CheckResult) -> str | None:
+    """The label ``result`` must carry: the entry's for a failed check, the crash label for one that raised,
+    None for a pass."""
+    if result.status is Status.PASS:
+        return None
+    return CRASH_LABEL if result.status is Status.ERROR else entry.label
+
+
+def hit(entry: RealLayer, result: CheckResult) -> bool:
+    """A failing check got its expected hint."""
+    label = expected(entry, result)
+    return label is not None and label in labels(result)

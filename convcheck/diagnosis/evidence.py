@@ -24,6 +24,7 @@ from convcheck.tolerance import SAFETY, resolve, rounding_sigma, unit_roundoff
 
 #: The labels a hint starts with (``bugs.HINTS`` is the subset the planted-bug catalogue expects).
 LABELS = (
+    "accumulate",
     "activation mask",
     "batch loop",
     "bias reduction",
@@ -43,6 +44,7 @@ LABELS = (
     "output size",
     "padding",
     "repeatability",
+    "reshape order",
     "row order",
     "scaling",
     "shift",
