@@ -126,7 +126,7 @@ CATALOGUE: tuple[RealLayer, ...] = (
         cs231n=False,
         layout=Layout.NHWC,
     ),
-    RealLayer("stride-twice", "stride_twice.py", "unsupported geometry", (*BASIC, STRIDES[0])),
+    RealLayer("stride-twice", "stride_twice.py", "stride", (*BASIC, STRIDES[0])),
     # -- gradient failures the numeric rules know ----------------------------------------------------------------
     RealLayer("db-mean", "db_mean.py", "bias reduction", BASIC),
     RealLayer("dx-assigned", "dx_assigned.py", "col2im accumulate", BASIC),

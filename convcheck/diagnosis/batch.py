@@ -6,8 +6,9 @@ check alone cannot say why; the batch can: if the checks that ended in ``error``
 condition holds, among all the checks that ran, the condition is the evidence. The conditions are tried in
 order, most specific first, and the first that separates the two groups is named.
 
-``crash_hint(results)`` is the hint (or None); ``with_batch_hints(results)`` returns the results with it added
-to each crashed check's ``diagnosis``: call it once a batch is finished, before rendering.
+``crash_hint(results)`` is the hint for one layer's checks (or None); ``with_batch_hints(results)`` groups a
+batch by layer and returns the results with each group's hint added to its crashed checks' ``diagnosis``: call
+it once a batch is finished, before rendering (the table, the panel and the JSON then show it).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 
+from convcheck.diagnosis.shapes import OUTPUT_FORMULAS
 from convcheck.results import CheckResult, Hint, Status
 from convcheck.spec import ConvShape
 
@@ -78,6 +80,27 @@ CONDITIONS: tuple[tuple[str, str, Callable[[ConvShape], bool]], ...] = (
 )
 
 
+def _formula_conditions() -> tuple[tuple[str, str, Callable[[ConvShape], bool]], ...]:
+    """ "OH or OW computed as <wrong formula> differs from the real one", for each known wrong formula: a layer
+    that sizes its arrays by it breaks exactly there."""
+
+    def differs(formula: Callable[[int, int, int, int], int]) -> Callable[[ConvShape], bool]:
+        def holds(s: ConvShape) -> bool:
+            k, st, p = s.filter_size, s.stride, s.padding
+            return formula(s.in_height, k, st, p) != s.out_height or formula(s.in_width, k, st, p) != s.out_width
+
+        return holds
+
+    return tuple(
+        (
+            f"{what} differs from (H + 2p − k) // s + 1",
+            f"the layer sizes an array as {what}: it breaks exactly where that is not the output size",
+            differs(formula),
+        )
+        for what, formula in OUTPUT_FORMULAS
+    )
+
+
 def _ran(result: CheckResult) -> bool:
     """The check reached a verdict (pass or fail): the layer ran on its geometry."""
     return result.status is not Status.ERROR
@@ -97,7 +120,7 @@ def crash_hint(results: Sequence[CheckResult]) -> Hint | None:
     ran = [r for r in valid if _ran(r)]
     if not crashed or not ran:
         return None
-    for condition, cause, holds in CONDITIONS:
+    for condition, cause, holds in (*CONDITIONS, *_formula_conditions()):
         if all(holds(r.spec.shape) for r in crashed) and not any(holds(r.spec.shape) for r in ran):
             return Hint(
                 "unsupported geometry",
@@ -108,11 +131,20 @@ def crash_hint(results: Sequence[CheckResult]) -> Hint | None:
 
 
 def with_batch_hints(results: Sequence[CheckResult]) -> tuple[CheckResult, ...]:
-    """``results`` with ``crash_hint``'s hint appended to each crashed check's diagnosis (the others unchanged)."""
-    hint = crash_hint(results)
-    if hint is None:
-        return tuple(results)
-    return tuple(
-        r if _ran(r) or r.spec.shape.problems() else dataclasses.replace(r, diagnosis=(*r.diagnosis, hint))
-        for r in results
-    )
+    """``results`` (in their order) with ``crash_hint``'s hint appended to each crashed check's diagnosis.
+
+    The checks are grouped by the layer they ran (``spec.impl``, ``spec.layout``): one layer's crashes are
+    compared with that layer's other checks only. Checks that ran are returned unchanged.
+    """
+    groups: dict[object, list[CheckResult]] = {}
+    for r in results:
+        groups.setdefault((r.spec.impl, r.spec.layout), []).append(r)
+    hints = {key: crash_hint(group) for key, group in groups.items()}
+
+    def marked(r: CheckResult) -> CheckResult:
+        hint = hints[(r.spec.impl, r.spec.layout)]
+        if hint is None or _ran(r) or r.spec.shape.problems():
+            return r
+        return dataclasses.replace(r, diagnosis=(*r.diagnosis, hint))
+
+    return tuple(marked(r) for r in results)

@@ -10,9 +10,11 @@ Loop layers go wrong in a few typical ways that leave an exact trace in the outp
   assignment outside it.
 
 The window rules compare the output, entry by entry within the forward's tolerance, with windows of the
-reference convolution at stride 1 over an input padded by ``P = 2p + k``: the window for output ``(oh, ow)``
-starts at row ``oh·s − p + P`` of it, so a layer whose window starts at ``a·oh − p + P + d`` is named by
-``(a, d)``. They need the verified point (``Evidence.point``); the index rules need only the arrays.
+reference convolution at stride 1 over a widely padded input (``P`` rows and columns): the window for output
+``(oh, ow)`` starts at row ``oh·s − p + P`` of it, so a layer whose window starts at ``a·oh − p + P + d`` is
+named by ``(a, d)``, when exactly one such placement matches and at least ``MIN_EVIDENCE`` output positions
+tell it from the correct one (their windows overlap the input and differ from the reference's). They need the
+verified point (``Evidence.point``); the index rules need only the arrays.
 """
 
 from __future__ import annotations
@@ -36,13 +38,19 @@ def _failed_forward(ev: Evidence) -> tuple[np.ndarray, np.ndarray, float] | None
 
 
 class _Windows:
-    """Every stride-1 window of the check's point over an input padded by ``P = 2p + k``: ``y[n, r, c, f]``
-    is the layer's output for the window whose top-left corner is input row ``r − P``, column ``c − P``."""
+    """Every stride-1 window of the check's point over an input padded by ``P``: ``y[n, r, c, f]`` is the
+    layer's output for the window whose top-left corner is input row ``r − P``, column ``c − P``.
+
+    ``P = 2p + k + s²·max(OH, OW)`` reaches every window a layer could read with the offsets and steps tried
+    here; a window past the input reads zeros, as numpy's slices past the end do for ``k = 1`` (an empty window
+    sums to 0; a partial one with ``k > 1`` raises in the layer, so it never gets here).
+    """
 
     def __init__(self, point: Point):
         s = point.shape
         self.point = point
-        self.pad = 2 * s.padding + s.filter_size
+        self.reach = 2 * s.padding + s.filter_size  # offsets tried: −reach … reach
+        self.pad = self.reach + s.stride * s.stride * max(s.out_height, s.out_width)
         self.y = reference.forward(point.x, point.w, point.b, 1, self.pad, point.activation)
 
     @cached_property
@@ -57,6 +65,20 @@ class _Windows:
             return None
         return self.y[:, rows, cols, :]
 
+    def telling(self, rows: np.ndarray, cols: np.ndarray, ref: np.ndarray, tol: float) -> int:
+        """Output positions where the window at ``y`` rows ``rows``, columns ``cols`` overlaps the input and
+        differs from the reference: the positions that tell this placement from the correct one (a window that
+        reads only padding says nothing: several wrong placements read the same zeros)."""
+        s = self.point.shape
+        k = s.filter_size
+        row0, col0 = rows - self.pad, cols - self.pad  # top-left corner in input coordinates
+        inside = (row0 < s.in_height) & (row0 + k > 0) & (col0 < s.in_width) & (col0 + k > 0)
+        taken = self.take(rows, cols)
+        if taken is None:
+            return 0
+        differs = np.any(np.abs(taken - ref) > tol, axis=(0, 3))
+        return int(np.sum(inside & differs))
+
 
 def _grid(ev: Evidence) -> tuple[np.ndarray, np.ndarray]:
     """Output row and column indices, each ``(OH, OW)``."""
@@ -70,6 +92,13 @@ def _informative(out: np.ndarray, tol: float) -> bool:
 
 def _matches(out: np.ndarray, candidate: np.ndarray | None, tol: float) -> bool:
     return candidate is not None and bool(np.all(np.abs(out - candidate) <= tol))
+
+
+def _placed(
+    out: np.ndarray, ref: np.ndarray, windows: _Windows, rows: np.ndarray, cols: np.ndarray, tol: float
+) -> bool:
+    """The output is the windows at ``rows``/``cols`` of ``windows.y``, and enough positions tell them apart."""
+    return _matches(out, windows.take(rows, cols), tol) and windows.telling(rows, cols, ref, tol) >= MIN_EVIDENCE
 
 
 def _window_text(a: int, d: int, stride: int, padding: int) -> tuple[str, str]:
@@ -99,26 +128,27 @@ def rule_forward_windows(ev: Evidence) -> Hint | None:
     arrays, point = _failed_forward(ev), ev.point
     if arrays is None or point is None or not _informative(arrays[0], arrays[2]):
         return None
-    out, _, tol = arrays
+    out, ref, tol = arrays
     s = ev.shape
     windows = _Windows(point)
     oh, ow = _grid(ev)
-    steps = dict.fromkeys((s.stride, 1, s.stride * s.stride))
-    for a in steps:
-        for d in range(-windows.origin, windows.pad + 1):
-            if (a, d) == (s.stride, 0):
-                continue
-            start = windows.origin + d
-            if _matches(out, windows.take(a * oh + start, a * ow + start), tol):
-                label, cause = _window_text(a, d, s.stride, s.padding)
-                return Hint(
-                    label,
-                    f"the output at (oh, ow) equals the reference's window starting at row {a}·oh {_signed(d)} and "
-                    f"column {a}·ow {_signed(d)} (the reference's starts at s·oh = {s.stride}·oh), every entry: "
-                    f"{cause}",
-                    ("forward",),
-                )
-    return None
+    matches = [
+        (a, d)
+        for a in dict.fromkeys((s.stride, 1, s.stride * s.stride))
+        for d in range(-windows.reach, windows.reach + 1)
+        if (a, d) != (s.stride, 0)
+        and _placed(out, ref, windows, a * oh + windows.origin + d, a * ow + windows.origin + d, tol)
+    ]
+    if len(matches) != 1:
+        return None  # no such window placement, or several that this point cannot tell apart
+    ((a, d),) = matches
+    label, cause = _window_text(a, d, s.stride, s.padding)
+    return Hint(
+        label,
+        f"the output at (oh, ow) equals the reference's window starting at row {a}·oh {_signed(d)} and column "
+        f"{a}·ow {_signed(d)} (the reference's starts at s·oh = {s.stride}·oh), every entry: {cause}",
+        ("forward",),
+    )
 
 
 def _signed(d: int) -> str:
@@ -142,7 +172,7 @@ def rule_forward_diagonal(ev: Evidence) -> Hint | None:
         ("transposed", ow, oh, "(ow, oh)", "the window's row and column indices are swapped: rows go with i"),
     )
     for label, rows, cols, where, cause in candidates:
-        if _matches(out, windows.take(s.stride * rows + origin, s.stride * cols + origin), tol):
+        if _placed(out, ref, windows, s.stride * rows + origin, s.stride * cols + origin, tol):
             right = np.all(np.abs(out - ref) <= tol, axis=(0, 3))
             return Hint(
                 label,

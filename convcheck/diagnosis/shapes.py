@@ -106,7 +106,7 @@ def rule_input_size(ev: Evidence) -> Hint | None:
 
 
 #: Wrong output-size formulas: a description and the size it gives along an axis of ``size`` positions.
-_FORMULAS: tuple[tuple[str, Callable[[int, int, int, int], int]], ...] = (
+OUTPUT_FORMULAS: tuple[tuple[str, Callable[[int, int, int, int], int]], ...] = (
     ("(H + 2p − k) // s without the + 1", lambda n, k, s, p: (n + 2 * p - k) // s),
     ("(H + p − k) // s + 1, the padding counted once", lambda n, k, s, p: (n + p - k) // s + 1),
     ("(H − k) // s + 1, without the padding", lambda n, k, s, p: (n - k) // s + 1),
@@ -131,7 +131,7 @@ def rule_output_size(ev: Evidence) -> Hint | None:
         return Hint("output size", f"{head}: OH = {got[0]} is computed from W, not H; use H for OH")
     if got == (ow, oh) and oh != ow:
         return Hint("output size", f"{head}: OH and OW are swapped; OH = (H + 2p − k) // s + 1, OW from W")
-    for what, formula in _FORMULAS:
+    for what, formula in OUTPUT_FORMULAS:
         sizes = (formula(s.in_height, k, st, p), formula(s.in_width, k, st, p))
         if sizes == got:
             return Hint(
@@ -145,7 +145,7 @@ def rule_bias_shape(ev: Evidence) -> Hint | None:
     """db has C_out entries in a 2-d or 4-d shape: a keepdims sum, or b kept as a column."""
     c_out = ev.shape.out_depth
     for dims in _shapes(ev, "db"):
-        if len(dims) > 1 and math.prod(dims) == c_out and dims.count(c_out) == 1:
+        if len(dims) > 1 and math.prod(dims) == c_out and all(d in (1, c_out) for d in dims):
             return Hint(
                 "bias shape",
                 f"db has shape {dims}, the {c_out} bias entries in an extra axis (a sum with keepdims=True, or b "
@@ -153,6 +153,15 @@ def rule_bias_shape(ev: Evidence) -> Hint | None:
                 ("bias",),
             )
     return None
+
+
+#: The weight layouts people use, tried first when a shape is ambiguous (equal sizes).
+_COMMON_ORDERS = (
+    ("kh", "kw", "C_in", "C_out"),
+    ("C_out", "C_in", "kh", "kw"),
+    ("C_in", "C_out", "kh", "kw"),
+    ("kh", "kw", "C_out", "C_in"),
+)
 
 
 def _permutation(got: tuple[int, ...], layout: Layout, s: ConvShape) -> tuple[int, ...] | None:
@@ -163,7 +172,8 @@ def _permutation(got: tuple[int, ...], layout: Layout, s: ConvShape) -> tuple[in
     want = tuple(size[n] for n in names)
     if len(got) != 4 or sorted(got) != sorted(want) or got == want:
         return None
-    for perm in permutations(range(4)):
+    named = [tuple(names.index(a) for a in order) for order in _COMMON_ORDERS]
+    for perm in (*named, *permutations(range(4))):
         kernel = [i for i in perm if names[i] in ("kh", "kw")]
         if kernel == sorted(kernel) and tuple(want[i] for i in perm) == got:
             return perm
