@@ -41,16 +41,18 @@ class _Windows:
     """Every stride-1 window of the check's point over an input padded by ``P``: ``y[n, r, c, f]`` is the
     layer's output for the window whose top-left corner is input row ``r − P``, column ``c − P``.
 
-    ``P = 2p + k + s²·max(OH, OW)`` reaches every window a layer could read with the offsets and steps tried
-    here; a window past the input reads zeros, as numpy's slices past the end do for ``k = 1`` (an empty window
-    sums to 0; a partial one with ``k > 1`` raises in the layer, so it never gets here).
+    ``P`` is the least padding that holds every window the offsets (``±reach``) and steps (up to ``s²``) tried
+    here place: from ``−p − reach`` to ``s²·(max(OH, OW) − 1) − p + reach``. A window past the input reads
+    zeros, as numpy's slices past the end do for ``k = 1`` (an empty window sums to 0; a partial one with
+    ``k > 1`` raises in the layer, so it never gets here).
     """
 
     def __init__(self, point: Point):
         s = point.shape
         self.point = point
         self.reach = 2 * s.padding + s.filter_size  # offsets tried: −reach … reach
-        self.pad = self.reach + s.stride * s.stride * max(s.out_height, s.out_width)
+        last = s.stride * s.stride * (max(s.out_height, s.out_width) - 1) - s.padding + self.reach
+        self.pad = max(s.padding + self.reach, last + s.filter_size - min(s.in_height, s.in_width))
         self.y = reference.forward(point.x, point.w, point.b, 1, self.pad, point.activation)
 
     @cached_property
