@@ -135,6 +135,7 @@ CATALOGUE: tuple[RealLayer, ...] = (
     RealLayer("dx-assigned-per-filter", "dx_assigned_per_filter.py", "accumulate", BASIC),
     RealLayer("dw-assigned", "dw_assigned.py", "accumulate", BASIC),
     RealLayer("db-first-sample", "db_first_sample.py", "bias reduction", BASIC),
+    RealLayer("backward-return-in-batch-loop", "backward_return_in_batch_loop.py", "batch loop", BASIC),
     RealLayer("im2col-reshape-order", "im2col_reshape_order.py", "reshape order", BASIC, cs231n=False),
 )
 

@@ -51,7 +51,7 @@ from convcheck.diagnosis.forward import (
     rule_forward_rearranged,
 )
 from convcheck.diagnosis.hypotheses import rule_activation_mask, rule_dout_order, rule_dx_hypotheses
-from convcheck.diagnosis.loops import rule_assigned_in_loop, rule_forward_reordered
+from convcheck.diagnosis.loops import rule_assigned_in_loop, rule_first_sample_only, rule_forward_reordered
 from convcheck.diagnosis.patterns import rule_forward_diagonal, rule_forward_one_index, rule_forward_windows
 from convcheck.diagnosis.places import (
     rule_dx_frame,
@@ -103,6 +103,7 @@ RULES: tuple[Rule, ...] = (
     rule_dout_order,
     rule_dx_hypotheses,
     rule_assigned_in_loop,
+    rule_first_sample_only,
     rule_dx_overlap,
     rule_dx_tail,
     rule_dx_last_windows,

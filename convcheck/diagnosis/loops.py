@@ -1,5 +1,6 @@
 """Loop-layer mistakes that leave an exact trace: a gradient assigned (=) in the loop where it must accumulate
-(+=), and an output whose values are the reference's in another order (a reshape without its transpose).
+(+=), a backward that returns after the first sample, and an output whose values are the reference's in
+another order (a reshape without its transpose).
 
 The assignment rules are hypotheses at the verified point, built on the reference forward: in the textbook
 loop ``for n: for f: for i: for j:``, ``dw[f] = window · dout[n, f, i, j]`` leaves the last window's term
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from convcheck.diagnosis.evidence import FORWARD_SLACK, MIN_EVIDENCE, Evidence
+from convcheck.diagnosis.evidence import FORWARD_SLACK, MIN_EVIDENCE, SHORT, Evidence
 from convcheck.results import Hint
 from convcheck.spec import ConvShape
 
@@ -40,6 +41,31 @@ def rule_assigned_in_loop(ev: Evidence) -> Hint | None:
                 ("input",),
             )
     return None
+
+
+def rule_first_sample_only(ev: Evidence) -> Hint | None:
+    """dx and dw are the gradients of sample 0 alone (dx zero for the other samples): the backward's loop
+    over samples ends after the first one (a ``return`` indented into it)."""
+    point = ev.gradient_point
+    s = ev.shape
+    if point is None or s.batch < 2:
+        return None
+    dx, dw = ev.failing("input", complete=True), ev.failing("weights", complete=True)
+    if dx is None and dw is None:
+        return None
+    rows = s.out_height * s.out_width  # the rows of M that belong to sample 0
+    first = point.gradients(np.concatenate([point.dz[:rows], np.zeros_like(point.dz[rows:])]))
+    explained = tuple(t.name for t in (dx, dw) if t is not None and t.equals(first[t.name]))
+    if len(explained) != sum(t is not None for t in (dx, dw)):
+        return None
+    verb = "equals" if len(explained) == 1 else "equal"
+    return Hint(
+        "batch loop",
+        f"analytic {' and '.join(SHORT[n] for n in explained)} {verb} the gradient of sample 0 alone (as if dout "
+        f"were 0 for the other {s.batch - 1} samples): the backward's loop over samples ends after the first "
+        "(a return indented into `for n in range(N)`); return after the loop",
+        explained,
+    )
 
 
 def _assign_windows(dcols: np.ndarray, shape: ConvShape) -> np.ndarray:
