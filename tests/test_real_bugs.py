@@ -88,6 +88,15 @@ def test_no_hint_on_correct_realistic_layers_across_geometries(entry, n, h, w, c
     assert result.diagnosis == () and with_batch_hints([result]) == (result,)
 
 
+def test_a_window_placement_the_point_cannot_tell_apart_gets_no_hint() -> None:
+    """k = 1, one output row: the swapped indices read windows past the input, which sum to 0 as they would
+    with the stride applied twice, so no placement is named (it once was, wrongly: "s² apart")."""
+    entry = realbugs.get("swapped-window")
+    (spec,) = dataclasses.replace(entry, geometries=(realbugs.g(3, 3, 8, 1, 4, 1, 3, 0),)).specs()
+    result = run_check(spec)
+    assert result.status is Status.FAIL and result.diagnosis == ()
+
+
 # -- the contract rules on their findings ------------------------------------------------------------------------
 
 

@@ -24,19 +24,23 @@ tests, in three kinds:
    ``m`` windows in row order, beyond where stride-1 windows would end, a thin frame at the edges — and at
    least ``MIN_EVIDENCE`` positions outside it were checked, have a clearly nonzero gradient, and are right.
 
-Rules run in that order, after the contract and forward rules; between transforms and hypotheses come two
-whole-tensor facts (only db is wrong; a gradient is exactly zero everywhere). A hint names the tensors it
-explains exactly, and later rules leave those alone, so one cause is not reported twice under different
-names; at most one hint per label is kept. A tensor that passed is never blamed: a passing check gets no hint.
+Rules run in that order, after the contract rules (shapes and dtypes with a known cause: a crop, a size
+formula, a keepdims bias, a permuted weight layout, buffers without a dtype, an integer mask) and the forward
+rules (the reference with a parameter changed, windows placed with the wrong step or offset, one index used for
+both coordinates, only one sample or channel computed, values in another order); between transforms and
+hypotheses come two whole-tensor facts (only db is wrong; a gradient is exactly zero everywhere). A hint
+names the tensors it explains exactly, and later rules leave those alone, so one cause is not reported twice
+under different names; at most one hint per label is kept. A tensor that passed is never blamed: a passing check gets no hint.
 
 Shapes follow ``convcheck.spec`` (internal NHWC): dx ``(N, H, W, C_in)``, dw ``(k, k, C_in, C_out)``,
 db ``(C_out,)``, output ``(N, OH, OW, C_out)``; ``R = N·OH·OW`` rows of the im2col matrix ``M`` in
 ``(n, oh, ow)`` order, each window laid out ``(kh, kw, c_in)``.
 
-The package is one module per rule family (``contract``, ``forward``, ``transforms``, ``facts``,
-``hypotheses``, ``places``) over ``evidence`` (what rules read), ``geometry`` and ``wording``; ``RULES`` below
-is the table of contents, in the order the rules run. A new rule goes into its family's module and into
-``RULES``; a new label into ``evidence.LABELS``.
+The package is one module per rule family (``contract``, ``shapes``, ``forward``, ``patterns``, ``loops``,
+``transforms``, ``facts``, ``hypotheses``, ``places``) over ``evidence`` (what rules read), ``geometry`` and
+``wording``; ``RULES`` below is the table of contents, in the order the rules run. A new rule goes into its
+family's module and into ``RULES``; a new label into ``evidence.LABELS``. ``batch`` holds the one hint made
+across a batch's checks (a condition shared by the checks that crashed), applied after a batch has finished.
 """
 
 from __future__ import annotations
