@@ -30,7 +30,8 @@ rules (the reference with a parameter changed, windows placed with the wrong ste
 both coordinates, only one sample or channel computed, values in another order); between transforms and
 hypotheses come two whole-tensor facts (only db is wrong; a gradient is exactly zero everywhere). A hint
 names the tensors it explains exactly, and later rules leave those alone, so one cause is not reported twice
-under different names; at most one hint per label is kept. A tensor that passed is never blamed: a passing check gets no hint.
+under different names; at most one hint per label is kept. A tensor that passed is never blamed: a passing
+check gets no hint.
 
 Shapes follow ``convcheck.spec`` (internal NHWC): dx ``(N, H, W, C_in)``, dw ``(k, k, C_in, C_out)``,
 db ``(C_out,)``, output ``(N, OH, OW, C_out)``; ``R = N·OH·OW`` rows of the im2col matrix ``M`` in
