@@ -20,6 +20,7 @@ verified point (``Evidence.point``); the index rules need only the arrays.
 from __future__ import annotations
 
 from functools import cached_property
+from weakref import WeakKeyDictionary
 
 import numpy as np
 
@@ -82,6 +83,16 @@ class _Windows:
         return int(np.sum(inside & differs))
 
 
+#: One ``_Windows`` per evidence: the window rules share it (it is the costly part, one wide convolution).
+_SHARED: WeakKeyDictionary[Evidence, _Windows] = WeakKeyDictionary()
+
+
+def _windows(ev: Evidence, point: Point) -> _Windows:
+    if ev not in _SHARED:
+        _SHARED[ev] = _Windows(point)
+    return _SHARED[ev]
+
+
 def _grid(ev: Evidence) -> tuple[np.ndarray, np.ndarray]:
     """Output row and column indices, each ``(OH, OW)``."""
     return np.meshgrid(np.arange(ev.shape.out_height), np.arange(ev.shape.out_width), indexing="ij")
@@ -132,7 +143,7 @@ def rule_forward_windows(ev: Evidence) -> Hint | None:
         return None
     out, ref, tol = arrays
     s = ev.shape
-    windows = _Windows(point)
+    windows = _windows(ev, point)
     oh, ow = _grid(ev)
     matches = [
         (a, d)
@@ -165,7 +176,7 @@ def rule_forward_diagonal(ev: Evidence) -> Hint | None:
         return None
     out, ref, tol = arrays
     s = ev.shape
-    windows = _Windows(point)
+    windows = _windows(ev, point)
     oh, ow = _grid(ev)
     origin = windows.origin
     candidates = (
