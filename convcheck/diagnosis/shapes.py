@@ -65,11 +65,12 @@ def rule_fixed_crop(ev: Evidence) -> Hint | None:
         return None
     q = q2 // 2
     what = "truncated by" if q > p else "larger by"
+    crop = "dx_pad[:, :, p:p + H, p:p + W]" if ev.result.spec.layout is Layout.NCHW else "dx_pad[:, p:p + H, p:p + W]"
     return Hint(
         "padding",
         f"dx has {rows}×{cols} positions for a {s.in_height}×{s.in_width} input ({what} {2 * abs(q - p)} rows and "
-        f"columns): the crop removes {q} on each side, but the padding is p = {p}; crop by p "
-        "(dx_pad[:, :, p:p + H, p:p + W]), not by a fixed number",
+        f"columns): the crop removes {q} on each side, but the padding is p = {p}; crop by p ({crop}), not by a "
+        "fixed number",
     )
 
 
