@@ -52,6 +52,7 @@ from convcheck import checker, numeric, parallel  # noqa: E402
 from convcheck.data import make_data  # noqa: E402
 from convcheck.layer import MatrixConvLayer  # noqa: E402
 from convcheck.spec import Activation, CheckSpec, ConvShape, Method  # noqa: E402
+from convcheck.user.shapes import TO_NCHW  # noqa: E402
 
 SEED_SHAPE = ConvShape(
     batch=8, in_height=32, in_width=48, in_depth=16, out_depth=32, filter_size=3, stride=1, padding=1
@@ -195,12 +196,12 @@ def bench_backward(rounds: int) -> list[Row]:
 
 def _torch_backward(torch, data) -> Callable[[], object]:
     """torch's float64 CPU backward of relu(conv2d(x, w, b)) at the same data: threshold and convolution backward."""
-    x = torch.from_numpy(np.ascontiguousarray(data.x.transpose(0, 3, 1, 2)))
-    w = torch.from_numpy(np.ascontiguousarray(data.w.transpose(3, 2, 0, 1)))
+    x = torch.from_numpy(np.ascontiguousarray(data.x.transpose(TO_NCHW["x"])))
+    w = torch.from_numpy(np.ascontiguousarray(data.w.transpose(TO_NCHW["w"])))
     b = torch.from_numpy(data.b)
     s = SEED_SHAPE
     out = torch.relu(torch.nn.functional.conv2d(x, w, b, s.stride, s.padding))
-    g = torch.from_numpy(np.ascontiguousarray(data.dout.transpose(0, 3, 1, 2)))
+    g = torch.from_numpy(np.ascontiguousarray(data.dout.transpose(TO_NCHW["out"])))
     ops = torch.ops.aten
 
     def run():
@@ -289,8 +290,8 @@ def bench_quick(rounds: int) -> list[Row]:
 def _torch_gradcheck(torch) -> Callable[[], object]:
     _, data = seed_data()
     s = SEED_SHAPE
-    x = torch.from_numpy(np.ascontiguousarray(data.x.transpose(0, 3, 1, 2))).requires_grad_()
-    w = torch.from_numpy(np.ascontiguousarray(data.w.transpose(3, 2, 0, 1))).requires_grad_()
+    x = torch.from_numpy(np.ascontiguousarray(data.x.transpose(TO_NCHW["x"]))).requires_grad_()
+    w = torch.from_numpy(np.ascontiguousarray(data.w.transpose(TO_NCHW["w"]))).requires_grad_()
     b = torch.from_numpy(data.b.copy()).requires_grad_()
 
     def layer(x, w, b):

@@ -13,7 +13,6 @@ from contextvars import ContextVar
 import numpy as np
 
 from convcheck import parallel, reference
-from convcheck.batch.outcome import error_result
 from convcheck.compare import judge, judge_forward
 from convcheck.data import CheckData, make_data
 from convcheck.diagnosis import diagnose
@@ -21,11 +20,22 @@ from convcheck.layer import MatrixConvLayer
 from convcheck.methods import choose_method, forward_seconds, measure, planned_passes
 from convcheck.numeric import Engine
 from convcheck.protocol import ConvLayer
-from convcheck.results import CheckResult, Finding, ForwardResult, Note, NoteKind, Status, TensorResult, Tolerance
+from convcheck.results import (
+    CheckResult,
+    Finding,
+    ForwardResult,
+    Note,
+    NoteKind,
+    Severity,
+    Status,
+    TensorResult,
+    Tolerance,
+    error_result,
+)
 from convcheck.spec import Activation, CheckSpec, DType, Method
 from convcheck.tolerance import SAFETY, analytic_noise, resolve, rounding_sigma, unit_roundoff
 from convcheck.user.contract import exercise
-from convcheck.user.errors import describe_exception
+from convcheck.user.errors import UserCodeError, describe_exception
 from convcheck.user.loader import load_layer
 
 DEFAULT_TIMEOUT = 300.0  # seconds per check, when the config sets none
@@ -60,13 +70,13 @@ def default_max_memory() -> int:
 def estimated_memory(spec: CheckSpec) -> int:
     """Bytes a check of ``spec`` needs at its peak, by a model of the arrays it holds at once.
 
-    The built-in layer's im2col matrix ``(N·OH·OW, k²·C_in)`` appears in the forward, its cache and the
+    The built-in layer's im2col matrix ``(N·∏O, ∏k·C_in)`` appears in the forward, its cache and the
     magnitude computations (about 4 copies, float64); the engine holds about 16 output-sized float64 arrays
     (f0, f±, dout, noise model, differences) and a few copies of x and w.
     """
     s = spec.shape
-    positions = s.batch * s.out_height * s.out_width
-    cols = positions * s.filter_size**2 * s.in_depth
+    positions = math.prod(s.out_shape[:-1])
+    cols = positions * math.prod(s.kernel) * s.in_depth
     outputs = positions * s.out_depth
     return 8 * (4 * cols + 16 * outputs + 6 * math.prod(s.x_shape) + 6 * math.prod(s.w_shape))
 
@@ -98,6 +108,10 @@ def run_check(spec: CheckSpec, layer: ConvLayer | None = None, data: CheckData |
         )
     try:
         return _run(spec, layer, data, start)
+    except UserCodeError as exc:
+        if spec.expected_error is not None and spec.expected_error.matches(exc.exc_lineage, str(exc.exc_message)):
+            return refused(spec, time.perf_counter() - start, exc)
+        return error_result(spec, time.perf_counter() - start, describe_exception(exc))
     except Exception as exc:  # noqa: BLE001 - any failure inside a check becomes that check's error row
         return error_result(spec, time.perf_counter() - start, describe_exception(exc))
 
@@ -118,11 +132,10 @@ def _run(spec: CheckSpec, layer: ConvLayer | None, data: CheckData | None, start
             data.x.astype(np.float64),
             data.w.astype(np.float64),
             data.b.astype(np.float64),
-            shape.stride,
-            shape.padding,
+            shape.window,
             spec.activation,
         )
-        sigma = rounding_sigma(data.x, data.w, data.b, expected, shape.stride, shape.padding, u)
+        sigma = rounding_sigma(data.x, data.w, data.b, expected, shape.window, u)
         forward_result = judge_forward(out, expected, sigma, forward_tol)
     if grads is None:
         return _finish(spec, start, None, 0, forward_tol, (), forward_result, contract, [])
@@ -136,7 +149,7 @@ def _run(spec: CheckSpec, layer: ConvLayer | None, data: CheckData | None, start
     engine, tol, precision = _engine(layer, data, spec)
     if precision is not None:
         notes.append(precision)
-    bounds = analytic_noise(data.x, data.w, data.b, data.dout, shape.stride, shape.padding, u, spec.activation)
+    bounds = analytic_noise(data.x, data.w, data.b, data.dout, shape.window, u, spec.activation)
     # Plus the final rounding of each returned entry to the layer's dtype.
     noise = tuple(bound + u * np.abs(np.asarray(g, dtype=np.float64)) for bound, g in zip(bounds, grads, strict=True))
     forward_ok = forward_result is None or forward_result.ok
@@ -149,6 +162,17 @@ def _run(spec: CheckSpec, layer: ConvLayer | None, data: CheckData | None, start
     if not forward_ok:
         notes.append(own_forward_note(gradients))
     return _finish(spec, start, method, engine.forward_passes, tol, gradients, forward_result, contract, notes)
+
+
+def refused(spec: CheckSpec, seconds: float, exc: UserCodeError) -> CheckResult:
+    """A check the layer refused as the config says it may: ``skipped``, with the layer's words as the reason."""
+    return CheckResult(
+        name=spec.name,
+        status=Status.SKIPPED,
+        spec=spec,
+        seconds=seconds,
+        notes=(Note(NoteKind.REFUSED, f"refused by the layer, as the config's expected_error allows: {exc}"),),
+    )
 
 
 def own_forward_note(gradients: tuple[TensorResult, ...]) -> Note:
@@ -215,12 +239,12 @@ def _rounding_kinks(data: CheckData, spec: CheckSpec) -> tuple[np.ndarray, ...] 
         return None
     shape = spec.shape
     x, w, b = (a.astype(np.float64) for a in (data.x, data.w, data.b))
-    z = reference.conv2d(x, w, b, shape.stride, shape.padding)
-    sigma = rounding_sigma(data.x, data.w, data.b, z, shape.stride, shape.padding, unit_roundoff(spec.dtype))
+    z = reference.convolve(x, w, b, shape.window)
+    sigma = rounding_sigma(data.x, data.w, data.b, z, shape.window, unit_roundoff(spec.dtype))
     near = np.abs(z) <= SAFETY * sigma
     if not near.any():
         return None
-    linear = MatrixConvLayer(shape.stride, shape.padding, Activation.NONE)
+    linear = MatrixConvLayer(activation=Activation.NONE, window=shape.window)
     _, cache = linear.forward(np.abs(x), np.abs(w), np.abs(b))
     return linear.backward(np.abs(data.dout.astype(np.float64)) * near, cache)
 
@@ -236,7 +260,8 @@ def _finish(
     contract: tuple[Finding, ...],
     notes: list[Note],
 ) -> CheckResult:
-    ok = not contract and (forward is None or forward.ok) and len(gradients) == 3 and all(g.passed for g in gradients)
+    failing = [f for f in contract if spec.strict or f.severity is Severity.ERROR]  # warnings pass unless strict
+    ok = not failing and (forward is None or forward.ok) and len(gradients) == 3 and all(g.passed for g in gradients)
     result = CheckResult(
         name=spec.name,
         status=Status.PASS if ok else Status.FAIL,

@@ -15,8 +15,9 @@ from convcheck.tolerance import numpy_dtype
 class CheckData:
     """The point a check is made at. Arrays in the layer's dtype, shapes as in ``convcheck.spec``.
 
-    x: (N, H, W, C_in), w: (k, k, C_in, C_out), b: (C_out,), dout: (N, OH, OW, C_out) — the ``G`` of
-    ``L = Σ out ⊙ G``, handed to backward.
+    x: (N, *S, C_in), w: (*kernel, C_in/g, C_out), b: (C_out,) or (0,) without a bias, dout: (N, *O, C_out) — the
+    ``G`` of ``L = Σ out ⊙ G``, handed to backward. For a 2-D layer: (N, H, W, C_in), (kh, kw, C_in/g, C_out),
+    (C_out,), (N, OH, OW, C_out).
     """
 
     x: np.ndarray
@@ -26,11 +27,12 @@ class CheckData:
 
 
 def make_data(spec: CheckSpec) -> CheckData:
-    """Seeded random data: x ~ N(0, 1), w ~ N(0, 2/fan_in) (He), b ~ N(0, 0.1²), dout ~ N(0, 1)."""
+    """Seeded random data: x ~ N(0, 1), w ~ N(0, 2/fan_in) (He; ``fan_in = ∏k·C_in/g``), b ~ N(0, 0.1²),
+    dout ~ N(0, 1)."""
     rng = np.random.default_rng(spec.seed)
     s = spec.shape
     dtype = numpy_dtype(spec.dtype)
-    fan_in = s.filter_size**2 * s.in_depth
+    fan_in = s.fan_in
     x = rng.standard_normal(s.x_shape)
     w = rng.standard_normal(s.w_shape) * math.sqrt(2.0 / fan_in)
     b = rng.standard_normal(s.b_shape) * 0.1

@@ -1,38 +1,48 @@
-"""The built-in matrix convolution layer: the seed's algorithm, vectorized.
+"""The built-in matrix convolution layer: the seed's algorithm, vectorized, for every geometry ``ConvShape`` covers.
 
-Forward (seed steps 1-3): zero-pad ``x``, unfold it into the im2col matrix ``M`` (one row per output position,
-each window laid out as ``(kh, kw, c_in)``), ``Z = M @ W + b`` with ``W = w.reshape(k·k·C_in, C_out)``, apply the
-activation, reshape to ``(N, OH, OW, C_out)``.
+Forward (seed steps 1-3): zero-pad ``x`` (per axis and side), unfold it into the im2col matrix ``M`` (one row per
+output position, each window laid out as ``(*kernel, c_in)``, its taps ``dilation`` apart), ``Z = M @ W + b`` with
+``W = w.reshape(∏k·C_in, C_out)``, apply the activation, reshape to ``(N, *spatial_out, C_out)``. With ``groups``
+g > 1, output group γ sees only input group γ: the channels are unfolded group by group into ``M: (g, rows,
+∏k·C_in/g)`` and multiplied by each group's ``W_γ: (∏k·C_in/g, C_out/g)``, one product per group (a batched matrix
+product, not a block-diagonal ``W`` full of zeros). A layer without a bias gets ``b`` of shape ``(0,)`` (no entries,
+as ``ConvShape.b_shape`` says) and nothing is added.
 
 Backward: ``dout`` to matrix form ``dA``; through the activation ``dZ = dA ⊙ act'(Z)``; ``dW = Mᵀ·dZ``,
-``db = Σ_rows dZ``, ``dM = dZ·Wᵀ``; col2im adds every row of ``dM`` back onto its window (windows overlap when
-``s < k``, so gradients accumulate); crop the padding. Padded rows and columns that no window reaches (when
-``H + 2p − k`` is not a multiple of ``s``) receive zero gradient.
+``db = Σ_rows dZ`` (``(0,)`` without a bias), ``dM = dZ·Wᵀ`` (per group); col2im adds every row of ``dM`` back onto its
+window (windows overlap when ``s < d·(k − 1) + 1``, so gradients accumulate); crop the padding. Padded rows that no
+window reaches (remainders of the stride, the gaps between dilated taps) receive zero gradient.
 
 No Python loop runs over output positions. im2col is one strided copy (a window *view* of the padded input,
-``(N, OH, OW, k, k, C)``, copied into ``M``); col2im loops over the ``k·k`` kernel offsets, each iteration adding a
-strided slab of the whole batch.
+``(g, N, *spatial_out, *kernel, C_in/g)``, copied into ``M``); col2im loops over the ``∏k`` kernel offsets, each
+iteration adding a strided slab of the whole batch.
 
 Speed (``benchmarks/``). The forward is what a full check repeats hundreds of times: pad, one copy, one matrix
-product, the bias and the activation, nothing else. The backward's input gradient, for stride 1, computes the same
-products ``dZ·Wᵀ`` transposed (``W·dZᵀ``) over ``dZ`` laid on the padded ``(H + 2p) × (W + 2p)`` grid (zeros where no
-window starts). On that grid, kernel offset ``(kh, kw)`` sends each row of ``dM`` a constant ``kh·(W + 2p) + kw`` rows
-further, so col2im becomes ``k·k`` shifted additions of long contiguous runs instead of ``k·k`` slabs of ``C``-wide
-pieces: the same sums in the same order, at a fraction of the memory traffic.
+product, the bias and the activation, nothing else. For the seed's geometry (2-D, square kernel, stride 1, one
+padding, no dilation, one group), the backward's input gradient computes the same products ``dZ·Wᵀ`` transposed
+(``W·dZᵀ``) over ``dZ`` laid on the padded ``(H + 2p) × (W + 2p)`` grid (zeros where no window starts). On that grid,
+kernel offset ``(kh, kw)`` sends each row of ``dM`` a constant ``kh·(W + 2p) + kw`` rows further, so col2im becomes
+``k·k`` shifted additions of long contiguous runs instead of ``k·k`` slabs of ``C``-wide pieces: the same sums in the
+same order, at a fraction of the memory traffic.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
+import math
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from convcheck import activation as act
-from convcheck.spec import Activation, output_size
+from convcheck.geometry import PaddingMode, Pads, Window
+from convcheck.spec import Activation, ConvShape
 
 FOLD_BLOCK = 131072  # entries per block of the stride-1 fold (1 MiB of float64: stays in cache across the k·k adds)
 
@@ -42,76 +52,144 @@ def _window_slices(offset: int, stride: int, count: int) -> slice:
     return slice(offset, offset + stride * (count - 1) + 1, stride)
 
 
-def pad(x: np.ndarray, padding: int) -> np.ndarray:
-    """Zero-pad the two spatial axes of ``x: (N, H, W, C)`` to ``(N, H + 2p, W + 2p, C)``."""
-    if padding == 0:
+def pad(x: np.ndarray, padding: int | Pads) -> np.ndarray:
+    """Zero-pad the spatial axes of ``x: (N, *S, C)``: ``padding`` rows on both sides of every axis, or
+    ``(before, after)`` per axis. For the seed's ``(N, H, W, C)`` and ``p``: ``(N, H + 2p, W + 2p, C)``."""
+    dims = x.ndim - 2
+    pads = ((padding, padding),) * dims if isinstance(padding, int) else tuple(padding)
+    if not any(before or after for before, after in pads):
         return x
-    n, h, w, c = x.shape
-    padded = np.zeros((n, h + 2 * padding, w + 2 * padding, c), dtype=x.dtype)
-    padded[:, padding : padding + h, padding : padding + w, :] = x
+    n, *sizes, c = x.shape
+    padded = np.zeros(
+        (n, *(size + before + after for size, (before, after) in zip(sizes, pads, strict=True)), c), x.dtype
+    )
+    inside = (slice(None), *_crop(sizes, pads), slice(None))
+    padded[inside] = x
     return padded
 
 
+def _crop(sizes: Sequence[int], pads: Pads) -> tuple[slice, ...]:
+    """Per spatial axis, the slice of the padded array that holds the input."""
+    return tuple(slice(before, before + size) for size, (before, _) in zip(sizes, pads, strict=True))
+
+
+def unfold(
+    x_padded: np.ndarray,
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    dilations: Sequence[int],
+    out_sizes: Sequence[int],
+    groups: int = 1,
+) -> np.ndarray:
+    """Unfold ``x_padded: (N, *Sp, C)`` into ``M: (N·∏O, ∏k·C)`` (one group) or ``(g, N·∏O, ∏k·C/g)``.
+
+    Row ``n·∏O + (flat output position)`` of group γ holds the window that starts at ``o·s`` along each axis, its
+    taps ``d`` apart, flattened in ``(*kernel, c)`` order over group γ's channels ``γ·C/g …``: the order of the
+    rows of the weight matrix.
+
+    Raises:
+        ValueError: a window would reach past the padded input (``(O − 1)·s + d·(k − 1) + 1 > Sp`` on some axis).
+    """
+    n, *padded, c = x_padded.shape
+    reach = [(o - 1) * s + d * (k - 1) + 1 for o, s, d, k in zip(out_sizes, strides, dilations, kernel, strict=True)]
+    if min(*out_sizes, *kernel, *strides, *dilations) < 1 or any(r > p for r, p in zip(reach, padded, strict=True)):
+        raise ValueError(
+            f"{_times(out_sizes)} windows of {_times(kernel)} at stride {_times(strides, 'x')}"
+            + ("" if set(dilations) == {1} else f" and dilation {_times(dilations, 'x')}")
+            + f" do not fit a padded input of {_times(padded)}"
+        )
+    sn, *steps, sc = x_padded.strides
+    per_group = c // groups
+    # A read-only view of every window: (γ, n, *o) steps between windows, (*k, c) within one.
+    windows = as_strided(
+        x_padded,
+        shape=(groups, n, *out_sizes, *kernel, per_group),
+        strides=(
+            sc * per_group,
+            sn,
+            *(step * s for step, s in zip(steps, strides, strict=True)),
+            *(step * d for step, d in zip(steps, dilations, strict=True)),
+            sc,
+        ),
+        writeable=False,
+    )
+    cols = np.empty((groups, n * math.prod(out_sizes), math.prod(kernel) * per_group), dtype=x_padded.dtype)
+    np.copyto(cols.reshape(windows.shape), windows)
+    return cols[0] if groups == 1 else cols
+
+
+def _times(values: Sequence[int], sign: str = "×") -> str:
+    return sign.join(map(str, values)) if len(set(values)) > 1 or sign == "×" else str(values[0])
+
+
 def im2col(x_padded: np.ndarray, filter_size: int, stride: int, out_height: int, out_width: int) -> np.ndarray:
-    """Unfold ``x_padded: (N, Hp, Wp, C)`` into ``M: (N·OH·OW, k·k·C)``.
+    """The seed's unfolding: ``x_padded: (N, Hp, Wp, C)`` → ``M: (N·OH·OW, k·k·C)`` (``unfold`` of a square filter).
 
     Row ``(n·OH + oh)·OW + ow`` holds the window whose top-left corner is ``(oh·s, ow·s)``, flattened in
     ``(kh, kw, c)`` order, the same order as the rows of the weight matrix.
-
-    Raises:
-        ValueError: a window would reach past the padded input (``(OH − 1)·s + k > Hp``, likewise for the width).
     """
-    n, hp, wp, c = x_padded.shape
-    k = filter_size
-    if (
-        min(out_height, out_width, k, stride) < 1
-        or (out_height - 1) * stride + k > hp
-        or (out_width - 1) * stride + k > wp
-    ):
-        raise ValueError(
-            f"{out_height}×{out_width} windows of {k}×{k} at stride {stride} do not fit a padded input of {hp}×{wp}"
-        )
-    sn, sh, sw, sc = x_padded.strides
-    # A read-only view of every window: (n, oh, ow) steps between windows, (kh, kw, c) within one.
-    windows = as_strided(
-        x_padded,
-        shape=(n, out_height, out_width, k, k, c),
-        strides=(sn, sh * stride, sw * stride, sh, sw, sc),
-        writeable=False,
-    )
-    cols = np.empty((n * out_height * out_width, k * k * c), dtype=x_padded.dtype)
-    np.copyto(cols.reshape(windows.shape), windows)
-    return cols
+    return unfold(x_padded, (filter_size,) * 2, (stride,) * 2, (1, 1), (out_height, out_width))
+
+
+def fold(dcols: np.ndarray, x_shape: Sequence[int], kernel: Sequence[int], window: Window) -> np.ndarray:
+    """Fold ``dcols`` (``unfold``'s layout) back onto the input: the adjoint of ``unfold`` after ``pad``.
+
+    Every window adds its row into the padded gradient (``+=``: overlapping windows share entries) at its taps;
+    the padding is then cropped away, giving ``dx: x_shape = (N, *S, C)``.
+    """
+    n, *sizes, c = x_shape
+    pads, out_sizes, _ = _plan(window, tuple(sizes), tuple(kernel))
+    padded = tuple(size + before + after for size, (before, after) in zip(sizes, pads, strict=True))
+    dpadded = np.zeros((n, *padded, c), dtype=dcols.dtype)
+    groups, every = window.groups, (slice(None),) * (1 + len(sizes))
+    if groups == 1:
+        windows = dcols.reshape(n, *out_sizes, *kernel, c)
+        target = dpadded
+    else:  # window rows per group → (n, *o, *k, γ, c/g), onto the channels γ·C/g … of the same group
+        windows = np.moveaxis(dcols.reshape(groups, n, *out_sizes, *kernel, c // groups), 0, -2)
+        target = dpadded.reshape(n, *padded, groups, c // groups)
+    # Per axis, the rows of the padded input that tap j reaches across every window: slice(j·d, …, s).
+    reach = [
+        [_window_slices(j * d, s, count) for j in range(k)]
+        for k, s, d, count in zip(kernel, window.strides, window.dilations, out_sizes, strict=True)
+    ]
+    for offset, where in zip(itertools.product(*map(range, kernel)), itertools.product(*reach), strict=True):
+        tap: tuple[slice | int, ...] = (*every, *offset)
+        slab = (slice(None), *where)
+        target[slab] += windows[tap]
+    if not any(before or after for before, after in pads):
+        return dpadded
+    inside = (slice(None), *_crop(sizes, pads), slice(None))
+    return np.ascontiguousarray(dpadded[inside])
 
 
 def col2im(
     dcols: np.ndarray,
-    x_shape: tuple[int, int, int, int],
+    x_shape: tuple[int, ...],
     filter_size: int,
     stride: int,
     padding: int,
 ) -> np.ndarray:
-    """Fold ``dcols: (N·OH·OW, k·k·C)`` back onto the input: the adjoint of ``im2col`` followed by the crop.
-
-    Every window adds its row into the padded gradient (``+=``: overlapping windows share entries); the
-    padding is then cropped away, giving ``dx: (N, H, W, C)``.
-    """
-    n, h, w, c = x_shape
-    k = filter_size
-    out_height = output_size(h, k, stride, padding)
-    out_width = output_size(w, k, stride, padding)
-    d6 = dcols.reshape(n, out_height, out_width, k, k, c)
-    dpadded = np.zeros((n, h + 2 * padding, w + 2 * padding, c), dtype=dcols.dtype)
-    for kh in range(k):
-        rows = _window_slices(kh, stride, out_height)
-        for kw in range(k):
-            dpadded[:, rows, _window_slices(kw, stride, out_width), :] += d6[:, :, :, kh, kw, :]
-    if padding == 0:
-        return dpadded
-    return np.ascontiguousarray(dpadded[:, padding : padding + h, padding : padding + w, :])
+    """The seed's fold: ``dcols: (N·OH·OW, k·k·C)`` → ``dx: (N, H, W, C)``, ``fold`` for a square filter."""
+    return fold(dcols, x_shape, (filter_size,) * 2, _seed_window(stride, padding))
 
 
-def _padded_grid_is_small(x_shape: tuple[int, int, int, int], filter_size: int, padding: int) -> bool:
+@functools.lru_cache(maxsize=256)
+def _plan(
+    window: Window, sizes: tuple[int, ...], kernel: tuple[int, ...]
+) -> tuple[Pads, tuple[int, ...], tuple[int, int] | None]:
+    """The padding, output sizes and seed ``(stride, padding)`` (``Window.uniform``) of ``window`` for inputs of
+    ``sizes`` and a ``kernel`` filter, worked out once per geometry (a check calls the layer hundreds of times)."""
+    return window.resolve_pads(sizes, kernel), window.output_sizes(sizes, kernel), window.uniform(sizes, kernel)
+
+
+@functools.lru_cache(maxsize=64)
+def _seed_window(stride: int, padding: int, dims: int = 2) -> Window:
+    """``Window.of(dims, stride, padding)``, made once per geometry (a forward pass asks for it every call)."""
+    return Window.of(dims, stride, padding)
+
+
+def _padded_grid_is_small(x_shape: tuple[int, ...], filter_size: int, padding: int) -> bool:
     """True when the padded grid has at most twice as many positions as the output (stride 1): then the shifted
     additions of ``_input_gradient_stride_one`` cost less than ``col2im``'s slabs, extra products included."""
     _, h, w, _ = x_shape
@@ -120,7 +198,7 @@ def _padded_grid_is_small(x_shape: tuple[int, int, int, int], filter_size: int, 
 
 
 def _input_gradient_stride_one(
-    dz: np.ndarray, weights: np.ndarray, x_shape: tuple[int, int, int, int], filter_size: int, padding: int
+    dz: np.ndarray, weights: np.ndarray, x_shape: tuple[int, ...], filter_size: int, padding: int
 ) -> np.ndarray:
     """``col2im(dz @ weights.T, x_shape, k, 1, p)`` for stride 1, by shifted additions on the padded grid.
 
@@ -166,25 +244,31 @@ _unfolded: OrderedDict[int, tuple[tuple, np.ndarray, np.ndarray]] = OrderedDict(
 _unfolded_lock = threading.Lock()
 
 
-def _unfold(x: np.ndarray, filter_size: int, stride: int, padding: int, out_height: int, out_width: int) -> np.ndarray:
-    """``im2col(pad(x, padding), …)``, reused while ``x`` holds, bit for bit, the input of this thread's last call.
+def _unfold(
+    x: np.ndarray, kernel: tuple[int, ...], window: Window, pads: Pads, out_sizes: tuple[int, ...]
+) -> np.ndarray:
+    """``unfold(pad(x, pads), …)``, reused while ``x`` holds, bit for bit, the input of this thread's last call.
 
     A finite-difference check calls ``forward`` hundreds of times, and nearly half of those calls (every weight
     and bias perturbation) pass an unchanged ``x``: comparing its bits with a copy of the previous input (one pass
-    over ``x``) costs a fraction of unfolding it again (``k²`` times as much memory). The matrix is returned
+    over ``x``) costs a fraction of unfolding it again (``∏k`` times as much memory). The matrix is returned
     read-only, since successive caches may share it.
     """
+
+    def unfolded() -> np.ndarray:
+        return unfold(pad(x, pads), kernel, window.strides, window.dilations, out_sizes, window.groups)
+
     size = x.dtype.itemsize
     if not x.flags.c_contiguous or size not in (1, 2, 4, 8):
-        return im2col(pad(x, padding), filter_size, stride, out_height, out_width)
+        return unfolded()
     bits = x.view(f"u{size}")  # compared as integers: -0.0 differs from 0.0, a NaN equals its own bits
-    key = (x.shape, x.dtype.str, filter_size, stride, padding)
+    key = (x.shape, x.dtype.str, kernel, window.strides, window.dilations, pads, window.groups)
     thread = threading.get_ident()
     with _unfolded_lock:
         held = _unfolded.pop(thread, None)
     if held is None or held[0] != key or not np.array_equal(held[1], bits):
         held = None  # let the previous matrix go before the new one is made
-        cols = im2col(pad(x, padding), filter_size, stride, out_height, out_width)
+        cols = unfolded()
         cols.flags.writeable = False
         held = (key, bits.copy(), cols)
     with _unfolded_lock:
@@ -206,41 +290,75 @@ _KEEP_UNFOLDED = _cores()
 
 @dataclass(frozen=True)
 class MatrixCache:
-    """What backward needs from forward (the seed's ``matric_data`` and ``filter_data``)."""
+    """What backward needs from forward (the seed's ``matric_data`` and ``filter_data``).
 
-    cols: np.ndarray  # M: (N·OH·OW, k·k·C_in), the seed's matric_data
-    weights: np.ndarray  # W: (k·k·C_in, C_out)
-    pre_activation: np.ndarray  # Z: (N·OH·OW, C_out)
-    activated: np.ndarray  # A = act(Z): (N·OH·OW, C_out), the seed's filter_data
-    x_shape: tuple[int, int, int, int]
-    w_shape: tuple[int, int, int, int]
+    With g > 1 groups, ``cols`` and ``weights`` hold one matrix per group: ``(g, R, ∏k·C_in/g)`` and
+    ``(g, ∏k·C_in/g, C_out/g)``.
+    """
+
+    cols: np.ndarray  # M: (R = N·∏O, ∏k·C_in), the seed's matric_data
+    weights: np.ndarray  # W: (∏k·C_in, C_out)
+    pre_activation: np.ndarray  # Z: (R, C_out)
+    activated: np.ndarray  # A = act(Z): (R, C_out), the seed's filter_data
+    x_shape: tuple[int, ...]
+    w_shape: tuple[int, ...]
+    bias: bool = True  # False: the forward had no bias (b of shape (0,)), and backward's db has no entries
 
 
 @dataclass(frozen=True)
 class MatrixConvLayer:
-    """convcheck's own layer. Arrays are NHWC; see ``convcheck.spec`` for the shape vocabulary."""
+    """convcheck's own layer. Arrays are channels-last; see ``convcheck.spec`` for the shape vocabulary.
+
+    ``stride`` and ``padding`` are the seed's: one value for every axis and side. ``window``, when given, is the
+    general geometry (per-axis strides, dilation, per-side or ``same`` padding, groups) and replaces them; the
+    number of spatial axes is read from the arrays.
+    """
 
     stride: int = 1
     padding: int = 0
     activation: Activation = Activation.RELU
+    window: Window | None = None
+
+    def __post_init__(self) -> None:
+        if self.window is not None and (self.stride, self.padding) != (1, 0):
+            raise ValueError("give either stride and padding or a window, not both")
+
+    @classmethod
+    def for_shape(cls, shape: ConvShape, activation: Activation = Activation.RELU) -> MatrixConvLayer:
+        """The layer of ``shape``'s geometry: the seed's ints where they describe it, else its window."""
+        window = shape.window
+        seed = window.uniform(shape.spatial_in, shape.kernel) if window.mode is PaddingMode.EXPLICIT else None
+        if seed is not None:
+            return cls(seed[0], seed[1], activation)
+        return cls(activation=activation, window=window)
+
+    def geometry(self, dims: int) -> Window:
+        """The window of a layer with ``dims`` spatial axes."""
+        return self.window if self.window is not None else _seed_window(self.stride, self.padding, dims)
 
     def forward(self, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, MatrixCache]:
-        """``x: (N, H, W, C_in)``, ``w: (k, k, C_in, C_out)``, ``b: (C_out,)`` → ``out: (N, OH, OW, C_out)``."""
-        n, h, width, c_in = x.shape
-        k, _, _, c_out = w.shape
-        oh = output_size(h, k, self.stride, self.padding)
-        ow = output_size(width, k, self.stride, self.padding)
-        cols = _unfold(x, k, self.stride, self.padding, oh, ow)
-        weights = w.reshape(k * k * c_in, c_out)
-        z = cols @ weights
-        z += b
+        """``x: (N, *S, C_in)``, ``w: (*kernel, C_in/g, C_out)``, ``b: (C_out,)`` or ``(0,)`` (no bias) →
+        ``out: (N, *O, C_out)``."""
+        window = self.geometry(x.ndim - 2)
+        kernel, c_out, groups = tuple(w.shape[:-2]), w.shape[-1], window.groups
+        pads, out_sizes, _ = _plan(window, x.shape[1:-1], kernel)
+        cols = _unfold(x, kernel, window, pads, out_sizes)
+        if groups == 1:
+            weights = w.reshape(-1, c_out)
+            z = cols @ weights
+        else:  # W_γ: the rows of group γ's output channels, (g, ∏k·C_in/g, C_out/g)
+            weights = np.ascontiguousarray(w.reshape(-1, groups, c_out // groups).transpose(1, 0, 2))
+            z = np.matmul(cols, weights).transpose(1, 0, 2).reshape(-1, c_out)
+        has_bias = b.size > 0
+        if has_bias:
+            z += b
         a = z if self.activation is Activation.NONE else act.apply(self.activation, z)
-        cache = MatrixCache(cols, weights, z, a, x.shape, w.shape)
-        return a.reshape(n, oh, ow, c_out), cache
+        cache = MatrixCache(cols, weights, z, a, x.shape, w.shape, has_bias)
+        return a.reshape(x.shape[0], *out_sizes, c_out), cache
 
     def backward(self, dout: np.ndarray, cache: MatrixCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``dout: (N, OH, OW, C_out)`` → ``(dx, dw, db)`` shaped like ``(x, w, b)``."""
-        c_out = cache.weights.shape[1]
+        """``dout: (N, *O, C_out)`` → ``(dx, dw, db)`` shaped like ``(x, w, b)``."""
+        c_out = cache.w_shape[-1]
         dz = dout.reshape(-1, c_out)
         if self.activation is Activation.RELU:  # act' is 0 or 1: multiply by the mask itself (one pass fewer)
             z = cache.pre_activation
@@ -249,12 +367,23 @@ class MatrixConvLayer:
             slope = act.derivative(self.activation, cache.pre_activation, cache.activated)
             if slope is not None:
                 dz = dz * slope
-        dweights = cache.cols.T @ dz
-        dbias = np.ones(dz.shape[0], dtype=dz.dtype) @ dz  # Σ_rows dZ as one matrix-vector product
-        k = cache.w_shape[0]
-        if self.stride == 1 and _padded_grid_is_small(cache.x_shape, k, self.padding):
-            dx = _input_gradient_stride_one(dz, cache.weights, cache.x_shape, k, self.padding)
-        else:
-            dcols = dz @ cache.weights.T
-            dx = col2im(dcols, cache.x_shape, k, self.stride, self.padding)
-        return dx, dweights.reshape(cache.w_shape), dbias
+        window = self.geometry(len(cache.x_shape) - 2)
+        if window.groups == 1:
+            dweights = cache.cols.T @ dz
+        else:  # per group: dW_γ = M_γᵀ·dZ_γ, laid back as (∏k·C_in/g, γ, C_out/g)
+            dz_groups = dz.reshape(-1, window.groups, c_out // window.groups).transpose(1, 0, 2)
+            dweights = (cache.cols.transpose(0, 2, 1) @ dz_groups).transpose(1, 0, 2)
+        dbias = np.ones(dz.shape[0], dtype=dz.dtype) @ dz if cache.bias else np.zeros(0, dz.dtype)  # Σ_rows dZ
+        return self._input_gradient(dz, cache, window), dweights.reshape(cache.w_shape), dbias
+
+    def _input_gradient(self, dz: np.ndarray, cache: MatrixCache, window: Window) -> np.ndarray:
+        """``dx = fold(dZ·Wᵀ)`` (per group), by shifted additions for the seed's geometry at stride 1."""
+        kernel = tuple(cache.w_shape[:-2])
+        seed = _plan(window, cache.x_shape[1:-1], kernel)[2]
+        square = len(set(kernel)) == 1
+        if seed is not None and seed[0] == 1 and square and _padded_grid_is_small(cache.x_shape, kernel[0], seed[1]):
+            return _input_gradient_stride_one(dz, cache.weights, cache.x_shape, kernel[0], seed[1])
+        if window.groups == 1:
+            return fold(dz @ cache.weights.T, cache.x_shape, kernel, window)
+        dz_groups = dz.reshape(-1, window.groups, cache.w_shape[-1] // window.groups).transpose(1, 0, 2)
+        return fold(dz_groups @ cache.weights.transpose(0, 2, 1), cache.x_shape, kernel, window)

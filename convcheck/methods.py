@@ -79,7 +79,7 @@ def planned_passes(spec: CheckSpec) -> tuple[str, int]:
         label = f"auto→{method.value}"
     else:
         label = method.value
-    sizes = (math.prod(shape.x_shape), math.prod(shape.w_shape), shape.out_depth)
+    sizes = (math.prod(shape.x_shape), math.prod(shape.w_shape), math.prod(shape.b_shape))
     passes = {
         Method.FULL: full_passes(spec),
         Method.ENTRYWISE: entrywise_passes(shape),

@@ -71,7 +71,7 @@ def engine_workers(layer: object, shape: ConvShape) -> int:
         return 1  # a user's layer, or a user's subclass of ours, behind whatever adapter
     if blas_pinned():
         return 1
-    macs = math.prod(shape.out_shape) * shape.filter_size**2 * shape.in_depth
+    macs = math.prod(shape.out_shape) * shape.fan_in
     return available_cores() if macs >= PARALLEL_MIN_MACS else 1
 
 

@@ -30,6 +30,19 @@ class Status(str, Enum):
     PASS = "pass"
     FAIL = "fail"
     ERROR = "error"
+    SKIPPED = "skipped"  # the layer refused this geometry, as the config's expected_error says it may
+
+    @property
+    def ok(self) -> bool:
+        """True for the statuses that keep a run green: passed, and skipped as the config expects."""
+        return self in (Status.PASS, Status.SKIPPED)
+
+
+class Severity(str, Enum):
+    """How much a contract finding weighs. Warnings are reported but pass the check unless it is strict."""
+
+    ERROR = "error"
+    WARNING = "warning"
 
 
 class FindingKind(str, Enum):
@@ -67,6 +80,15 @@ class Finding:
     def __str__(self) -> str:
         return self.text
 
+    @property
+    def severity(self) -> Severity:
+        """``WARNING`` for the findings that cannot change any gradient: today only ``backward`` modifying the
+        caller's ``dout`` in place (the gradients it returns are checked apart, entry by entry). Everything else
+        makes the gradients meaningless or bites in training, and fails the check."""
+        if self.kind is FindingKind.MODIFIED_ARGUMENT and self.tensor == "dout":
+            return Severity.WARNING
+        return Severity.ERROR
+
 
 @dataclass(frozen=True)
 class Hint:
@@ -89,6 +111,7 @@ class NoteKind(str, Enum):
     PRECISION = "precision"  # how a float32 layer was differenced
     FALLBACK = "fallback"  # grouped differences not valid here; another method was used
     TIMEOUT_NOT_ENFORCED = "timeout not enforced"  # the check ran where no alarm could stop it
+    REFUSED = "refused"  # the layer raised the error the config expects for this geometry: the check is skipped
     OWN_FORWARD = "own forward"  # the forward is wrong: the gradient verdicts are relative to the layer's own forward
     OTHER = "other"
 
@@ -188,5 +211,20 @@ class CheckResult:
     def passed(self) -> bool:
         return self.status is Status.PASS
 
+    @property
+    def warnings(self) -> tuple[Finding, ...]:
+        """The contract findings that are warnings (``Severity.WARNING``): reported, not failing unless strict."""
+        return tuple(f for f in self.contract if f.severity is Severity.WARNING)
+
+    @property
+    def violations(self) -> tuple[Finding, ...]:
+        """The contract findings that fail the check."""
+        return tuple(f for f in self.contract if f.severity is Severity.ERROR)
+
     def gradient(self, name: str) -> TensorResult | None:
         return next((g for g in self.gradients if g.name == name), None)
+
+
+def error_result(spec: CheckSpec, seconds: float, message: str) -> CheckResult:
+    """A result with status ``error`` for a check that could not run to its end; ``message`` is one paragraph."""
+    return CheckResult(name=spec.name, status=Status.ERROR, spec=spec, seconds=seconds, error=message)

@@ -16,14 +16,14 @@ differences in float64 at the same float32-valued point and judges the float32 a
 the float32 rounding bound of the backward's own sums (below). A layer that returns float32 whatever it is given is
 differenced in float32, with float32's step and noise model.
 
-Rounding model. A computed pre-activation ``z = Σ x·w + b`` with ``n = k²·C_in + 1`` terms carries a rounding error
-of order ``σ = u·(√n·A + |out| + max A)`` (the last term, the largest magnitude any window can reach, for layers
-whose rounding is global, such as an FFT convolution) where ``A = Σ |x|·|w| + |b|`` (the sum of the magnitudes, not
-``|z|``, which cancellation can make arbitrarily small; ``reference.magnitude`` computes it). The central
-difference of one output then has noise ``√2·σ / (2ε)`` and a gradient entry that sums many outputs with weights
-``G`` has noise ``√(Σ G²·2σ²) / (2ε)``. The analytic gradient's own rounding is bounded the same way: an entry
-summing ``n`` products whose magnitudes add up to ``M`` is off by about ``u·√n·M`` (``analytic_noise``). An entry
-is allowed
+Rounding model. A computed pre-activation ``z = Σ x·w + b`` with ``n = ∏k·C_in/groups + 1`` terms (``k²·C_in + 1``
+for the seed's layer) carries a rounding error of order ``σ = u·(√n·A + |out| + max A)`` (the last term, the largest
+magnitude any window can reach, for layers whose rounding is global, such as an FFT convolution) where
+``A = Σ |x|·|w| + |b|`` (the sum of the magnitudes, not ``|z|``, which cancellation can make arbitrarily small;
+``reference.magnitude`` computes it). The central difference of one output then has noise ``√2·σ / (2ε)`` and a
+gradient entry that sums many outputs with weights ``G`` has noise ``√(Σ G²·2σ²) / (2ε)``. The analytic gradient's
+own rounding is bounded the same way: an entry summing ``n`` products whose magnitudes add up to ``M`` is off by about
+``u·√n·M`` (``analytic_noise``). An entry is allowed
 
     atol + rtol·|numeric| + SAFETY·(numeric noise + analytic noise) [+ the truncation bound, smooth activations]
 
@@ -39,6 +39,7 @@ import math
 import numpy as np
 
 from convcheck import reference
+from convcheck.geometry import Window
 from convcheck.results import Tolerance
 from convcheck.spec import Activation, DType
 
@@ -82,22 +83,22 @@ def resolve(
 
 
 def rounding_sigma(
-    x: np.ndarray, w: np.ndarray, b: np.ndarray, out: np.ndarray, stride: int, padding: int, u: float
+    x: np.ndarray, w: np.ndarray, b: np.ndarray, out: np.ndarray, window: Window, u: float
 ) -> np.ndarray:
     """Per output element, the rounding noise ``σ = u·(√n·A + |out| + max A)`` of one evaluation (module docstring).
 
     Args:
-        x: (N, H, W, C_in), w: (k, k, C_in, C_out), b: (C_out,), out: (N, OH, OW, C_out).
+        x: (N, *S, C_in), w: (*kernel, C_in/g, C_out), b: (C_out,) or (0,), out: (N, *O, C_out).
+        window: the layer's geometry (``ConvShape.window``).
     """
-    magnitude = reference.magnitude(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), stride, padding)
-    terms = w.shape[0] * w.shape[1] * w.shape[2] + 1
+    magnitude = reference.magnitude(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), window)
+    terms = math.prod(w.shape[:-1]) + 1  # the products of one window and the bias
     # The floor covers layers whose rounding is global rather than per window (an FFT convolution spreads every
     # output's rounding over all of them, so an output of an all-padding window is off by ~u times the largest
     # magnitude any window could reach: max|x| times the largest Σ|w| of one filter, plus max|b|).
     abs_w = np.abs(w.astype(np.float64))
-    floor = float(
-        np.max(np.abs(x), initial=0.0) * np.max(abs_w.sum(axis=(0, 1, 2)), initial=0.0) + np.max(np.abs(b), initial=0.0)
-    )
+    one_filter = abs_w.sum(axis=tuple(range(w.ndim - 1)))
+    floor = float(np.max(np.abs(x), initial=0.0) * np.max(one_filter, initial=0.0) + np.max(np.abs(b), initial=0.0))
     return u * (math.sqrt(terms) * magnitude + np.abs(np.asarray(out, dtype=np.float64)) + floor)
 
 
@@ -106,8 +107,7 @@ def analytic_noise(
     w: np.ndarray,
     b: np.ndarray,
     dout: np.ndarray,
-    stride: int,
-    padding: int,
+    window: Window,
     u: float,
     activation: Activation = Activation.NONE,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -118,19 +118,23 @@ def analytic_noise(
     output, carried to each entry by the same sums (it dominates when large terms cancel to a moderate ``z``).
 
     Args:
-        x: (N, H, W, C_in), w: (k, k, C_in, C_out), b: (C_out,), dout: (N, OH, OW, C_out).
+        x: (N, *S, C_in), w: (*kernel, C_in/g, C_out), b: (C_out,) or (0,), dout: (N, *O, C_out).
+        window: the layer's geometry (``ConvShape.window``).
         activation: the layer's activation (its curvature sets the second part).
-    Every activation convcheck knows has ``|act'| ≤ 1``, so ``|dout|`` bounds what reaches the products.
+    Every activation convcheck knows has ``|act'| ≤ 1``, so ``|dout|`` bounds what reaches the products. One input
+    entry reaches, along each axis, at most ``min(k, (k − 1)·d // s + 1)`` windows (``ceil(k/s)`` without dilation),
+    each in the ``C_out/g`` output channels of its group.
     """
     from convcheck.layer import MatrixConvLayer  # the linear layer's backward computes exactly these sums
 
-    linear = MatrixConvLayer(stride, padding, Activation.NONE)
+    linear = MatrixConvLayer(activation=Activation.NONE, window=window)
     absolute = [np.abs(np.asarray(a, dtype=np.float64)) for a in (x, w, b, dout)]
     magnitude, cache = linear.forward(absolute[0], absolute[1], absolute[2])
     mag_dx, mag_dw, mag_db = linear.backward(absolute[3], cache)
-    k, c_in, c_out = w.shape[0], w.shape[2], w.shape[3]
-    positions = dout.shape[0] * dout.shape[1] * dout.shape[2]
-    per_input = math.ceil(k / stride) ** 2 * c_out  # (window, channel) pairs that reach one input entry
+    kernel, c_out = w.shape[:-2], w.shape[-1]
+    positions = math.prod(dout.shape[:-1])
+    windows = (min(k, (k - 1) * d // s + 1) for k, s, d in zip(kernel, window.strides, window.dilations, strict=True))
+    per_input = math.prod(windows) * (c_out // window.groups)  # (window, channel) pairs that reach one input entry
     bounds = [
         u * math.sqrt(per_input) * mag_dx,
         u * math.sqrt(positions) * mag_dw,
@@ -138,7 +142,7 @@ def analytic_noise(
     ]
     curvature = SECOND_DERIVATIVE_BOUND.get(activation)
     if curvature is not None:
-        sigma_z = u * math.sqrt(k * k * c_in + 1) * magnitude
+        sigma_z = u * math.sqrt(math.prod(w.shape[:-1]) + 1) * magnitude
         bounds = [
             bound + extra
             for bound, extra in zip(bounds, linear.backward(absolute[3] * curvature * sigma_z, cache), strict=True)

@@ -64,7 +64,7 @@ def differing_tensors(bug: PlantedBug, spec: CheckSpec, seed: int = 0) -> set[st
     layer = bug.make(s.stride, s.padding, spec.activation)
     out, cache = layer.forward(x, w, b)
     found = set()
-    if _differs(out, reference.forward(x, w, b, s.stride, s.padding, spec.activation)):
+    if _differs(out, reference.forward(x, w, b, s.window, spec.activation)):
         found.add("forward")
         expected = _numeric_gradients(layer, x, w, b, g)
         tol = {"rtol": 1e-5, "atol": 1e-6}

@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from convcheck import bugs
 from convcheck.layer import MatrixConvLayer
 from convcheck.results import Finding, FindingKind
-from convcheck.spec import ConvShape, ImplRef, Layout, Signature
+from convcheck.spec import Activation, ConvShape, ImplRef, Layout, Signature
 from convcheck.user.adapter import UserLayer
 from convcheck.user.contract import exercise
 from convcheck.user.errors import UserCodeError
@@ -186,17 +187,8 @@ def test_gradient_buffers_that_accumulate_across_calls():
     assert len(found) == 1 and found[0].kind in (FindingKind.REPEAT_ACCUMULATES, FindingKind.REPEAT_DIFFERS)
     assert "second backward call on the same cache returned a different dw" in str(found[0])
 
-    class Accumulates(MatrixConvLayer):
-        def __init__(self):
-            super().__init__(1, 1)
-            object.__setattr__(self, "dw", None)
-
-        def backward(self, dout, cache):
-            dx, dw, db = super().backward(dout, cache)
-            object.__setattr__(self, "dw", dw if self.dw is None else self.dw + dw)
-            return dx, self.dw, db
-
-    problem = only(problems_of(Accumulates()), FindingKind.REPEAT_ACCUMULATES)
+    accumulates = bugs.get("weights-accumulate").make(SHAPE.stride, SHAPE.padding, Activation.RELU)
+    problem = only(problems_of(accumulates), FindingKind.REPEAT_ACCUMULATES)
     assert "a different dw" in problem and "exactly twice the first" in problem
 
 
@@ -229,6 +221,16 @@ def test_output_buffer_reused_across_forward_calls():
             return ReusesOutput.buffer, cache
 
     assert "forward reuses its output array" in only(problems_of(ReusesOutput(1, 1)), FindingKind.OUTPUT_REUSED)
+
+
+def test_output_buffer_reused_by_a_user_layer_is_found_although_the_adapter_copies_it():
+    """UserLayer copies every output it hands on, so the buffer is seen only as the user's forward returned it."""
+    problem = only(problems_of(fixture("reuses_output.py")), FindingKind.OUTPUT_REUSED)
+    assert "forward reuses its output array" in problem
+
+
+def test_a_user_layer_returning_fresh_outputs_is_not_accused_of_reusing_them():
+    assert problems_of(fixture("good_nhwc.py")) == ()
 
 
 # -- user exceptions propagate ------------------------------------------------------------------------------

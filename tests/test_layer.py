@@ -74,10 +74,10 @@ def test_forward_equals_the_reference(shape: ConvShape, seed: int, activation: A
     assert out.shape == shape.out_shape
     assert out.dtype == dtype
     x64, w64, b64 = (a.astype(np.float64) for a in (x, w, b))
-    want = reference.forward(x64, w64, b64, shape.stride, shape.padding, activation)
+    want = reference.forward(x64, w64, b64, shape.window, activation)
     u = unit_roundoff(dtype)
     n = shape.filter_size**2 * shape.in_depth + 1
-    bound = 2 * gamma(n, u) * reference.magnitude(x64, w64, b64, shape.stride, shape.padding) + 8 * u * np.abs(want)
+    bound = 2 * gamma(n, u) * reference.magnitude(x64, w64, b64, shape.window) + 8 * u * np.abs(want)
     assert np.all(np.abs(out - want) <= bound)
 
 
@@ -122,7 +122,7 @@ def difference_bound(
     u = unit_roundoff(np.float64)
     n = shape.filter_size**2 * shape.in_depth + 1
     m = math.prod(shape.out_shape)
-    a_plus = reference.magnitude(np.abs(x) + eps, np.abs(w) + eps, np.abs(b) + eps, shape.stride, shape.padding)
+    a_plus = reference.magnitude(np.abs(x) + eps, np.abs(w) + eps, np.abs(b) + eps, shape.window)
     activation_rounding = 0.0 if activation in (Activation.NONE, Activation.RELU) else 4 * u
     per_output = gamma(n, u) * a_plus + activation_rounding
     numeric = float(np.sum(np.abs(g) * per_output)) / eps
@@ -139,7 +139,7 @@ def move_kinks_away(x, w, b, shape: ConvShape) -> tuple[np.ndarray, float]:
     a pre-activation by less than that never cross ReLU's kink. Interior gaps are preferred, so that both sides
     of the kink stay populated whenever a channel has two distinct pre-activations.
     """
-    z = reference.conv2d(x, w, np.zeros_like(b), shape.stride, shape.padding).reshape(-1, shape.out_depth)
+    z = reference.convolve(x, w, np.zeros_like(b), shape.window).reshape(-1, shape.out_depth)
     bias, margins = np.empty_like(b), []
     for co in range(shape.out_depth):
         values = np.unique(z[:, co])
@@ -187,9 +187,7 @@ def test_backward_equals_naive_central_differences(shape: ConvShape, seed: int, 
     layer = layer_for(shape, activation)
     out, cache = layer.forward(x, w, b)
     analytic = layer.backward(g, cache)
-    numeric = central_differences(
-        lambda *p: reference.forward(*p, shape.stride, shape.padding, activation), x, w, b, g, eps
-    )
+    numeric = central_differences(lambda *p: reference.forward(*p, shape.window, activation), x, w, b, g, eps)
     bound = difference_bound(shape, x, w, b, g, eps, activation, THIRD_DERIVATIVE.get(activation, 0.0))
     for name, got, want in zip(("dx", "dw", "db"), analytic, numeric, strict=True):
         assert got.shape == want.shape, name
@@ -283,7 +281,7 @@ def test_backward_of_the_linear_layer_is_the_adjoint_of_its_forward(shape: ConvS
     layer = layer_for(shape, Activation.NONE)
     out, cache = layer.forward(t_x, t_w, np.zeros_like(t_b))
     dx, dw, _ = layer.backward(c, cache)
-    scale = float(np.sum(reference.magnitude(t_x, t_w, np.zeros_like(t_b), shape.stride, shape.padding) * np.abs(c)))
+    scale = float(np.sum(reference.magnitude(t_x, t_w, np.zeros_like(t_b), shape.window) * np.abs(c)))
     assert_adjoint(float(np.sum(out * c)), float(np.sum(t_x * dx)), scale)
     assert_adjoint(float(np.sum(out * c)), float(np.sum(t_w * dw)), scale)
 

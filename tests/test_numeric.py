@@ -8,10 +8,13 @@ import threading
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from strategies import geometries
 
 from convcheck import numeric, tolerance
 from convcheck.layer import MatrixConvLayer
 from convcheck.numeric import Engine, NotLocalError
+from convcheck.numeric.groups import Ownership, input_groups
 from convcheck.results import Tolerance
 from convcheck.spec import Activation, ConvShape, DType
 
@@ -52,7 +55,7 @@ def setup(shape: ConvShape, activation: Activation, seed: int = 0):
     forward = CountingForward(layer)
     engine = Engine(forward, x, w, b, g, shape, activation, F64.eps, U64)
     analytic = layer.backward(g, layer.forward(x, w, b)[1])
-    noise = tolerance.analytic_noise(x, w, b, g, shape.stride, shape.padding, U64)
+    noise = tolerance.analytic_noise(x, w, b, g, shape.window, U64)
     return engine, forward, analytic, noise
 
 
@@ -88,6 +91,26 @@ def test_grouped_differences_equal_per_entry_differences_with_relu_away_from_kin
         clean = (grouped.crossed == 0) & (single.crossed == 0)
         assert clean.mean() > 0.9
         assert relative_difference(grouped.central[clean], single.central[clean]) <= 1e-12
+
+
+@settings(max_examples=40, deadline=None)
+@given(shape=geometries())
+def test_the_seed_geometry_keeps_its_residue_groups_in_their_order(shape: ConvShape):
+    """For the seed's geometry the general row classes ``(h div d) mod k`` are the residues ``h mod k``: input
+    groups come in the order (i, j, c), each holding every entry with ``h ≡ i``, ``w ≡ j (mod k)`` in channel c, owned
+    by position (so estimates stay bit for bit what they were)."""
+    k, c_in = shape.filter_size, shape.in_depth
+    n, h, w, c = np.unravel_index(np.arange(np.prod(shape.x_shape)), shape.x_shape)
+    expected = [
+        np.flatnonzero((h % k == i) & (w % k == j) & (c == channel))
+        for i in range(min(k, shape.in_height))
+        for j in range(min(k, shape.in_width))
+        for channel in range(c_in)
+    ]
+    groups = list(input_groups(shape))
+    assert [g.ownership for g in groups] == [Ownership.POSITION] * len(expected)
+    for group, entries in zip(groups, expected, strict=True):
+        np.testing.assert_array_equal(group.entries, entries)
 
 
 # -- cost ---------------------------------------------------------------------------------------------------------

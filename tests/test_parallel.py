@@ -22,7 +22,7 @@ def engines(shape: ConvShape, activation: Activation, workers: tuple[int, ...], 
     x, w, b, g = (rng.standard_normal(s) for s in (shape.x_shape, shape.w_shape, shape.b_shape, shape.out_shape))
     layer = MatrixConvLayer(shape.stride, shape.padding, activation)
     analytic = layer.backward(g, layer.forward(x, w, b)[1])
-    noise = tolerance.analytic_noise(x, w, b, g, shape.stride, shape.padding, U64)
+    noise = tolerance.analytic_noise(x, w, b, g, shape.window, U64)
 
     def forward(*arrays):
         return layer.forward(*arrays)[0]

@@ -1,7 +1,7 @@
 """The reference convolution equals a plain loop convolution written here, on random geometries.
 
 ``naive_conv2d`` is the definition of a (cross-correlation) convolution with zero padding, spelled out as loops
-with an explicit bounds check instead of a padded copy, so it shares nothing with ``reference.conv2d`` (a
+with an explicit bounds check instead of a padded copy, so it shares nothing with ``reference.convolve`` (a
 sliding-window view contracted by einsum). Both sum the same ``n = k²·C_in + 1`` terms per output in different
 orders, so they may differ by at most ``2·γ_n·Σ|terms|`` with ``γ_n = n·u / (1 − n·u)`` (Higham, *Accuracy and
 Stability of Numerical Algorithms*, §3.1): that bound, not a tuned number, is the tolerance.
@@ -18,6 +18,7 @@ from strategies import geometries
 
 from convcheck import activation as act
 from convcheck import reference
+from convcheck.geometry import Window
 from convcheck.spec import Activation, ConvShape
 
 U64 = float(np.finfo(np.float64).eps) / 2
@@ -96,7 +97,7 @@ def test_pinned_geometries_cover_the_cases_the_issue_names():
 @example(shape=PADDING_ONLY_WINDOWS, seed=5)
 def test_reference_conv2d_equals_the_six_loop_convolution(shape: ConvShape, seed: int):
     x, w, b = random_arrays(shape, seed)
-    got = reference.conv2d(x, w, b, shape.stride, shape.padding)
+    got = reference.convolve(x, w, b, shape.window)
     want, magnitude = naive_conv2d(x, w, b, shape.stride, shape.padding)
     assert got.shape == shape.out_shape == want.shape
     assert np.all(np.abs(got - want) <= summation_bound(shape, magnitude))
@@ -116,7 +117,7 @@ def test_a_one_hot_kernel_copies_the_padded_input_at_its_offset(shape: ConvShape
     p, s = shape.padding, shape.stride
     padded = np.zeros((shape.batch, shape.in_height + 2 * p, shape.in_width + 2 * p, shape.in_depth))
     padded[:, p : p + shape.in_height, p : p + shape.in_width] = x
-    out = reference.conv2d(x, w, np.zeros(shape.out_depth), s, p)
+    out = reference.convolve(x, w, np.zeros(shape.out_depth), Window.of(2, s, p))
     for oh in range(shape.out_height):
         for ow in range(shape.out_width):
             np.testing.assert_array_equal(out[:, oh, ow, co], padded[:, oh * s + kh, ow * s + kw, ci])
@@ -129,7 +130,7 @@ def test_magnitude_is_the_sum_of_the_absolute_terms(shape: ConvShape, seed: int)
     """``reference.magnitude`` scales every rounding bound in convcheck: it must be Σ|x|·|w| + |b| per output."""
     x, w, b = random_arrays(shape, seed)
     _, want = naive_conv2d(x, w, b, shape.stride, shape.padding)
-    got = reference.magnitude(x, w, b, shape.stride, shape.padding)
+    got = reference.magnitude(x, w, b, shape.window)
     assert np.all(np.abs(got - want) <= summation_bound(shape, want))
 
 
@@ -155,7 +156,7 @@ def test_every_activation_has_a_scalar_definition_here():
 def test_reference_forward_applies_the_activation_to_conv2d(shape: ConvShape, seed: int, activation: Activation):
     """Elementwise against the textbook scalar formulas (``math``), a few units in the last place apart at most."""
     x, w, b = random_arrays(shape, seed)
-    z = reference.conv2d(x, w, b, shape.stride, shape.padding)
-    got = reference.forward(x, w, b, shape.stride, shape.padding, activation)
+    z = reference.convolve(x, w, b, shape.window)
+    got = reference.forward(x, w, b, shape.window, activation)
     want = np.vectorize(SCALAR_ACTIVATIONS[activation], otypes=[float])(z)
     assert np.all(np.abs(got - want) <= 4 * U64 * np.abs(want))

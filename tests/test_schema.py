@@ -16,6 +16,7 @@ import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import sweeps
 
 from convcheck.config import load_text
 from convcheck.config.keys import CHECK_KEYS, IMPL_KEYS
@@ -29,7 +30,8 @@ BAD = ROOT / "tests" / "fixtures" / "bad_configs"
 
 ANNOTATIONS = {"$schema", "title", "description"}
 KEYWORDS = {
-    "$ref", "definitions", "type", "enum", "minimum", "exclusiveMinimum", "minLength", "pattern", "properties",
+    "$ref", "definitions", "type", "enum", "minimum", "exclusiveMinimum", "maximum", "minLength", "maxLength",
+    "pattern", "properties",
     "additionalProperties", "required", "items", "minItems", "uniqueItems", "anyOf", "allOf",
 }  # fmt: skip
 TYPES = {"object", "array", "string", "integer", "number", "boolean", "null"}
@@ -94,9 +96,13 @@ def validate(instance: object, schema: dict[str, Any], root: dict[str, Any], pat
             fail(f"{instance} < {schema['minimum']}")
         if "exclusiveMinimum" in schema and instance <= schema["exclusiveMinimum"]:  # type: ignore[operator]
             fail(f"{instance} <= {schema['exclusiveMinimum']}")
+        if "maximum" in schema and instance > schema["maximum"]:  # type: ignore[operator]
+            fail(f"{instance} > {schema['maximum']}")
     if isinstance(instance, str):
         if len(instance) < schema.get("minLength", 0):
             fail("too short")
+        if len(instance) > schema.get("maxLength", math.inf):
+            fail("too long")
         if "pattern" in schema and not re.search(schema["pattern"], instance):
             fail(f"{instance!r} does not match {schema['pattern']}")
     if isinstance(instance, dict):
@@ -252,28 +258,24 @@ def test_the_validator_is_not_vacuous() -> None:
 # --- property: whatever the loader accepts, the schema accepts --------------------------------------------
 
 
-def sweep(one: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    return one | st.lists(one, min_size=1, max_size=3, unique_by=repr)
-
-
 # Valid values, with the edge cases of valid (1.0 for an integer, "1e-6", "same", "1.5 kb", an impl mapping):
 # the property is about the loader never accepting what an editor would flag.
-SIZE = sweep(st.sampled_from([3, 4, 5, 6, 4.0]))
+SIZE = sweeps(st.sampled_from([3, 4, 5, 6, 4.0]))
 OPTIONAL = {
     "name": st.text("abc-[]=,", min_size=1, max_size=4),
-    "stride": sweep(st.sampled_from([1, 2, 3, 1.0])),
-    "padding": sweep(st.sampled_from([0, 1, "same", 2.0])),
-    "activation": sweep(st.sampled_from([a.value for a in Activation])),
-    "method": sweep(st.sampled_from([m.value for m in Method])),
-    "dtype": sweep(st.sampled_from([d.value for d in DType])),
-    "seed": sweep(st.integers(0, 2**70)),
-    "eps": sweep(st.sampled_from(["1e-6", 1e-6, 1, 0.5, "2E-3"])),
-    "rtol": sweep(st.floats(0, 1)),
-    "atol": sweep(st.floats(0, 1e-3) | st.just(0)),
-    "layout": sweep(st.sampled_from([x.value for x in Layout])),
+    "stride": sweeps(st.sampled_from([1, 2, 3, 1.0])),
+    "padding": sweeps(st.sampled_from([0, 1, "same", 2.0])),
+    "activation": sweeps(st.sampled_from([a.value for a in Activation])),
+    "method": sweeps(st.sampled_from([m.value for m in Method])),
+    "dtype": sweeps(st.sampled_from([d.value for d in DType])),
+    "seed": sweeps(st.integers(0, 2**70)),
+    "eps": sweeps(st.sampled_from(["1e-6", 1e-6, 1, 0.5, "2E-3"])),
+    "rtol": sweeps(st.floats(0, 1)),
+    "atol": sweeps(st.floats(0, 1e-3) | st.just(0)),
+    "layout": sweeps(st.sampled_from([x.value for x in Layout])),
     "timeout": st.sampled_from([1, 0.5, 30, 1e-3]),
     "max_memory": st.sampled_from([1, 2.0, "2GB", "512MiB", "1.5 kb", ".5KiB", " 7 B ", 10**12]),
-    "impl": sweep(
+    "impl": sweeps(
         st.sampled_from(
             [
                 "builtin",
@@ -286,7 +288,7 @@ OPTIONAL = {
 }
 CHECK = st.fixed_dictionaries(
     {key: SIZE for key in ("batch", "in_height", "in_width", "in_depth", "out_depth")}
-    | {"filter_size": sweep(st.sampled_from([1, 2, 3]))},
+    | {"filter_size": sweeps(st.sampled_from([1, 2, 3]))},
     optional=OPTIONAL,
 )
 DOCUMENT = CHECK | st.fixed_dictionaries(

@@ -8,23 +8,19 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import wide_geometries
 
 import convcheck
 from convcheck.checker import run_check
 from convcheck.data import integer_data
-from convcheck.spec import Activation, CheckSpec, ConvShape, DType, Method
+from convcheck.spec import Activation, CheckSpec, DType, Method
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 @st.composite
 def correct_layers(draw):
-    k = draw(st.integers(1, 7))
-    s = draw(st.integers(1, 4))
-    p = draw(st.integers(0, k - 1))
-    h = draw(st.integers(max(1, k - 2 * p), 12))
-    w = draw(st.integers(max(1, k - 2 * p), 12))
-    shape = ConvShape(draw(st.integers(1, 4)), h, w, draw(st.integers(1, 6)), draw(st.integers(1, 6)), k, s, p)
+    shape = draw(wide_geometries())
     activation = draw(st.sampled_from([Activation.RELU, Activation.NONE]))
     dtype = draw(st.sampled_from([DType.FLOAT64, DType.FLOAT32]))
     spec = CheckSpec(

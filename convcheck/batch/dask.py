@@ -47,7 +47,7 @@ from convcheck import parallel
 from convcheck.batch.guard import CheckTimeout, describe_failure, run_one, timeout_of
 from convcheck.batch.outcome import BatchOutcome, ResultCallback, Tally, crash_message, error_result
 from convcheck.checker import run_check
-from convcheck.results import CheckResult, Note, NoteKind
+from convcheck.results import CheckResult, NoteKind
 from convcheck.spec import CheckSpec
 
 if TYPE_CHECKING:
@@ -216,12 +216,9 @@ def _check_on_worker(spec: CheckSpec) -> CheckResult:
     except KeyboardInterrupt:  # run_one lets it through; on a worker it is this check's doing
         return error_result(spec, 0.0, "the check raised KeyboardInterrupt on the Dask worker")
     if watched:  # the task's own timer enforced the timeout that run_one could not
-        result = replace(result, notes=tuple(note for note in result.notes if not _unenforced(note)))
+        notes = tuple(note for note in result.notes if note.kind is not NoteKind.TIMEOUT_NOT_ENFORCED)
+        result = replace(result, notes=notes)
     return result
-
-
-def _unenforced(note: Note) -> bool:
-    return isinstance(note, Note) and note.kind is NoteKind.TIMEOUT_NOT_ENFORCED
 
 
 def _async_exc() -> Any:

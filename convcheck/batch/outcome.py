@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from convcheck.results import CheckResult, Status
+from convcheck.results import CheckResult, error_result
 from convcheck.spec import CheckSpec
 
 __all__ = [
@@ -45,12 +45,7 @@ class BatchOutcome:
     @property
     def passed(self) -> bool:
         """True when every check ran and passed."""
-        return not self.interrupted and not self.not_run and all(r.status is Status.PASS for r in self.results)
-
-
-def error_result(spec: CheckSpec, seconds: float, message: str) -> CheckResult:
-    """A result with status ``error`` for a check that could not run to its end; ``message`` is one paragraph."""
-    return CheckResult(name=spec.name, status=Status.ERROR, spec=spec, seconds=seconds, error=message)
+        return not self.interrupted and not self.not_run and all(r.status.ok for r in self.results)
 
 
 def timeout_message(seconds: float) -> str:
@@ -90,7 +85,7 @@ class Tally:
         self.results[index] = result
         if self.on_result is not None:
             self.on_result(index, result)
-        if not self.fail_fast or result.status is Status.PASS:
+        if not self.fail_fast or result.status.ok:
             return False
         if self.first_failure is not None and index >= self.first_failure:
             return False

@@ -20,8 +20,8 @@ Shapes follow ``convcheck.spec``: ``x: (N, H, W, C_in)``, ``w: (k, k, C_in, C_ou
 
 The package is one module per family of mistakes (``activation``, ``input_grad``, ``param_grads``,
 ``forward``), each holding its layers and its ``BUGS`` entries; ``stepwise`` is the correct layer they start
-from, ``planted`` the entry type, ``col2im`` the wrong col2im variants the diagnosis hypotheses share. A new
-bug goes into its family's module; ``CATALOGUE`` below lists the families in the order the selftest shows.
+from, ``planted`` the entry type, ``col2im`` and ``row_order`` the wrong formulas the diagnosis hypotheses
+share. A new bug goes into its family's module; ``CATALOGUE`` below lists the families in the order the selftest shows.
 """
 
 from __future__ import annotations

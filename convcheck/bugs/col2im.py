@@ -14,7 +14,7 @@ from convcheck.spec import output_size
 
 def col2im_variant(
     dcols: np.ndarray,
-    x_shape: tuple[int, int, int, int],
+    x_shape: tuple[int, ...],
     filter_size: int,
     stride: int,
     padding: int,
@@ -51,7 +51,7 @@ def col2im_variant(
 
 
 def col2im_assign_by_window(
-    dcols: np.ndarray, x_shape: tuple[int, int, int, int], filter_size: int, stride: int, padding: int
+    dcols: np.ndarray, x_shape: tuple[int, ...], filter_size: int, stride: int, padding: int
 ) -> np.ndarray:
     """col2im written as the seed's loop over windows but with ``=`` for ``+=``.
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from convcheck.bugs.col2im import col2im_variant
 from convcheck.bugs.planted import PlantedBug
+from convcheck.bugs.row_order import dm_read_channels_first
 from convcheck.bugs.stepwise import StepwiseLayer, fold_uncropped
 from convcheck.layer import MatrixCache
 from convcheck.spec import ConvShape, output_size
@@ -38,8 +39,7 @@ class Col2imRowOrder(StepwiseLayer):
 
     def fold(self, dcols: np.ndarray, cache: MatrixCache) -> np.ndarray:
         k, _, c_in, _ = cache.w_shape
-        as_read = dcols.reshape(-1, c_in, k, k).transpose(0, 2, 3, 1).reshape(dcols.shape)
-        return super().fold(as_read, cache)
+        return super().fold(dm_read_channels_first(dcols, k, c_in), cache)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from convcheck.bugs.planted import PlantedBug, always
+from convcheck.bugs.row_order import dw_read_channels_first
 from convcheck.bugs.stepwise import StepwiseLayer
 from convcheck.layer import MatrixCache
 
@@ -17,8 +18,7 @@ class WeightsRowOrder(StepwiseLayer):
     """Reads ``dW: (K, C_out)`` as ``(c_in, kh, kw, C_out)`` (PyTorch's order) though M's columns are not."""
 
     def weights_grad(self, dz: np.ndarray, cache: MatrixCache) -> np.ndarray:
-        k, _, c_in, c_out = cache.w_shape
-        return (cache.cols.T @ dz).reshape(c_in, k, k, c_out).transpose(1, 2, 0, 3).copy()
+        return dw_read_channels_first(cache.cols.T @ dz, cache.w_shape).copy()
 
 
 @dataclass(frozen=True)

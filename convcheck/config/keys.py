@@ -24,6 +24,8 @@ class Kind(str, Enum):
     TEXT = "text"
     IMPL = "impl"  # 'builtin', a path, a module name, or a mapping of IMPL_KEYS
     MEMORY = "memory"  # bytes, or a size such as '2GB'
+    BOOL = "bool"  # true or false
+    EXPECTED_ERROR = "expected error"  # an exception class name, or a mapping {type, match}
 
 
 class Target(str, Enum):
@@ -36,15 +38,30 @@ class Target(str, Enum):
 
 SWEEP_TEXT = ", or a non-empty list of such values to sweep"  # ends the allowed text of sweepable keys
 
+# Upper bounds: every number a config gives is bounded, so that nothing overflows at run time (a 101-digit
+# stride, ``timeout: 1e308``) and a typo in a size is refused by ``validate`` instead of estimated in GiB.
+MAX_SIZE = 1_000_000  # any size, stride or padding
+MAX_SEED = 2**64 - 1
+MAX_EPS = 1.0
+MAX_TOLERANCE = 1e6  # rtol, atol (rtol ≥ 1 already lets any error of a factor 2 pass: see config.warnings)
+MAX_TIMEOUT = 7 * 24 * 3600.0  # a week, in seconds
+MAX_MEMORY = 2**50  # 1 PiB
+MAX_CHECKS_PER_FILE = 100_000  # a sweep that expands further is almost certainly a mistake
+MAX_NAME_LENGTH = 200  # characters of a check's name (the names of a sweep's checks add their values)
+MAX_TEXT_LENGTH = 4096  # characters of any other string (an impl path or module name)
+
 # What one value of a kind may be, for the kinds whose text does not depend on the key's bounds or choices.
 _VALUE_TEXTS = {
-    Kind.PADDING: "an integer ≥ 0, or 'same' (odd filter_size only)",
-    Kind.TEXT: "a non-empty string",
     Kind.IMPL: (
         "'builtin', a path to a .py file (relative to the config file), an importable module name, "
         "or a mapping {module, forward, backward, signature: convcheck|cs231n}"
     ),
-    Kind.MEMORY: "a number of bytes (integer ≥ 1) or a string such as '2GB' or '512MiB'",
+    Kind.MEMORY: f"a number of bytes (integer ≥ 1 and ≤ {MAX_MEMORY}) or a string such as '2GB' or '512MiB'",
+    Kind.BOOL: "true or false",
+    Kind.EXPECTED_ERROR: (
+        "an exception class name such as ValueError, or a mapping {type: ValueError, match: REGEX} "
+        "(match: a regular expression searched for in the error's message)"
+    ),
 }
 
 
@@ -63,6 +80,7 @@ class KeyInfo:
     default: object = None
     minimum: float | None = None
     exclusive_minimum: bool = False
+    maximum: float | None = None  # inclusive; every number key has one
     enum: type[Enum] | None = None  # the choices of a Kind.CHOICE key
     sweepable: bool = True
     target: Target = Target.SPEC
@@ -75,12 +93,23 @@ class KeyInfo:
     def value_text(self) -> str:
         """What one value of this key may be, such as ``an integer ≥ 1``."""
         if self.kind is Kind.INT:
-            return f"an integer ≥ {self.minimum:g}"
+            return f"an integer ≥ {self.minimum:g}{self.maximum_text()}"
         if self.kind is Kind.NUMBER:
-            return f"a number {'>' if self.exclusive_minimum else '≥'} {self.minimum:g}"
+            return f"a number {'>' if self.exclusive_minimum else '≥'} {self.minimum:g}{self.maximum_text()}"
+        if self.kind is Kind.PADDING:
+            return f"an integer ≥ 0{self.maximum_text()}, or 'same' (odd filter_size only)"
+        if self.kind is Kind.TEXT:
+            return f"a non-empty string of at most {MAX_NAME_LENGTH} printable characters"
         if self.kind is Kind.CHOICE:
             return "one of " + ", ".join(self.choices)
         return _VALUE_TEXTS[self.kind]
+
+    def maximum_text(self) -> str:
+        """`` and ≤ 1000000`` (integers in full, as a config writes them), or ``""`` without a maximum."""
+        if self.maximum is None:
+            return ""
+        shown = f"{int(self.maximum)}" if float(self.maximum).is_integer() else f"{self.maximum:g}"
+        return f" and ≤ {shown}"
 
     def allowed_text(self) -> str:
         """What this key accepts, as the ``allowed`` part of an error message (and the schema's text)."""
@@ -107,16 +136,25 @@ CHECK_KEYS: Mapping[str, KeyInfo] = {
             "name", Kind.TEXT, "name of the check; default: file stem and index", sweepable=False, target=Target.NONE
         ),
         *(
-            KeyInfo(key, Kind.INT, text, required=True, minimum=1, target=Target.SHAPE)
+            KeyInfo(key, Kind.INT, text, required=True, minimum=1, maximum=MAX_SIZE, target=Target.SHAPE)
             for key, text in _SHAPE_KEYS.items()
         ),
-        KeyInfo("stride", Kind.INT, "step s between filter positions", default=1, minimum=1, target=Target.SHAPE),
+        KeyInfo(
+            "stride",
+            Kind.INT,
+            "step s between filter positions",
+            default=1,
+            minimum=1,
+            maximum=MAX_SIZE,
+            target=Target.SHAPE,
+        ),
         KeyInfo(
             "padding",
             Kind.PADDING,
             "zeros added on each side p; 'same' is (k-1)//2 for odd k",
             default=0,
             minimum=0,
+            maximum=MAX_SIZE,
             target=Target.SHAPE,
         ),
         *(
@@ -125,6 +163,7 @@ CHECK_KEYS: Mapping[str, KeyInfo] = {
                 Kind.INT,
                 f"expected output {axis}, checked against ({size} + 2p - k)//s + 1",
                 minimum=1,
+                maximum=MAX_SIZE,
                 sweepable=False,
                 target=Target.NONE,
             )
@@ -133,10 +172,19 @@ CHECK_KEYS: Mapping[str, KeyInfo] = {
         _choice("activation", Activation, "relu", "nonlinearity applied after conv(x, w) + b"),
         _choice("method", Method, "auto", "how numeric gradients are obtained"),
         _choice("dtype", DType, "float64", "floating-point type the layer runs in"),
-        KeyInfo("seed", Kind.INT, "seed of the random inputs, weights and dout", default=0, minimum=0),
-        KeyInfo("eps", Kind.NUMBER, "finite-difference step; default: by dtype", minimum=0, exclusive_minimum=True),
-        KeyInfo("rtol", Kind.NUMBER, "relative tolerance; default: by dtype", minimum=0),
-        KeyInfo("atol", Kind.NUMBER, "absolute tolerance; default: by dtype", minimum=0),
+        KeyInfo(
+            "seed", Kind.INT, "seed of the random inputs, weights and dout", default=0, minimum=0, maximum=MAX_SEED
+        ),
+        KeyInfo(
+            "eps",
+            Kind.NUMBER,
+            "finite-difference step; default: by dtype",
+            minimum=0,
+            exclusive_minimum=True,
+            maximum=MAX_EPS,
+        ),
+        KeyInfo("rtol", Kind.NUMBER, "relative tolerance; default: by dtype", minimum=0, maximum=MAX_TOLERANCE),
+        KeyInfo("atol", Kind.NUMBER, "absolute tolerance; default: by dtype", minimum=0, maximum=MAX_TOLERANCE),
         KeyInfo("impl", Kind.IMPL, "implementation to check", default="builtin"),
         _choice("layout", Layout, "nhwc", "memory layout of the implementation's arrays"),
         KeyInfo(
@@ -145,6 +193,7 @@ CHECK_KEYS: Mapping[str, KeyInfo] = {
             "seconds allowed for this check; default: the checker's",
             minimum=0,
             exclusive_minimum=True,
+            maximum=MAX_TIMEOUT,
             sweepable=False,
         ),
         KeyInfo(
@@ -152,9 +201,23 @@ CHECK_KEYS: Mapping[str, KeyInfo] = {
             Kind.MEMORY,
             "memory budget in bytes, or a string like '2GB'; default: by machine",
             minimum=1,
+            maximum=MAX_MEMORY,
+            sweepable=False,
+        ),
+        KeyInfo("strict", Kind.BOOL, "warnings fail the check too (as --strict does)", default=False, sweepable=False),
+        KeyInfo(
+            "expected_error",
+            Kind.EXPECTED_ERROR,
+            "an error the layer raises by design for some geometries; checks where it does are skipped",
             sweepable=False,
         ),
     )
+}
+
+# The keys of an expected_error: mapping, with what each accepts.
+EXPECTED_ERROR_ALLOWED: Mapping[str, str] = {
+    "type": "an exception class name, such as ValueError (a base class matches its subclasses)",
+    "match": "a regular expression searched for in the error's message",
 }
 
 # The keys of an impl: mapping, with what each accepts.
@@ -169,6 +232,16 @@ SUITE_KEYS = ("defaults", "checks")  # the top-level keys of a file that lists i
 
 __all__ = [
     "CHECK_KEYS",
+    "MAX_CHECKS_PER_FILE",
+    "MAX_EPS",
+    "MAX_MEMORY",
+    "MAX_NAME_LENGTH",
+    "MAX_SEED",
+    "MAX_SIZE",
+    "MAX_TEXT_LENGTH",
+    "MAX_TIMEOUT",
+    "MAX_TOLERANCE",
+    "EXPECTED_ERROR_ALLOWED",
     "IMPL_ALLOWED",
     "IMPL_KEYS",
     "SUITE_KEYS",

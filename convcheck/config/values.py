@@ -16,9 +16,20 @@ from pathlib import Path
 
 from convcheck.config.document import CheckNode
 from convcheck.config.errors import ConfigError, describe, hint, join, shorten
-from convcheck.config.keys import CHECK_KEYS, IMPL_ALLOWED, IMPL_KEYS, SUITE_KEYS, KeyInfo, Kind
+from convcheck.config.keys import (
+    CHECK_KEYS,
+    EXPECTED_ERROR_ALLOWED,
+    IMPL_ALLOWED,
+    IMPL_KEYS,
+    MAX_CHECKS_PER_FILE,
+    MAX_NAME_LENGTH,
+    MAX_TEXT_LENGTH,
+    SUITE_KEYS,
+    KeyInfo,
+    Kind,
+)
 from convcheck.config.tree import REJECTED, Doc, Entry, Node
-from convcheck.spec import ImplRef, Signature
+from convcheck.spec import ExpectedError, ImplRef, Signature
 
 MEMORY_UNITS: Mapping[str, int] = {
     "b": 1,
@@ -156,7 +167,11 @@ def _parse_setting(info: KeyInfo, node: Node, field: str, doc: Doc) -> Setting |
         return _Failed([doc.error(node, field, message, info.allowed_text())])
     if not node.value:
         return _Failed([doc.error(node, field, "an empty list sweeps nothing", info.allowed_text())])
+    if len(node.value) > MAX_CHECKS_PER_FILE:
+        message = f"a sweep of {len(node.value)} values; a file may expand to at most {MAX_CHECKS_PER_FILE} checks"
+        return _Failed([doc.error(node, field, message, info.allowed_text())])
     values: list[object] = []
+    seen: set[object] = set()  # the values so far (all hashable), so that a long sweep costs linear time
     errors: list[ConfigError] = []
     failed = False
     for index, child in enumerate(node.value):
@@ -164,12 +179,13 @@ def _parse_setting(info: KeyInfo, node: Node, field: str, doc: Doc) -> Setting |
         if isinstance(value, _Failed):
             failed = True
             errors.extend(value.errors)
-        elif value in values:
+        elif value in seen:
             failed = True
             message = f"{label(value)} appears twice in the sweep"
             errors.append(doc.error(child, f"{field}[{index}]", message, "distinct values"))
         else:
             values.append(value)
+            seen.add(value)
     if failed:
         return _Failed(errors)
     nodes: tuple[Node, ...] = node.value  # a sequence node holds Nodes
@@ -183,6 +199,8 @@ def _parse_value(info: KeyInfo, node: Node, field: str, doc: Doc) -> object:
         return _Failed([])
     if info.kind is Kind.IMPL:
         return _parse_impl(info, node, field, doc)
+    if info.kind is Kind.EXPECTED_ERROR:
+        return _parse_expected_error(info, node, field, doc)
     if isinstance(raw, tuple):
         problem: object = _Problem(f"expected {info.value_text()}, got a list (sweeps cannot nest)")
     else:
@@ -213,8 +231,18 @@ def _int_value(info: KeyInfo, raw: object) -> object:
         quoted = " (remove the quotes)" if isinstance(raw, str) and _as_int(_number(raw)) is not None else ""
         return _Problem(f"expected an integer, got {describe(raw)}{quoted}")
     if info.minimum is not None and value < info.minimum:
-        return _Problem(f"must be at least {info.minimum:g}, got {value}")
+        return _Problem(f"must be at least {info.minimum:g}, got {_shown(value)}")
+    if info.maximum is not None and value > info.maximum:
+        return _Problem(f"must be at most {int(info.maximum)}, got {_shown(value)}")
     return value
+
+
+def _shown(value: int) -> str:
+    """An integer as a message quotes it: in full, or by its number of digits when it would flood the line."""
+    digits = len(str(abs(value))) if abs(value) < 10**4000 else None
+    if digits is not None and digits <= 20:
+        return str(value)
+    return f"a {digits}-digit integer" if digits is not None else "an integer of more than 4000 digits"
 
 
 def _number(text: str) -> float | None:
@@ -230,13 +258,15 @@ def _number_value(info: KeyInfo, raw: object) -> object:
     try:
         value = float(raw)
     except OverflowError:
-        return _Problem(f"{raw} is too large")
+        return _Problem(f"{_shown(int(raw))} is too large")
     if not math.isfinite(value):
         return _Problem(f"must be finite, got {raw!r}")
     minimum = info.minimum if info.minimum is not None else -math.inf
     if value < minimum or (info.exclusive_minimum and value == minimum):
         relation = "greater than" if info.exclusive_minimum else "at least"
-        return _Problem(f"must be {relation} {minimum:g}, got {raw!r}")
+        return _Problem(f"must be {relation} {minimum:g}, got {value:g}")
+    if info.maximum is not None and value > info.maximum:
+        return _Problem(f"must be at most {info.maximum:g}, got {value:g}")
     return value
 
 
@@ -260,17 +290,28 @@ def _padding_value(info: KeyInfo, raw: object) -> object:
 def _text_value(info: KeyInfo, raw: object) -> object:
     if not isinstance(raw, str):
         return _Problem(f"expected a string, got {describe(raw)} (quote it)")
+    if len(raw) > MAX_NAME_LENGTH:
+        return _Problem(f"is {len(raw)} characters long; at most {MAX_NAME_LENGTH} are allowed")
     if not raw.strip() or not raw.isprintable():
         return _Problem(f"expected a non-empty, printable string, got {shorten(raw)!r}")
+    return raw
+
+
+def _bool_value(info: KeyInfo, raw: object) -> object:
+    if not isinstance(raw, bool):
+        return _Problem(f"expected true or false, got {describe(raw)}")
     return raw
 
 
 def _memory_value(info: KeyInfo, raw: object) -> object:
     if isinstance(raw, str):
         try:
-            return parse_memory(raw)
+            size = parse_memory(raw)
         except ValueError as exc:
             return _Problem(str(exc))
+        if info.maximum is not None and size > info.maximum:
+            return _Problem(f"{shorten(raw)!r} is {_shown(size)} bytes; at most {int(info.maximum)} are allowed")
+        return size
     return _int_value(info, raw)
 
 
@@ -301,7 +342,8 @@ _SCALAR_PARSERS: Mapping[Kind, Callable[[KeyInfo, object], object]] = {
     Kind.PADDING: _padding_value,
     Kind.TEXT: _text_value,
     Kind.MEMORY: _memory_value,
-}  # Kind.IMPL is a mapping or a string and has its own parser, _parse_impl
+    Kind.BOOL: _bool_value,
+}  # Kind.IMPL and Kind.EXPECTED_ERROR are a mapping or a string and have their own parsers
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -351,7 +393,50 @@ def _parse_impl(info: KeyInfo, node: Node, field: str, doc: Doc) -> object:
     )
 
 
+def _parse_expected_error(info: KeyInfo, node: Node, field: str, doc: Doc) -> object:
+    """A class name → ExpectedError(type); a mapping of ``EXPECTED_ERROR_ALLOWED`` → ExpectedError(type, match)."""
+    raw = node.value
+    allowed = info.value_text()
+    if isinstance(raw, str):
+        problem = _expected_field_problem("type", raw)
+        return _Failed([doc.error(node, field, problem, allowed)]) if problem else ExpectedError(type=raw)
+    if not isinstance(raw, dict) or not raw:
+        return _Failed([doc.error(node, field, f"expected an error to expect, got {describe(raw)}", allowed)])
+    errors: list[ConfigError] = []
+    given: dict[str, str] = {}
+    keys = tuple(EXPECTED_ERROR_ALLOWED)
+    for key, entry in raw.items():
+        sub = join(field, key)
+        if key not in EXPECTED_ERROR_ALLOWED:
+            errors.append(doc.error(entry, sub, f"unknown key {shorten(key)!r}{hint(key, keys)}", ", ".join(keys)))
+        elif not isinstance(entry.node.value, str):
+            message = f"expected a string, got {describe(entry.node.value)}"
+            errors.append(doc.error(entry.node, sub, message, EXPECTED_ERROR_ALLOWED[key]))
+        else:
+            problem = _expected_field_problem(key, entry.node.value)
+            if problem is not None:
+                errors.append(doc.error(entry.node, sub, problem, EXPECTED_ERROR_ALLOWED[key]))
+            given[key] = entry.node.value
+    if errors:
+        return _Failed(errors)
+    return ExpectedError(type=given.get("type"), match=given.get("match"))
+
+
+def _expected_field_problem(key: str, value: str) -> str | None:
+    if len(value) > MAX_TEXT_LENGTH:
+        return f"is {len(value)} characters long; at most {MAX_TEXT_LENGTH} are allowed"
+    if key == "type":
+        return None if _IDENTIFIER_RE.match(value) else f"{shorten(value)!r} is not an exception class name"
+    try:
+        re.compile(value)
+    except re.error as exc:
+        return f"{shorten(value)!r} is not a regular expression ({exc})"
+    return None
+
+
 def _impl_field_problem(key: str, value: str, base_dir: Path) -> str | None:
+    if len(value) > MAX_TEXT_LENGTH:
+        return f"is {len(value)} characters long; at most {MAX_TEXT_LENGTH} are allowed"
     if key == "module":
         return _module_problem(value, base_dir)
     if key == "signature":
@@ -362,6 +447,8 @@ def _impl_field_problem(key: str, value: str, base_dir: Path) -> str | None:
 
 def _module_problem(text: str, base_dir: Path) -> str | None:
     """Why ``text`` names no implementation: a ``.py`` path that does not exist, or an invalid module name."""
+    if len(text) > MAX_TEXT_LENGTH:
+        return f"is {len(text)} characters long; at most {MAX_TEXT_LENGTH} are allowed"
     if text.endswith(".py") or "/" in text or "\\" in text:
         if not text.endswith(".py"):
             return f"{shorten(text)!r} looks like a path but does not end in .py"

@@ -220,9 +220,9 @@ class Point:
         w = self.w if w is None else np.ascontiguousarray(w)
         b = self.b if b is None else b
         activation = self.activation if activation is None else activation
-        out = reference.forward(self.x, w, b, s.stride, s.padding, activation)
+        out = reference.forward(self.x, w, b, s.window, activation)
         spec = self.spec
-        sigma = rounding_sigma(self.x, w, b, out, s.stride, s.padding, unit_roundoff(spec.dtype))
+        sigma = rounding_sigma(self.x, w, b, out, s.window, unit_roundoff(spec.dtype))
         allowed = resolve(spec.dtype, spec.eps, spec.rtol, spec.atol).atol + SAFETY * sigma
         return out, allowed
 
@@ -239,7 +239,7 @@ def _rebuild_point(result: CheckResult) -> Point | None:
     except Exception:  # noqa: BLE001 - a spec make_data cannot serve: no point, no hypotheses
         return None
     x, w, b, dout = (np.asarray(a, dtype=np.float64) for a in (data.x, data.w, data.b, data.dout))
-    expected = reference.forward(x, w, b, s.stride, s.padding, spec.activation)
+    expected = reference.forward(x, w, b, s.window, spec.activation)
     if expected.shape != f.reference.shape or not np.array_equal(expected, f.reference):
         return None  # the check ran at a caller-supplied point
     return Point(spec, x, w, b, dout)

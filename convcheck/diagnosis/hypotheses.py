@@ -10,6 +10,7 @@ import numpy as np
 
 from convcheck import activation as act
 from convcheck.bugs.col2im import col2im_assign_by_window
+from convcheck.bugs.row_order import dm_read_channels_first, dm_read_channels_last
 from convcheck.diagnosis.evidence import Evidence, Gradient, Point
 from convcheck.diagnosis.geometry import last_windows, overlap_evidence, stride_evidence
 from convcheck.diagnosis.wording import names, plural, where_rows_cols
@@ -164,14 +165,14 @@ def _row_order_and_placement(point: Point, t: Gradient) -> list[_Candidate]:
     return [
         (
             "row order",
-            lambda: point.fold(dcols.reshape(-1, c, k, k).transpose(0, 2, 3, 1).reshape(dcols.shape)),
+            lambda: point.fold(dm_read_channels_first(dcols, k, c)),
             lambda: (
                 "analytic dx equals col2im reading each row of dM as (c_in, kh, kw), though im2col wrote (kh, kw, c_in)"
             ),
         ),
         (
             "row order",
-            lambda: point.fold(dcols.reshape(-1, k, k, c).transpose(0, 3, 1, 2).reshape(dcols.shape)),
+            lambda: point.fold(dm_read_channels_last(dcols, k, c)),
             lambda: (
                 "analytic dx equals col2im reading each row of dM as (kh, kw, c_in), though it was written as "
                 "(c_in, kh, kw)"

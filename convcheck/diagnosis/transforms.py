@@ -7,10 +7,12 @@ from collections.abc import Callable
 
 import numpy as np
 
+from convcheck.bugs.row_order import dw_read_channels_first, dw_written_channels_first
 from convcheck.diagnosis.evidence import MATCH_SLACK, MIN_EVIDENCE, RATIO_PRECISION, Evidence, Gradient
 from convcheck.diagnosis.wording import names, offset
 from convcheck.results import Hint
 from convcheck.spec import ConvShape
+from convcheck.user.shapes import TO_NCHW
 
 
 def _ratio(t: Gradient) -> float | None:
@@ -133,12 +135,12 @@ def _weight_transforms(shape: tuple[int, ...]) -> list[tuple[str, str, Callable[
         (
             "row order",
             "with its k·k·C_in rows read in (c_in, kh, kw) order, though im2col lays a window out as (kh, kw, c_in)",
-            lambda a: a.reshape(c_in, k, k, c_out).transpose(1, 2, 0, 3),
+            lambda a: dw_read_channels_first(a, shape),
         ),
         (
             "row order",
             "with its k·k·C_in rows written in (c_in, kh, kw) order, though im2col lays a window out as (kh, kw, c_in)",
-            lambda a: a.transpose(2, 0, 1, 3).reshape(shape),
+            lambda a: dw_written_channels_first(a, shape),
         ),
         (
             "channel order",
@@ -163,7 +165,7 @@ def _weight_transforms(shape: tuple[int, ...]) -> list[tuple[str, str, Callable[
         (
             "layout",
             "in PyTorch's (C_out, C_in, kh, kw) layout reshaped to (kh, kw, C_in, C_out)",
-            lambda a: a.transpose(3, 2, 0, 1).reshape(shape),
+            lambda a: a.transpose(TO_NCHW["w"]).reshape(shape),
         ),
     ]
 

@@ -7,7 +7,8 @@ probability zero unless ``B = J``. So one ``G``, checked in every entry, is as s
 Grouped perturbation (column grouping for sparse Jacobians, Curtis, Powell & Reid 1974; ``numeric.groups``):
 entries whose windows never share an output are perturbed together, and each output's change is credited to the
 one perturbed entry in its window, its *owner*; summing ``G ⊙ Δout`` per owner gives every owner's derivative.
-Hence ``2·(2·k²·C_in + 1)`` forward passes for every entry of dx, dw and db, whatever N, H and W are.
+Hence ``2·(2·∏k·C_in/groups + 1)`` forward passes for every entry of dx, dw and db (``2·(2·k²·C_in + 1)`` for the
+seed's layer), whatever N and the spatial sizes are; ``numeric.groups`` derives the grouping and its lower bound.
 
 The engine checks that assumption: outputs whose window holds no perturbed entry must not move beyond rounding.
 If they do, the forward is not local (not a convolution) and the caller falls back to per-entry differences.
@@ -117,8 +118,8 @@ class Engine:
 
     Args:
         forward: ``(x, w, b) -> out``; arrays as in ``convcheck.spec`` (NHWC).
-        x: (N, H, W, C_in), w: (k, k, C_in, C_out), b: (C_out,) in the layer's dtype.
-        g: (N, OH, OW, C_out), the weights of L (the ``dout`` handed to backward).
+        x: (N, *S, C_in), w: (*kernel, C_in/g, C_out), b: (C_out,) or (0,) (no bias), in the layer's dtype.
+        g: (N, *O, C_out), the weights of L (the ``dout`` handed to backward).
         shape, activation: the layer's geometry and nonlinearity (they set the noise model and the kink logic).
         eps: the step; unit_roundoff: of the layer's dtype.
         workers: threads measuring groups at once, for ``grouped`` and ``entrywise`` (each calls ``forward`` on its
@@ -145,9 +146,7 @@ class Engine:
         self._count_lock = threading.Lock()
         self.f0 = self._evaluate(self._params)
         again = self._evaluate(self._params)
-        sigma = rounding_sigma(
-            self.x, self.w, self.b, self.f0, self.shape.stride, self.shape.padding, self.unit_roundoff
-        )
+        sigma = rounding_sigma(self.x, self.w, self.b, self.f0, self.shape.window, self.unit_roundoff)
         self._exact_scaling = _is_power_of_two(self.eps)
         if not np.array_equal(self.f0, again, equal_nan=True):
             raise NotLocalError(
@@ -197,7 +196,7 @@ class Engine:
         count = len(group.entries) if group.direction is None else 1
         if self._exact_steps(group, eps, step_plus, step_minus):
             return self._reductions.exact(group, count, f_plus, f_minus, eps)
-        if group.ownership is Ownership.POSITION:
+        if group.ownership in (Ownership.POSITION, Ownership.OUTPUT):
             self._reductions.check_locality(group, f_plus, f_minus)
         return self._reductions.general(group, count, f_plus, f_minus, step_plus, step_minus, eps)
 
@@ -225,13 +224,15 @@ class Engine:
         return bool(np.all(step_plus == eps) and np.all(step_minus == eps))
 
     def check_separable(self) -> None:
-        """Two extra passes that test what the per-group locality check cannot see: that output batch item ``n``
-        depends on input batch item ``n`` only, and output channel ``co`` on ``w[..., co]`` only (every input
-        group perturbs all batch items, every weight group all output channels, at once).
+        """Two or three extra passes that test what the per-group locality check cannot see: that output batch item
+        ``n`` depends on input batch item ``n`` only, output channel ``co`` on ``w[..., co]`` only, and (conv groups)
+        the outputs of group γ on the input channels of group γ only (every input group perturbs all batch items and
+        a channel of every conv group, every weight group all output channels, at once).
 
         Raises:
-            NotLocalError: perturbing batch item 0 moved another item's outputs, or perturbing channel 0's
-                filters moved another channel's outputs.
+            NotLocalError: perturbing batch item 0 moved another item's outputs, perturbing channel 0's filters
+                moved another channel's outputs, or perturbing conv group 0's input channels moved another
+                group's outputs.
         """
         n, c_out = self.shape.batch, self.shape.out_depth
         probes: list[tuple[int, tuple[Any, ...], tuple[Any, ...], str]] = []
@@ -244,6 +245,16 @@ class Engine:
                     (Ellipsis, slice(0, 1)),
                     (Ellipsis, slice(1, None)),
                     "output channels other than the one whose filters were perturbed",
+                )
+            )
+        groups = self.shape.groups
+        if groups > 1:
+            probes.append(
+                (
+                    0,
+                    (Ellipsis, slice(0, self.shape.in_depth // groups)),
+                    (Ellipsis, slice(c_out // groups, None)),
+                    "other conv groups than the one whose input channels were perturbed",
                 )
             )
         for tensor, perturbed, others, what in probes:

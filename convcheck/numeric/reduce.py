@@ -11,7 +11,8 @@ Speed. With the step actually taken equal to the nominal power-of-two ``ε`` (th
 ``|(f⁺ − f0) − (f0 − f⁻)|`` with the threshold times ``ε``: the same numbers, bit for bit, as the textbook
 formulas, at about half the passes over the output (``Reductions.exact``; ``Reductions.general`` otherwise).
 
-Arrays: ``f0``, ``f⁺``, ``f⁻`` and ``G`` are ``(N, OH, OW, C_out)`` float64; per-entry results are ``(count,)``.
+Arrays: ``f0``, ``f⁺``, ``f⁻`` and ``G`` are ``(N, *O, C_out)`` float64 (``(N, OH, OW, C_out)`` for the seed's
+layer); per-entry results are ``(count,)``.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class Reductions:
     """The per-output quantities that do not change between groups, and the reductions that use them.
 
     Args:
-        f0: (N, OH, OW, C_out) the unperturbed output; g: the same shape, the weights ``G`` of ``L``.
+        f0: (N, *O, C_out) the unperturbed output; g: the same shape, the weights ``G`` of ``L``.
         sigma: the same shape, rounding noise of one evaluation per output.
         eps: the nominal step; activation: sets the kink logic and the truncation bound.
         slope_bound: per tensor (input, weights, bias), the largest ``|∂z/∂θ|`` of one entry.
@@ -91,14 +92,17 @@ class Reductions:
         gs2 = (g * sigma) ** 2
         absg = np.abs(g)
         # Per-owner reductions that do not change between groups.
+        positions = tuple(range(g.ndim - 1))
         self._gs2 = {
             Ownership.POSITION: gs2.sum(axis=-1),
-            Ownership.CHANNEL: gs2.sum(axis=(0, 1, 2)),
+            Ownership.OUTPUT: gs2,
+            Ownership.CHANNEL: gs2.sum(axis=positions),
             Ownership.ALL: float(gs2.sum()),
         }
         self._absg = {
             Ownership.POSITION: absg.sum(axis=-1),
-            Ownership.CHANNEL: absg.sum(axis=(0, 1, 2)),
+            Ownership.OUTPUT: absg,
+            Ownership.CHANNEL: absg.sum(axis=positions),
             Ownership.ALL: float(absg.sum()),
         }
 
@@ -193,7 +197,8 @@ class Reductions:
         c_out = self.g.shape[-1]
         positions = self.g.size // c_out
         by_position = group.ownership is Ownership.POSITION
-        unowned = group.unowned.reshape(-1) if by_position and group.unowned is not None else None
+        positional = by_position or group.ownership is Ownership.OUTPUT
+        unowned = group.unowned.reshape(-1) if positional and group.unowned is not None else None
         if unowned is not None and not unowned.any():
             unowned = None
         sums = by_position or (group.ownership is Ownership.CHANNEL and c_out >= 2)
@@ -286,14 +291,16 @@ class Reductions:
     def owner_sum(
         group: Group, count: int, per_output: np.ndarray | None, axis_sums: np.ndarray | float | None
     ) -> np.ndarray:
-        """Sum ``per_output: (N, OH, OW, C_out)`` over the outputs of each local entry (or take ``axis_sums``,
+        """Sum ``per_output: (N, *O, C_out)`` over the outputs of each local entry (or take ``axis_sums``,
         the per-position, per-channel or total sums, when they are already known)."""
         if axis_sums is None:
             assert per_output is not None
             if group.ownership is Ownership.POSITION:
                 axis_sums = per_output.sum(axis=-1)
+            elif group.ownership is Ownership.OUTPUT:
+                axis_sums = per_output
             elif group.ownership is Ownership.CHANNEL:
-                axis_sums = per_output.sum(axis=(0, 1, 2))
+                axis_sums = per_output.sum(axis=tuple(range(per_output.ndim - 1)))
             else:
                 axis_sums = float(per_output.sum())
         sums = np.asarray(axis_sums)
@@ -301,7 +308,7 @@ class Reductions:
             return sums.reshape(1).astype(np.float64)
         owner = group.owner
         assert owner is not None
-        if group.ownership is Ownership.POSITION:
+        if group.ownership in (Ownership.POSITION, Ownership.OUTPUT):
             owned = owner >= 0
             return np.bincount(owner[owned], weights=sums[owned], minlength=count)
         if count == len(owner):
@@ -316,6 +323,8 @@ class Reductions:
         if group.ownership is Ownership.POSITION:
             padded = np.append(steps, steps[0])  # index −1 (no owner) picks a harmless value
             return padded[group.owner][..., None]
+        if group.ownership is Ownership.OUTPUT:
+            return np.append(steps, steps[0])[group.owner]
         if group.ownership is Ownership.CHANNEL:
             return steps[group.owner]
         return float(steps[0])
@@ -355,8 +364,11 @@ def _slots_of(group: Group, idx: tuple[np.ndarray, ...]) -> np.ndarray:
     owner = group.owner
     if group.ownership is Ownership.POSITION:
         assert owner is not None
-        return owner[idx[0], idx[1], idx[2]]
+        return owner[idx[:-1]]
+    if group.ownership is Ownership.OUTPUT:
+        assert owner is not None
+        return owner[idx]
     if group.ownership is Ownership.CHANNEL:
         assert owner is not None
-        return owner[idx[3]]
+        return owner[idx[-1]]
     return np.zeros(len(idx[0]), dtype=np.int64)

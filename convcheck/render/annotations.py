@@ -15,7 +15,7 @@ def github_annotations(results: Sequence[CheckResult]) -> list[str]:
     """``::error file=…,line=…::…`` for every failed check (GitHub Actions workflow commands)."""
     lines = []
     for r in results:
-        if r.passed:
+        if r.status.ok:
             continue
         where = f"file={r.spec.source.file},line={r.spec.source.line}," if r.spec.source else ""
         # Workflow commands end at a newline and use % escapes: a message must stay on its one line.

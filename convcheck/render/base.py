@@ -65,11 +65,21 @@ def user_index(tensor: str, index: Sequence[int], layout: Layout) -> tuple[int, 
 
 
 def counts(results: Sequence[CheckResult]) -> dict[str, int]:
-    """``total``, ``passed``, ``failed`` and ``errors`` (an error is not counted as failed here)."""
+    """``total``, ``passed``, ``failed``, ``errors`` (an error is not counted as failed here), ``skipped`` and
+    ``warnings`` (checks with at least one warning, whatever their status)."""
     passed = sum(r.status is Status.PASS for r in results)
     failed = sum(r.status is Status.FAIL for r in results)
     errors = sum(r.status is Status.ERROR for r in results)
-    return {"total": len(results), "passed": passed, "failed": failed, "errors": errors}
+    skipped = sum(r.status is Status.SKIPPED for r in results)
+    warnings = sum(bool(r.warnings) for r in results)
+    return {
+        "total": len(results),
+        "passed": passed,
+        "failed": failed,
+        "errors": errors,
+        "skipped": skipped,
+        "warnings": warnings,
+    }
 
 
 def summary_line(results: Sequence[CheckResult]) -> str:
@@ -78,6 +88,10 @@ def summary_line(results: Sequence[CheckResult]) -> str:
     line = f"{c['passed']} passed, {c['failed'] + c['errors']} failed"
     if c["errors"]:
         line += f", {c['errors']} error{'s' if c['errors'] != 1 else ''}"
+    if c["skipped"]:
+        line += f", {c['skipped']} skipped"
+    if c["warnings"]:
+        line += f", {c['warnings']} with warnings"
     return line
 
 

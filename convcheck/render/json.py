@@ -84,6 +84,7 @@ def check_json(r: CheckResult) -> dict[str, object]:
         "gradients": {g.name: _tensor_json(g, layout) for g in r.gradients},
         "forward": _forward_json(r),
         "contract": [str(finding) for finding in r.contract],
+        "warnings": [str(finding) for finding in r.warnings],
         "diagnosis": [str(hint) for hint in r.diagnosis],
         "notes": [str(note) for note in r.notes],
         "error": r.error,

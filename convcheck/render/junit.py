@@ -30,6 +30,7 @@ def render(results: Sequence[CheckResult], run: Run) -> str:
         tests=str(c["total"]),
         failures=str(c["failed"]),
         errors=str(c["errors"]),
+        skipped=str(c["skipped"]),
         time=f"{sum(r.seconds for r in results):.3f}",
     )
     for r in results:
@@ -42,5 +43,8 @@ def render(results: Sequence[CheckResult], run: Run) -> str:
             ET.SubElement(case, "failure", message=failure_message(r)).text = failure_message(r)
         elif r.status is Status.ERROR:
             ET.SubElement(case, "error", message=r.error or "error").text = r.error or "error"
+        elif r.status is Status.SKIPPED:
+            reason = "; ".join(map(str, r.notes)) or "skipped"
+            ET.SubElement(case, "skipped", message=reason).text = reason
     ET.indent(root)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"

@@ -76,6 +76,10 @@ def results_table(results: Sequence[CheckResult], width: int | None = None) -> T
         mark = Text(PASS_MARK, style="bold green") if r.passed else Text(FAIL_MARK, style="bold red")
         if r.status is Status.ERROR:
             mark = Text(f"{FAIL_MARK} error", style="bold red")
+        elif r.status is Status.SKIPPED:
+            mark = Text("– skipped", style="yellow")
+        elif r.warnings:
+            mark.append(" ⚠", style="bold yellow")
         kinks = sum(g.kinks for g in r.gradients)
         table.add_row(
             Text(r.name),  # Text, not a string: names like "k3[stride=2]" are not Rich markup
@@ -166,11 +170,14 @@ def print_results(
     ``quiet``: the table lists only the checks that did not pass. ``verbose``: a panel for passing checks too.
     ``heatmap``: the heatmaps of passing checks (failure panels always show theirs).
     """
-    shown = results if not quiet else [r for r in results if not r.passed]
+    shown = results if not quiet else [r for r in results if not r.status.ok]
     if shown:
         console.print(results_table(shown, width=console.width))
     for r in results:
-        if not r.passed or verbose:
+        if r.status is Status.SKIPPED and not quiet:
+            reason = "; ".join(map(str, r.notes))
+            console.print(Text(f"– {r.name} skipped: {reason}", style="yellow"))
+        elif not r.status.ok or verbose:
             console.print(failure_panel(r))
         elif heatmap:
             console.print(Text(f"{r.name}: heatmaps (within tolerance)"))
@@ -183,6 +190,6 @@ def explain_text(result: CheckResult, width: int = 120) -> str:
     """The table row and, unless it passed, the failure panel, as plain text (no colour, no terminal codes)."""
     console = Console(width=width, record=True, color_system=None, force_terminal=False, file=io.StringIO())
     console.print(results_table([result]))
-    if not result.passed:
+    if not result.status.ok:
         console.print(failure_panel(result))
     return console.export_text()

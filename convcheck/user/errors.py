@@ -84,6 +84,7 @@ class UserCodeError(UserFault):
         self.role = role  # "forward" | "backward"
         self.function = function  # the user's function name
         self.exc_type = exception_name(exc)
+        self.exc_lineage = tuple(cls.__name__ for cls in type(exc).__mro__)  # for a config's expected_error
         self.exc_message = shorten(str(exc))
         self.frame = frame
         where = f" at {frame.describe()}" if frame else ""

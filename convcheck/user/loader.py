@@ -52,7 +52,7 @@ def load_layer(spec: CheckSpec) -> ConvLayer:
     """
     shape = spec.shape
     if spec.impl is None or spec.impl.module == "builtin":
-        return MatrixConvLayer(shape.stride, shape.padding, spec.activation)
+        return MatrixConvLayer.for_shape(shape, spec.activation)
     impl = load_functions(spec.impl)
     return UserLayer(impl, stride=shape.stride, padding=shape.padding, layout=spec.layout)
 
@@ -108,14 +108,15 @@ def _load_file(ref: ImplRef) -> tuple[ModuleType, str, tuple[Path, ...]]:
     digest = hashlib.sha1(str(path).encode()).hexdigest()[:12]
     stem = "".join(c if c.isalnum() else "_" for c in path.stem)
     name = f"_convcheck_impl_{stem}_{digest}"
+    root, package = package_root(path)
+    if package:  # relative imports (``from .im2col import …``) resolve against the file's real package
+        name = f"{package}.{name}"
     import_spec = importlib.util.spec_from_file_location(name, path)
     if import_spec is None or import_spec.loader is None:  # pragma: no cover - only for non-.py suffixes
         raise ImplementationError(f"cannot import {origin}: Python does not recognise it as a module", file=str(path))
     module = importlib.util.module_from_spec(import_spec)
-    folder = str(path.parent)
-    added = folder not in sys.path
-    if added:
-        sys.path.insert(0, folder)
+    folders = [str(folder) for folder in dict.fromkeys((path.parent, root)) if str(folder) not in sys.path]
+    sys.path[:0] = folders
     sys.modules[name] = module  # dataclasses, pickle and typing look a module up by name while it executes
     before = set(sys.modules)
     try:
@@ -124,16 +125,31 @@ def _load_file(ref: ImplRef) -> tuple[ModuleType, str, tuple[Path, ...]]:
         sys.modules.pop(name, None)
         if isinstance(exc, KeyboardInterrupt) or not isinstance(exc, Exception | SystemExit):
             raise
-        raise _import_failure(exc, origin, (path.parent,)) from exc
+        raise _import_failure(exc, origin, (path.parent,), (root, package) if package else None) from exc
     finally:
-        if added:
+        for folder in folders:
             with contextlib.suppress(ValueError):  # the user's module may have removed it itself
                 sys.path.remove(folder)
-        _forget_siblings(set(sys.modules) - before, path.parent)
+        _forget_siblings(set(sys.modules) - before, root)
     for old in [k for k in _MODULE_CACHE if k[0] == key[0]]:
         del _MODULE_CACHE[old]
     _MODULE_CACHE[key] = module
     return module, origin, (path.parent,)
+
+
+def package_root(path: Path) -> tuple[Path, str]:
+    """The folder a file's package lives in, and the file's package as a dotted name ("" outside a package).
+
+    As pytest finds a test file's ``rootdir``-relative name: walk up from the file's folder while it holds an
+    ``__init__.py``; the first folder that does not is the root. With that root on ``sys.path``, a layer in
+    ``cs231n/fast_layers.py`` can ``from cs231n.im2col import …`` (and import relatively) as it does at home.
+    """
+    root = path.parent
+    parts: list[str] = []
+    while (root / "__init__.py").is_file() and root.parent != root:
+        parts.insert(0, root.name)
+        root = root.parent
+    return root, ".".join(parts)
 
 
 def _forget_siblings(names: set[str], folder: Path) -> None:
@@ -180,7 +196,9 @@ def _load_module_name(ref: ImplRef) -> tuple[ModuleType, str, tuple[Path, ...]]:
     return module, name, roots
 
 
-def _import_failure(exc: BaseException, origin: str, roots: tuple[Path, ...]) -> ImplementationError:
+def _import_failure(
+    exc: BaseException, origin: str, roots: tuple[Path, ...], package: tuple[Path, str] | None = None
+) -> ImplementationError:
     if isinstance(exc, SyntaxError):
         file = exc.filename or origin
         where = f"{display_path(file)}:{exc.lineno}" if exc.lineno else display_path(file)
@@ -198,6 +216,12 @@ def _import_failure(exc: BaseException, origin: str, roots: tuple[Path, ...]) ->
     hint = ""
     if isinstance(exc, ModuleNotFoundError):
         hint = f" (is it installed for the Python that runs convcheck, {sys.executable}?)"
+        if package is not None:
+            folder, name = package
+            hint = (
+                f" (the file is in the package {name}, so the folder that holds it, {display_path(folder.resolve())}, "
+                f"was on the path too; is {exc.name!r} installed, or a folder with an __init__.py there?)"
+            )
     return ImplementationError(
         f"cannot load implementation {origin}: importing it raised {exception_name(exc)}{detail}{where}{hint}",
         file=frame.file if frame else None,
