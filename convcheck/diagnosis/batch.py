@@ -110,12 +110,13 @@ def crash_hint(results: Sequence[CheckResult]) -> Hint | None:
     """The condition shared by exactly the checks that ended in ``error``, as a hint; None when there is none.
 
     Args:
-        results: a batch's results (any order); checks whose geometry is invalid are left out.
+        results: a batch's results (any order); checks whose geometry is invalid, or not the 2-D square-kernel
+            geometry the conditions are written for (``ConvShape.is_basic``), are left out.
     Returns:
         A ``Hint`` labelled ``unsupported geometry`` naming the condition and how many checks are on each side,
         or None when no check crashed, none ran, or no condition separates them.
     """
-    valid = [r for r in results if not r.spec.shape.problems()]
+    valid = [r for r in results if r.spec.shape.is_basic and not r.spec.shape.problems()]
     crashed = [r for r in valid if not _ran(r)]
     ran = [r for r in valid if _ran(r)]
     if not crashed or not ran:
@@ -143,7 +144,7 @@ def with_batch_hints(results: Sequence[CheckResult]) -> tuple[CheckResult, ...]:
 
     def marked(r: CheckResult) -> CheckResult:
         hint = hints[(r.spec.impl, r.spec.layout)]
-        if hint is None or _ran(r) or r.spec.shape.problems():
+        if hint is None or _ran(r) or not r.spec.shape.is_basic or r.spec.shape.problems():
             return r
         return dataclasses.replace(r, diagnosis=(*r.diagnosis, hint))
 

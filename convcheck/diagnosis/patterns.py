@@ -26,6 +26,7 @@ import numpy as np
 
 from convcheck import reference
 from convcheck.diagnosis.evidence import FORWARD_SLACK, MIN_EVIDENCE, Evidence, Point
+from convcheck.geometry import Window
 from convcheck.results import Hint
 
 
@@ -54,7 +55,8 @@ class _Windows:
         self.reach = 2 * s.padding + s.filter_size  # offsets tried: −reach … reach
         last = s.stride * s.stride * (max(s.out_height, s.out_width) - 1) - s.padding + self.reach
         self.pad = max(s.padding + self.reach, last + s.filter_size - min(s.in_height, s.in_width))
-        self.y = reference.forward(point.x, point.w, point.b, 1, self.pad, point.activation)
+        wide = Window.of(2, stride=1, padding=self.pad)
+        self.y = reference.forward(point.x, point.w, point.b, wide, point.activation)
 
     @cached_property
     def origin(self) -> int:
