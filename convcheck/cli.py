@@ -27,7 +27,9 @@ if TYPE_CHECKING:
     from convcheck.results import CheckResult
     from convcheck.spec import CheckSpec
 
+from convcheck.batch.signals import handled
 from convcheck.exitcodes import ExitCode
+from convcheck.isolation.supervise import trusting
 
 app = typer.Typer(
     name="convcheck",
@@ -118,11 +120,11 @@ def _impl_override(text: str, err: Console) -> ImplRef | None:
     if text == "builtin":
         return None
     ref = ImplRef(module=text, base_dir=Path.cwd())
+    from convcheck.isolation.session import probe
     from convcheck.user.errors import ImplementationError
-    from convcheck.user.loader import load_functions
 
     try:
-        load_functions(ref)
+        probe(ref)  # in a process of its own: the module's import-time code never runs in this one
     except ImplementationError as exc:
         err.print(f"--impl {text}: {exc}", markup=False)
         raise typer.Exit(ExitCode.INVALID) from None
@@ -253,22 +255,30 @@ def run(
 def _run(options: RunOptions) -> None:
     """``convcheck run``: check the options, run the batch, render it, exit with its code."""
     out, err = _stdout(), _stderr()
-    specs = _checked_specs(options, err)
-    from convcheck.batch.local import run_batch  # imports numpy: only now that checks will run
+    with handled() as signals:  # SIGINT, SIGTERM, SIGHUP: stop the checks, never the results' output
+        specs = _checked_specs(options, err)
+        from convcheck.batch.local import run_batch  # imports numpy: only now that checks will run
 
-    with _progress(err, len(specs), enabled=not options.quiet) as advance:
-        if options.scheduler is None:
-            # User code runs in a worker process unless asked otherwise: an os._exit or a segfault in it must be
-            # an error row, never a silently ended (and so "green") run.
-            isolate = not options.in_process and any(s.impl is not None for s in specs)
-            batch = run_batch(specs, jobs=options.jobs, fail_fast=options.fail_fast, on_result=advance, isolate=isolate)
-        else:
-            batch = _run_distributed(specs, options.scheduler, options.fail_fast, advance, err)
-    results = list(batch.results)
-    _show(results, batch.interrupted, options, out, err)
-    if batch.interrupted:
-        err.print("interrupted: the results above are the checks that finished", markup=False)
+        report = trusting(lambda text: err.print(text, markup=False)) if options.in_process else lambda code: None
+        with _progress(err, len(specs), enabled=not options.quiet) as advance, signals.interrupting():
+            if options.scheduler is None:
+                # User code runs in a process of its own unless asked otherwise: an os._exit or a segfault in it
+                # must be an error row, never a silently ended (and so "green") run.
+                isolate = not options.in_process and any(s.impl is not None for s in specs)
+                batch = run_batch(
+                    specs, jobs=options.jobs, fail_fast=options.fail_fast, on_result=advance, isolate=isolate
+                )
+            else:
+                batch = _run_distributed(specs, options.scheduler, options.fail_fast, advance, err)
+        results = list(batch.results)
+        interrupted = batch.interrupted or signals.received is not None
+        _show(results, interrupted, options, out, err)
+    if interrupted or signals.received is not None:
+        cause = f" ({signals.name})" if signals.received is not None else ""
+        err.print(f"interrupted{cause}: the results above are the checks that finished", markup=False)
+        report(ExitCode.INTERRUPTED)
         raise typer.Exit(ExitCode.INTERRUPTED)
+    report(ExitCode.for_results(results))
     raise typer.Exit(ExitCode.for_results(results))
 
 

@@ -7,6 +7,7 @@ process forked for it (``convcheck.isolation``); the verdict is computed outside
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 from convcheck.batch.local import run_batch
 from convcheck.checker import run_check
 from convcheck.data import make_data
+from convcheck.exitcodes import ExitCode
 from convcheck.isolation.check import isolated_check
 from convcheck.isolation.points import PointSample
 from convcheck.isolation.session import RemoteLayer
@@ -130,6 +132,34 @@ def test_no_process_outlives_its_check():
     for module in ("good.py", "exits_zero.py", "raises_keyboard_interrupt.py", "closes_fds.py"):
         isolated_check(hostile(module))
     assert children() <= before
+
+
+def test_in_process_says_it_trusts_the_layer_and_a_layer_ending_the_process_is_no_green_run(tmp_path):
+    config = tmp_path / "dies.yaml"
+    config.write_text(
+        f"impl: {HOSTILE / 'exits_zero.py'}\nbatch: 2\nin_height: 5\nin_width: 6\nin_depth: 2\nout_depth: 3\n"
+        "filter_size: 3\npadding: 1\n"
+    )
+    json_path = tmp_path / "out.json"
+    command = [sys.executable, "-m", "convcheck", "run", str(config), "--in-process", "--json", str(json_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == ExitCode.FAILED, done.stderr
+    assert "trusted" in done.stderr and "ended before its summary (exit code 0)" in done.stderr
+    isolated = subprocess.run(command[:-3] + ["--json", str(json_path)], capture_output=True, text=True, timeout=120)
+    assert isolated.returncode == ExitCode.FAILED
+    assert "crashed the worker process (exit code 0)" in json_path.read_text()
+
+
+def test_in_process_keeps_the_exit_code_of_a_complete_run(tmp_path):
+    config = tmp_path / "good.yaml"
+    config.write_text(
+        f"impl: {HOSTILE / 'good.py'}\nbatch: 2\nin_height: 5\nin_width: 6\nin_depth: 2\nout_depth: 3\n"
+        "filter_size: 3\npadding: 1\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "convcheck", "run", str(config), "--in-process", "-q"], capture_output=True, timeout=120
+    )
+    assert done.returncode == ExitCode.OK, done.stderr
 
 
 # -- honest layers: the same numbers as in one process ------------------------------------------------------------

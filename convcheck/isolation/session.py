@@ -36,7 +36,7 @@ from convcheck.spec import CheckSpec, ImplRef, Signature
 from convcheck.user.adapter import Foreign, ForeignException, LoadedImpl, UserLayer
 from convcheck.user.errors import Frame, ImplementationError, UserFault, display_path
 
-__all__ = ["IsolationFault", "RemoteLayer", "Session", "remote_layer"]
+__all__ = ["IsolationFault", "RemoteLayer", "Session", "probe", "remote_layer"]
 
 _BYTES_PER_ENTRY = 16  # room per array entry in shared memory (complex128); larger replies go inline
 
@@ -335,3 +335,16 @@ def remote_layer(spec: CheckSpec, memory_limit: int | None) -> Iterator[RemoteLa
         yield layer
     finally:
         layer.close()
+
+
+def probe(ref: ImplRef) -> None:
+    """Load the implementation ``ref`` in a fresh process and end it: whether it loads, without running its
+    import-time code here.
+
+    Raises:
+        ImplementationError: it cannot be loaded, or its process ended while loading it.
+    """
+    try:
+        Session(ref, 0, None).close()
+    except IsolationFault as exc:
+        raise ImplementationError(str(exc)) from None
