@@ -260,16 +260,22 @@ def _run(options: RunOptions) -> None:
         from convcheck.batch.local import run_batch  # imports numpy: only now that checks will run
 
         report = trusting(lambda text: err.print(text, markup=False)) if options.in_process else lambda code: None
-        with _progress(err, len(specs), enabled=not options.quiet) as advance, signals.interrupting():
-            if options.scheduler is None:
-                # User code runs in a process of its own unless asked otherwise: an os._exit or a segfault in it
-                # must be an error row, never a silently ended (and so "green") run.
-                isolate = not options.in_process and any(s.impl is not None for s in specs)
-                batch = run_batch(
-                    specs, jobs=options.jobs, fail_fast=options.fail_fast, on_result=advance, isolate=isolate
+        # User code runs in a process of its own unless asked otherwise: an os._exit or a segfault in it must be an
+        # error row, never a silently ended (and so "green") run.
+        isolate = not options.in_process and any(s.impl is not None for s in specs)
+        address = options.scheduler
+        with _progress(err, len(specs), enabled=not options.quiet) as advance:
+            if address is None:
+                batch = signals.interrupting(
+                    lambda: run_batch(
+                        specs, jobs=options.jobs, fail_fast=options.fail_fast, on_result=advance, isolate=isolate
+                    ),
+                    specs,
                 )
             else:
-                batch = _run_distributed(specs, options.scheduler, options.fail_fast, advance, err)
+                batch = signals.interrupting(
+                    lambda: _run_distributed(specs, address, options.fail_fast, advance, err), specs
+                )
         results = list(batch.results)
         interrupted = batch.interrupted or signals.received is not None
         _show(results, interrupted, options, out, err)

@@ -15,7 +15,7 @@ class ExitCode(IntEnum):
     FAILED = 1  # at least one check failed, or its implementation raised / crashed / timed out
     INVALID = 2  # the command line or a config is invalid; nothing was run
     INTERNAL = 3  # a bug in convcheck itself (never a problem of the user's layer or config)
-    INTERRUPTED = 130  # Ctrl-C: the results so far were printed and written
+    INTERRUPTED = 130  # SIGINT (Ctrl-C), SIGTERM or SIGHUP: the results so far were printed and written
 
     @classmethod
     def for_results(cls, results: Sequence[CheckResult]) -> ExitCode:

@@ -22,17 +22,10 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="POSIX signals, 
 
 HOSTILE = Path(__file__).parent / "fixtures" / "hostile"
 SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
-LAYER = """\
-  - name: {name}
-    impl: {impl}
-    batch: 2
-    in_height: 5
-    in_width: 6
-    in_depth: 2
-    out_depth: 3
-    filter_size: 3
-    padding: 1
-"""
+LAYER = (  # one small check, in YAML's flow style
+    "  - {{name: {name}, impl: {impl}, batch: 2, in_height: 5, in_width: 6, in_depth: 2, out_depth: 3, "
+    "filter_size: 3, padding: 1}}\n"
+)
 
 
 def config(tmp_path: Path, impls: list[str]) -> Path:
@@ -95,3 +88,24 @@ def test_a_signal_while_results_print_lets_every_output_complete(tmp_path, monke
     assert [c["status"] for c in json.loads(json_path.read_text())["checks"]] == ["pass", "pass"]
     assert len(ET.parse(junit_path).getroot().findall(".//testcase")) == 2
     assert signal.getsignal(signum) == before  # the run gives the handlers back
+
+
+@pytest.mark.parametrize("signum", SIGNALS, ids=lambda s: s.name)
+def test_a_signal_while_configs_load_runs_nothing_and_still_writes_the_outputs(tmp_path, monkeypatch, signum):
+    import convcheck.config
+
+    loading = convcheck.config.load_configs
+
+    def signalled_while_loading(*args, **kwargs):
+        os.kill(os.getpid(), signum)
+        return loading(*args, **kwargs)
+
+    monkeypatch.setattr(convcheck.config, "load_configs", signalled_while_loading)
+    path = tmp_path / "run.yaml"
+    path.write_text("checks:\n" + LAYER.format(name="a", impl="builtin"))
+    json_path = tmp_path / "out.json"
+    result = CliRunner().invoke(app, ["run", str(path), "--json", str(json_path)])
+    assert result.exit_code == ExitCode.INTERRUPTED, result.output
+    document = json.loads(json_path.read_text())
+    assert document["checks"] == [] and document["interrupted"] is True
+    assert f"interrupted ({signum.name})" in result.stderr

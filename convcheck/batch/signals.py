@@ -4,7 +4,7 @@ Ctrl-C, a CI job's cancel (SIGTERM) and a closed terminal (SIGHUP) all mean "sto
 default Python turns only SIGINT into ``KeyboardInterrupt``, and SIGTERM and SIGHUP end the process on the spot:
 no JSON, no JUnit, and workers left behind. Within ``handled()`` the three are alike:
 
-- while checks run (inside ``interrupting()``), the first one raises ``KeyboardInterrupt`` where the run is (the
+- while checks run (in ``interrupting(batch)``), the first one raises ``KeyboardInterrupt`` where the run is (the
   executors turn it into a ``BatchOutcome`` with ``interrupted`` set, after stopping their workers);
 - at any other moment (configs loading, results printing, files being written) it is only recorded, so the
   outputs are complete; a signal recorded before the checks start stops them as soon as they would;
@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType
+
+from convcheck.batch.outcome import BatchOutcome
+from convcheck.spec import CheckSpec
 
 __all__ = ["HANDLED", "Signals", "handled"]
 
@@ -47,15 +50,19 @@ class Signals:
             self._raised = True
             raise KeyboardInterrupt
 
-    @contextmanager
-    def interrupting(self) -> Iterator[None]:
-        """Within the block, the first signal raises ``KeyboardInterrupt`` (at once, if one came before)."""
-        if self.received is not None and not self._raised:
-            self._raised = True
-            raise KeyboardInterrupt
+    def interrupting(self, batch: Callable[[], BatchOutcome], specs: Sequence[CheckSpec]) -> BatchOutcome:
+        """``batch()`` with the first signal raising ``KeyboardInterrupt`` inside it (the executors turn that into
+        an interrupted ``BatchOutcome``). A signal received before it started means no check runs; one that
+        escapes it (arriving before or after the executor could catch it) is an interrupted outcome too, without
+        results: the outputs are written either way."""
+        unrun = BatchOutcome(results=(), interrupted=True, not_run=tuple(spec.name for spec in specs))
+        if self.received is not None:
+            return unrun
         self._raising = True
         try:
-            yield
+            return batch()
+        except KeyboardInterrupt:
+            return unrun
         finally:
             self._raising = False
 

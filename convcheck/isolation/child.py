@@ -39,6 +39,7 @@ from convcheck.isolation.channel import Arena, Channel, Outgoing, ProtocolViolat
 from convcheck.spec import ImplRef
 from convcheck.user.adapter import describe
 from convcheck.user.errors import Frame, ImplementationError, exception_name, innermost_frame, is_library, shorten
+from convcheck.user.loader import load_functions  # imported here, before the fork: the child only uses it
 
 __all__ = ["EXIT_LAST_WORDS", "SPIN_SECONDS", "child_main", "frame_to_json", "spin"]
 
@@ -134,6 +135,9 @@ class _Server:
                 return 0 if self._channel_alive() else self._last_words()
             if request.get("op") == "stop":
                 return 0
+            if request.get("op") == "cpu":  # asked for, not sent with every answer: the clock is a slow system call
+                self.channel.send({"kind": "cpu", "cpu": time.process_time()})
+                continue
             for number in request.get("release", []):
                 self.caches.pop(int(number), None)
             reply = self._call(request, blobs)
@@ -145,8 +149,6 @@ class _Server:
                 return self._last_words()
 
     def _load(self) -> bool:
-        from convcheck.user.loader import load_functions
-
         try:
             impl = load_functions(self.ref)
         except ImplementationError as exc:
@@ -157,7 +159,7 @@ class _Server:
         if not self._channel_alive():  # the module closed it at import time
             self._last_words()
             return False
-        self.channel.send({"kind": "ready", "origin": impl.origin, "cpu": time.process_time()})
+        self.channel.send({"kind": "ready", "origin": impl.origin})
         return True
 
     # -- one call -------------------------------------------------------------------------------------------
@@ -186,7 +188,7 @@ class _Server:
             returned = self.functions[role](*args)
         except BaseException as exc:  # noqa: BLE001 - whatever the user's code raises is its answer
             return self._raised(exc), outgoing
-        reply: dict[str, Any] = {"kind": "returned", "cpu": time.process_time()}
+        reply: dict[str, Any] = {"kind": "returned"}
         if audit:
             reply["modified"] = {
                 str(i): outgoing.array(new)
