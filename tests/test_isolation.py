@@ -231,3 +231,11 @@ def test_the_point_sample_is_uniform_and_seeded():
         for _ in range(50):
             sample.offer(np.zeros(1), np.zeros(1), np.zeros(1), np.zeros(1))
     assert [p.number for p in again[0].points] == [p.number for p in again[1].points]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may read and write any process's memory and descriptors")
+def test_the_layers_process_cannot_reach_the_memory_or_descriptors_of_the_worker_that_judges_it():
+    outcome = run_batch([hostile("reaches_parent.py"), hostile("good.py")], jobs=1, isolate=True)
+    reached, after = outcome.results
+    assert reached.status is Status.ERROR and "reached=nothing" in reached.error, reached.error
+    assert after.status is Status.PASS

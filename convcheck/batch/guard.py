@@ -36,7 +36,7 @@ from convcheck.user.errors import describe_exception
 
 __all__ = ["UNENFORCED", "CheckTimeout", "describe_failure", "die_with_parent", "run_one", "timeout_of"]
 
-_PR_SET_PDEATHSIG = 1  # prctl options (Linux)
+_PR_SET_PDEATHSIG, _PR_SET_DUMPABLE = 1, 4  # prctl options (Linux)
 
 #: The note of a check whose timeout could not be enforced where it ran.
 UNENFORCED = Note(NoteKind.TIMEOUT_NOT_ENFORCED, "timeout not enforced: not in the main thread of a POSIX process")
@@ -62,9 +62,12 @@ def timeout_of(spec: CheckSpec) -> float:
 
 def die_with_parent() -> None:
     """Have the kernel kill this process when its parent dies (Linux; elsewhere nothing), so that no worker
-    outlives a run that was killed."""
+    outlives a run that was killed; and make it non-dumpable, so that the user's code in the processes it forks
+    cannot read or write its memory through ``/proc`` or attach a debugger to it (same user, no privileges)."""
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        libc.prctl(_PR_SET_DUMPABLE, 0)
 
 
 def describe_failure(exc: BaseException) -> str:

@@ -11,8 +11,9 @@ own, and the next check starts from a fresh process. The child's address space i
 top of what it maps at the start.
 
 What a hostile layer running as the same user can still do is outside any Python process's reach to stop: signal
-or kill other processes of that user (ending the run, never with a passing exit code), read or write that user's
-files, or use the operating system's debugging interfaces where they are open to it. ``--in-process`` gives all
+or kill other processes of that user (ending the run, never with a passing exit code), or read and write that
+user's files. The workers are non-dumpable (``batch.guard.die_with_parent``), so an unprivileged layer cannot
+read their memory or open their descriptors through ``/proc``; root can. ``--in-process`` gives all
 of this up on purpose (to run the layer under a debugger): convcheck then says that it trusts the layer, and the
 run exits non-zero if its process ends before the summary (``supervise``).
 """

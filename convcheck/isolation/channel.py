@@ -101,8 +101,9 @@ def crosses(value: object) -> bool:
     return isinstance(value, np.ndarray) and value.dtype.kind in _KINDS and not value.dtype.hasobject
 
 
-def decode_array(meta: object, arena: Arena, side: int, blobs: memoryview) -> np.ndarray:
-    """A fresh array from its description, which is checked against the protocol before anything is read.
+def decode_array(meta: object, arena: Arena, side: int, blobs: memoryview, *, copy: bool = True) -> np.ndarray:
+    """A fresh array from its description, which is checked against the protocol before anything is read
+    (``copy=False``: a view of the bytes where they lie, valid until the sender writes again).
 
     Raises:
         ProtocolViolation: a description that is not a dict of the expected fields, a non-numeric dtype, a shape
@@ -132,7 +133,7 @@ def decode_array(meta: object, arena: Arena, side: int, blobs: memoryview) -> np
         flat = np.frombuffer(blobs, dtype=dtype, count=count, offset=offset)
     else:
         raise ProtocolViolation("an array description with an unknown location")
-    return flat.reshape(shape).copy()
+    return flat.reshape(shape).copy() if copy else flat.reshape(shape)
 
 
 class Channel:

@@ -23,7 +23,6 @@ import ctypes
 import os
 import random
 import resource
-import select
 import signal
 import socket
 import sys
@@ -41,12 +40,11 @@ from convcheck.user.adapter import describe
 from convcheck.user.errors import Frame, ImplementationError, exception_name, innermost_frame, is_library, shorten
 from convcheck.user.loader import load_functions  # imported here, before the fork: the child only uses it
 
-__all__ = ["EXIT_LAST_WORDS", "SPIN_SECONDS", "child_main", "frame_to_json", "spin"]
+__all__ = ["EXIT_LAST_WORDS", "child_main", "frame_to_json"]
 
 EXIT_LAST_WORDS = 86  # the child's exit code when it left its last words in shared memory
 _PR_SET_PDEATHSIG = 1
 _HIGH_FD = 600
-SPIN_SECONDS = 0.0003  # how long the child waits for the next call before it sleeps (see ``_spin``)
 
 
 def frame_to_json(frame: Frame | None) -> dict[str, Any] | None:
@@ -128,7 +126,6 @@ class _Server:
         if not self._load():
             return 0
         while True:
-            spin(self.fd, SPIN_SECONDS)
             try:
                 request, blobs = self.channel.receive()
             except (EOFError, OSError, ProtocolViolation):
@@ -175,7 +172,8 @@ class _Server:
         record = None
         for arg in request.get("args", []):
             if "array" in arg:
-                pristine = decode_array(arg["array"], self.arena, 0, blobs)
+                # A view of the parent's half: it stays as sent until the next request. The user gets a copy.
+                pristine = decode_array(arg["array"], self.arena, 0, blobs, copy=False)
                 shared.append(pristine)
                 handed.append(pristine.copy())
                 args.append(handed[-1])
@@ -278,16 +276,6 @@ class _Server:
             return real_dup2(fd, fd2, inheritable)
 
         os.close, os.closerange, os.dup2 = close, closerange, dup2
-
-
-def spin(fd: int, seconds: float) -> None:
-    """Wait for input on ``fd`` for up to ``seconds`` without giving up the CPU: a process that sleeps between
-    calls waits for the scheduler to wake it, which on a busy machine costs more than the call itself."""
-    deadline = time.perf_counter() + seconds
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    while not poller.poll(0) and time.perf_counter() < deadline:
-        pass
 
 
 def _encode(value: object, outgoing: Outgoing) -> dict[str, Any]:
