@@ -22,7 +22,7 @@ from convcheck.isolation.check import isolated_check
 from convcheck.isolation.points import PointSample
 from convcheck.isolation.session import RemoteLayer
 from convcheck.results import CheckResult, Status
-from convcheck.spec import Activation, CheckSpec, ConvShape, ImplRef, Layout, Signature
+from convcheck.spec import Activation, CheckSpec, ConvShape, DType, ImplRef, Layout, Method, Signature
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="fork, prctl and /proc: Linux")
 
@@ -175,6 +175,9 @@ HONEST = [
         backward="conv_backward_naive",
         signature=Signature.CS231N,
     ),
+    hostile("good_nhwc.py", name="float32", folder=IMPLS, dtype=DType.FLOAT32),
+    hostile("good_nhwc.py", name="auto", folder=IMPLS, method=Method.AUTO),
+    hostile("float32_grads.py", folder=IMPLS),
     hostile("flipped_kernel.py", folder=IMPLS),
     hostile("mutates_input.py", folder=IMPLS),
     hostile("mutates_cached_x.py", folder=IMPLS),
