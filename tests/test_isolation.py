@@ -64,6 +64,17 @@ def test_patching_the_judge_or_the_guard_in_user_code_changes_no_verdict(jobs):
     assert results["good.py"].status is Status.PASS
 
 
+def test_in_one_process_the_patched_judge_would_buy_the_pass(monkeypatch):
+    """The attack is real: run where the verdict is computed, the layer's patch makes its wrong gradients pass."""
+    import convcheck.checker
+
+    monkeypatch.setattr(convcheck.checker, "judge", convcheck.checker.judge)  # undone after the test
+    spec = hostile("patches_judge.py", name="in-process")
+    assert run_check(spec).status is Status.PASS
+    monkeypatch.undo()
+    assert isolated_check(spec).status is Status.FAIL
+
+
 def test_a_forged_done_message_is_no_pass_and_the_next_check_is_not_blamed():
     outcome = run_batch([hostile("fake_done.py"), hostile("good.py")], jobs=1, isolate=True)
     forged, after = outcome.results
