@@ -258,7 +258,7 @@ def input_gradient(spec: CheckSpec) -> np.ndarray:
     """dx by scattering each output's gradient back over its window: an independent transposed convolution."""
     data, shape = make_data(spec), spec.shape
     k, s, p = shape.filter_size, shape.stride, shape.padding
-    z = reference.conv2d(data.x, data.w, data.b, s, p)
+    z = reference.convolve(data.x, data.w, data.b, shape.window)
     derivative = act.derivative(spec.activation, z, act.apply(spec.activation, z.copy()))
     g = data.dout * (derivative if derivative is not None else 1.0)
     padded = np.zeros((shape.batch, shape.in_height + 2 * p, shape.in_width + 2 * p, shape.in_depth))

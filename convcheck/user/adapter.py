@@ -13,16 +13,38 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from convcheck.results import Finding, FindingKind
 from convcheck.spec import ImplRef, Layout, Signature
-from convcheck.user.errors import ContractError, UserCodeError, innermost_frame
+from convcheck.user.errors import ContractError, Frame, UserCodeError, UserFault, innermost_frame
 from convcheck.user.shapes import TO_NCHW, TO_NHWC, expected_shape, layer_dims, shape_problem, user_index
 
-__all__ = ["Change", "LoadedImpl", "UserCache", "UserLayer", "modification"]
+__all__ = ["Change", "Foreign", "ForeignException", "LoadedImpl", "UserCache", "UserLayer", "describe", "modification"]
+
+
+class Foreign:
+    """A value the user's code returned in another process that cannot cross to this one (not a plain numeric
+    array): only its description (``describe``) does, so that the contract's messages read the same."""
+
+    def __init__(self, description: str) -> None:
+        self.description = description
+
+    def __repr__(self) -> str:
+        return f"Foreign({self.description!r})"
+
+
+class ForeignException(Exception):  # noqa: N818 - it stands for the user's exception, whatever its name
+    """The user's code raised in another process: its type's name, its message and the user's frame."""
+
+    def __init__(self, type_name: str, message: str, frame: Frame | None, lineage: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.type_name = type_name
+        self.message = message
+        self.frame = frame
+        self.lineage = lineage  # the names of its class and its base classes
 
 
 @dataclass(frozen=True)
@@ -95,6 +117,7 @@ class UserLayer:
         self._forward = impl.forward
         self._backward = impl.backward
         self._audit: dict[tuple[str, str], Finding] | None = None  # (call, argument) → first finding
+        self.points: PointRecorder | None = None  # keeps a sample of the forward calls (``convcheck.isolation``)
 
     def __repr__(self) -> str:
         return (
@@ -117,10 +140,9 @@ class UserLayer:
         xu, wu, bu = self._to_user(x, "x"), self._to_user(w, "w"), b.copy()
         handed = self._hand("x", xu), self._hand("w", wu), self._hand("b", bu)
         try:
-            if self.signature is Signature.CS231N:
-                returned = self._forward(xu, wu, bu, {"stride": self.stride, "pad": self.padding})
-            else:
-                returned = self._forward(xu, wu, bu, self.stride, self.padding)
+            returned = self._call_forward(xu, wu, bu)
+        except UserFault:
+            raise  # already the user's fault, in its own words (e.g. the user's process died)
         except (Exception, SystemExit) as exc:
             raise self._user_error("forward", self.impl.ref.forward, exc) from exc
         if self._audit is not None:
@@ -135,7 +157,10 @@ class UserLayer:
         dims = layer_dims(x.shape, w.shape, self.stride, self.padding)
         self._check_array("out", "forward's out", "out", out, dims)
         cache = UserCache(user_cache, x.shape, w.shape, handed if self._audit is not None else ())
-        return self._to_engine(out, "out"), cache
+        engine_out = self._to_engine(out, "out")
+        if self.points is not None:
+            self.points.offer(x, w, b, engine_out)
+        return engine_out, cache
 
     def backward(self, dout: np.ndarray, cache: UserCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``dout: (N, OH, OW, C_out)`` → ``(dx, dw, db)`` shaped like ``(x, w, b)`` in NHWC.
@@ -149,7 +174,9 @@ class UserLayer:
         du = self._to_user(dout, "out")
         handed_dout = self._hand("dout", du)
         try:
-            returned = self._backward(du, cache.user)
+            returned = self._call_backward(du, cache.user)
+        except UserFault:
+            raise
         except (Exception, SystemExit) as exc:
             raise self._user_error("backward", self.impl.ref.backward, exc) from exc
         if self._audit is not None:
@@ -165,6 +192,18 @@ class UserLayer:
             self._check_array(name, name, tensor, value, dims)
         dx, dw, db = returned
         return self._to_engine(dx, "x"), self._to_engine(dw, "w"), np.array(db, copy=True)
+
+    # -- calling the user's functions (a subclass may call them in another process) ---------------------------
+
+    def _call_forward(self, xu: np.ndarray, wu: np.ndarray, bu: np.ndarray) -> object:
+        """The user's forward on arrays in its layout, with the signature's hyperparameters."""
+        if self.signature is Signature.CS231N:
+            return self._forward(xu, wu, bu, {"stride": self.stride, "pad": self.padding})
+        return self._forward(xu, wu, bu, self.stride, self.padding)
+
+    def _call_backward(self, du: np.ndarray, user_cache: Any) -> object:
+        """The user's backward on ``dout`` in its layout and the cache its forward returned."""
+        return self._backward(du, user_cache)
 
     # -- auditing (used by convcheck.user.contract) ----------------------------------------------------------
 
@@ -227,10 +266,26 @@ class UserLayer:
             raise ContractError(problem, tensor=key, kind=FindingKind.SHAPE, shape=tuple(value.shape))
 
     def _user_error(self, role: str, function: str, exc: BaseException) -> UserCodeError:
+        if isinstance(exc, ForeignException):
+            return UserCodeError.from_parts(role, function, exc.type_name, exc.message, exc.frame, exc.lineage)
         return UserCodeError(role, function, exc, innermost_frame(exc.__traceback__, self.impl.roots))
 
 
+class PointRecorder(Protocol):
+    """What ``UserLayer.forward`` offers every call's point and output to (``x, w, b`` and ``out`` in NHWC;
+    the recorder copies what it keeps: the caller may change the arrays afterwards)."""
+
+    def offer(self, x: np.ndarray, w: np.ndarray, b: np.ndarray, out: np.ndarray) -> None: ...
+
+
+def describe(value: object) -> str:
+    """How messages name a value a user's function returned: ``an array of shape (2, 3)``, ``a tuple of 2 (…)``."""
+    return _describe(value)
+
+
 def _describe(value: object) -> str:
+    if isinstance(value, Foreign):
+        return value.description
     if isinstance(value, np.ndarray):
         return f"an array of shape {value.shape}"
     if isinstance(value, tuple | list):

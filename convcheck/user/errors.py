@@ -92,6 +92,33 @@ class UserCodeError(UserFault):
         named = role if function == role else f"{role} ({function})"
         super().__init__(f"the implementation's {named} raised {self.exc_type}{detail}{where}")
 
+    @classmethod
+    def from_parts(
+        cls,
+        role: str,
+        function: str,
+        exc_type: str,
+        message: str,
+        frame: Frame | None,
+        lineage: tuple[str, ...] = (),
+    ) -> UserCodeError:
+        """The same error for an exception raised in another process, told by its type's name (and its base
+        classes' names, ``lineage``) and message."""
+        error = cls.__new__(cls)
+        error.exc_lineage = lineage or (exc_type,)
+        error.role, error.function, error.exc_type, error.exc_message, error.frame = (
+            role,
+            function,
+            exc_type,
+            shorten(message),
+            frame,
+        )
+        where = f" at {frame.describe()}" if frame else ""
+        detail = f": {error.exc_message}" if error.exc_message else ""
+        named = role if function == role else f"{role} ({function})"
+        Exception.__init__(error, f"the implementation's {named} raised {exc_type}{detail}{where}")
+        return error
+
 
 class ContractError(UserFault):
     """The user's code returned something the contract forbids: not a tuple, not an array, a wrong shape.
