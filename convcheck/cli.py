@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from convcheck.results import CheckResult
     from convcheck.spec import CheckSpec
 
-from convcheck.batch.signals import handled
 from convcheck.exitcodes import ExitCode
 from convcheck.isolation.supervise import trusting
 from convcheck.options import (
@@ -93,14 +92,6 @@ def _console(stderr: bool, color: Color = Color.AUTO) -> Console:
     if color is Color.NEVER:
         return Console(stderr=stderr, highlight=False, emoji=False, width=width, no_color=True, color_system=None)
     return Console(stderr=stderr, highlight=False, emoji=False, width=width)
-
-
-def _stdout(color: Color = Color.AUTO) -> Console:
-    return _console(stderr=False, color=color)
-
-
-def _stderr(color: Color = Color.AUTO) -> Console:
-    return _console(stderr=True, color=color)
 
 
 def _version(value: bool) -> None:
@@ -265,10 +256,13 @@ def _default_configs(given: list[Path] | None, err: Console) -> list[Path]:
 
 def _run(options: RunOptions) -> None:
     """``convcheck run``: check the options, run the batch, render it, exit with its code."""
-    out, err = _stdout(options.color), _stderr(options.color)
+    out, err = _console(False, options.color), _console(True, options.color)
+    from convcheck.batch.signals import handled  # imports numpy, so not at the top: --help starts without it
+
     with handled() as signals:  # SIGINT, SIGTERM, SIGHUP: stop the checks, never the results' output
         specs = _checked_specs(options, err)
         from convcheck.batch.local import run_batch  # imports numpy: only now that checks will run
+        from convcheck.diagnosis.batch import with_batch_hints
 
         report = trusting(lambda text: err.print(text, markup=False)) if options.in_process else lambda code: None
         # User code runs in a process of its own unless asked otherwise: an os._exit or a segfault in it must be an
@@ -289,6 +283,8 @@ def _run(options: RunOptions) -> None:
                 )
         if signals.received is not None and not batch.interrupted:
             batch = replace(batch, interrupted=True)
+        # Hints only a whole batch can give (e.g. the geometric condition shared by the checks a layer crashed on).
+        batch = replace(batch, results=tuple(with_batch_hints(batch.results)))
         written = _show(batch, options, out, err)
     if batch.interrupted or signals.received is not None:  # a signal while the results printed counts too
         cause = f" ({signals.name})" if signals.received is not None else ""
@@ -453,7 +449,7 @@ def validate(configs: ValidateArgument = None, color: ColorOption = "auto") -> N
 
       convcheck validate configs/smoke.yaml
     """
-    out, err = _stdout(Color(color)), _stderr(Color(color))
+    out, err = _console(False, Color(color)), _console(True, Color(color))
     specs = _load(_default_configs(configs, err), err)
     from convcheck.user.static import static_problems
 
@@ -522,7 +518,7 @@ def init(
     from convcheck.render.files import write_atomic
     from convcheck.starter import starter_files
 
-    err = _stderr()
+    err = _console(True)
     files = starter_files(path, Layout(layout))
     existing = [p for p in files if p.exists()]
     if existing and not force:
@@ -576,7 +572,7 @@ def selftest(
     from convcheck.selftest import run_selftest
     from convcheck.spec import DType
 
-    out = _stdout(Color(color))
+    out = _console(False, Color(color))
     report = run_selftest(dtypes=(DType.FLOAT64,) if quick else (DType.FLOAT64, DType.FLOAT32), jobs=jobs)
     out.print(selftest_table(report))
     out.print(selftest_summary(report), markup=False)

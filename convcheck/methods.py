@@ -171,5 +171,5 @@ def full_passes(spec: CheckSpec) -> int:
 def audit_passes(spec: CheckSpec) -> int:
     """Forward passes the audit of a grouped check adds (two per audited entry, before kink retries)."""
     shape = spec.shape
-    sizes = (math.prod(shape.x_shape), math.prod(shape.w_shape), shape.out_depth)
+    sizes = (math.prod(shape.x_shape), math.prod(shape.w_shape), math.prod(shape.b_shape))  # no bias: (0,)
     return 2 * sum(min(AUDIT_ENTRIES, size) for size in sizes)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from convcheck.render.base import Run, counts, user_index
 from convcheck.results import CheckResult, Entry, TensorResult
 from convcheck.spec import Layout
+from convcheck.sweeps import condition_of
 
 __all__ = ["check_json", "render", "to_json"]
 
@@ -120,6 +121,8 @@ def to_json(results: Sequence[CheckResult], run: Run) -> dict[str, object]:
         "summary": counts(results, run.not_run),
         "checks": [check_json(r) for r in results],
     }
+    sweep = condition_of(results)  # what the whole batch says: the condition that separates failures from passes
+    document["sweep"] = sweep.to_json() if sweep is not None else None
     if run.interrupted:
         document["interrupted"] = True
     if run.not_run:
