@@ -411,7 +411,7 @@ def validate(configs: ConfigsArgument) -> None:
     out, err = _stdout(), _stderr()
     specs = _load(configs, err)
     table = Table(header_style="bold")
-    for column in ("check", "layer", "output (N, OH, OW, C_out)", "activation", "dtype", "method", "passes"):
+    for column in ("check", "layer", "output (N, …, C_out)", "activation", "dtype", "method", "passes"):
         table.add_column(column, justify="right" if column == "passes" else "left")
     for s in specs:
         method, passes = planned_passes(s)

@@ -20,7 +20,9 @@ class Kind(str, Enum):
     INT = "int"
     NUMBER = "number"
     CHOICE = "choice"  # one of the values of KeyInfo.enum
-    PADDING = "padding"  # an integer or 'same'
+    PADDING = "padding"  # an integer, per-axis or per-side values (1x2, 1-2x0-1), 'same' or 'valid'
+    SIZE = "size"  # an integer for every axis, or one per axis such as 3x5
+    DIMS = "dims"  # 1, 2 or 3
     TEXT = "text"
     IMPL = "impl"  # 'builtin', a path, a module name, or a mapping of IMPL_KEYS
     MEMORY = "memory"  # bytes, or a size such as '2GB'
@@ -40,7 +42,11 @@ SWEEP_TEXT = ", or a non-empty list of such values to sweep"  # ends the allowed
 
 # What one value of a kind may be, for the kinds whose text does not depend on the key's bounds or choices.
 _VALUE_TEXTS = {
-    Kind.PADDING: "an integer ≥ 0, or 'same' (odd filter_size only)",
+    Kind.PADDING: (
+        "an integer ≥ 0 for every side, one per axis such as '1x2', one (before-after) pair per axis such as "
+        "'1-2x0-1', 'same' (ceil(in / stride) outputs, the odd row after) or 'valid' (none)"
+    ),
+    Kind.DIMS: "1, 2 or 3",
     Kind.TEXT: "a non-empty string",
     Kind.IMPL: (
         "'builtin', a path to a .py file (relative to the config file), an importable module name, "
@@ -83,6 +89,8 @@ class KeyInfo:
         """What one value of this key may be, such as ``an integer ≥ 1``."""
         if self.kind is Kind.INT:
             return f"an integer ≥ {self.minimum:g}"
+        if self.kind is Kind.SIZE:
+            return f"an integer ≥ {self.minimum:g} for every axis, or one per axis such as '3x5' (frames first in 3-D)"
         if self.kind is Kind.NUMBER:
             return f"a number {'>' if self.exclusive_minimum else '≥'} {self.minimum:g}"
         if self.kind is Kind.CHOICE:
@@ -100,11 +108,10 @@ def _choice(name: str, enum: type[Enum], default: str, description: str) -> KeyI
 
 _SHAPE_KEYS = {
     "batch": "number of input examples N",
-    "in_height": "input height H",
-    "in_width": "input width W",
+    "in_height": "input height H (not for dims 1)",
+    "in_width": "input width W (the length of a 1-D layer)",
     "in_depth": "input channels C_in",
     "out_depth": "output channels C_out (number of filters)",
-    "filter_size": "filter height and width k (square filters)",
 }
 
 CHECK_KEYS: Mapping[str, KeyInfo] = {
@@ -117,25 +124,50 @@ CHECK_KEYS: Mapping[str, KeyInfo] = {
             KeyInfo(key, Kind.INT, text, required=True, minimum=1, target=Target.SHAPE)
             for key, text in _SHAPE_KEYS.items()
         ),
-        KeyInfo("stride", Kind.INT, "step s between filter positions", default=1, minimum=1, target=Target.SHAPE),
+        KeyInfo(
+            "dims",
+            Kind.DIMS,
+            "spatial axes: 1 (width), 2 (height, width), 3 (frames, height, width)",
+            default=2,
+            target=Target.SHAPE,
+        ),
+        KeyInfo("in_frames", Kind.INT, "input frames F (dims 3 only)", default=1, minimum=1, target=Target.SHAPE),
+        KeyInfo("filter_size", Kind.SIZE, "filter size k per axis", required=True, minimum=1, target=Target.SHAPE),
+        KeyInfo("stride", Kind.SIZE, "step s between filter positions", default=1, minimum=1, target=Target.SHAPE),
+        KeyInfo("dilation", Kind.SIZE, "spacing d between filter taps", default=1, minimum=1, target=Target.SHAPE),
         KeyInfo(
             "padding",
             Kind.PADDING,
-            "zeros added on each side p; 'same' is (k-1)//2 for odd k",
+            "zero rows added before and after each axis",
             default=0,
             minimum=0,
+            target=Target.SHAPE,
+        ),
+        KeyInfo(
+            "groups",
+            Kind.INT,
+            "channel groups g (divides in_depth and out_depth; g = in_depth: depthwise)",
+            default=1,
+            minimum=1,
+            target=Target.SHAPE,
+        ),
+        KeyInfo(
+            "bias",
+            Kind.BOOL,
+            "the layer has a bias b (false: b is None, db must be None)",
+            default=True,
             target=Target.SHAPE,
         ),
         *(
             KeyInfo(
                 f"out_{axis}",
                 Kind.INT,
-                f"expected output {axis}, checked against ({size} + 2p - k)//s + 1",
+                f"expected output {axis}, checked against ({size} + before + after − d·(k − 1) − 1)//s + 1",
                 minimum=1,
                 sweepable=False,
                 target=Target.NONE,
             )
-            for axis, size in (("height", "H"), ("width", "W"))
+            for axis, size in (("frames", "F"), ("height", "H"), ("width", "W"))
         ),
         _choice("activation", Activation, "relu", "nonlinearity applied after conv(x, w) + b"),
         _choice("method", Method, "auto", "how numeric gradients are obtained"),
