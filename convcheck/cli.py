@@ -62,7 +62,8 @@ def _console(stderr: bool) -> Console:
 
     stream = sys.stderr if stderr else sys.stdout
     width = None if stream.isatty() or "COLUMNS" in os.environ else PIPE_WIDTH
-    return Console(stderr=stderr, highlight=False, width=width)
+    # emoji=False: user text such as "file.yaml:100:3" must not become "file.yaml💯3" (markup=False at each print)
+    return Console(stderr=stderr, highlight=False, emoji=False, width=width)
 
 
 def _stdout() -> Console:
@@ -103,6 +104,8 @@ def _load(paths: list[Path], err: Console) -> list[CheckSpec]:
             markup=False,
         )
         raise typer.Exit(ExitCode.INVALID)
+    for warning in loaded.warnings:  # valid values that make a check meaningless (a huge rtol or atol)
+        err.print(str(warning), markup=False, soft_wrap=True)
     if not loaded.specs:
         err.print("no checks found in " + ", ".join(str(p) for p in paths), markup=False)
         raise typer.Exit(ExitCode.INVALID)
@@ -130,19 +133,13 @@ def _impl_override(text: str, err: Console) -> ImplRef | None:
 
 
 def _require_writable(option: str, target: str | Path | None, err: Console, *, folder: bool = False) -> None:
-    """An output path whose folder cannot be created or written is refused before anything runs (exit 2)."""
+    """An output path that cannot be written (its folder cannot be created or written, it is a folder…) is
+    refused before anything runs (exit 2); a device or FIFO such as /dev/null is fine (it is written into)."""
     if target is None:
         return
-    path = Path(target)
-    directory = path if folder else path.parent
-    existing = next((d for d in (directory, *directory.parents) if d.exists()), None)
-    problem = None
-    if path.is_dir() and not folder:
-        problem = "is a folder"
-    elif existing is None or not existing.is_dir():
-        problem = f"cannot be created ({existing} is not a folder)"
-    elif not os.access(existing, os.W_OK | os.X_OK):
-        problem = f"cannot be written ({existing} is not writable)"
+    from convcheck.render.files import output_problem
+
+    problem = output_problem(target, folder=folder)
     if problem is not None:
         err.print(f"{option} {target}: {problem}", markup=False)
         raise typer.Exit(ExitCode.INVALID)
@@ -270,11 +267,11 @@ def _run(options: RunOptions) -> None:
         else:
             batch = _run_distributed(specs, options.scheduler, options.fail_fast, advance, err)
     results = list(batch.results)
-    _show(results, batch.interrupted, options, out, err)
+    written = _show(results, batch.interrupted, options, out, err)
     if batch.interrupted:
         err.print("interrupted: the results above are the checks that finished", markup=False)
         raise typer.Exit(ExitCode.INTERRUPTED)
-    raise typer.Exit(ExitCode.for_results(results))
+    raise typer.Exit(ExitCode.for_results(results, written=written))
 
 
 def _checked_specs(options: RunOptions, err: Console) -> list[CheckSpec]:
@@ -305,26 +302,34 @@ def _checked_specs(options: RunOptions, err: Console) -> list[CheckSpec]:
     return [s.with_overrides(**overrides) for s in specs] if overrides else specs
 
 
-def _show(results: list[CheckResult], interrupted: bool, options: RunOptions, out: Console, err: Console) -> None:
-    """The table and panels, the PNG heatmaps, the JSON and JUnit files, and the CI annotations."""
+def _show(results: list[CheckResult], interrupted: bool, options: RunOptions, out: Console, err: Console) -> bool:
+    """The table and panels, the PNG heatmaps, the JSON and JUnit files, and the CI annotations; False when a
+    file could not be written (each failure is printed, and the other files are still written)."""
     from convcheck.render import annotations
     from convcheck.render.base import Run
     from convcheck.render.table import print_results
 
     run_info = Run(version=__version__, interrupted=interrupted)
+    written = True
     table_console = err if options.json_only else out
     print_results(table_console, results, quiet=options.quiet, verbose=options.verbose, heatmap=options.heatmap)
     if options.plot is not None:
         from convcheck.render.plot import write_pngs
 
-        written = [path for r in results for path in write_pngs(r, options.plot)]
-        err.print(f"wrote {len(written)} heatmap PNG{'s' if len(written) != 1 else ''} to {options.plot}", markup=False)
-    _write_outputs(results, run_info, options, err)
+        try:
+            pngs = [path for r in results for path in write_pngs(r, options.plot)]
+        except OSError as exc:
+            err.print(f"could not write {exc.filename or options.plot}: {exc.strerror or exc}", markup=False)
+            written = False
+        else:
+            err.print(f"wrote {len(pngs)} heatmap PNG{'s' if len(pngs) != 1 else ''} to {options.plot}", markup=False)
+    written = _write_outputs(results, run_info, options, err) and written
     github = options.annotate is Annotate.GITHUB
     if github or (options.annotate is Annotate.AUTO and os.environ.get("GITHUB_ACTIONS") == "true"):
         text = annotations.render(results, run_info)
         if text:
             typer.echo(text, err=options.json_only, nl=False)
+    return written
 
 
 def _run_distributed(
@@ -376,8 +381,8 @@ def _require_matplotlib(err: Console) -> None:
         raise typer.Exit(ExitCode.INVALID)
 
 
-def _write_outputs(results: list[CheckResult], run_info: Run, options: RunOptions, err: Console) -> None:
-    """``--json`` (to stdout, or a file) and ``--junit``; a file that cannot be written exits 2."""
+def _write_outputs(results: list[CheckResult], run_info: Run, options: RunOptions, err: Console) -> bool:
+    """``--json`` (to stdout, or a file) and ``--junit``; False when a file could not be written (printed)."""
     from convcheck.render import json
     from convcheck.render.documents import write_documents
 
@@ -385,11 +390,10 @@ def _write_outputs(results: list[CheckResult], run_info: Run, options: RunOption
         sys.stdout.write(json.render(results, run_info))
         sys.stdout.flush()
     files = {"json": None if options.json_only else options.json_path, "junit": options.junit}
-    try:
-        write_documents(results, run_info, files)
-    except OSError as exc:  # checked before the run, but a disk can fill up or a folder vanish meanwhile
+    failures = write_documents(results, run_info, files)  # checked before the run, but a disk can fill up
+    for exc in failures:
         err.print(f"could not write {exc.filename or 'the output'}: {exc.strerror or exc}", markup=False)
-        raise typer.Exit(ExitCode.INVALID) from None
+    return not failures
 
 
 @app.command()

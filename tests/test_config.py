@@ -278,7 +278,8 @@ def test_integral_floats_are_integers_but_booleans_and_fractions_are_not() -> No
     (spec,) = only_specs(LAYER.replace("batch: 2", "batch: 2.0"))
     assert spec.shape.batch == 2 and type(spec.shape.batch) is int
     for bad, message in (
-        ("yes", "got a boolean (true)"),
+        ("true", "got a boolean (true)"),
+        ("yes", "'yes' is read as the boolean true by YAML 1.1 only"),
         ("2.5", "got the number 2.5"),
         (".nan", "got the number nan"),
     ):

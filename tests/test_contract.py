@@ -223,6 +223,16 @@ def test_output_buffer_reused_across_forward_calls():
     assert "forward reuses its output array" in only(problems_of(ReusesOutput(1, 1)), FindingKind.OUTPUT_REUSED)
 
 
+def test_output_buffer_reused_by_a_user_layer_is_found_although_the_adapter_copies_it():
+    """UserLayer copies every output it hands on, so the buffer is seen only as the user's forward returned it."""
+    problem = only(problems_of(fixture("reuses_output.py")), FindingKind.OUTPUT_REUSED)
+    assert "forward reuses its output array" in problem
+
+
+def test_a_user_layer_returning_fresh_outputs_is_not_accused_of_reusing_them():
+    assert problems_of(fixture("good_nhwc.py")) == ()
+
+
 # -- user exceptions propagate ------------------------------------------------------------------------------
 
 

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from strategies import nd_geometries
 
 from convcheck import numeric, reference, tolerance
-from convcheck.checker import integer_data, make_data, run_check
+from convcheck.checker import run_check
+from convcheck.data import integer_data, make_data
 from convcheck.layer import MatrixConvLayer
 from convcheck.numeric import Engine, NotLocalError
 from convcheck.numeric.groups import Ownership, input_groups

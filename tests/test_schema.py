@@ -30,7 +30,8 @@ BAD = ROOT / "tests" / "fixtures" / "bad_configs"
 
 ANNOTATIONS = {"$schema", "title", "description"}
 KEYWORDS = {
-    "$ref", "definitions", "type", "enum", "minimum", "exclusiveMinimum", "minLength", "pattern", "properties",
+    "$ref", "definitions", "type", "enum", "minimum", "exclusiveMinimum", "maximum", "minLength", "maxLength",
+    "pattern", "properties",
     "additionalProperties", "required", "items", "minItems", "uniqueItems", "anyOf", "allOf",
 }  # fmt: skip
 TYPES = {"object", "array", "string", "integer", "number", "boolean", "null"}
@@ -95,9 +96,13 @@ def validate(instance: object, schema: dict[str, Any], root: dict[str, Any], pat
             fail(f"{instance} < {schema['minimum']}")
         if "exclusiveMinimum" in schema and instance <= schema["exclusiveMinimum"]:  # type: ignore[operator]
             fail(f"{instance} <= {schema['exclusiveMinimum']}")
+        if "maximum" in schema and instance > schema["maximum"]:  # type: ignore[operator]
+            fail(f"{instance} > {schema['maximum']}")
     if isinstance(instance, str):
         if len(instance) < schema.get("minLength", 0):
             fail("too short")
+        if len(instance) > schema.get("maxLength", math.inf):
+            fail("too long")
         if "pattern" in schema and not re.search(schema["pattern"], instance):
             fail(f"{instance!r} does not match {schema['pattern']}")
     if isinstance(instance, dict):

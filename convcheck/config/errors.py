@@ -29,7 +29,32 @@ class ConfigError:
 
     def __str__(self) -> str:
         text = f"{self.file}:{self.line}:{self.column}: {self.field}: {self.message}; allowed: {self.allowed}"
-        return " ".join(text.splitlines())
+        return plain(" ".join(text.splitlines()))
+
+
+@dataclass(frozen=True)
+class ConfigWarning:
+    """A valid value that is probably a mistake (it makes a check meaningless): the run goes on, and the CLI
+    prints it. Located like a :class:`ConfigError`."""
+
+    file: str
+    line: int
+    column: int
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return plain(
+            " ".join(f"{self.file}:{self.line}:{self.column}: {self.field}: warning: {self.message}".split("\n"))
+        )
+
+
+def plain(text: str) -> str:
+    """``text`` with every non-printable character escaped (``\x1b``): a file name or a value quoted in a
+    message reaches a terminal, which must never receive an escape sequence from a config."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 def file_error(file: str, message: str, allowed: str = "an existing YAML config file or folder") -> ConfigError:

@@ -14,14 +14,14 @@ from enum import Enum
 from typing import Any
 
 from convcheck.config.document import CheckNode
-from convcheck.config.errors import ConfigError, join, shorten
-from convcheck.config.keys import CHECK_KEYS, Target
+from convcheck.config.errors import ConfigError, ConfigWarning, join, shorten
+from convcheck.config.keys import CHECK_KEYS, MAX_CHECKS_PER_FILE, Target
+from convcheck.config.sanity import tolerance_warnings
 from convcheck.config.tree import Doc
 from convcheck.config.values import Setting, label
 from convcheck.geometry import AXES_BY_DIMS
 from convcheck.spec import CheckSpec, ConvShape, ExpectedError, ImplRef, Signature, SourceLocation
 
-MAX_CHECKS_PER_FILE = 100_000  # a sweep that expands further is almost certainly a mistake
 MAX_PROBLEMS_PER_CHECK = 20  # distinct invalid-combination messages reported for one swept check
 
 # (key, index of its value in the sweep, message, allowed) → names of the combinations that have it
@@ -34,6 +34,7 @@ class Expansion:
     def __init__(self, doc: Doc) -> None:
         self.doc = doc
         self.specs: list[CheckSpec] = []
+        self.warnings: list[ConfigWarning] = []  # valid values that make a check meaningless (config.sanity)
         self._owners: list[CheckNode] = []  # the check each spec came from
         self._total: int | None = 0  # checks this file expands to so far; None once past the cap (reported once)
 
@@ -51,6 +52,8 @@ class Expansion:
             return [self.doc.error(check.node, check.prefix or "(top level)", message, "smaller sweeps")]
         self._total += size
         expanded, errors = _expand(check, settings, self.doc)
+        known = set(self.warnings)  # a value in defaults: is warned about once, not for every check
+        self.warnings += [w for w in tolerance_warnings(settings, expanded, self.doc) if w not in known]
         self.specs += expanded
         self._owners += [check] * len(expanded)
         return errors

@@ -40,19 +40,26 @@ class Target(str, Enum):
 
 SWEEP_TEXT = ", or a non-empty list of such values to sweep"  # ends the allowed text of sweepable keys
 
+# Upper bounds: every number a config gives is bounded, so that nothing overflows at run time (a 101-digit
+# stride, ``timeout: 1e308``) and a typo in a size is refused by ``validate`` instead of estimated in GiB.
+MAX_SIZE = 1_000_000  # any size, stride or padding
+MAX_SEED = 2**64 - 1
+MAX_EPS = 1.0
+MAX_TOLERANCE = 1e6  # rtol, atol (rtol ≥ 1 already lets any error of a factor 2 pass: see config.warnings)
+MAX_TIMEOUT = 7 * 24 * 3600.0  # a week, in seconds
+MAX_MEMORY = 2**50  # 1 PiB
+MAX_CHECKS_PER_FILE = 100_000  # a sweep that expands further is almost certainly a mistake
+MAX_NAME_LENGTH = 200  # characters of a check's name (the names of a sweep's checks add their values)
+MAX_TEXT_LENGTH = 4096  # characters of any other string (an impl path or module name)
+
 # What one value of a kind may be, for the kinds whose text does not depend on the key's bounds or choices.
 _VALUE_TEXTS = {
-    Kind.PADDING: (
-        "an integer ≥ 0 for every side, one per axis such as '1x2', one (before-after) pair per axis such as "
-        "'1-2x0-1', 'same' (ceil(in / stride) outputs, the odd row after) or 'valid' (none)"
-    ),
     Kind.DIMS: "1, 2 or 3",
-    Kind.TEXT: "a non-empty string",
     Kind.IMPL: (
         "'builtin', a path to a .py file (relative to the config file), an importable module name, "
         "or a mapping {module, forward, backward, signature: convcheck|cs231n}"
     ),
-    Kind.MEMORY: "a number of bytes (integer ≥ 1) or a string such as '2GB' or '512MiB'",
+    Kind.MEMORY: f"a number of bytes (integer ≥ 1 and ≤ {MAX_MEMORY}) or a string such as '2GB' or '512MiB'",
     Kind.BOOL: "true or false",
     Kind.EXPECTED_ERROR: (
         "an exception class name such as ValueError, or a mapping {type: ValueError, match: REGEX} "
@@ -76,6 +83,7 @@ class KeyInfo:
     default: object = None
     minimum: float | None = None
     exclusive_minimum: bool = False
+    maximum: float | None = None  # inclusive; every number key has one
     enum: type[Enum] | None = None  # the choices of a Kind.CHOICE key
     sweepable: bool = True
     target: Target = Target.SPEC
@@ -88,14 +96,28 @@ class KeyInfo:
     def value_text(self) -> str:
         """What one value of this key may be, such as ``an integer ≥ 1``."""
         if self.kind is Kind.INT:
-            return f"an integer ≥ {self.minimum:g}"
-        if self.kind is Kind.SIZE:
-            return f"an integer ≥ {self.minimum:g} for every axis, or one per axis such as '3x5' (frames first in 3-D)"
+            return f"an integer ≥ {self.minimum:g}{self.maximum_text()}"
         if self.kind is Kind.NUMBER:
-            return f"a number {'>' if self.exclusive_minimum else '≥'} {self.minimum:g}"
+            return f"a number {'>' if self.exclusive_minimum else '≥'} {self.minimum:g}{self.maximum_text()}"
+        if self.kind is Kind.SIZE:
+            return f"an integer ≥ 1{self.maximum_text()} for every axis, or one per axis such as '3x5' (frames first)"
+        if self.kind is Kind.PADDING:
+            return (
+                f"an integer ≥ 0{self.maximum_text()} for every side, one per axis such as '1x2', a before-after "
+                "pair per axis such as '1-2x0-1', 'same' (ceil(in / stride) outputs, the odd row after) or 'valid'"
+            )
+        if self.kind is Kind.TEXT:
+            return f"a non-empty string of at most {MAX_NAME_LENGTH} printable characters"
         if self.kind is Kind.CHOICE:
             return "one of " + ", ".join(self.choices)
         return _VALUE_TEXTS[self.kind]
+
+    def maximum_text(self) -> str:
+        """`` and ≤ 1000000`` (integers in full, as a config writes them), or ``""`` without a maximum."""
+        if self.maximum is None:
+            return ""
+        shown = f"{int(self.maximum)}" if float(self.maximum).is_integer() else f"{self.maximum:g}"
+        return f" and ≤ {shown}"
 
     def allowed_text(self) -> str:
         """What this key accepts, as the ``allowed`` part of an error message (and the schema's text)."""
@@ -121,7 +143,7 @@ CHECK_KEYS: Mapping[str, KeyInfo] = {
             "name", Kind.TEXT, "name of the check; default: file stem and index", sweepable=False, target=Target.NONE
         ),
         *(
-            KeyInfo(key, Kind.INT, text, required=True, minimum=1, target=Target.SHAPE)
+            KeyInfo(key, Kind.INT, text, required=True, minimum=1, maximum=MAX_SIZE, target=Target.SHAPE)
             for key, text in _SHAPE_KEYS.items()
         ),
         KeyInfo(
@@ -131,16 +153,39 @@ CHECK_KEYS: Mapping[str, KeyInfo] = {
             default=2,
             target=Target.SHAPE,
         ),
-        KeyInfo("in_frames", Kind.INT, "input frames F (dims 3 only)", default=1, minimum=1, target=Target.SHAPE),
-        KeyInfo("filter_size", Kind.SIZE, "filter size k per axis", required=True, minimum=1, target=Target.SHAPE),
-        KeyInfo("stride", Kind.SIZE, "step s between filter positions", default=1, minimum=1, target=Target.SHAPE),
-        KeyInfo("dilation", Kind.SIZE, "spacing d between filter taps", default=1, minimum=1, target=Target.SHAPE),
+        KeyInfo(
+            "in_frames",
+            Kind.INT,
+            "input frames F (dims 3 only)",
+            default=1,
+            minimum=1,
+            maximum=MAX_SIZE,
+            target=Target.SHAPE,
+        ),
+        *(
+            KeyInfo(
+                key,
+                Kind.SIZE,
+                text,
+                required=key == "filter_size",
+                default=None if key == "filter_size" else 1,
+                minimum=1,
+                maximum=MAX_SIZE,
+                target=Target.SHAPE,
+            )
+            for key, text in (
+                ("filter_size", "filter size k per axis"),
+                ("stride", "step s between filter positions"),
+                ("dilation", "spacing d between filter taps"),
+            )
+        ),
         KeyInfo(
             "padding",
             Kind.PADDING,
             "zero rows added before and after each axis",
             default=0,
             minimum=0,
+            maximum=MAX_SIZE,
             target=Target.SHAPE,
         ),
         KeyInfo(
@@ -149,6 +194,7 @@ CHECK_KEYS: Mapping[str, KeyInfo] = {
             "channel groups g (divides in_depth and out_depth; g = in_depth: depthwise)",
             default=1,
             minimum=1,
+            maximum=MAX_SIZE,
             target=Target.SHAPE,
         ),
         KeyInfo(
@@ -164,6 +210,7 @@ CHECK_KEYS: Mapping[str, KeyInfo] = {
                 Kind.INT,
                 f"expected output {axis}, checked against ({size} + before + after − d·(k − 1) − 1)//s + 1",
                 minimum=1,
+                maximum=MAX_SIZE,
                 sweepable=False,
                 target=Target.NONE,
             )
@@ -172,10 +219,19 @@ CHECK_KEYS: Mapping[str, KeyInfo] = {
         _choice("activation", Activation, "relu", "nonlinearity applied after conv(x, w) + b"),
         _choice("method", Method, "auto", "how numeric gradients are obtained"),
         _choice("dtype", DType, "float64", "floating-point type the layer runs in"),
-        KeyInfo("seed", Kind.INT, "seed of the random inputs, weights and dout", default=0, minimum=0),
-        KeyInfo("eps", Kind.NUMBER, "finite-difference step; default: by dtype", minimum=0, exclusive_minimum=True),
-        KeyInfo("rtol", Kind.NUMBER, "relative tolerance; default: by dtype", minimum=0),
-        KeyInfo("atol", Kind.NUMBER, "absolute tolerance; default: by dtype", minimum=0),
+        KeyInfo(
+            "seed", Kind.INT, "seed of the random inputs, weights and dout", default=0, minimum=0, maximum=MAX_SEED
+        ),
+        KeyInfo(
+            "eps",
+            Kind.NUMBER,
+            "finite-difference step; default: by dtype",
+            minimum=0,
+            exclusive_minimum=True,
+            maximum=MAX_EPS,
+        ),
+        KeyInfo("rtol", Kind.NUMBER, "relative tolerance; default: by dtype", minimum=0, maximum=MAX_TOLERANCE),
+        KeyInfo("atol", Kind.NUMBER, "absolute tolerance; default: by dtype", minimum=0, maximum=MAX_TOLERANCE),
         KeyInfo("impl", Kind.IMPL, "implementation to check", default="builtin"),
         _choice("layout", Layout, "nhwc", "memory layout of the implementation's arrays"),
         KeyInfo(
@@ -184,6 +240,7 @@ CHECK_KEYS: Mapping[str, KeyInfo] = {
             "seconds allowed for this check; default: the checker's",
             minimum=0,
             exclusive_minimum=True,
+            maximum=MAX_TIMEOUT,
             sweepable=False,
         ),
         KeyInfo(
@@ -191,6 +248,7 @@ CHECK_KEYS: Mapping[str, KeyInfo] = {
             Kind.MEMORY,
             "memory budget in bytes, or a string like '2GB'; default: by machine",
             minimum=1,
+            maximum=MAX_MEMORY,
             sweepable=False,
         ),
         KeyInfo("strict", Kind.BOOL, "warnings fail the check too (as --strict does)", default=False, sweepable=False),
@@ -221,6 +279,15 @@ SUITE_KEYS = ("defaults", "checks")  # the top-level keys of a file that lists i
 
 __all__ = [
     "CHECK_KEYS",
+    "MAX_CHECKS_PER_FILE",
+    "MAX_EPS",
+    "MAX_MEMORY",
+    "MAX_NAME_LENGTH",
+    "MAX_SEED",
+    "MAX_SIZE",
+    "MAX_TEXT_LENGTH",
+    "MAX_TIMEOUT",
+    "MAX_TOLERANCE",
     "EXPECTED_ERROR_ALLOWED",
     "IMPL_ALLOWED",
     "IMPL_KEYS",

@@ -15,7 +15,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from convcheck.config.keys import CHECK_KEYS, EXPECTED_ERROR_ALLOWED, KeyInfo, Kind
+from convcheck.config.keys import (
+    CHECK_KEYS,
+    EXPECTED_ERROR_ALLOWED,
+    MAX_NAME_LENGTH,
+    MAX_TEXT_LENGTH,
+    KeyInfo,
+    Kind,
+)
 from convcheck.config.values import IDENTIFIER_PATTERN, MEMORY_PATTERN, PADDING_PATTERN, SIZE_PATTERN
 from convcheck.spec import Signature
 
@@ -88,23 +95,26 @@ def key_schema(info: KeyInfo) -> dict[str, Any]:
 def _value_schema(info: KeyInfo) -> dict[str, Any]:
     """The schema of one value of ``info``'s key, by its kind (the loader's parser for that kind, in JSON)."""
     if info.kind is Kind.INT:
-        return {"type": "integer", "minimum": int(info.minimum or 0)}
+        return {"type": "integer", "minimum": int(info.minimum or 0), **_maximum(info)}
     if info.kind is Kind.NUMBER:
         bound = "exclusiveMinimum" if info.exclusive_minimum else "minimum"
-        return {"type": "number", bound: info.minimum}
+        return {"type": "number", bound: info.minimum, **_maximum(info)}
     if info.kind is Kind.CHOICE:
         return {"type": "string", "enum": list(info.choices)}
     if info.kind is Kind.PADDING:
+        number = {"type": "integer", "minimum": 0, **_maximum(info)}
         modes = {"type": "string", "enum": ["same", "valid"]}
-        return {"anyOf": [{"type": "integer", "minimum": 0}, modes, {"type": "string", "pattern": PADDING_PATTERN}]}
+        return {"anyOf": [number, modes, {"type": "string", "pattern": PADDING_PATTERN}]}
     if info.kind is Kind.SIZE:
-        return {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": SIZE_PATTERN}]}
+        number = {"type": "integer", "minimum": 1, **_maximum(info)}
+        return {"anyOf": [number, {"type": "string", "pattern": SIZE_PATTERN}]}
     if info.kind is Kind.DIMS:
         return {"type": "integer", "enum": [1, 2, 3]}
     if info.kind is Kind.TEXT:
-        return {"type": "string", "minLength": 1}
+        return {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH}
     if info.kind is Kind.MEMORY:
-        return {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": MEMORY_PATTERN}]}
+        number = {"type": "integer", "minimum": 1, **_maximum(info)}
+        return {"anyOf": [number, {"type": "string", "pattern": MEMORY_PATTERN}]}
     if info.kind is Kind.BOOL:
         return {"type": "boolean"}
     if info.kind is Kind.EXPECTED_ERROR:
@@ -113,7 +123,7 @@ def _value_schema(info: KeyInfo) -> dict[str, Any]:
 
 
 def _expected_error_schema() -> dict[str, Any]:
-    name = {"type": "string", "pattern": IDENTIFIER_PATTERN}
+    name = {"type": "string", "pattern": IDENTIFIER_PATTERN, "maxLength": MAX_TEXT_LENGTH}
     return {
         "anyOf": [
             name,
@@ -121,7 +131,12 @@ def _expected_error_schema() -> dict[str, Any]:
                 "type": "object",
                 "properties": {
                     "type": {"description": EXPECTED_ERROR_ALLOWED["type"], **name},
-                    "match": {"description": EXPECTED_ERROR_ALLOWED["match"], "type": "string", "minLength": 1},
+                    "match": {
+                        "description": EXPECTED_ERROR_ALLOWED["match"],
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": MAX_TEXT_LENGTH,
+                    },
                 },
                 "additionalProperties": False,
             },
@@ -129,11 +144,18 @@ def _expected_error_schema() -> dict[str, Any]:
     }
 
 
+def _maximum(info: KeyInfo) -> dict[str, float]:
+    """The inclusive upper bound of a number key (JSON integers for integer bounds)."""
+    if info.maximum is None:
+        return {}
+    return {"maximum": int(info.maximum) if float(info.maximum).is_integer() else info.maximum}
+
+
 def _impl_schema() -> dict[str, Any]:
-    names = {"type": "string", "pattern": IDENTIFIER_PATTERN}
+    names = {"type": "string", "pattern": IDENTIFIER_PATTERN, "maxLength": MAX_TEXT_LENGTH}
     return {
         "anyOf": [
-            {"type": "string", "minLength": 1},
+            {"type": "string", "minLength": 1, "maxLength": MAX_TEXT_LENGTH},
             {
                 "type": "object",
                 "properties": {
@@ -141,6 +163,7 @@ def _impl_schema() -> dict[str, Any]:
                         "description": "a path to a .py file (relative to the config file) or a module name",
                         "type": "string",
                         "minLength": 1,
+                        "maxLength": MAX_TEXT_LENGTH,
                     },
                     "forward": {"description": "name of the forward function", **names},
                     "backward": {"description": "name of the backward function", **names},

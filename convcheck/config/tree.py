@@ -23,18 +23,39 @@ class ConfigLoader(yaml.SafeLoader):
     PyYAML reads ``1e-6`` as a *string* (YAML 1.1 floats need a dot), which would make ``eps: 1e-6`` a type
     error; editors using the JSON Schema read it as a number, so we do too. Dates stay strings, so a name
     like ``2024-01-01`` is not a ``datetime``. The loader only composes; :func:`read_tree` builds values.
+    The other YAML 1.1 surprises (``yes``/``on`` as booleans, ``0755`` as octal, ``1:30`` as base 60) are
+    refused by :func:`read_tree`, with the field named.
     """
 
 
-ConfigLoader.yaml_implicit_resolvers = {
+_RESOLVERS = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+ConfigLoader.yaml_implicit_resolvers = _RESOLVERS
 ConfigLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
     list("-+0123456789."),
 )
+
+# libyaml's parser (when PyYAML was built with it) composes many times faster than the pure-Python one, with
+# the same marks and the same resolvers; a document it cannot parse is parsed again by the pure-Python one,
+# whose messages are clearer (and which the tests pin). Values are built by the Python constructor either way.
+_CSafeLoader: type[yaml.SafeLoader] | None = getattr(yaml, "CSafeLoader", None)
+if _CSafeLoader is not None:
+
+    class FastConfigLoader(_CSafeLoader):  # type: ignore[valid-type,misc]  # exists only with libyaml
+        """:class:`ConfigLoader` on libyaml."""
+
+    FastConfigLoader.yaml_implicit_resolvers = ConfigLoader.yaml_implicit_resolvers
+    _LOADERS: tuple[type[yaml.SafeLoader], ...] = (FastConfigLoader, ConfigLoader)
+else:  # pragma: no cover - PyYAML without libyaml
+    _LOADERS = (ConfigLoader,)
+
+# YAML 1.1 readings of plain scalars that YAML 1.2 (and every reader of the JSON Schema) reads otherwise.
+_BOOLEAN_WORDS = frozenset(("true", "false"))
+_LEADING_ZERO = re.compile(r"^[-+]?0[0-9_]+$")
 
 _TAG = "tag:yaml.org,2002:"
 _SCALAR_TAGS = frozenset(_TAG + name for name in ("str", "int", "float", "bool", "null"))
@@ -86,25 +107,43 @@ def _mark(mark: yaml.Mark | None) -> tuple[int, int]:
 
 def read_tree(text: str, doc: Doc) -> tuple[Node | None, list[ConfigError]]:
     """Compose ``text`` into located values; ``None`` when there is no usable document."""
-    loader: ConfigLoader | None = None
+    for loader_class in _LOADERS[:-1]:
+        try:
+            return _read_tree(text, doc, loader_class)
+        except yaml.YAMLError:
+            continue  # the last loader (pure Python) says what is wrong
+    return _read_tree(text, doc, _LOADERS[-1])
+
+
+def _read_tree(text: str, doc: Doc, loader_class: type[yaml.SafeLoader]) -> tuple[Node | None, list[ConfigError]]:
+    """``read_tree`` with one loader; YAML errors escape when it is not the last one (to be parsed again)."""
+    last = loader_class is _LOADERS[-1]
+    loader: yaml.SafeLoader | None = None
     try:
-        loader = ConfigLoader(text)
+        loader = loader_class(text)
         root = loader.get_single_node()
         if root is None:
             return None, [file_error(doc.file, "the file is empty", "a mapping with checks: or one check")]
         builder = _TreeBuilder(loader, doc)
         return builder.build(root, ""), builder.errors
-    except yaml.MarkedYAMLError as exc:
-        return None, [_syntax_error(exc, doc)]
-    except yaml.reader.ReaderError as exc:
-        line, column = position(text, exc.position)
-        message = f"invalid character {exc.character!r} in the file: {exc.reason}"
-        return None, [ConfigError(doc.file, line, column, "(yaml)", message, "printable characters")]
     except yaml.YAMLError as exc:
-        return None, [ConfigError(doc.file, 1, 1, "(yaml)", f"invalid YAML: {exc}", "valid YAML")]
+        if not last:
+            raise
+        return None, [_yaml_error(exc, text, doc)]
     finally:
         if loader is not None:
             loader.dispose()
+
+
+def _yaml_error(exc: yaml.YAMLError, text: str, doc: Doc) -> ConfigError:
+    """What the pure-Python loader said was wrong with the document."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        return _syntax_error(exc, doc)
+    if isinstance(exc, yaml.reader.ReaderError):
+        line, column = position(text, exc.position)
+        message = f"invalid character {exc.character!r} in the file: {exc.reason}"
+        return ConfigError(doc.file, line, column, "(yaml)", message, "printable characters")
+    return ConfigError(doc.file, 1, 1, "(yaml)", f"invalid YAML: {exc}", "valid YAML")
 
 
 def _syntax_error(exc: yaml.MarkedYAMLError, doc: Doc) -> ConfigError:
@@ -158,6 +197,11 @@ class _TreeBuilder:
             return self._mapping(node, field)
         if not isinstance(node, yaml.ScalarNode):
             return REJECTED  # pragma: no cover - the composer makes only these three kinds
+        surprise = yaml11_surprise(node)
+        if surprise is not None:
+            allowed = "true or false, a decimal number, or a quoted string"
+            self.errors.append(self.doc.error(Node(None, line, column), field or "(top level)", surprise, allowed))
+            return REJECTED
         try:
             return self.loader.construct_object(node, deep=True)
         except Exception as exc:  # an explicit tag on a value it cannot read, e.g. !!int abc
@@ -202,6 +246,34 @@ class _TreeBuilder:
         return []
 
 
+def yaml11_surprise(node: yaml.ScalarNode) -> str | None:
+    """Why a plain scalar means something else in YAML 1.1 (PyYAML) than in YAML 1.2 and JSON, or None.
+
+    ``yes``/``no``/``on``/``off`` are booleans, ``0755`` is octal (493) and ``1:30`` is base 60 (90) in YAML 1.1
+    only; an editor using the JSON Schema, and most people, read them otherwise, so they are refused.
+    """
+    if node.style not in (None, ""):
+        return None  # quoted: a string, as everyone reads it
+    text = node.value
+    if node.tag == _TAG + "bool" and text.lower() not in _BOOLEAN_WORDS:
+        meaning = text.lower() in ("yes", "y", "on")
+        return (
+            f"{shorten(text)!r} is read as the boolean {str(meaning).lower()} by YAML 1.1 only; "
+            f"write {str(meaning).lower()}, or quote it if you mean the text"
+        )
+    if node.tag in (_TAG + "int", _TAG + "float") and ":" in text:
+        return (
+            f"{shorten(text)!r} is read as a base-60 number by YAML 1.1 (1:30 is 90); "
+            "write the number itself, or quote it if you mean the text"
+        )
+    if node.tag == _TAG + "int" and _LEADING_ZERO.match(text):
+        return (
+            f"{shorten(text)!r} is read as an octal number by YAML 1.1 (0755 is 493); "
+            "write it without the leading zero, or quote it if you mean the text"
+        )
+    return None
+
+
 def _tag_error(doc: Doc, at: Node, field: str, tag: str) -> ConfigError:
     shown = _short_tag(tag)
     if tag.startswith(_TAG + "python/"):
@@ -215,4 +287,4 @@ def _short_tag(tag: str) -> str:
     return "!!" + tag[len(_TAG) :] if tag.startswith(_TAG) else tag
 
 
-__all__ = ["REJECTED", "ConfigLoader", "Doc", "Entry", "Node", "Rejected", "read_tree"]
+__all__ = ["REJECTED", "ConfigLoader", "Doc", "Entry", "Node", "Rejected", "read_tree", "yaml11_surprise"]

@@ -21,6 +21,9 @@ from convcheck.config.keys import (
     EXPECTED_ERROR_ALLOWED,
     IMPL_ALLOWED,
     IMPL_KEYS,
+    MAX_CHECKS_PER_FILE,
+    MAX_NAME_LENGTH,
+    MAX_TEXT_LENGTH,
     SUITE_KEYS,
     KeyInfo,
     Kind,
@@ -174,7 +177,11 @@ def _parse_setting(info: KeyInfo, node: Node, field: str, doc: Doc) -> Setting |
         return _Failed([doc.error(node, field, message, info.allowed_text())])
     if not node.value:
         return _Failed([doc.error(node, field, "an empty list sweeps nothing", info.allowed_text())])
+    if len(node.value) > MAX_CHECKS_PER_FILE:
+        message = f"a sweep of {len(node.value)} values; a file may expand to at most {MAX_CHECKS_PER_FILE} checks"
+        return _Failed([doc.error(node, field, message, info.allowed_text())])
     values: list[object] = []
+    seen: set[object] = set()  # the values so far (all hashable), so that a long sweep costs linear time
     errors: list[ConfigError] = []
     failed = False
     for index, child in enumerate(node.value):
@@ -182,12 +189,13 @@ def _parse_setting(info: KeyInfo, node: Node, field: str, doc: Doc) -> Setting |
         if isinstance(value, _Failed):
             failed = True
             errors.extend(value.errors)
-        elif value in values:
+        elif value in seen:
             failed = True
             message = f"{label(value)} appears twice in the sweep"
             errors.append(doc.error(child, f"{field}[{index}]", message, "distinct values"))
         else:
             values.append(value)
+            seen.add(value)
     if failed:
         return _Failed(errors)
     nodes: tuple[Node, ...] = node.value  # a sequence node holds Nodes
@@ -205,7 +213,7 @@ def _parse_value(info: KeyInfo, node: Node, field: str, doc: Doc) -> object:
         return _parse_expected_error(info, node, field, doc)
     if isinstance(raw, tuple):
         per_axis = info.kind in (Kind.SIZE, Kind.PADDING)
-        text = f"an integer ≥ {info.minimum:g}" if per_axis else info.value_text()
+        text = f"an integer ≥ {info.minimum:g}{info.maximum_text()}" if per_axis else info.value_text()
         tip = "; one value per axis is written '3x5'" if per_axis else ""
         problem: object = _Problem(f"expected {text}, got a list (sweeps cannot nest){tip}")
     else:
@@ -236,8 +244,18 @@ def _int_value(info: KeyInfo, raw: object) -> object:
         quoted = " (remove the quotes)" if isinstance(raw, str) and _as_int(_number(raw)) is not None else ""
         return _Problem(f"expected an integer, got {describe(raw)}{quoted}")
     if info.minimum is not None and value < info.minimum:
-        return _Problem(f"must be at least {info.minimum:g}, got {value}")
+        return _Problem(f"must be at least {info.minimum:g}, got {_shown(value)}")
+    if info.maximum is not None and value > info.maximum:
+        return _Problem(f"must be at most {int(info.maximum)}, got {_shown(value)}")
     return value
+
+
+def _shown(value: int) -> str:
+    """An integer as a message quotes it: in full, or by its number of digits when it would flood the line."""
+    digits = len(str(abs(value))) if abs(value) < 10**4000 else None
+    if digits is not None and digits <= 20:
+        return str(value)
+    return f"a {digits}-digit integer" if digits is not None else "an integer of more than 4000 digits"
 
 
 def _number(text: str) -> float | None:
@@ -253,13 +271,15 @@ def _number_value(info: KeyInfo, raw: object) -> object:
     try:
         value = float(raw)
     except OverflowError:
-        return _Problem(f"{raw} is too large")
+        return _Problem(f"{_shown(int(raw))} is too large")
     if not math.isfinite(value):
         return _Problem(f"must be finite, got {raw!r}")
     minimum = info.minimum if info.minimum is not None else -math.inf
     if value < minimum or (info.exclusive_minimum and value == minimum):
         relation = "greater than" if info.exclusive_minimum else "at least"
-        return _Problem(f"must be {relation} {minimum:g}, got {raw!r}")
+        return _Problem(f"must be {relation} {minimum:g}, got {value:g}")
+    if info.maximum is not None and value > info.maximum:
+        return _Problem(f"must be at most {info.maximum:g}, got {value:g}")
     return value
 
 
@@ -284,7 +304,15 @@ def _size_value(info: KeyInfo, raw: object) -> object:
         return _int_value(info, raw)
     if not _SIZE_RE.match(raw):
         return _Problem(f"{shorten(raw)!r} is not one integer ≥ 1 per axis joined by x, such as '3x5'")
-    return tuple(int(part) for part in raw.split("x"))
+    return _bounded(info, raw, tuple(int(part) for part in raw.split("x")))
+
+
+def _bounded(info: KeyInfo, raw: str, value: tuple[object, ...]) -> object:
+    """``value`` (per-axis numbers, or pairs of them) unless a number in it exceeds the key's maximum."""
+    numbers = [n for v in value for n in (v if isinstance(v, tuple) else (v,))]
+    if info.maximum is not None and max(numbers) > info.maximum:
+        return _Problem(f"{shorten(raw)!r}: every number must be at most {int(info.maximum)}")
+    return value
 
 
 def _padding_value(info: KeyInfo, raw: object) -> object:
@@ -299,7 +327,7 @@ def _padding_value(info: KeyInfo, raw: object) -> object:
             f"unknown padding {shorten(raw)!r}{extra}: per axis give p or before-after, joined by x, such as '1-2x0'"
         )
     sides = [tuple(int(p) for p in part.split("-")) for part in raw.split("x")]
-    return tuple(pair if len(pair) == 2 else pair[0] for pair in sides)
+    return _bounded(info, raw, tuple(pair if len(pair) == 2 else pair[0] for pair in sides))
 
 
 def _dims_value(info: KeyInfo, raw: object) -> object:
@@ -312,6 +340,8 @@ def _dims_value(info: KeyInfo, raw: object) -> object:
 def _text_value(info: KeyInfo, raw: object) -> object:
     if not isinstance(raw, str):
         return _Problem(f"expected a string, got {describe(raw)} (quote it)")
+    if len(raw) > MAX_NAME_LENGTH:
+        return _Problem(f"is {len(raw)} characters long; at most {MAX_NAME_LENGTH} are allowed")
     if not raw.strip() or not raw.isprintable():
         return _Problem(f"expected a non-empty, printable string, got {shorten(raw)!r}")
     return raw
@@ -326,9 +356,12 @@ def _bool_value(info: KeyInfo, raw: object) -> object:
 def _memory_value(info: KeyInfo, raw: object) -> object:
     if isinstance(raw, str):
         try:
-            return parse_memory(raw)
+            size = parse_memory(raw)
         except ValueError as exc:
             return _Problem(str(exc))
+        if info.maximum is not None and size > info.maximum:
+            return _Problem(f"{shorten(raw)!r} is {_shown(size)} bytes; at most {int(info.maximum)} are allowed")
+        return size
     return _int_value(info, raw)
 
 
@@ -442,6 +475,8 @@ def _parse_expected_error(info: KeyInfo, node: Node, field: str, doc: Doc) -> ob
 
 
 def _expected_field_problem(key: str, value: str) -> str | None:
+    if len(value) > MAX_TEXT_LENGTH:
+        return f"is {len(value)} characters long; at most {MAX_TEXT_LENGTH} are allowed"
     if key == "type":
         return None if _IDENTIFIER_RE.match(value) else f"{shorten(value)!r} is not an exception class name"
     try:
@@ -452,6 +487,8 @@ def _expected_field_problem(key: str, value: str) -> str | None:
 
 
 def _impl_field_problem(key: str, value: str, base_dir: Path) -> str | None:
+    if len(value) > MAX_TEXT_LENGTH:
+        return f"is {len(value)} characters long; at most {MAX_TEXT_LENGTH} are allowed"
     if key == "module":
         return _module_problem(value, base_dir)
     if key == "signature":
@@ -462,6 +499,8 @@ def _impl_field_problem(key: str, value: str, base_dir: Path) -> str | None:
 
 def _module_problem(text: str, base_dir: Path) -> str | None:
     """Why ``text`` names no implementation: a ``.py`` path that does not exist, or an invalid module name."""
+    if len(text) > MAX_TEXT_LENGTH:
+        return f"is {len(text)} characters long; at most {MAX_TEXT_LENGTH} are allowed"
     if text.endswith(".py") or "/" in text or "\\" in text:
         if not text.endswith(".py"):
             return f"{shorten(text)!r} looks like a path but does not end in .py"

@@ -18,12 +18,19 @@ __all__ = ["DOCUMENTS", "write_documents"]
 DOCUMENTS: dict[str, Document] = {"json": json.render, "junit": junit.render}
 
 
-def write_documents(results: Sequence[CheckResult], run: Run, paths: Mapping[str, str | Path | None]) -> None:
+def write_documents(results: Sequence[CheckResult], run: Run, paths: Mapping[str, str | Path | None]) -> list[OSError]:
     """Write each format in ``paths`` (a ``DOCUMENTS`` name → its file; None: not wanted), in that order.
 
-    Raises:
-        OSError: a file could not be written (the ones before it were).
+    A file that cannot be written does not stop the others (a full disk must not cost the JUnit report too).
+
+    Returns:
+        The failures, one ``OSError`` per file not written (``filename`` and ``strerror`` say which and why).
     """
+    failures = []
     for name, path in paths.items():
         if path is not None:
-            write_atomic(path, DOCUMENTS[name](results, run))
+            try:
+                write_atomic(path, DOCUMENTS[name](results, run))
+            except OSError as exc:
+                failures.append(exc)
+    return failures

@@ -7,6 +7,8 @@ or backend is touched.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import math
 import re
 from pathlib import Path
@@ -14,10 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from convcheck.render.files import write_atomic
 from convcheck.render.grids import Measure, finite_top, forward_grid, gradient_grid, shown_channels
 from convcheck.results import CheckResult, TensorResult
 
-__all__ = ["PlotUnavailable", "write_pngs"]
+__all__ = ["PlotUnavailable", "file_stem", "write_pngs"]
 
 
 class PlotUnavailable(ImportError):
@@ -43,8 +46,17 @@ def _matplotlib() -> tuple[Any, Any]:
     return Figure, FigureCanvasAgg
 
 
-def _file_stem(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "check"
+def file_stem(result: CheckResult) -> str:
+    """The start of a check's PNG file names: its name made file-safe, and a hash that keeps it unique.
+
+    Making a name file-safe is not one-to-one (``α`` and ``β``, ``a[x=1]`` and ``a(x=1)`` would share a file),
+    and two config files may each have a check of the same name, so 8 hex digits of a hash of the config file
+    and the name follow: the same check gets the same files on every run, two checks never share one.
+    """
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", result.name).strip("._")[:80] or "check"
+    source = result.spec.source.file if result.spec.source is not None else ""
+    digest = hashlib.sha256(f"{source}\0{result.name}".encode()).hexdigest()[:8]
+    return f"{readable}-{digest}"
 
 
 def _draw(ax: Any, grid: np.ndarray, title: str, xlabel: str, ylabel: str, top: float, calm: bool = False) -> Any:
@@ -134,8 +146,9 @@ def _weights_figure(result: CheckResult, measure: Measure | None, figure: Any) -
 def write_pngs(result: CheckResult, directory: str | Path, measure: Measure | None = None) -> list[Path]:
     """Write PNG heatmaps of ``result`` into ``directory`` (created if missing).
 
-    Files are named after the check: ``<name>-forward.png`` (when the forward failed), ``<name>-input.png``
-    and ``<name>-weights.png`` (one panel per input channel, up to ``MAX_CHANNELS``).
+    Files are named after the check (``file_stem``: ``<name>-<hash>``): ``<stem>-forward.png`` (when the
+    forward failed), ``<stem>-input.png`` and ``<stem>-weights.png`` (one panel per input channel, up to
+    ``MAX_CHANNELS``). Each file is written atomically (``files.write_atomic``).
 
     Args:
         result: any finished check; nothing is written for tensors without arrays.
@@ -145,11 +158,12 @@ def write_pngs(result: CheckResult, directory: str | Path, measure: Measure | No
         The paths written.
     Raises:
         PlotUnavailable: matplotlib is not installed (the ``plot`` extra).
+        OSError: a file could not be written (``filename`` and ``strerror`` say which and why).
     """
     figure, canvas = _matplotlib()
     out_dir = Path(directory)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = _file_stem(result.name)
+    stem = file_stem(result)
     figures = {
         "forward": _forward_figure(result, figure),
         "input": _input_figure(result, measure, figure),
@@ -160,6 +174,8 @@ def write_pngs(result: CheckResult, directory: str | Path, measure: Measure | No
         if fig is not None:
             path = out_dir / f"{stem}-{suffix}.png"
             canvas(fig)
-            fig.savefig(path, dpi=120)
+            png = io.BytesIO()
+            fig.savefig(png, format="png", dpi=120)
+            write_atomic(path, png.getvalue())
             written.append(path)
     return written
