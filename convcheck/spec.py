@@ -71,6 +71,17 @@ class Layout(str, Enum):
     NCHW = "nchw"
 
 
+class BiasShape(str, Enum):
+    """How a user's layer shapes its bias b (and must shape db): ``flat`` ``(C_out,)``, ``column`` ``(C_out, 1)``,
+    ``row`` ``(1, C_out)``, ``broadcast`` the shape that broadcasts against out in the layer's layout
+    (``(1, …, 1, C_out)`` channels last, ``(1, C_out, 1, …, 1)`` channels first)."""
+
+    FLAT = "flat"
+    COLUMN = "column"
+    ROW = "row"
+    BROADCAST = "broadcast"
+
+
 class DType(str, Enum):
     """Floating-point type the layer runs in."""
 
@@ -488,6 +499,7 @@ class CheckSpec:
     atol: float | None = None
     impl: ImplRef | None = None  # None: convcheck's built-in matrix layer
     layout: Layout = Layout.NHWC
+    bias_shape: BiasShape = BiasShape.FLAT  # how a user's layer shapes b and db
     timeout: float | None = None  # seconds; None: the default in checker.DEFAULT_TIMEOUT
     max_memory: int | None = None  # bytes; None: a fraction of this machine's RAM
     strict: bool = False  # warnings fail the check too

@@ -269,7 +269,8 @@ def test_absent_keys_take_the_documented_defaults() -> None:
         "dims": 2, "in_frames": 1, "filter_size": 3, "stride": 1, "dilation": 1, "padding": 0, "groups": 1,
         "bias": True, "out_frames": 1, "out_height": 3, "out_width": 4, "activation": "relu",
         "method": "auto", "dtype": "float64", "seed": 0, "eps": None, "rtol": None, "atol": None,
-        "impl": "builtin", "layout": "nhwc", "timeout": None, "max_memory": None, "strict": False,
+        "impl": "builtin", "layout": "nhwc", "bias_shape": "flat", "timeout": None, "max_memory": None,
+        "strict": False,
         "expected_error": None,
     }  # fmt: skip
 

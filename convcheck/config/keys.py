@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
-from convcheck.spec import Activation, DType, Layout, Method, Signature
+from convcheck.spec import Activation, BiasShape, DType, Layout, Method, Signature
 
 
 class Kind(str, Enum):
@@ -234,6 +234,7 @@ CHECK_KEYS: Mapping[str, KeyInfo] = {
         KeyInfo("atol", Kind.NUMBER, "absolute tolerance; default: by dtype", minimum=0, maximum=MAX_TOLERANCE),
         KeyInfo("impl", Kind.IMPL, "implementation to check", default="builtin"),
         _choice("layout", Layout, "nhwc", "memory layout of the implementation's arrays"),
+        _choice("bias_shape", BiasShape, "flat", "shape of the implementation's b and db"),
         KeyInfo(
             "timeout",
             Kind.NUMBER,
