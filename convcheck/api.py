@@ -104,7 +104,7 @@ def _loaded(forward: Callable[..., Any], backward: Callable[..., Any], signature
 
 def explain(result: CheckResult, width: int = 120) -> str:
     """The table row and, unless it passed, the failure panel, as plain text (what the command prints)."""
-    from convcheck.render.table import explain_text  # Rich, imported when there is something to explain
+    from convcheck.render.panels import explain_text  # Rich, imported when there is something to explain
 
     return explain_text(result, width)
 

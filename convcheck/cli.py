@@ -10,14 +10,13 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from convcheck import __version__
-from convcheck.spec import DType, ImplRef, Method
+from convcheck.spec import DType, ImplRef, Layout, Method
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -28,50 +27,78 @@ if TYPE_CHECKING:
     from convcheck.spec import CheckSpec
 
 from convcheck.exitcodes import ExitCode
+from convcheck.options import (
+    Annotate,
+    AnnotateOption,
+    Color,
+    ColorOption,
+    CommandGroup,
+    ConfigsArgument,
+    DTypeOption,
+    FailFastOption,
+    HeatmapOption,
+    ImplOption,
+    InProcessOption,
+    JobsOption,
+    JsonOption,
+    JunitOption,
+    MethodOption,
+    PlotAllOption,
+    PlotOption,
+    QuietOption,
+    SchedulerOption,
+    SeedOption,
+    StrictOption,
+    ValidateArgument,
+    VerboseOption,
+    at_least,
+    choice,
+)
 
 app = typer.Typer(
     name="convcheck",
+    cls=CommandGroup,
     help=(
         "Check a convolution layer's backward pass against finite differences: every gradient entry, "
         "no false alarms at ReLU kinks, and a report that says where a wrong gradient is wrong.\n\n"
         "Examples:\n\n"
+        "  convcheck init   (writes convcheck.yaml and layers.py)\n\n"
+        "  convcheck run    (runs ./convcheck.yaml)\n\n"
         "  convcheck run configs/seed.yaml\n\n"
         "  convcheck run configs/ --json report.json --junit report.xml\n\n"
-        "  convcheck validate configs/smoke.yaml\n\n"
-        "  convcheck init my-layer.yaml"
+        "  convcheck validate configs/smoke.yaml"
     ),
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
-class Annotate(str, Enum):
-    AUTO = "auto"
-    GITHUB = "github"
-    NONE = "none"
-
-
 # Width when the output is not a terminal (a pipe, a CI log): wide enough for the results table on one line.
-PIPE_WIDTH = 160
+PIPE_WIDTH = 120
 
 
-def _console(stderr: bool) -> Console:
+def _console(stderr: bool, color: Color = Color.AUTO) -> Console:
     from rich.console import Console  # imported when output is made, so --help starts without it
 
     stream = sys.stderr if stderr else sys.stdout
     width = None if stream.isatty() or "COLUMNS" in os.environ else PIPE_WIDTH
     # emoji=False: user text such as "file.yaml:100:3" must not become "file.yaml💯3" (markup=False at each print)
+    if color is Color.ALWAYS:
+        return Console(stderr=stderr, highlight=False, emoji=False, width=width, force_terminal=True, no_color=False)
+    if color is Color.NEVER:
+        return Console(stderr=stderr, highlight=False, emoji=False, width=width, no_color=True, color_system=None)
     return Console(stderr=stderr, highlight=False, emoji=False, width=width)
 
 
-def _stdout() -> Console:
-    return _console(stderr=False)
+def _stdout(color: Color = Color.AUTO) -> Console:
+    return _console(stderr=False, color=color)
 
 
-def _stderr() -> Console:
-    return _console(stderr=True)
+def _stderr(color: Color = Color.AUTO) -> Console:
+    return _console(stderr=True, color=color)
 
 
 def _version(value: bool) -> None:
@@ -145,54 +172,11 @@ def _require_writable(option: str, target: str | Path | None, err: Console, *, f
         raise typer.Exit(ExitCode.INVALID)
 
 
-ConfigsArgument = Annotated[list[Path], typer.Argument(help="Config files, or folders of *.yaml / *.yml files.")]
-JsonOption = Annotated[
-    str | None, typer.Option("--json", metavar="PATH", help="Write results as JSON to PATH ('-' for stdout only).")
-]
-JunitOption = Annotated[Path | None, typer.Option("--junit", metavar="PATH", help="Write JUnit XML to PATH for CI.")]
-MethodOption = Annotated[Method | None, typer.Option(help="Override every check's method.")]
-SeedOption = Annotated[int | None, typer.Option(help="Override every check's random seed.", min=0)]
-DTypeOption = Annotated[DType | None, typer.Option(help="Override every check's dtype.")]
-ImplOption = Annotated[
-    str | None, typer.Option(help="Override every check's implementation: builtin, a .py file or a module.")
-]
-JobsOption = Annotated[int, typer.Option("--jobs", "-j", min=1, help="Run checks in N worker processes.")]
-InProcessOption = Annotated[
-    bool,
-    typer.Option(
-        "--in-process",
-        help="Run user implementations in this process (for a debugger) instead of an isolated worker.",
-    ),
-]
-SchedulerOption = Annotated[
-    str | None,
-    typer.Option(
-        metavar="ADDRESS", help="Run checks on a Dask distributed cluster at ADDRESS (needs the 'dask' extra)."
-    ),
-]
-FailFastOption = Annotated[bool, typer.Option("--fail-fast", help="Stop after the first failed check.")]
-StrictOption = Annotated[
-    bool, typer.Option("--strict", help="Fail checks with warnings too (a backward that modifies its dout in place).")
-]
-QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print only failures and the summary.")]
-VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Show details of passing checks too.")]
-HeatmapOption = Annotated[
-    bool, typer.Option("--heatmap", help="Show error heatmaps for every check (failed checks always show them).")
-]
-PlotOption = Annotated[
-    Path | None,
-    typer.Option("--plot", metavar="DIR", help="Write PNG heatmaps to DIR (needs matplotlib: the 'plot' extra)."),
-]
-AnnotateOption = Annotated[
-    Annotate, typer.Option(help="CI annotations for failures: auto (GitHub Actions when GITHUB_ACTIONS=true).")
-]
-
-
 @dataclass(frozen=True)
 class RunOptions:
-    """The options of ``convcheck run``, as given on the command line."""
+    """The options of ``convcheck run``, as given on the command line (choices already parsed)."""
 
-    configs: list[Path]
+    configs: list[Path] | None
     json_path: str | None
     junit: Path | None
     method: Method | None
@@ -208,7 +192,9 @@ class RunOptions:
     verbose: bool
     heatmap: bool
     plot: Path | None
+    plot_all: bool
     annotate: Annotate
+    color: Color
 
     @property
     def json_only(self) -> bool:
@@ -218,7 +204,7 @@ class RunOptions:
 
 @app.command()
 def run(
-    configs: ConfigsArgument,
+    configs: ConfigsArgument = None,
     json_path: JsonOption = None,
     junit: JunitOption = None,
     method: MethodOption = None,
@@ -234,14 +220,21 @@ def run(
     verbose: VerboseOption = False,
     heatmap: HeatmapOption = False,
     plot: PlotOption = None,
-    annotate: AnnotateOption = Annotate.AUTO,
+    plot_all: PlotAllOption = False,
+    annotate: AnnotateOption = "auto",
+    color: ColorOption = "auto",
 ) -> None:
-    """Run the checks in CONFIGS and print a table of errors per gradient.
+    """Run the checks in CONFIG... and print a table of errors per gradient.
+
+    CONFIG: config files, or folders of *.yaml / *.yml files. With no CONFIG, runs ./convcheck.yaml (what
+    convcheck init writes), else the folder ./configs/.
 
     Exit code 0 when every check passes, 1 when any check fails or its implementation errors, 2 when a
     config or the command line is invalid (nothing is run), 3 for a bug in convcheck itself, 130 when interrupted.
 
     Examples:
+
+      convcheck run
 
       convcheck run configs/seed.yaml
 
@@ -252,11 +245,31 @@ def run(
     _run(RunOptions(**locals()))  # the parameters are RunOptions' fields, by name
 
 
+def _default_configs(given: list[Path] | None, err: Console) -> list[Path]:
+    """The configs given, or ``./convcheck.yaml``, else ``./configs/``; says which it chose. None here exits 2."""
+    if given:
+        return given
+    for candidate in (Path("convcheck.yaml"), Path("configs")):
+        if candidate.exists():
+            err.print(f"no config given: running {candidate}{'/' if candidate.is_dir() else ''}", markup=False)
+            return [candidate]
+    err.print(
+        "no config given, and no convcheck.yaml or configs/ here: name a config (convcheck run my.yaml), "
+        "or write a starter config and layer with convcheck init",
+        markup=False,
+    )
+    raise typer.Exit(ExitCode.INVALID)
+
+
 def _run(options: RunOptions) -> None:
     """``convcheck run``: check the options, run the batch, render it, exit with its code."""
-    out, err = _stdout(), _stderr()
-    specs = _checked_specs(options, err)
-    from convcheck.batch.local import run_batch  # imports numpy: only now that checks will run
+    out, err = _stdout(options.color), _stderr(options.color)
+    try:
+        specs = _checked_specs(options, err)
+        from convcheck.batch.local import run_batch  # imports numpy: only now that checks will run
+    except KeyboardInterrupt:
+        err.print("interrupted before any check ran", markup=False)
+        raise typer.Exit(ExitCode.INTERRUPTED) from None
 
     with _progress(err, len(specs), enabled=not options.quiet) as advance:
         if options.scheduler is None:
@@ -266,24 +279,27 @@ def _run(options: RunOptions) -> None:
             batch = run_batch(specs, jobs=options.jobs, fail_fast=options.fail_fast, on_result=advance, isolate=isolate)
         else:
             batch = _run_distributed(specs, options.scheduler, options.fail_fast, advance, err)
-    results = list(batch.results)
-    written = _show(results, batch.interrupted, options, out, err)
+    written = _show(batch, options, out, err)
     if batch.interrupted:
         err.print("interrupted: the results above are the checks that finished", markup=False)
         raise typer.Exit(ExitCode.INTERRUPTED)
-    raise typer.Exit(ExitCode.for_results(results, written=written))
+    raise typer.Exit(ExitCode.for_results(batch.results, batch.not_run, written=written))
 
 
 def _checked_specs(options: RunOptions, err: Console) -> list[CheckSpec]:
     """The configs' checks with the command line's overrides; any invalid input exits 2 before anything runs."""
-    specs = _load(options.configs, err)
+    specs = _load(_default_configs(options.configs, err), err)
     if options.plot is not None:
         _require_matplotlib(err)
+    problems = []
     if options.quiet and options.verbose:
-        err.print("--quiet and --verbose contradict each other; use one", markup=False)
-        raise typer.Exit(ExitCode.INVALID)
+        problems.append("--quiet and --verbose contradict each other; use one")
+    if options.plot_all and options.plot is None:
+        problems.append("--plot-all needs --plot DIR (where to write the PNGs)")
     if options.junit is not None and str(options.junit) == "-":
-        err.print("--junit -: JUnit XML goes to a file (stdout is for the table, or JSON with --json -)", markup=False)
+        problems.append("--junit -: JUnit XML goes to a file (stdout is for the table, or JSON with --json -)")
+    if problems:
+        err.print(problems[0], markup=False)
         raise typer.Exit(ExitCode.INVALID)
     json_file = None if options.json_only else options.json_path
     for option, target in (("--json", json_file), ("--junit", options.junit), ("--plot", options.plot)):
@@ -302,27 +318,38 @@ def _checked_specs(options: RunOptions, err: Console) -> list[CheckSpec]:
     return [s.with_overrides(**overrides) for s in specs] if overrides else specs
 
 
-def _show(results: list[CheckResult], interrupted: bool, options: RunOptions, out: Console, err: Console) -> bool:
+def _show(batch: BatchOutcome, options: RunOptions, out: Console, err: Console) -> bool:
     """The table and panels, the PNG heatmaps, the JSON and JUnit files, and the CI annotations; False when a
     file could not be written (each failure is printed, and the other files are still written)."""
     from convcheck.render import annotations
     from convcheck.render.base import Run
-    from convcheck.render.table import print_results
+    from convcheck.render.panels import print_results
 
-    run_info = Run(version=__version__, interrupted=interrupted)
+    results = list(batch.results)
+    run_info = Run(version=__version__, interrupted=batch.interrupted, not_run=batch.not_run)
     written = True
     table_console = err if options.json_only else out
-    print_results(table_console, results, quiet=options.quiet, verbose=options.verbose, heatmap=options.heatmap)
+    print_results(
+        table_console,
+        results,
+        quiet=options.quiet,
+        verbose=options.verbose,
+        heatmap=options.heatmap,
+        not_run=batch.not_run,
+    )
     if options.plot is not None:
         from convcheck.render.plot import write_pngs
 
+        plotted = [r for r in results if options.plot_all or not r.status.ok]
+        which = "" if options.plot_all else " (checks that did not pass; --plot-all for every check)"
         try:
-            pngs = [path for r in results for path in write_pngs(r, options.plot)]
+            pngs = [path for r in plotted for path in write_pngs(r, options.plot)]
         except OSError as exc:
             err.print(f"could not write {exc.filename or options.plot}: {exc.strerror or exc}", markup=False)
             written = False
         else:
-            err.print(f"wrote {len(pngs)} heatmap PNG{'s' if len(pngs) != 1 else ''} to {options.plot}", markup=False)
+            count = f"{len(pngs)} heatmap PNG{'s' if len(pngs) != 1 else ''}"
+            err.print(f"wrote {count} to {options.plot}{which}", markup=False)
     written = _write_outputs(results, run_info, options, err) and written
     github = options.annotate is Annotate.GITHUB
     if github or (options.annotate is Annotate.AUTO and os.environ.get("GITHUB_ACTIONS") == "true"):
@@ -397,88 +424,109 @@ def _write_outputs(results: list[CheckResult], run_info: Run, options: RunOption
 
 
 @app.command()
-def validate(configs: ConfigsArgument) -> None:
+def validate(configs: ValidateArgument = None, color: ColorOption = "auto") -> None:
     """Load, validate and expand configs without running them: one row per expanded check with its output
-    shape and estimated cost in forward passes.
+    shape and estimated cost in forward passes. Each impl: file is read (never run): it must exist, parse and
+    define the forward and backward functions with parameters that take convcheck's call.
+
+    CONFIG: as for run (default: ./convcheck.yaml, else ./configs/).
+
+    Exit code 0 when everything is valid, 2 otherwise (every problem is printed).
 
     Examples:
 
-      convcheck validate configs/
+      convcheck validate
 
       convcheck validate configs/smoke.yaml
     """
+    out, err = _stdout(Color(color)), _stderr(Color(color))
+    specs = _load(_default_configs(configs, err), err)
+    from convcheck.user.static import static_problems
+
+    problems = {str(p): p for ref in dict.fromkeys(s.impl for s in specs if s.impl) for p in static_problems(ref)}
+    for problem in problems.values():
+        err.print(str(problem), markup=False, soft_wrap=True)
+    out.print(_validate_table(specs))
+    if problems:
+        err.print(
+            f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in implementations; nothing was run.",
+            markup=False,
+        )
+        raise typer.Exit(ExitCode.INVALID)
+    out.print(f"{len(specs)} check{'s' if len(specs) != 1 else ''} valid", markup=False)
+
+
+def _validate_table(specs: list[CheckSpec]) -> Any:
     from rich.table import Table
     from rich.text import Text
 
     from convcheck.methods import planned_passes
+    from convcheck.render.table import layer_cell, output_cell
 
-    out, err = _stdout(), _stderr()
-    specs = _load(configs, err)
     table = Table(header_style="bold")
-    for column in ("check", "layer", "output (N, …, C_out)", "activation", "dtype", "method", "passes"):
-        table.add_column(column, justify="right" if column == "passes" else "left")
+    for column in ("check", "layer", "output", "activation", "dtype", "method", "passes"):
+        table.add_column(column, justify="right" if column == "passes" else "left", overflow="fold")
     for s in specs:
         method, passes = planned_passes(s)
         table.add_row(
             Text(s.name),
-            s.shape.describe(),
-            str(s.shape.out_shape),
+            layer_cell(s),
+            output_cell(s),
             s.activation.value,
             s.dtype.value,
             method,
             f"{passes:,}",
         )
-    out.print(table)
-    out.print(f"{len(specs)} check{'s' if len(specs) != 1 else ''} valid", markup=False)
-
-
-STARTER = """\
-# convcheck config: run it with `convcheck run {name}`
-# Every key is documented in the README ("Config reference"); `convcheck schema` prints a JSON Schema.
-defaults:
-  seed: 0              # data and the random dout are drawn from this seed
-  activation: relu     # relu | none | leaky_relu | sigmoid | tanh
-  dtype: float64       # float64 | float32
-checks:
-  - name: my-layer
-    batch: 2
-    in_height: 8
-    in_width: 10
-    in_depth: 3
-    out_depth: 4
-    filter_size: 3
-    stride: [1, 2]     # a list sweeps: this check expands to stride=1 and stride=2
-    padding: same      # an int, or `same` (odd filter sizes)
-    # impl: layers.py  # your own forward/backward (default: convcheck's built-in matrix layer)
-    # layout: nchw     # the layout your functions use (default nhwc)
-"""
+    return table
 
 
 @app.command()
 def init(
-    path: Annotated[Path, typer.Argument(help="Where to write the starter config.")] = Path("convcheck.yaml"),
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+    path: Annotated[Path, typer.Argument(metavar="PATH", hidden=True)] = Path("convcheck.yaml"),
+    layout: Annotated[
+        str,
+        typer.Option(
+            metavar="LAYOUT",
+            callback=choice(Layout, "layout"),
+            help="The starter layer's layout: nhwc (N, H, W, C) or nchw (N, C, H, W).",
+        ),
+    ] = "nhwc",
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
 ) -> None:
-    """Write a commented starter config.
+    """Write a starter config at PATH (default ./convcheck.yaml) and, next to it, the layer file it checks
+    (layers.py: a correct convolution + ReLU with its signature documented). Edit layers.py, then run
+    convcheck run.
 
     Examples:
 
       convcheck init
 
+      convcheck init --layout nchw
+
       convcheck init configs/mine.yaml --force
     """
-    err = _stderr()
-    if path.exists() and not force:
-        err.print(f"{path} already exists; use --force to overwrite it", markup=False)
-        raise typer.Exit(ExitCode.INVALID)
     from convcheck.render.files import write_atomic
+    from convcheck.starter import starter_files
 
-    try:
-        write_atomic(path, STARTER.format(name=path))
-    except OSError as exc:
-        err.print(f"could not write {path}: {exc.strerror or exc}", markup=False)
-        raise typer.Exit(ExitCode.INVALID) from None
-    typer.echo(f"wrote {path}")
+    err = _stderr()
+    files = starter_files(path, Layout(layout))
+    existing = [p for p in files if p.exists()]
+    if existing and not force:
+        err.print(
+            f"{', '.join(map(str, existing))} already exist{'s' if len(existing) == 1 else ''}; "
+            "use --force to overwrite",
+            markup=False,
+        )
+        raise typer.Exit(ExitCode.INVALID)
+    for target, text in files.items():
+        try:
+            write_atomic(target, text)
+        except OSError as exc:
+            err.print(f"could not write {target}: {exc.strerror or exc}", markup=False)
+            raise typer.Exit(ExitCode.INVALID) from None
+    config, layer = files
+    run_hint = "convcheck run" if config == Path("convcheck.yaml") else f"convcheck run {config}"
+    typer.echo(f"wrote {config} (the checks) and {layer} (your layer: edit it)\ncheck it with: {run_hint}")
 
 
 @app.command()
@@ -499,7 +547,8 @@ def schema() -> None:
 @app.command()
 def selftest(
     quick: Annotated[bool, typer.Option("--quick", help="float64 only (skip the float32 sweep).")] = False,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Worker processes.")] = 1,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", metavar="N", callback=at_least(1), help="Worker processes.")] = 1,
+    color: ColorOption = "auto",
 ) -> None:
     """Prove the checker: run every planted bug of the catalogue and the correct layer over a small sweep.
 
@@ -513,7 +562,7 @@ def selftest(
     from convcheck.selftest import run_selftest
     from convcheck.spec import DType
 
-    out = _stdout()
+    out = _stdout(Color(color))
     report = run_selftest(dtypes=(DType.FLOAT64,) if quick else (DType.FLOAT64, DType.FLOAT32), jobs=jobs)
     out.print(selftest_table(report))
     out.print(selftest_summary(report), markup=False)
@@ -525,7 +574,7 @@ def entry() -> None:
     ends in one paragraph (exit 3) rather than a traceback; ``CONVCHECK_DEBUG=1`` shows the traceback."""
     try:
         app(prog_name="convcheck")
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # outside a command (between the parse and the run)
         sys.stderr.write("interrupted\n")
         sys.exit(ExitCode.INTERRUPTED)
     except Exception as exc:  # noqa: BLE001 - the last line of defence

@@ -25,9 +25,12 @@ class ExitCode(IntEnum):
     INTERRUPTED = 130  # Ctrl-C: the results so far were printed and written
 
     @classmethod
-    def for_results(cls, results: Sequence[CheckResult], *, written: bool = True) -> ExitCode:
-        """The verdict of ``results``; ``written=False``: an output file could not be written (4 or 5)."""
-        passed = all(r.status.ok for r in results)
+    def for_results(
+        cls, results: Sequence[CheckResult], not_run: Sequence[str] = (), *, written: bool = True
+    ) -> ExitCode:
+        """The verdict of ``results``: ``OK`` when every check ran and passed (or was skipped as its config
+        expects), else ``FAILED``; ``written=False``: an output file could not be written (4 or 5)."""
+        passed = not not_run and all(r.status.ok for r in results)
         if written:
             return cls.OK if passed else cls.FAILED
         return cls.OK_NOT_WRITTEN if passed else cls.FAILED_NOT_WRITTEN

@@ -362,9 +362,11 @@ class ConvShape:
         spans = zip(self.axes, self.effective_kernel, self.padded_in, strict=True)
         return tuple(axis for axis, span, padded in spans if span > padded)
 
-    def describe(self) -> str:
-        """Compact text such as ``8×32×48×16 → 32, k3 s1 p1`` (per-axis values as ``3x5``)."""
-        sizes = "×".join(map(str, (self.batch, *self.spatial_in, self.in_depth)))
+    def describe(self, channels_first: bool = False) -> str:
+        """Compact text such as ``8×32×48×16 → 32, k3 s1 p1`` (per-axis values as ``3x5``); the input's sizes in
+        channels-first order (``8×16×32×48``) with ``channels_first``."""
+        ordered = (self.in_depth, *self.spatial_in) if channels_first else (*self.spatial_in, self.in_depth)
+        sizes = "×".join(map(str, (self.batch, *ordered)))
         if self.is_basic:
             return f"{sizes} → {self.out_depth}, k{self.filter_size} s{self.stride} p{self.padding}"
         parts = [f"k{_axes_text(self.kernel)}", f"s{_axes_text(self.strides)}"]

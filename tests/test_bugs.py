@@ -179,7 +179,7 @@ def test_stateful_bug_is_right_once_and_wrong_on_the_second_call():
 
 
 def test_seed_crop_empties_dx_only_without_padding():
-    bug = bugs.get("padding-crop-seed")
+    bug = bugs.get("padding-crop-unguarded")
     for spec in DEFAULT_SWEEP:
         s = spec.shape
         x, w, b, g = _data(s, 4)

@@ -8,6 +8,7 @@ pattern); PNGs are written only when matplotlib is installed.
 
 from __future__ import annotations
 
+import re
 import sys
 
 import numpy as np
@@ -183,3 +184,25 @@ def test_write_pngs(tmp_path) -> None:
 @pytest.mark.parametrize("module", [grids, heatmap, plot], ids=lambda m: m.__name__)
 def test_module_lists_its_public_names(module) -> None:
     assert all(hasattr(module, name) for name in module.__all__)
+
+
+def test_a_passing_checks_heatmap_is_shaded_against_its_tolerance_not_solid() -> None:
+    spec = CheckSpec("ok", ConvShape(2, 8, 9, 3, 4, 3, 1, 1), Activation.RELU, method=Method.FULL)
+    result = run_check(spec)
+    assert result.passed
+    console = Console(width=100, record=True, color_system=None)
+    for part in heatmaps(result):
+        console.print(part)
+    text = console.export_text()
+    cells = "".join(line.split(" ", 1)[1] for line in text.splitlines() if re.match(r"\s*\d+ [·░▒▓█]", line))
+    assert cells and cells.count("█") < len(cells) / 2  # errors ≪ the bound: never a solid block
+    assert "every entry at its bound" in text
+    ratio = grids.input_grid(result, Measure.RATIO)
+    g = result.gradient("input")
+    assert np.nanmax(ratio) <= g.analytic.shape[0] * g.analytic.shape[3]  # the top of the scale bounds every cell
+
+
+def test_has_pattern_means_some_cells_wrong_and_some_right() -> None:
+    assert grids.has_pattern(np.array([[0.0, 1.0], [np.nan, 2.0]]))
+    assert not grids.has_pattern(np.array([[1.0, 1.0], [3.0, np.nan]]))
+    assert not grids.has_pattern(np.zeros((2, 2))) and not grids.has_pattern(None)

@@ -377,7 +377,7 @@ def test_forward_without_cache_is_a_contract_error():
         ("x", (2, 3, 5, 6), Layout.NHWC, "NCHW layout"),
         ("out", (60, 4), Layout.NHWC, "matrix form (N·OH·OW, C_out)"),
         ("out", (2, 5, 6, 4), Layout.NCHW, "NHWC layout"),
-        ("w", (27, 4), Layout.NHWC, "seed's matrix form"),
+        ("w", (27, 4), Layout.NHWC, "matrix form (k·k·C_in, C_out)"),
         ("b", (1, 4, 1, 1), Layout.NCHW, "keepdims"),
         ("b", (3,), Layout.NHWC, "the contract wants (C_out,) = (4,)"),
     ],

@@ -12,7 +12,7 @@ Every entry also records
   ``"weights"`` (dw), ``"bias"`` (db) — on the layers that expose it;
 - ``hint``: the keyword the diagnosis rules (issue 6) should name for it;
 - ``exposed_by`` / ``exposes(shape, activation)``: which geometry makes the bug visible, in words and as a
-  predicate (``col2im-assign`` is harmless when windows never overlap, ``padding-crop-seed`` only bites at
+  predicate (``col2im-assign`` is harmless when windows never overlap, ``padding-crop-unguarded`` only bites at
   ``padding = 0``, …). Tests prove the predicate: a bug changes its tensors exactly on the layers it names.
 
 Shapes follow ``convcheck.spec``: ``x: (N, H, W, C_in)``, ``w: (k, k, C_in, C_out)``, ``b: (C_out,)``,

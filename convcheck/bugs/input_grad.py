@@ -163,8 +163,8 @@ BUGS: tuple[PlantedBug, ...] = (
         PaddingCropOffByOne,
     ),
     PlantedBug(
-        "padding-crop-seed",
-        "the seed's crop [p:-p] used without its `if padding` guard: at p = 0 dx is empty",
+        "padding-crop-unguarded",
+        "the textbook crop [p:-p] used without its `if padding` guard: at p = 0 dx is empty",
         ("input",),
         "padding",
         "padding == 0",

@@ -20,7 +20,7 @@ class PlantedBug:
 
     ``tensors`` lists, in ``TENSOR_ORDER``, everything the bug corrupts on the layers that expose it (the
     union over geometries; on one layer a bug may show in fewer). ``breaks_contract`` marks a bug whose wrong
-    tensor cannot be compared entry by entry: it comes back with the wrong shape (``padding-crop-seed``), or
+    tensor cannot be compared entry by entry: it comes back with the wrong shape (``padding-crop-unguarded``), or
     the first ``backward`` is right and a second call on the same cache is not (``weights-accumulate``); a
     checker sees a contract violation rather than wrong numbers.
     """

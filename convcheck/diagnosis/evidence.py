@@ -144,7 +144,7 @@ def _verdict_arrays(g: TensorResult) -> tuple[np.ndarray | None, np.ndarray | No
 class Point:
     """The point a check was made at, float64: ``x (N,H,W,C_in)``, ``w (k,k,C_in,C_out)``, ``b``, ``dout``.
 
-    Derived quantities follow the seed's matrix formulation: ``M`` (``(R, k·k·C_in)``), ``Z = M·W + b`` and
+    Derived quantities follow the textbook matrix formulation: ``M`` (``(R, k·k·C_in)``), ``Z = M·W + b`` and
     ``dA = dout`` as ``(R, C_out)``, the correct ``dZ = dA ⊙ act'(Z)`` and ``dM = dZ·Wᵀ``.
     """
 

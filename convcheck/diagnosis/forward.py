@@ -50,7 +50,8 @@ def rule_forward_hypotheses(ev: Evidence) -> Hint | None:
         ("forward bias", "no bias: the forward does not add + b", {"b": np.zeros_like(point.b)}),
         (
             "forward activation",
-            "no activation: the forward returns the pre-activation",
+            "no activation: the forward returns the pre-activation (a plain convolution, such as CS231n's "
+            "conv_forward_naive, needs `activation: none` in the config)",
             {"activation": Activation.NONE},
         ),
         *(

@@ -114,7 +114,7 @@ def _dx_candidates(point: Point, t: Gradient) -> list[_Candidate]:
 
 
 def _kernel_and_accumulation(point: Point, t: Gradient) -> list[_Candidate]:
-    """dM with the kernel flipped; col2im assigning (=) per kernel offset, or per window as the seed's loop."""
+    """dM with the kernel flipped; col2im assigning (=) per kernel offset, or per window as a textbook loop."""
     s = point.shape
     dcols = point.dcols
     flipped = point.w[::-1, ::-1].reshape(-1, s.out_depth)
@@ -139,8 +139,8 @@ def _kernel_and_accumulation(point: Point, t: Gradient) -> list[_Candidate]:
             "col2im accumulate",
             lambda: col2im_assign_by_window(dcols, s.x_shape, s.filter_size, s.stride, s.padding),
             lambda: (
-                f"analytic dx equals col2im assigning (=) window after window, as the seed's loop does with += "
-                f"turned into =, so the last window wins where windows overlap ({overlap_evidence(t, s)}): "
+                f"analytic dx equals col2im assigning (=) window after window, as a textbook loop over windows does "
+                f"with += turned into =, so the last window wins where windows overlap ({overlap_evidence(t, s)}): "
                 "accumulate (+=)"
             ),
         ),

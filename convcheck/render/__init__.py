@@ -11,7 +11,9 @@ Text documents, written to files (or stdout), all behind one interface, ``base.D
 
 The terminal (Rich renderables for a console):
 
-- ``table``: the results table, failure panels, the summary line (``print_results``), ``explain_text``.
+- ``table``: the results table, laid out for the width it gets (80 columns first: ``layout_for``).
+- ``panels``: a panel per check worth explaining, the digest and summary line (``print_results``),
+  ``explain_text``.
 - ``heatmap``: where the errors are, as shade characters; ``plot``: the same as PNG files (matplotlib).
 - ``selftest``: the table of ``convcheck selftest``.
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from convcheck.results import CheckResult, Status
+from convcheck.results import CheckResult, NoteKind, Status
 from convcheck.spec import Layout
 from convcheck.user.shapes import channels_first
 
@@ -18,6 +18,7 @@ __all__ = [
     "AXES",
     "FAIL_MARK",
     "PASS_MARK",
+    "WARNING_NOTES",
     "Document",
     "Run",
     "counts",
@@ -44,11 +45,13 @@ class Run:
 
     ``version``: convcheck's, written into the JSON. ``interrupted``: Ctrl-C ended the batch early.
     ``suite``: the JUnit suite name (and the class name of checks that have no config file).
+    ``not_run``: the names of the checks that were planned but did not run; every format counts them as skipped.
     """
 
     version: str
     interrupted: bool = False
     suite: str = "convcheck"
+    not_run: tuple[str, ...] = ()  # checks of the run that did not run (``--fail-fast``, Ctrl-C): skipped
 
 
 class Document(Protocol):
@@ -64,16 +67,26 @@ def user_index(tensor: str, index: Sequence[int], layout: Layout) -> tuple[int, 
     return tuple(index)
 
 
-def counts(results: Sequence[CheckResult]) -> dict[str, int]:
-    """``total``, ``passed``, ``failed``, ``errors`` (an error is not counted as failed here), ``skipped`` and
-    ``warnings`` (checks with at least one warning, whatever their status)."""
+#: Notes that make a check count as a warning: it ran, but with less protection than asked for.
+WARNING_NOTES = frozenset({NoteKind.TIMEOUT_NOT_ENFORCED})
+
+
+def counts(results: Sequence[CheckResult], not_run: Sequence[str] = ()) -> dict[str, int]:
+    """The one counting rule of every output (the table's summary line, JSON, JUnit, the exit code).
+
+    ``passed``, ``failed`` (a gradient, the forward or the contract is wrong) and ``errors`` (the check could not
+    run to its end) count the checks that ran: an error is never counted as failed. ``skipped``: checks the layer
+    refused as their config expects (``expected_error``), and checks that did not run (``not_run``: after
+    ``--fail-fast`` stopped the batch, or Ctrl-C). ``total`` is all of them. ``warnings`` counts checks (of any
+    status) with a warning: a contract finding that cannot change a gradient, or a note in ``WARNING_NOTES``.
+    """
     passed = sum(r.status is Status.PASS for r in results)
     failed = sum(r.status is Status.FAIL for r in results)
     errors = sum(r.status is Status.ERROR for r in results)
-    skipped = sum(r.status is Status.SKIPPED for r in results)
-    warnings = sum(bool(r.warnings) for r in results)
+    warnings = sum(bool(r.warnings) or any(n.kind in WARNING_NOTES for n in r.notes) for r in results)
+    skipped = sum(r.status is Status.SKIPPED for r in results) + len(not_run)
     return {
-        "total": len(results),
+        "total": len(results) + len(not_run),
         "passed": passed,
         "failed": failed,
         "errors": errors,
@@ -82,17 +95,24 @@ def counts(results: Sequence[CheckResult]) -> dict[str, int]:
     }
 
 
-def summary_line(results: Sequence[CheckResult]) -> str:
-    """``N passed, M failed`` (errors count as failed), then ``, E errors`` when there are any."""
-    c = counts(results)
-    line = f"{c['passed']} passed, {c['failed'] + c['errors']} failed"
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' if n != 1 else ''}"
+
+
+def summary_line(results: Sequence[CheckResult], not_run: Sequence[str] = ()) -> str:
+    """``N passed, M failed``, then ``E errors``, ``S skipped`` and ``W warnings`` when there are any.
+
+    The numbers are ``counts``: the same as the JSON summary and the JUnit attributes (errors are not failures).
+    """
+    c = counts(results, not_run)
+    parts = [f"{c['passed']} passed", f"{c['failed']} failed"]
     if c["errors"]:
-        line += f", {c['errors']} error{'s' if c['errors'] != 1 else ''}"
+        parts.append(_plural(c["errors"], "error"))
     if c["skipped"]:
-        line += f", {c['skipped']} skipped"
+        parts.append(f"{c['skipped']} skipped")
     if c["warnings"]:
-        line += f", {c['warnings']} with warnings"
-    return line
+        parts.append(_plural(c["warnings"], "warning"))
+    return ", ".join(parts)
 
 
 def failure_message(r: CheckResult) -> str:

@@ -30,8 +30,10 @@ __all__ = [
     "finite_top",
     "forward_grid",
     "gradient_grid",
+    "has_pattern",
     "input_grid",
     "measure_for",
+    "relative_bound",
     "shown_channels",
     "weight_grids",
 ]
@@ -153,3 +155,27 @@ def shown_channels(grids: np.ndarray) -> list[int]:
     if c_in <= MAX_CHANNELS:
         return list(range(c_in))
     return sorted(np.argsort(-np.nansum(grids, axis=(1, 2)), kind="stable")[:MAX_CHANNELS].tolist())
+
+
+def has_pattern(grid: np.ndarray | None) -> bool:
+    """Whether a grid shows where errors are: some checked cells are zero and some are not. A grid that is
+    all errors (or all clean) says nothing the counts do not, so a failure panel leaves it out."""
+    if grid is None:
+        return False
+    checked = np.asarray(grid, dtype=np.float64)[~np.isnan(grid)]
+    return bool(np.any(checked > 0) and np.any(checked == 0))
+
+
+def relative_bound(g: TensorResult) -> float | None:
+    """The bound applied to ``g``'s entries as a relative error: the median of ``allowed / |numeric|`` over the
+    checked entries with a nonzero numeric value. ``allowed`` is what each entry was really allowed
+    (``atol + rtol·|numeric|`` plus its rounding bound), so this is the relative error a typical entry could have
+    passed with; it exceeds ``rtol`` by the rounding term. None without per-entry arrays."""
+    if g.allowed is None or g.numeric is None:
+        return None
+    numeric = np.abs(np.asarray(g.numeric, dtype=np.float64))
+    allowed = np.asarray(g.allowed, dtype=np.float64)
+    usable = np.isfinite(numeric) & (numeric > 0) & np.isfinite(allowed)
+    if not usable.any():
+        return None
+    return float(np.median(allowed[usable] / numeric[usable]))

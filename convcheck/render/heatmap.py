@@ -120,13 +120,25 @@ def render_grid(
     return text
 
 
-def _legend(top: float, what: str, fr: int = 1, fc: int = 1, calm: bool = False) -> Text:
+def _calm_top(g: TensorResult | None, summed: tuple[int, ...]) -> float | None:
+    """The top of a passing tensor's scale: the number of entries a cell sums, so that a full shade means every
+    entry at its bound (error/allowed = 1). Scaling a passing grid to its own maximum would draw it solid."""
+    if g is None or g.analytic is None or g.analytic.ndim != 4:
+        return None
+    return float(math.prod(g.analytic.shape[axis] for axis in summed))
+
+
+def _legend(top: float, what: str, fr: int = 1, fc: int = 1, calm: bool = False, scale: bool = False) -> Text:
+    """The shades' meaning; ``scale``: ``top`` is the tolerance (every entry of a cell at its bound)."""
     legend = Text()
     styles = _CALM if calm else _STYLES
     for level, label in enumerate(("0", "> 0", "≥ max/1000", "≥ max/100", "≥ max/10")):
         legend.append(SHADES[level], style=styles[level])
         legend.append(f" {label}  ")
-    legend.append(f"max {top:.3g}: {what}", style="dim")
+    if scale:
+        legend.append(f"max {top:.3g} (every entry at its bound): {what}", style="dim")
+    else:
+        legend.append(f"max {top:.3g}: {what}", style="dim")
     if fr > 1 or fc > 1:
         legend.append(f"; a cell shows the max over {fr}×{fc} positions", style="dim")
     return legend
@@ -162,9 +174,9 @@ def _input_panel(result: CheckResult, measure: Measure | None) -> RenderableType
     if not np.any(grid > 0):
         return Group(title, Text("no entry over tolerance" if m is Measure.EXCESS else "no error", style="green"))
     calm = g is not None and g.passed
-    return Group(
-        title, render_grid(grid, calm=calm), _legend(_largest(grid), _what(m, "n and c_in"), fr, fc, calm=calm)
-    )
+    top = _calm_top(g, (0, 3)) if calm and m is Measure.RATIO else None
+    legend = _legend(top or _largest(grid), _what(m, "n and c_in"), fr, fc, calm=calm, scale=top is not None)
+    return Group(title, render_grid(grid, calm=calm, top=top), legend)
 
 
 def _weights_panel(result: CheckResult, measure: Measure | None) -> RenderableType | None:
@@ -179,8 +191,9 @@ def _weights_panel(result: CheckResult, measure: Measure | None) -> RenderableTy
     note = None
     if c_in > MAX_CHANNELS:
         note = Text(f"the {MAX_CHANNELS} of {c_in} input channels with the largest error", style="dim")
-    top = finite_top(grids)
     calm = g is not None and g.passed
+    scale = _calm_top(g, (3,)) if calm and m is Measure.RATIO else None
+    top = scale or finite_top(grids)
     cells = []
     for c in order:
         cell = Text()
@@ -190,7 +203,7 @@ def _weights_panel(result: CheckResult, measure: Measure | None) -> RenderableTy
     parts: list[RenderableType] = [title, Columns(cells, padding=(0, 3))]
     if note is not None:
         parts.append(note)
-    parts.append(_legend(_largest(grids), _what(m, "c_out"), calm=calm))
+    parts.append(_legend(scale or _largest(grids), _what(m, "c_out"), calm=calm, scale=scale is not None))
     return Group(*parts)
 
 

@@ -117,11 +117,13 @@ def to_json(results: Sequence[CheckResult], run: Run) -> dict[str, object]:
     """The ``--json`` document as plain dicts (the contract in DESIGN.md; extra keys are additions)."""
     document: dict[str, object] = {
         "convcheck": run.version,
-        "summary": counts(results),
+        "summary": counts(results, run.not_run),
         "checks": [check_json(r) for r in results],
     }
     if run.interrupted:
         document["interrupted"] = True
+    if run.not_run:
+        document["not_run"] = list(run.not_run)  # the checks counted as skipped
     return document
 
 

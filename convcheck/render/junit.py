@@ -1,7 +1,8 @@
 """The ``--junit`` document: one ``testcase`` per check, for CI systems that read JUnit XML.
 
 A failed check is a ``failure`` whose message is ``base.failure_message``; a check that could not run is an
-``error`` with its message. Checks from a config file carry its file and line, and its stem as the class name.
+``error`` with its message; a check the run stopped before is ``skipped``. Checks from a config file carry
+its file and line, and its stem as the class name.
 """
 
 from __future__ import annotations
@@ -15,24 +16,18 @@ from convcheck.results import CheckResult, Status
 
 __all__ = ["render"]
 
+#: JUnit attribute → ``counts`` key: the same numbers as the summary line and the JSON.
+_ATTRIBUTES = (("tests", "total"), ("failures", "failed"), ("errors", "errors"), ("skipped", "skipped"))
+
 
 def render(results: Sequence[CheckResult], run: Run) -> str:
     """The JUnit XML document (``run.suite`` names the suite), with its XML declaration, ending in a newline."""
     suite = run.suite
-    c = counts(results)
-    root = ET.Element(
-        "testsuites", name=suite, tests=str(c["total"]), failures=str(c["failed"]), errors=str(c["errors"])
-    )
-    ts = ET.SubElement(
-        root,
-        "testsuite",
-        name=suite,
-        tests=str(c["total"]),
-        failures=str(c["failed"]),
-        errors=str(c["errors"]),
-        skipped=str(c["skipped"]),
-        time=f"{sum(r.seconds for r in results):.3f}",
-    )
+    c = counts(results, run.not_run)
+    numbers = {key: str(c[name]) for key, name in _ATTRIBUTES}
+    root = ET.Element("testsuites", {"name": suite, **numbers})
+    time = f"{sum(r.seconds for r in results):.3f}"
+    ts = ET.SubElement(root, "testsuite", {"name": suite, **numbers, "time": time})
     for r in results:
         classname = Path(r.spec.source.file).stem if r.spec.source else suite
         case = ET.SubElement(ts, "testcase", name=r.name, classname=classname, time=f"{r.seconds:.3f}")
@@ -46,5 +41,8 @@ def render(results: Sequence[CheckResult], run: Run) -> str:
         elif r.status is Status.SKIPPED:
             reason = "; ".join(map(str, r.notes)) or "skipped"
             ET.SubElement(case, "skipped", message=reason).text = reason
+    for name in run.not_run:
+        case = ET.SubElement(ts, "testcase", name=name, classname=suite, time="0.000")
+        ET.SubElement(case, "skipped", message="not run: the run stopped before this check")
     ET.indent(root)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"

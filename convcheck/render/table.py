@@ -1,41 +1,99 @@
-"""The terminal: the results table, a failure panel per check that did not pass, and the summary line.
+"""The terminal's results table: one row per check, designed for an 80-column terminal first.
 
-Gradient indices are shown in the user's layout (``nchw`` users see ``(n, c, h, w)`` and weights
-``(c_out, c_in, kh, kw)``). Findings, hints and notes are shown as their ``str()``.
+Some columns always survive, whatever the width: the verdict (first, so no width can push it out), the check's
+name (shortened with a legend, then wrapped at its ``[``/``,`` boundaries, never silently cut) and every error
+in full ``1.8e-08`` form (input, weights, bias, forward). The other columns are added in ``OPTIONAL`` order
+while they fit: on a narrow terminal the lower-priority ones drop first. ``layout_for(results, width)`` makes
+that choice as a value, which the tests check at 60 to 200 columns.
 """
 
 from __future__ import annotations
 
-import io
 import math
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from rich.console import Console, Group, RenderableType
-from rich.panel import Panel
+from rich import box
+from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 
-from convcheck.render.base import AXES, FAIL_MARK, PASS_MARK, summary_line, user_index
-from convcheck.render.heatmap import heatmaps
+from convcheck.render.base import FAIL_MARK, PASS_MARK
 from convcheck.results import TENSORS, CheckResult, Status, TensorResult
-from convcheck.spec import Layout
+from convcheck.spec import CheckSpec, Layout
 
-__all__ = ["LAYER_COLUMN_WIDTH", "explain_text", "failure_panel", "print_results", "results_table"]
+__all__ = [
+    "ABBREVIATIONS",
+    "CAPTION",
+    "OPTIONAL",
+    "REQUIRED",
+    "TableLayout",
+    "error_cell",
+    "layer_cell",
+    "layout_for",
+    "output_cell",
+    "results_table",
+    "verdict_cell",
+]
+
+#: Columns every width shows, in order (``check`` is the name).
+REQUIRED = ("result", "check", *TENSORS, "forward")
+#: Columns shown when they fit, highest priority first: a column is shown only if every one before it is.
+OPTIONAL = ("checked", "kinks", "method", "layer", "time")
+#: How a long check name is shortened (sweep keys in its ``[key=value,…]`` part), with a legend under the table.
+ABBREVIATIONS = {
+    "stride": "s",
+    "padding": "p",
+    "filter_size": "k",
+    "batch": "n",
+    "in_height": "h",
+    "in_width": "w",
+    "in_depth": "cin",
+    "out_depth": "cout",
+    "activation": "act",
+    "method": "m",
+    "dtype": "dt",
+    "layout": "lay",
+}
+GAP = 2  # characters between two columns (one of padding, one of the box's blank divider)
+NAME_CAP = 32  # names longer than this (shortened) may wrap rather than push every optional column out
 
 
-def _fmt(value: float) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+def _fmt(value: float | None) -> str:
+    if value is None or math.isnan(value):
         return "—"
     if math.isinf(value):
         return "inf"
     return f"{value:.1e}"
 
 
-def _tensor_cell(g: TensorResult | None) -> Text:
+def verdict_cell(r: CheckResult) -> Text:
+    """``✓ pass`` (``✓ pass ⚠`` with warnings), ``✗ fail``, ``✗ error`` or ``– skipped``: a mark and a word, so
+    the verdict reads without colour."""
+    if r.status is Status.PASS:
+        cell = Text(f"{PASS_MARK} pass", style="bold green")
+        if r.warnings:
+            cell.append(" ⚠", style="bold yellow")
+        return cell
+    if r.status is Status.SKIPPED:
+        return Text("– skipped", style="yellow")
+    return Text(f"{FAIL_MARK} {'error' if r.status is Status.ERROR else 'fail'}", style="bold red")
+
+
+def error_cell(g: TensorResult | None) -> Text:
+    """A gradient's max relative error in full ``1.8e-08`` form (red when it failed); ``—`` when not compared.
+    For ``directional`` it is the error of its random projections (the caption says so)."""
     if g is None:
         return Text("—", style="dim")
-    text = f"{_fmt(g.max_rel_error)}" if not g.projections else f"{_fmt(g.max_rel_error)} ({g.projections}p)"
-    return Text(text, style="" if g.passed else "bold red")
+    return Text(_fmt(g.max_rel_error), style="" if g.passed else "bold red")
+
+
+def _forward_cell(r: CheckResult) -> Text:
+    f = r.forward
+    if f is None:
+        return Text("—", style="dim")
+    return Text(_fmt(f.max_abs_error), style="" if f.ok else "bold red")
 
 
 def _checked_cell(result: CheckResult) -> str:
@@ -48,148 +106,134 @@ def _checked_cell(result: CheckResult) -> str:
     return f"{checked:,}/{total:,}"
 
 
-# Narrower than this, the results table leaves out the layer column rather than squeezing every column.
-LAYER_COLUMN_WIDTH = 118
+def layer_cell(spec: CheckSpec) -> str:
+    """The geometry in the layer's own layout: ``8×32×48×16 → 32, k3 s1 p1`` (N×H×W×C_in → C_out) for nhwc,
+    ``nchw 8×16×32×48 → 32, k3 s1 p1`` (N×C_in×H×W) for nchw."""
+    nchw = spec.layout is Layout.NCHW
+    return ("nchw " if nchw else "") + spec.shape.describe(channels_first=nchw)
+
+
+def output_cell(spec: CheckSpec) -> str:
+    """The output's shape in the layer's layout: ``(N, OH, OW, C_out)`` for nhwc, ``(N, C_out, OH, OW)`` for nchw."""
+    n, *spatial, c = spec.shape.out_shape
+    dims = (n, c, *spatial) if spec.layout is Layout.NCHW else (n, *spatial, c)
+    return "×".join(map(str, dims))
+
+
+def _cells(r: CheckResult) -> dict[str, Text]:
+    kinks = sum(g.kinks for g in r.gradients)
+    return {
+        "result": verdict_cell(r),
+        **{t: error_cell(r.gradient(t)) for t in TENSORS},
+        "forward": _forward_cell(r),
+        "checked": Text(_checked_cell(r)),
+        "kinks": Text(str(kinks) if r.gradients else "—"),
+        "method": Text(r.method.value if r.method else "—"),
+        "layer": Text(layer_cell(r.spec)),
+        "time": Text(f"{r.seconds:.2f} s"),
+    }
+
+
+def _abbreviate(name: str) -> tuple[str, set[str]]:
+    """``k3[stride=2,padding=1]`` → ``k3[s=2,p=1]`` and the keys shortened."""
+    used: set[str] = set()
+
+    def short(match: re.Match[str]) -> str:
+        key = match.group(2)
+        if key not in ABBREVIATIONS:
+            return match.group(0)
+        used.add(key)
+        return f"{match.group(1)}{ABBREVIATIONS[key]}="
+
+    return re.sub(r"([\[,])([a-z_]+)=", short, name), used
+
+
+def _wrap(name: str, width: int) -> str:
+    """Lines of at most ``width`` cells, broken after ``[`` and ``,`` where possible (Rich folds what is left)."""
+    pieces = re.findall(r"[^\[,]*[\[,]|[^\[,]+$", name) or [name]
+    lines = [""]
+    for piece in pieces:
+        if lines[-1] and cell_len(lines[-1] + piece) > width:
+            lines.append("")
+        lines[-1] += piece
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class TableLayout:
+    """How the table fits a width: its columns, the names shown, and the legend of abbreviated keys."""
+
+    columns: tuple[str, ...]
+    names: tuple[str, ...]
+    name_width: int
+    legend: str = ""
+
+
+def _widths(rows: Sequence[dict[str, Text]]) -> dict[str, int]:
+    columns = (*REQUIRED, *OPTIONAL)
+    return {c: max([cell_len(c), *(row[c].cell_len for row in rows if c in row)]) for c in columns if c != "check"}
+
+
+def layout_for(results: Sequence[CheckResult], width: int | None) -> TableLayout:
+    """The columns and names for ``width`` (None: as wide as the table wants).
+
+    The required columns always stay; optional ones are added in priority order while the shortened names
+    (up to ``NAME_CAP`` cells) still fit beside them. The name then gets what is left: in full if it fits, else
+    with sweep keys abbreviated (and a legend), else wrapped.
+    """
+    widths = _widths([_cells(r) for r in results])
+    full = [r.name for r in results]
+    natural = max([cell_len("check"), *(cell_len(n) for n in full)])
+    shortened = [_abbreviate(n) for n in full]
+    names = [n for n, _ in shortened]
+    fitted = max([cell_len("check"), *(cell_len(n) for n in names)])
+    limit = width if width is not None else 10**6
+    used = sum(widths[c] + GAP for c in REQUIRED if c != "check")
+    columns = list(REQUIRED)
+    for column in OPTIONAL:  # an optional column only if the (shortened) names still fit beside it
+        if used + widths[column] + GAP + min(fitted, NAME_CAP) > limit:
+            break
+        columns.append(column)
+        used += widths[column] + GAP
+    room = max(limit - used, 6)
+    if natural <= room:
+        return TableLayout(tuple(columns), tuple(full), natural)
+    keys = sorted(set().union(*(k for _, k in shortened)), key=list(ABBREVIATIONS).index)
+    legend = ", ".join(f"{ABBREVIATIONS[k]} = {k}" for k in keys)
+    if fitted > room:
+        names = [_wrap(n, room) for n in names]
+    return TableLayout(tuple(columns), tuple(names), min(fitted, room), legend)
+
+
+_RIGHT = {*TENSORS, "forward", "checked", "kinks", "time"}
+#: Under the table: what the numbers are (and, when names were shortened, the legend).
+CAPTION = "errors: max relative error of each gradient; forward: max |output − reference|"
 
 
 def results_table(results: Sequence[CheckResult], width: int | None = None) -> Table:
-    """One row per check: name, layer, method, entries checked, max relative errors, kinks, seconds, verdict.
-
-    ``width``: the console's width; below ``LAYER_COLUMN_WIDTH`` the layer column is left out.
-    """
-    with_layer = width is None or width >= LAYER_COLUMN_WIDTH
+    """One row per check: verdict, name, the max relative error of each gradient, the forward's error, then the
+    optional columns that fit ``width`` (the console's; None: all of them)."""
+    layout = layout_for(results, width)
+    caption = [CAPTION]
+    if any(g.projections for r in results for g in r.gradients):
+        caption.append("directional checks: errors of random projections of each gradient")
+    if layout.legend:
+        caption.append(f"names shortened: {layout.legend}")
     table = Table(
-        caption="input, weights, bias: max relative error of each gradient", header_style="bold", pad_edge=False
+        caption="\n".join(caption),
+        caption_justify="left",
+        header_style="bold",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
     )
-    # Names, numbers and verdicts never wrap; on a narrow terminal the layer description folds instead.
-    table.add_column("check", no_wrap=True, max_width=40)
-    if with_layer:
-        table.add_column("layer", overflow="fold")
-    table.add_column("method", no_wrap=True)
-    table.add_column("checked", justify="right", no_wrap=True)
-    for tensor in TENSORS:
-        table.add_column(tensor, justify="right", no_wrap=True)
-    table.add_column("kinks", justify="right", no_wrap=True)
-    table.add_column("s", justify="right", no_wrap=True)
-    table.add_column("", justify="center", no_wrap=True, min_width=1)
-    for r in results:
-        mark = Text(PASS_MARK, style="bold green") if r.passed else Text(FAIL_MARK, style="bold red")
-        if r.status is Status.ERROR:
-            mark = Text(f"{FAIL_MARK} error", style="bold red")
-        elif r.status is Status.SKIPPED:
-            mark = Text("– skipped", style="yellow")
-        elif r.warnings:
-            mark.append(" ⚠", style="bold yellow")
-        kinks = sum(g.kinks for g in r.gradients)
-        table.add_row(
-            Text(r.name),  # Text, not a string: names like "k3[stride=2]" are not Rich markup
-            *([r.spec.shape.describe()] if with_layer else []),
-            r.method.value if r.method else "—",
-            _checked_cell(r),
-            *(_tensor_cell(r.gradient(t)) for t in TENSORS),
-            str(kinks) if r.gradients else "—",
-            f"{r.seconds:.2f}",
-            mark,
-        )
+    for column in layout.columns:
+        if column == "check":
+            table.add_column("check", overflow="fold", min_width=layout.name_width, max_width=layout.name_width)
+        else:
+            table.add_column(column, justify="right" if column in _RIGHT else "left", no_wrap=True)
+    for r, name in zip(results, layout.names, strict=True):
+        cells = _cells(r)
+        table.add_row(*(Text(name) if c == "check" else cells[c] for c in layout.columns))
     return table
-
-
-def _entries_table(g: TensorResult, layout: Layout) -> Table:
-    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-    table.add_column(f"index ({AXES[layout][g.name]})")
-    for column in ("analytic", "numeric", "abs error", "rel error", "allowed"):
-        table.add_column(column, justify="right")
-    for e in g.worst:
-        style = "red" if e.abs_error > e.allowed else ""
-        table.add_row(
-            str(user_index(g.name, e.index, layout)) + (" kink" if e.at_kink else ""),
-            f"{e.analytic:.6g}",
-            f"{e.numeric:.6g}",
-            _fmt(e.abs_error),
-            _fmt(e.rel_error),
-            _fmt(e.allowed),
-            style=style,
-        )
-    return table
-
-
-def failure_panel(result: CheckResult) -> Panel:
-    """What went wrong in one failed or errored check: worst entries per failing tensor, forward, contract."""
-    parts: list[RenderableType] = []
-    layout = result.spec.layout
-    if result.error:
-        parts.append(Text(result.error))
-    for finding in result.contract:
-        parts.append(Text(f"contract: {finding!s}", style="red"))
-    f = result.forward
-    if f is not None and not f.ok:
-        where = user_index("input", f.worst_index, layout) if f.worst_index else "?"
-        parts.append(
-            Text(
-                f"forward: output differs from the reference convolution by up to {f.max_abs_error:.3g} "
-                f"(allowed {f.allowed:.3g}); at output {where}: got {f.got:.6g}, expected {f.expected:.6g}",
-                style="red",
-            )
-        )
-    for g in result.gradients:
-        if g.passed:
-            continue
-        share = g.over_tolerance / g.checked if g.checked else 1.0
-        what = f"{g.over_tolerance:,} of {g.checked:,} entries ({share:.1%})" if g.checked else "projections"
-        parts.append(Text(f"{g.name} gradient: {what} over tolerance", style="bold red"))
-        parts.append(_entries_table(g, layout))
-    for hint in result.diagnosis:
-        parts.append(Text(f"hint: {hint!s}", style="yellow"))
-    parts.extend(heatmaps(result, failing_only=True))
-    if result.tolerance:
-        t = result.tolerance
-        parts.append(
-            Text(
-                f"eps {t.eps:.3g}, rtol {t.rtol:.3g}, atol {t.atol:.3g}; allowed = atol + rtol·|numeric| + "
-                "rounding bound; seed "
-                f"{result.spec.seed}",
-                style="dim",
-            )
-        )
-    for note in result.notes:
-        parts.append(Text(str(note), style="dim"))
-    title = Text(f"{FAIL_MARK} {result.name}" + (" (error)" if result.status is Status.ERROR else ""))
-    return Panel(Group(*parts), title=title, title_align="left", border_style="red")
-
-
-def print_results(
-    console: Console,
-    results: Sequence[CheckResult],
-    *,
-    quiet: bool = False,
-    verbose: bool = False,
-    heatmap: bool = False,
-) -> None:
-    """What ``convcheck run`` prints: the table, a panel per check that did not pass, the summary line.
-
-    ``quiet``: the table lists only the checks that did not pass. ``verbose``: a panel for passing checks too.
-    ``heatmap``: the heatmaps of passing checks (failure panels always show theirs).
-    """
-    shown = results if not quiet else [r for r in results if not r.status.ok]
-    if shown:
-        console.print(results_table(shown, width=console.width))
-    for r in results:
-        if r.status is Status.SKIPPED and not quiet:
-            reason = "; ".join(map(str, r.notes))
-            console.print(Text(f"– {r.name} skipped: {reason}", style="yellow"))
-        elif not r.status.ok or verbose:
-            console.print(failure_panel(r))
-        elif heatmap:
-            console.print(Text(f"{r.name}: heatmaps (within tolerance)"))
-            for part in heatmaps(r):
-                console.print(part)
-    console.print(summary_line(results), markup=False, highlight=False)
-
-
-def explain_text(result: CheckResult, width: int = 120) -> str:
-    """The table row and, unless it passed, the failure panel, as plain text (no colour, no terminal codes)."""
-    console = Console(width=width, record=True, color_system=None, force_terminal=False, file=io.StringIO())
-    console.print(results_table([result]))
-    if not result.status.ok:
-        console.print(failure_panel(result))
-    return console.export_text()

@@ -15,7 +15,7 @@ or ``(N, C_in, W)``, a 3-D one's ``(N, F, H, W, C_in)`` or ``(N, C_in, F, H, W)`
 
 Tensors are named as the contract names them: ``x``, ``w``, ``b``, ``out`` (gradients share their tensor's
 shape and permutation). A wrong shape is described, never repaired: the message says what the shape looks like
-(the seed's ``keepdims=True`` bias gradient, the other layout, an uncropped padded ``dx``, …).
+(a textbook ``keepdims=True`` bias gradient, the other layout, an uncropped padded ``dx``, …).
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ _LOOKALIKES: dict[str, tuple[tuple[tuple[str, ...], str], ...]] = {
     "w": (
         (("k", "k", "C_in", "C_out"), "the NHWC weight layout (k, k, C_in, C_out)"),
         (("C_out", "C_in", "k", "k"), "the NCHW weight layout (C_out, C_in, k, k)"),
-        (("kkC", "C_out"), "the seed's matrix form (k·k·C_in, C_out): reshape it"),
+        (("kkC", "C_out"), "the matrix form (k·k·C_in, C_out) of an im2col layer: reshape it"),
         (("C_out", "kkC"), "the matrix form (C_out, C_in·k·k): reshape it"),
         (("C_in", "C_out", "k", "k"), "(C_in, C_out, k, k): C_in and C_out swapped"),
         (("k", "k", "C_out", "C_in"), "(k, k, C_out, C_in): C_in and C_out swapped"),
@@ -124,7 +124,7 @@ _LOOKALIKES: dict[str, tuple[tuple[tuple[str, ...], str], ...]] = {
     "b": (
         (
             ("one", "C_out"),
-            "(1, C_out), what a sum with keepdims=True produces (as the seed's bias gradient does): "
+            "(1, C_out), what a sum with keepdims=True produces (as a textbook bias gradient often does): "
             "sum over axis 0 without keepdims",
         ),
         (("C_out", "one"), "(C_out, 1), a column vector: the contract wants a flat (C_out,)"),
