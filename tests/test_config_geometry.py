@@ -135,3 +135,9 @@ def test_config_and_direct_shape_agree_on_every_geometry(
         assert result.errors and not result.specs
     else:
         assert [spec.shape for spec in result.specs] == [direct], [str(e) for e in result.errors]
+
+
+def test_a_per_axis_value_yaml_reads_as_hexadecimal_is_refused_and_works_quoted() -> None:
+    (error,) = load(LAYER + "filter_size: 3\npadding: 0x1\n").errors
+    assert (error.line, error.field) == (7, "padding") and "hexadecimal number 1" in error.message
+    assert shapes(LAYER + "filter_size: 3\npadding: '0x1'\n")[0].pads == ((0, 0), (1, 1))

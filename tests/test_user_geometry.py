@@ -12,7 +12,7 @@ import pytest
 from convcheck.checker import run_check
 from convcheck.config import load_file, load_text
 from convcheck.results import Status
-from convcheck.spec import CheckSpec, DType
+from convcheck.spec import CheckSpec, DType, Method
 from convcheck.user.errors import ImplementationError
 from convcheck.user.loader import load_layer
 
@@ -159,3 +159,17 @@ def backward(dout, cache):
         layer.forward(np.zeros(spec.shape.x_shape), np.zeros(spec.shape.w_shape), np.zeros(2))
     module_seen = layer.impl.module.SEEN  # type: ignore[attr-defined]
     assert module_seen == [{"stride": (2, 1), "pad": 1, "dilation": 2, "groups": 2}]
+
+
+def test_tables_and_json_show_every_geometry_in_the_layout() -> None:
+    from convcheck.render.json import check_json
+    from convcheck.render.table import layer_cell, output_cell
+    from convcheck.spec import ConvShape, Layout
+
+    shape = ConvShape.nd(2, (5, 6, 7), 4, 2, (2, 3, 1), (1, 2, 1), ((0, 1), 1, 0), 1, 2, bias=False)
+    spec = CheckSpec(name="g", shape=shape, layout=Layout.NCHW)
+    assert layer_cell(spec).startswith("nchw 2×4×5×6×7 → 2, ") and "no bias" in layer_cell(spec)
+    assert output_cell(spec) == "×".join(map(str, (2, 2, *shape.spatial_out)))
+    config = check_json(run_check(spec.with_overrides(method=Method.FULL)))["config"]
+    assert config["filter_size"] == [2, 3, 1] and config["padding"] == [[0, 1], [1, 1], [0, 0]]
+    assert (config["dims"], config["groups"], config["bias"]) == (3, 2, False)
