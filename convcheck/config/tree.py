@@ -56,6 +56,7 @@ else:  # pragma: no cover - PyYAML without libyaml
 # YAML 1.1 readings of plain scalars that YAML 1.2 (and every reader of the JSON Schema) reads otherwise.
 _BOOLEAN_WORDS = frozenset(("true", "false"))
 _LEADING_ZERO = re.compile(r"^[-+]?0[0-9_]+$")
+_HEX = re.compile(r"^[-+]?0x[0-9a-fA-F_]+$")
 
 _TAG = "tag:yaml.org,2002:"
 _SCALAR_TAGS = frozenset(_TAG + name for name in ("str", "int", "float", "bool", "null"))
@@ -265,6 +266,11 @@ def yaml11_surprise(node: yaml.ScalarNode) -> str | None:
         return (
             f"{shorten(text)!r} is read as a base-60 number by YAML 1.1 (1:30 is 90); "
             "write the number itself, or quote it if you mean the text"
+        )
+    if node.tag == _TAG + "int" and _HEX.match(text):  # 0x1 looks like per-axis padding (0 rows, 1 column)
+        return (
+            f"{shorten(text)!r} is read as the hexadecimal number {int(text.replace('_', ''), 16)} by YAML; "
+            f"quote it ('{shorten(text)}') for one value per axis, or write the number itself"
         )
     if node.tag == _TAG + "int" and _LEADING_ZERO.match(text):
         return (

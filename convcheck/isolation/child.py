@@ -37,6 +37,7 @@ import numpy as np
 from convcheck.isolation.channel import Arena, Channel, Outgoing, ProtocolViolation, crosses, decode_array
 from convcheck.spec import ImplRef
 from convcheck.user.adapter import describe
+from convcheck.user.arguments import keywords_for
 from convcheck.user.errors import Frame, ImplementationError, exception_name, innermost_frame, is_library, shorten
 from convcheck.user.loader import load_functions  # imported here, before the fork: the child only uses it
 
@@ -152,6 +153,7 @@ class _Server:
             self.channel.send({"kind": "load_failed", "message": str(exc), "file": exc.file, "line": exc.line})
             return False
         self.functions = {"forward": impl.forward, "backward": impl.backward}
+        self.signature = impl.ref.signature
         self.roots = impl.roots
         if not self._channel_alive():  # the module closed it at import time
             self._last_words()
@@ -180,10 +182,16 @@ class _Server:
             elif "cache" in arg:
                 record = self.caches[int(arg["cache"])]
                 args.append(record[0])
+            elif "none" in arg:
+                args.append(None)
             else:
-                args.append(arg.get("value"))
+                args.append(_tuples(arg.get("value")))
+        function = self.functions[role]
+        keywords = (
+            keywords_for(function, dict(request.get("keywords") or {}), self.signature) if role == "forward" else {}
+        )
         try:
-            returned = self.functions[role](*args)
+            returned = function(*args, **{k: _tuples(v) for k, v in keywords.items()})
         except BaseException as exc:  # noqa: BLE001 - whatever the user's code raises is its answer
             return self._raised(exc), outgoing
         reply: dict[str, Any] = {"kind": "returned"}
@@ -291,6 +299,15 @@ class _Server:
             return real_dup2(fd, fd2, inheritable)
 
         os.close, os.closerange, os.dup2 = close, closerange, dup2
+
+
+def _tuples(value: object) -> object:
+    """JSON's lists back to the tuples the parent sent (stride and padding per axis, (before, after) pairs)."""
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    return value
 
 
 def _encode(value: object, outgoing: Outgoing) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from convcheck.isolation.channel import KEY_BYTES, Arena, Channel, Outgoing, Pro
 from convcheck.isolation.child import EXIT_LAST_WORDS, child_main
 from convcheck.spec import CheckSpec, ImplRef, Signature
 from convcheck.user.adapter import Foreign, ForeignException, LoadedImpl, UserLayer
+from convcheck.user.arguments import window_keywords
 from convcheck.user.errors import Frame, ImplementationError, UserFault, display_path
 
 __all__ = ["IsolationFault", "RemoteLayer", "Session", "probe", "remote_layer"]
@@ -121,8 +122,11 @@ class Session:
 
     # -- calls ----------------------------------------------------------------------------------------------
 
-    def call(self, role: str, args: list[Any], audit: bool) -> tuple[dict[str, Any], memoryview]:
-        """Call the user's ``role`` function with ``args`` (arrays, ``RemoteCache`` or JSON values)."""
+    def call(
+        self, role: str, args: list[Any], audit: bool, keywords: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], memoryview]:
+        """Call the user's ``role`` function with ``args`` (arrays, ``RemoteCache`` or JSON values); ``keywords``:
+        the values of the keywords the child passes where the function takes them (``keywords_for``)."""
         self.role = role
         outgoing = Outgoing(self.arena, 0)
         encoded: list[dict[str, Any]] = []
@@ -135,6 +139,8 @@ class Session:
                 encoded.append({"value": arg})
         release, self.released = self.released, []
         request = {"op": "call", "role": role, "args": encoded, "audit": audit, "release": release}
+        if keywords:
+            request["keywords"] = keywords
         try:
             self.channel.send(request, outgoing)
         except OSError:
@@ -266,7 +272,20 @@ class RemoteLayer(UserLayer):
         assert ref is not None
         shape = spec.shape
         impl = LoadedImpl(_unreachable, _unreachable, ref, ModuleType(ref.module), display_path(ref.module))
-        super().__init__(impl, stride=shape.stride, padding=shape.padding, layout=spec.layout)
+        uniform = shape.window.uniform(shape.spatial_in, shape.kernel)
+        stride, padding = uniform if uniform is not None else (shape.strides, shape.pads)
+        super().__init__(
+            impl,
+            stride=stride,
+            padding=padding,
+            layout=spec.layout,
+            window=shape.window,
+            bias=shape.bias,
+            bias_shape=spec.bias_shape,
+        )
+        # The function is in the child: it picks the keywords its forward takes from these (``keywords_for``).
+        self._keywords = {}
+        self._offered = window_keywords(shape.window)
         self.entries = sum(math.prod(s) for s in (shape.x_shape, shape.w_shape, (shape.out_depth,), shape.out_shape))
         self.memory_limit = memory_limit
         self.session: Session | None = None
@@ -285,14 +304,18 @@ class RemoteLayer(UserLayer):
             self.session = Session(self.impl.ref, self.entries, self.memory_limit)
         return self.session
 
-    def _call_forward(self, xu: np.ndarray, wu: np.ndarray, bu: np.ndarray) -> object:
+    def _call_forward(
+        self, xu: np.ndarray, wu: np.ndarray, bu: np.ndarray | None, stride: object, padding: object
+    ) -> object:
         session = self._session()
+        keywords: dict[str, Any] = {}
         if self.signature is Signature.CS231N:
-            extra: list[Any] = [{"stride": self.stride, "pad": self.padding}]
+            needed = {name: value for name, value in self._offered.items() if value != 1}
+            extra: list[Any] = [{"stride": stride, "pad": padding, **needed}]
         else:
-            extra = [self.stride, self.padding]
-        handed = (xu, wu, bu)
-        reply, blobs = session.call("forward", [*handed, *extra], self._audit is not None)
+            extra, keywords = [stride, padding], self._offered
+        handed = tuple(a for a in (xu, wu, bu) if a is not None)
+        reply, blobs = session.call("forward", [xu, wu, bu, *extra], self._audit is not None, keywords)
         self.output_reused = self.output_reused or reply.get("output_reused") is True
         self._copy_back(reply.get("modified"), handed, blobs)
         number = reply.get("cache")

@@ -97,21 +97,30 @@ def check_json(r: CheckResult) -> dict[str, object]:
 def _spec_config(r: CheckResult) -> dict[str, object]:
     """The check's settings, for a result whose spec did not come from a config file (the Python API)."""
     s = r.spec.shape
-    return {
+    flat = {p for pair in s.pads for p in pair}
+    config: dict[str, object] = {
         "batch": s.batch,
         "in_height": s.in_height,
         "in_width": s.in_width,
         "in_depth": s.in_depth,
         "out_depth": s.out_depth,
-        "filter_size": s.filter_size,
-        "stride": s.stride,
-        "padding": s.padding,
+        "filter_size": _per_axis(s.kernel),
+        "stride": _per_axis(s.strides),
+        "padding": flat.pop() if len(flat) == 1 else [list(pair) for pair in s.pads],
         "activation": r.spec.activation.value,
         "method": r.spec.method.value,
         "dtype": r.spec.dtype.value,
         "seed": r.spec.seed,
         "layout": r.spec.layout.value,
     }
+    if not s.is_basic:  # the geometry keys beyond the seed's, as a config writes them
+        config.update(dims=s.dims, in_frames=s.in_frames, dilation=_per_axis(s.dilations), groups=s.groups)
+        config["bias"] = s.bias
+    return config
+
+
+def _per_axis(values: tuple[int, ...]) -> object:
+    return values[0] if len(set(values)) == 1 else list(values)
 
 
 def to_json(results: Sequence[CheckResult], run: Run) -> dict[str, object]:

@@ -43,18 +43,19 @@ _MODULE_CACHE: dict[tuple[str, int, int], ModuleType] = {}
 
 def load_layer(spec: CheckSpec) -> ConvLayer:
     """The layer a check runs: the built-in ``MatrixConvLayer`` (``spec.impl is None`` or ``builtin``), or the
-    user's functions wrapped in a ``UserLayer`` bound to the spec's stride, padding and layout.
+    user's functions wrapped in a ``UserLayer`` bound to the spec's geometry, layout and bias shape.
 
     The user's layer computes the activation itself; ``spec.activation`` is what the reference applies.
 
     Raises:
-        ImplementationError: the implementation cannot be loaded (see ``load_functions``).
+        ImplementationError: the implementation cannot be loaded (see ``load_functions``), or its forward takes
+            no ``dilation``/``groups`` the check needs.
     """
     shape = spec.shape
     if spec.impl is None or spec.impl.module == "builtin":
         return MatrixConvLayer.for_shape(shape, spec.activation)
     impl = load_functions(spec.impl)
-    return UserLayer(impl, stride=shape.stride, padding=shape.padding, layout=spec.layout)
+    return UserLayer.for_shape(impl, shape, spec.layout, spec.bias_shape)
 
 
 def load_functions(ref: ImplRef) -> LoadedImpl:
