@@ -38,7 +38,15 @@ from convcheck.isolation.channel import Arena, Channel, Outgoing, ProtocolViolat
 from convcheck.spec import ImplRef
 from convcheck.user.adapter import describe
 from convcheck.user.arguments import keywords_for
-from convcheck.user.errors import Frame, ImplementationError, exception_name, innermost_frame, is_library, shorten
+from convcheck.user.errors import (
+    Frame,
+    ImplementationError,
+    exception_lineage,
+    exception_name,
+    innermost_frame,
+    is_library,
+    shorten,
+)
 from convcheck.user.loader import load_functions  # imported here, before the fork: the child only uses it
 
 __all__ = ["EXIT_LAST_WORDS", "child_main", "frame_to_json"]
@@ -258,7 +266,7 @@ class _Server:
             if limit != resource.RLIM_INFINITY:
                 message = f"{message} (its process may use max_memory, beyond what it had mapped at the start)"
         frame = innermost_frame(exc.__traceback__, self.roots)
-        lineage = [cls.__name__ for cls in type(exc).__mro__]  # for a config's expected_error (base classes match)
+        lineage = list(exception_lineage(exc))  # for a config's expected_error (base classes match)
         reply = {"kind": "raised", "type": exception_name(exc), "message": message, "frame": frame_to_json(frame)}
         return {**reply, "lineage": lineage}
 

@@ -76,6 +76,11 @@ class Frame:
         return f"{text} (`{self.source}`)" if self.source else text
 
 
+def exception_lineage(exc: BaseException) -> tuple[str, ...]:
+    """The names of ``exc``'s class and its base classes: a config's ``expected_error`` names any of them."""
+    return tuple(cls.__name__ for cls in type(exc).__mro__)
+
+
 class UserCodeError(UserFault):
     """The user's ``forward`` or ``backward`` raised. Carries the exception's type and message and the user's
     innermost own frame (not convcheck's, not numpy's)."""
@@ -84,7 +89,7 @@ class UserCodeError(UserFault):
         self.role = role  # "forward" | "backward"
         self.function = function  # the user's function name
         self.exc_type = exception_name(exc)
-        self.exc_lineage = tuple(cls.__name__ for cls in type(exc).__mro__)  # for a config's expected_error
+        self.exc_lineage = exception_lineage(exc)
         self.exc_message = shorten(str(exc))
         self.frame = frame
         where = f" at {frame.describe()}" if frame else ""
