@@ -16,10 +16,10 @@ from convcheck import parallel, reference
 from convcheck.compare import judge, judge_forward
 from convcheck.data import CheckData, make_data
 from convcheck.diagnosis import diagnose
-from convcheck.isolation.points import PointSample
 from convcheck.layer import MatrixConvLayer
 from convcheck.methods import choose_method, forward_seconds, measure, planned_passes
 from convcheck.numeric import Engine
+from convcheck.points import PointSample
 from convcheck.protocol import ConvLayer
 from convcheck.results import (
     CheckResult,
@@ -201,7 +201,7 @@ def _child_clock(layer: ConvLayer) -> Callable[[], float] | None:
 def audit_points(
     spec: CheckSpec, points: PointSample | None, forward: ForwardResult | None, tol: Tolerance
 ) -> tuple[ForwardResult | None, list[Note]]:
-    """The forward verdict with the sampled calls (``convcheck.isolation.points``) judged too: the first that
+    """The forward verdict with the sampled calls (``convcheck.points``) judged too: the first that
     disagrees with the reference replaces a passing verdict, with a note saying at which call it was found."""
     if points is None or forward is None or not forward.ok:
         return forward, []

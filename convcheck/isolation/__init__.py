@@ -5,7 +5,7 @@ clean convcheck process that never imported user code (a ``--jobs`` worker actin
 part of the verdict: the finite differences, tolerances, contract checks and verdicts are computed in the parent
 from the raw arrays the child returns over a framed, per-check keyed channel (``channel``), and its forward
 outputs are audited against the reference convolution at a seeded random sample of the points it was called at
-(``points``), not only where it was first inspected. So a layer can patch convcheck's modules, write on its
+(``convcheck.points``), not only where it was first inspected. So a layer can patch convcheck's modules, write on its
 channel, keep state between calls, or end its process: each is at worst a failed check or an error row of its
 own, and the next check starts from a fresh process. The child's address space is limited to ``max_memory`` on
 top of what it maps at the start.
