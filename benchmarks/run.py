@@ -18,8 +18,6 @@ Benchmarks (targets from issue 7):
 - ``startup``: ``convcheck --help`` vs ``python -c "import numpy, typer, rich, yaml"`` (subprocesses).
 - ``sweep``: ``convcheck run`` on a generated sweep of 320 small layers, ``--jobs 1`` vs ``--jobs 2``.
 - ``memory``: peak resident memory of a process that runs the seed layer's full check.
-- ``framework``: the seed layer as a ``torch.autograd.Function``: convcheck's full check vs torch
-  ``gradcheck(fast_mode=True)`` and vs slow gradcheck's cost estimated from a timed sample of its passes.
 
 OpenBLAS: where ``OPENBLAS_CORETYPE`` is set (``/work/.library/env/README.md``), a current numpy runs slower
 kernels; for benchmarks, and only for them, run this with both ``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE``
@@ -434,150 +432,6 @@ def bench_memory(_rounds: int) -> list[Row]:
     ]
 
 
-# -- a torch layer: convcheck vs torch's own gradcheck -------------------------------------------------------------
-
-TORCH_LAYER = HERE.parent / "tests" / "fixtures" / "frameworks" / "torch_layers.py"  # ConvReLU: autograd.Function
-
-
-def bench_framework(rounds: int) -> list[Row]:
-    """The seed layer as a ``torch.autograd.Function`` (unfold, matrix product, fold, ReLU; a hand-written
-    backward): convcheck's full check vs torch ``gradcheck(fast_mode=True)`` (both warm, best of ``rounds``) and
-    vs slow gradcheck's cost, estimated from a timed sample of its passes (it cannot run: see ``_slow_gradcheck``).
-    """
-    torch = torch_or_none()
-    if torch is None:
-        return [Row("framework", "skipped: torch is not installed (pip install torch==2.13.0)", 0, "")]
-    from convcheck.spec import Framework, ImplRef, Layout
-    from convcheck.user.loader import load_framework_impl
-
-    threads = torch.get_num_threads()  # torch's default, before convcheck's adapter holds it to one
-    impl = ImplRef(module=str(TORCH_LAYER), framework=Framework.TORCH, function="ConvReLU")
-    spec = CheckSpec("seed-torch", SEED_SHAPE, method=Method.FULL, impl=impl, layout=Layout.NCHW)
-    fn = load_framework_impl(spec).module.ConvReLU
-    x, w, b = _torch_seed_inputs(torch)
-    results = {}
-
-    def convcheck_full():
-        cpu = time.process_time()
-        results["convcheck"] = checker.run_check(spec)
-        results["cpu"] = min(results.get("cpu", float("inf")), time.process_time() - cpu)
-
-    def fast_gradcheck():
-        torch.set_num_threads(threads)
-        try:
-            results["fast"] = torch.autograd.gradcheck(
-                lambda x, w, b: fn.apply(x, w, b, 1, 1), (x, w, b), fast_mode=True, raise_exception=False
-            )
-        finally:
-            torch.set_num_threads(1)
-
-    best = interleaved({"convcheck": convcheck_full, "fast": fast_gradcheck}, rounds, burst=1)
-    slow = _slow_gradcheck(torch, fn, (x, w, b), threads)
-    check = results["convcheck"]
-    checked = sum(g.checked for g in check.gradients)
-    return [
-        Row("framework", "convcheck full check, seed layer as torch Function", best["convcheck"], "s",
-            note=f"status {check.status.value}; {checked:,} of {checked:,} entries; {check.forward_passes} passes; "
-            f"{results['cpu']:.1f} s CPU"),
-        Row("framework", f"torch {torch.__version__} gradcheck(fast_mode=True)", best["fast"], "s",
-            note=f"passed: {results['fast']}; {threads} torch threads; one random direction per input"),
-        Row("framework", "slow gradcheck, estimated from a sample", slow["seconds"] / 3600, "h",
-            note=f"{slow['forwards']:,} forwards × {1e3 * slow['forward']:.2f} ms + {slow['backwards']:,} "
-            f"backwards × {1e3 * slow['backward']:.2f} ms; two dense Jacobians of {slow['jacobian_gb']:.0f} GB each"),
-        Row("framework", "slow gradcheck / convcheck", slow["seconds"] / best["convcheck"], "×"),
-        *_framework_zoo(torch),
-    ]  # fmt: skip
-
-
-# Planted torch bugs (tests/fixtures/frameworks/torch_layers.py) and the correct layer, on a small layer.
-ZOO = ("ConvReLU", "BugNoMask", "BugDwOrder", "BugDbFirstItem", "BugFloat32", "BugDbKeepdims", "BugMaskInPlace",
-       "BugAccumulates", "BugNaN", "BugInputInPlace")  # fmt: skip
-
-
-def _framework_zoo(torch) -> list[Row]:
-    """Which planted bugs each checker catches (an exception counts as caught; the correct layer must pass)."""
-    from convcheck.spec import Framework, ImplRef, Layout
-    from convcheck.user.loader import load_framework_impl
-
-    shape = ConvShape(2, 7, 6, 3, 4, 3, 1, 1)
-    verdicts: dict[str, dict[str, bool]] = {"convcheck": {}, "fast gradcheck": {}, "slow gradcheck": {}}
-    generator = torch.Generator().manual_seed(0)
-    inputs = [
-        torch.randn(*size, dtype=torch.float64, generator=generator) for size in ((2, 3, 7, 6), (4, 3, 3, 3), (4,))
-    ]
-    for name in ZOO:
-        impl = ImplRef(module=str(TORCH_LAYER), framework=Framework.TORCH, function=name)
-        spec = CheckSpec(name, shape, method=Method.FULL, impl=impl, layout=Layout.NCHW)
-        verdicts["convcheck"][name] = checker.run_check(spec).passed
-        fn = getattr(load_framework_impl(spec).module, name)
-        for mode, fast in (("fast gradcheck", True), ("slow gradcheck", False)):
-            leaves = [t.clone().requires_grad_() for t in inputs]
-            try:
-                ok = torch.autograd.gradcheck(
-                    lambda x, w, b, fn=fn: fn.apply(x, w, b, 1, 1), leaves, fast_mode=fast, raise_exception=False
-                )
-            except Exception:  # noqa: BLE001 - torch refused the gradient: caught
-                ok = False
-            verdicts[mode][name] = bool(ok)
-    rows = []
-    for checker_name, found in verdicts.items():
-        missed = [name for name in ZOO[1:] if found[name]]
-        rows.append(
-            Row("framework", f"planted torch bugs caught by {checker_name}", len(ZOO) - 1 - len(missed), "",
-                note=f"of {len(ZOO) - 1}; correct layer {'passes' if found[ZOO[0]] else 'FAILS'}; "
-                f"missed: {', '.join(missed) or 'none'}")
-        )  # fmt: skip
-    return rows
-
-
-def _torch_seed_inputs(torch):
-    _, data = seed_data()
-    x = torch.from_numpy(np.ascontiguousarray(data.x.transpose(0, 3, 1, 2))).requires_grad_()
-    w = torch.from_numpy(np.ascontiguousarray(data.w.transpose(3, 2, 0, 1))).requires_grad_()
-    b = torch.from_numpy(data.b.copy()).requires_grad_()
-    return x, w, b
-
-
-def _slow_gradcheck(torch, fn, inputs, threads: int, sample: int = 20) -> dict:
-    """Slow gradcheck's cost: its numerical Jacobian takes two forwards per input entry (central differences,
-    one entry perturbed in place at a time) and its analytical Jacobian one backward per output entry
-    (``autograd.grad`` with a one-hot ``grad_outputs``); both Jacobians are dense float64. Each kind of pass is
-    timed on ``sample`` of them, done as gradcheck does them, on torch's default thread count."""
-    torch.set_num_threads(threads)
-    try:
-        x, w, b = inputs
-        out = fn.apply(x, w, b, 1, 1)
-        n_in = sum(t.numel() for t in inputs)
-        rng = np.random.default_rng(0)
-        start = time.perf_counter()
-        with torch.no_grad():
-            for flat in rng.integers(0, x.numel(), sample):
-                entry = x.view(-1)
-                entry[flat] += 1e-6
-                fn.apply(x, w, b, 1, 1)
-                entry[flat] -= 2e-6
-                fn.apply(x, w, b, 1, 1)
-                entry[flat] += 1e-6
-        forward = (time.perf_counter() - start) / (2 * sample)
-        start = time.perf_counter()
-        for flat in rng.integers(0, out.numel(), sample):
-            onehot = torch.zeros_like(out).view(-1)
-            onehot[flat] = 1.0
-            torch.autograd.grad(out, inputs, onehot.view_as(out), retain_graph=True)
-        backward = (time.perf_counter() - start) / sample
-    finally:
-        torch.set_num_threads(1)
-    forwards, backwards = 2 * n_in, out.numel()
-    return {
-        "forward": forward,
-        "backward": backward,
-        "forwards": forwards,
-        "backwards": backwards,
-        "seconds": forwards * forward + backwards * backward,
-        "jacobian_gb": n_in * out.numel() * 8 / 1e9,
-    }
-
-
 BENCHMARKS = {
     "backward": (bench_backward, 50),
     "full": (bench_full, 3),
@@ -585,7 +439,6 @@ BENCHMARKS = {
     "startup": (bench_startup, 10),
     "sweep": (bench_sweep, 2),
     "memory": (bench_memory, 1),
-    "framework": (bench_framework, 2),
 }
 
 

@@ -19,6 +19,7 @@ from convcheck.diagnosis import diagnose
 from convcheck.layer import MatrixConvLayer
 from convcheck.methods import choose_method, forward_seconds, measure, planned_passes
 from convcheck.numeric import Engine
+from convcheck.points import PointSample
 from convcheck.protocol import ConvLayer
 from convcheck.results import (
     CheckResult,
@@ -34,6 +35,7 @@ from convcheck.results import (
 )
 from convcheck.spec import Activation, CheckSpec, DType, Method
 from convcheck.tolerance import SAFETY, analytic_noise, resolve, rounding_sigma, unit_roundoff
+from convcheck.user.adapter import UserLayer
 from convcheck.user.contract import exercise
 from convcheck.user.errors import UserCodeError, describe_exception
 from convcheck.user.loader import load_layer
@@ -119,6 +121,7 @@ def run_check(spec: CheckSpec, layer: ConvLayer | None = None, data: CheckData |
 def _run(spec: CheckSpec, layer: ConvLayer | None, data: CheckData | None, start: float) -> CheckResult:
     data = make_data(spec) if data is None else data
     layer = load_layer(spec) if layer is None else layer  # the built-in layer when spec.impl is None
+    points = _watch_points(layer, spec)
     u = unit_roundoff(spec.dtype)
     forward_tol = resolve(spec.dtype, spec.eps, spec.rtol, spec.atol)
 
@@ -126,24 +129,16 @@ def _run(spec: CheckSpec, layer: ConvLayer | None, data: CheckData | None, start
     out, grads, contract = outcome.out, outcome.gradients, outcome.problems
 
     shape = spec.shape
-    forward_result = None
-    if out is not None:
-        expected = reference.forward(
-            data.x.astype(np.float64),
-            data.w.astype(np.float64),
-            data.b.astype(np.float64),
-            shape.window,
-            spec.activation,
-        )
-        sigma = rounding_sigma(data.x, data.w, data.b, expected, shape.window, u)
-        forward_result = judge_forward(out, expected, sigma, forward_tol)
+    forward_result = None if out is None else forward_verdict(spec, data.x, data.w, data.b, out, forward_tol)
     if grads is None:
         return _finish(spec, start, None, 0, forward_tol, (), forward_result, contract, [])
 
     method, notes = spec.method, []
     if method is Method.AUTO:
         # Copies: a layer may modify its arguments (the contract reports that; the point must stay as it is).
-        seconds = forward_seconds(lambda: layer.forward(data.x.copy(), data.w.copy(), data.b.copy()))
+        seconds = forward_seconds(
+            lambda: layer.forward(data.x.copy(), data.w.copy(), data.b.copy()), elsewhere=_child_clock(layer)
+        )
         method, note = choose_method(spec, seconds)
         notes.append(note)
     engine, tol, precision = _engine(layer, data, spec)
@@ -159,6 +154,9 @@ def _run(spec: CheckSpec, layer: ConvLayer | None, data: CheckData | None, start
     if widen is not None:
         estimates = [est.widened(extra) for est, extra in zip(estimates, widen, strict=True)]
     gradients = tuple(judge(est, tol) for est in estimates)
+    forward_result, audited = audit_points(spec, points, forward_result, forward_tol)
+    notes.extend(audited)
+    forward_ok = forward_result is None or forward_result.ok
     if not forward_ok:
         notes.append(own_forward_note(gradients))
     return _finish(spec, start, method, engine.forward_passes, tol, gradients, forward_result, contract, notes)
@@ -173,6 +171,53 @@ def refused(spec: CheckSpec, seconds: float, exc: UserCodeError) -> CheckResult:
         seconds=seconds,
         notes=(Note(NoteKind.REFUSED, f"refused by the layer, as the config's expected_error allows: {exc}"),),
     )
+
+
+def forward_verdict(
+    spec: CheckSpec, x: np.ndarray, w: np.ndarray, b: np.ndarray, out: np.ndarray, tol: Tolerance
+) -> ForwardResult:
+    """The layer's output ``out: (N, OH, OW, C_out)`` at the point ``x, w, b`` against the reference convolution."""
+    shape = spec.shape
+    expected = reference.forward(
+        x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), shape.window, spec.activation
+    )
+    sigma = rounding_sigma(x, w, b, expected, shape.window, unit_roundoff(spec.dtype))
+    return judge_forward(out, expected, sigma, tol)
+
+
+def _watch_points(layer: ConvLayer, spec: CheckSpec) -> PointSample | None:
+    """A user's layer offers every forward call to a sample that ``audit_points`` compares with the reference."""
+    if not isinstance(layer, UserLayer):
+        return None
+    layer.points = PointSample(spec)
+    return layer.points
+
+
+def _child_clock(layer: ConvLayer) -> Callable[[], float] | None:
+    """CPU seconds spent in the process that runs the layer, when that is not this one."""
+    return getattr(layer, "child_seconds", None)
+
+
+def audit_points(
+    spec: CheckSpec, points: PointSample | None, forward: ForwardResult | None, tol: Tolerance
+) -> tuple[ForwardResult | None, list[Note]]:
+    """The forward verdict with the sampled calls (``convcheck.points``) judged too: the first that
+    disagrees with the reference replaces a passing verdict, with a note saying at which call it was found."""
+    if points is None or forward is None or not forward.ok:
+        return forward, []
+    for point in sorted(points.points, key=lambda p: p.number):
+        if point.out.shape != tuple(spec.shape.out_shape):
+            continue
+        verdict = forward_verdict(spec, point.x, point.w, point.b, point.out, tol)
+        if not verdict.ok:
+            note = Note(
+                NoteKind.OTHER,
+                f"the forward agrees with the reference convolution at the check's point but not at forward call "
+                f"{point.number} of {points.calls} (one of {len(points.points)} calls compared at random): a forward "
+                "correct only where it is first inspected",
+            )
+            return verdict, [note]
+    return forward, []
 
 
 def own_forward_note(gradients: tuple[TensorResult, ...]) -> Note:

@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from convcheck.spec import CheckSpec
 
 from convcheck.exitcodes import ExitCode
+from convcheck.isolation.supervise import trusting
 from convcheck.options import (
     Annotate,
     AnnotateOption,
@@ -93,14 +94,6 @@ def _console(stderr: bool, color: Color = Color.AUTO) -> Console:
     return Console(stderr=stderr, highlight=False, emoji=False, width=width)
 
 
-def _stdout(color: Color = Color.AUTO) -> Console:
-    return _console(stderr=False, color=color)
-
-
-def _stderr(color: Color = Color.AUTO) -> Console:
-    return _console(stderr=True, color=color)
-
-
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"convcheck {__version__}")
@@ -148,11 +141,11 @@ def _impl_override(text: str, err: Console) -> ImplRef | None:
     if text == "builtin":
         return None
     ref = ImplRef(module=text, base_dir=Path.cwd())
+    from convcheck.isolation.session import probe
     from convcheck.user.errors import ImplementationError
-    from convcheck.user.loader import load_functions
 
     try:
-        load_functions(ref)
+        probe(ref)  # in a process of its own: the module's import-time code never runs in this one
     except ImplementationError as exc:
         err.print(f"--impl {text}: {exc}", markup=False)
         raise typer.Exit(ExitCode.INVALID) from None
@@ -263,27 +256,44 @@ def _default_configs(given: list[Path] | None, err: Console) -> list[Path]:
 
 def _run(options: RunOptions) -> None:
     """``convcheck run``: check the options, run the batch, render it, exit with its code."""
-    out, err = _stdout(options.color), _stderr(options.color)
-    try:
+    out, err = _console(False, options.color), _console(True, options.color)
+    from convcheck.batch.signals import handled  # imports numpy, so not at the top: --help starts without it
+
+    with handled() as signals:  # SIGINT, SIGTERM, SIGHUP: stop the checks, never the results' output
         specs = _checked_specs(options, err)
         from convcheck.batch.local import run_batch  # imports numpy: only now that checks will run
-    except KeyboardInterrupt:
-        err.print("interrupted before any check ran", markup=False)
-        raise typer.Exit(ExitCode.INTERRUPTED) from None
+        from convcheck.diagnosis.batch import with_batch_hints
 
-    with _progress(err, len(specs), enabled=not options.quiet) as advance:
-        if options.scheduler is None:
-            # User code runs in a worker process unless asked otherwise: an os._exit or a segfault in it must be
-            # an error row, never a silently ended (and so "green") run.
-            isolate = not options.in_process and any(s.impl is not None for s in specs)
-            batch = run_batch(specs, jobs=options.jobs, fail_fast=options.fail_fast, on_result=advance, isolate=isolate)
-        else:
-            batch = _run_distributed(specs, options.scheduler, options.fail_fast, advance, err)
-    written = _show(batch, options, out, err)
-    if batch.interrupted:
-        err.print("interrupted: the results above are the checks that finished", markup=False)
+        report = trusting(lambda text: err.print(text, markup=False)) if options.in_process else lambda code: None
+        # User code runs in a process of its own unless asked otherwise: an os._exit or a segfault in it must be an
+        # error row, never a silently ended (and so "green") run.
+        isolate = not options.in_process and any(s.impl is not None for s in specs)
+        address = options.scheduler
+        with _progress(err, len(specs), enabled=not options.quiet) as advance:
+            if address is None:
+                batch = signals.interrupting(
+                    lambda: run_batch(
+                        specs, jobs=options.jobs, fail_fast=options.fail_fast, on_result=advance, isolate=isolate
+                    ),
+                    specs,
+                )
+            else:
+                batch = signals.interrupting(
+                    lambda: _run_distributed(specs, address, options.fail_fast, advance, err), specs
+                )
+        if signals.received is not None and not batch.interrupted:
+            batch = replace(batch, interrupted=True)
+        # Hints only a whole batch can give (e.g. the geometric condition shared by the checks a layer crashed on).
+        batch = replace(batch, results=tuple(with_batch_hints(batch.results)))
+        written = _show(batch, options, out, err)
+    if batch.interrupted or signals.received is not None:  # a signal while the results printed counts too
+        cause = f" ({signals.name})" if signals.received is not None else ""
+        err.print(f"interrupted{cause}: the results above are the checks that finished", markup=False)
+        report(ExitCode.INTERRUPTED)
         raise typer.Exit(ExitCode.INTERRUPTED)
-    raise typer.Exit(ExitCode.for_results(batch.results, batch.not_run, written=written))
+    code = ExitCode.for_results(batch.results, batch.not_run, written=written)
+    report(code)
+    raise typer.Exit(code)
 
 
 def _checked_specs(options: RunOptions, err: Console) -> list[CheckSpec]:
@@ -439,7 +449,7 @@ def validate(configs: ValidateArgument = None, color: ColorOption = "auto") -> N
 
       convcheck validate configs/smoke.yaml
     """
-    out, err = _stdout(Color(color)), _stderr(Color(color))
+    out, err = _console(False, Color(color)), _console(True, Color(color))
     specs = _load(_default_configs(configs, err), err)
     from convcheck.user.static import static_problems
 
@@ -508,7 +518,7 @@ def init(
     from convcheck.render.files import write_atomic
     from convcheck.starter import starter_files
 
-    err = _stderr()
+    err = _console(True)
     files = starter_files(path, Layout(layout))
     existing = [p for p in files if p.exists()]
     if existing and not force:
@@ -562,7 +572,7 @@ def selftest(
     from convcheck.selftest import run_selftest
     from convcheck.spec import DType
 
-    out = _stdout(Color(color))
+    out = _console(False, Color(color))
     report = run_selftest(dtypes=(DType.FLOAT64,) if quick else (DType.FLOAT64, DType.FLOAT32), jobs=jobs)
     out.print(selftest_table(report))
     out.print(selftest_summary(report), markup=False)

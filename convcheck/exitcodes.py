@@ -22,7 +22,7 @@ class ExitCode(IntEnum):
     INTERNAL = 3  # a bug in convcheck itself (never a problem of the user's layer or config)
     OK_NOT_WRITTEN = 4  # every check passed, but an output file could not be written
     FAILED_NOT_WRITTEN = 5  # at least one check failed, and an output file could not be written
-    INTERRUPTED = 130  # Ctrl-C: the results so far were printed and written
+    INTERRUPTED = 130  # SIGINT (Ctrl-C), SIGTERM or SIGHUP: the results so far were printed and written
 
     @classmethod
     def for_results(

@@ -30,17 +30,22 @@ WARM_CALLS = 3  # timed forward calls behind ``auto``'s cost estimate (after the
 CLOCK: Callable[[], float] = time.process_time
 
 
-def forward_seconds(call: Callable[[], object]) -> float:
-    """Seconds one warm forward call takes: the median of ``WARM_CALLS`` calls timed by ``CLOCK``.
+def forward_seconds(call: Callable[[], object], elsewhere: Callable[[], float] | None = None) -> float:
+    """Seconds one warm forward call takes: the median of ``WARM_CALLS`` calls timed by ``CLOCK``, plus
+    ``elsewhere()``'s CPU seconds (the process a user's layer runs in, when it is not this one).
 
     The first call of a check is cold (caches, lazy imports, page faults on fresh buffers) and is never used;
     the median ignores one outlier either way.
     """
     times = []
+
+    def clock() -> float:
+        return CLOCK() + (elsewhere() if elsewhere is not None else 0.0)
+
     for _ in range(WARM_CALLS):
-        start = CLOCK()
+        start = clock()
         call()
-        times.append(CLOCK() - start)
+        times.append(clock() - start)
     return statistics.median(times)
 
 
@@ -166,5 +171,5 @@ def full_passes(spec: CheckSpec) -> int:
 def audit_passes(spec: CheckSpec) -> int:
     """Forward passes the audit of a grouped check adds (two per audited entry, before kink retries)."""
     shape = spec.shape
-    sizes = (math.prod(shape.x_shape), math.prod(shape.w_shape), shape.out_depth)
+    sizes = (math.prod(shape.x_shape), math.prod(shape.w_shape), math.prod(shape.b_shape))  # no bias: (0,)
     return 2 * sum(min(AUDIT_ENTRIES, size) for size in sizes)

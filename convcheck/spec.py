@@ -71,6 +71,17 @@ class Layout(str, Enum):
     NCHW = "nchw"
 
 
+class BiasShape(str, Enum):
+    """How a user's layer shapes its bias b (and must shape db): ``flat`` ``(C_out,)``, ``column`` ``(C_out, 1)``,
+    ``row`` ``(1, C_out)``, ``broadcast`` the shape that broadcasts against out in the layer's layout
+    (``(1, …, 1, C_out)`` channels last, ``(1, C_out, 1, …, 1)`` channels first)."""
+
+    FLAT = "flat"
+    COLUMN = "column"
+    ROW = "row"
+    BROADCAST = "broadcast"
+
+
 class DType(str, Enum):
     """Floating-point type the layer runs in."""
 
@@ -351,9 +362,11 @@ class ConvShape:
         spans = zip(self.axes, self.effective_kernel, self.padded_in, strict=True)
         return tuple(axis for axis, span, padded in spans if span > padded)
 
-    def describe(self) -> str:
-        """Compact text such as ``8×32×48×16 → 32, k3 s1 p1`` (per-axis values as ``3x5``)."""
-        sizes = "×".join(map(str, (self.batch, *self.spatial_in, self.in_depth)))
+    def describe(self, channels_first: bool = False) -> str:
+        """Compact text such as ``8×32×48×16 → 32, k3 s1 p1`` (per-axis values as ``3x5``); the input's sizes in
+        channels-first order (``8×16×32×48``) with ``channels_first``."""
+        ordered = (self.in_depth, *self.spatial_in) if channels_first else (*self.spatial_in, self.in_depth)
+        sizes = "×".join(map(str, (self.batch, *ordered)))
         if self.is_basic:
             return f"{sizes} → {self.out_depth}, k{self.filter_size} s{self.stride} p{self.padding}"
         parts = [f"k{_axes_text(self.kernel)}", f"s{_axes_text(self.strides)}"]
@@ -449,7 +462,9 @@ class ImplRef:
     ``module`` is a path to a ``.py`` file (resolved against ``base_dir``, the config file's folder) or an
     importable module name. ``forward``/``backward`` name the functions in it. A framework layer
     (``framework`` set) is instead one object of the module: the function (or ``torch.autograd.Function``)
-    named ``function``, or the ``torch.nn.Module`` subclass named ``class_name``.
+    named ``function``, or the ``torch.nn.Module`` subclass named ``class_name``, run on ``device`` (``cpu``,
+    ``cuda``, ``cuda:1``, a JAX backend; None: the framework's default). The device is part of the reference
+    because the process that runs the layer (``convcheck.isolation``) receives the reference alone.
     """
 
     module: str
@@ -460,10 +475,12 @@ class ImplRef:
     framework: Framework | None = None
     function: str | None = None
     class_name: str | None = None
+    device: str | None = None
 
     def describe(self) -> str:
         if self.framework is not None:
-            return f"{self.module}:{self.function or self.class_name} ({self.framework.value})"
+            where = f" on {self.device}" if self.device is not None else ""
+            return f"{self.module}:{self.function or self.class_name} ({self.framework.value}{where})"
         names = "" if (self.forward, self.backward) == ("forward", "backward") else f":{self.forward}/{self.backward}"
         sig = "" if self.signature is Signature.CONVCHECK else f" ({self.signature.value})"
         return f"{self.module}{names}{sig}"
@@ -512,11 +529,11 @@ class CheckSpec:
     atol: float | None = None
     impl: ImplRef | None = None  # None: convcheck's built-in matrix layer
     layout: Layout = Layout.NHWC
+    bias_shape: BiasShape = BiasShape.FLAT  # how a user's layer shapes b and db
     timeout: float | None = None  # seconds; None: the default in checker.DEFAULT_TIMEOUT
     max_memory: int | None = None  # bytes; None: a fraction of this machine's RAM
     strict: bool = False  # warnings fail the check too
     expected_error: ExpectedError | None = None  # an error the layer may raise by design: the check is skipped
-    device: str | None = None  # a framework layer's device (cpu, cuda, cuda:1, …); None: the framework's default
     source: SourceLocation | None = field(default=None, compare=False)
     # The config values this check was expanded from (for JSON output and messages).
     config: dict[str, object] = field(default_factory=dict, compare=False, hash=False)

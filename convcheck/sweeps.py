@@ -24,7 +24,6 @@ activation, dtype, layout and method), so a new geometry key takes part without 
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import operator
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -38,6 +37,20 @@ Value = int | str
 
 #: Choice keys of a spec that take part, besides the geometry.
 CHOICE_KEYS = ("activation", "dtype", "layout", "method")
+#: The geometry's config keys, in the config's order (an int each when it is the same on every axis and side).
+GEOMETRY_KEYS = (
+    "batch",
+    "in_frames",
+    "in_height",
+    "in_width",
+    "in_depth",
+    "out_depth",
+    "filter_size",
+    "stride",
+    "padding",
+    "dilation",
+    "groups",
+)
 
 #: Pairs of keys measured in the same unit, whose relations are atoms (pixels along an axis; sizes; channels).
 RELATED: tuple[tuple[str, str], ...] = (
@@ -257,13 +270,16 @@ def value_shape(values: Sequence[Value], others: Sequence[Value]) -> Shape | Non
 
 
 def features(spec: CheckSpec) -> dict[str, Value]:
-    """The hyperparameters of one check that conditions may name: every integer field of the geometry (in
-    ``ConvShape``'s order), the output sizes, then the choices of :data:`CHOICE_KEYS` by their values."""
+    """The hyperparameters of one check that conditions may name: the geometry's keys that have one integer
+    value (:data:`GEOMETRY_KEYS`), the output sizes, then the choices of :data:`CHOICE_KEYS` by their values."""
     found: dict[str, Value] = {}
-    for item in dataclasses.fields(spec.shape):
-        value = getattr(spec.shape, item.name)
+    for key in GEOMETRY_KEYS:
+        try:
+            value = getattr(spec.shape, key)
+        except ValueError:  # it differs between axes or sides: there is no one value to name
+            continue
         if isinstance(value, int) and not isinstance(value, bool):
-            found[item.name] = value
+            found[key] = value
     found["out_height"] = spec.shape.out_height
     found["out_width"] = spec.shape.out_width
     for key in CHOICE_KEYS:
@@ -302,8 +318,10 @@ def find_condition(specs: Sequence[CheckSpec], statuses: Sequence[Status]) -> Sw
 
 
 def condition_of(results: Sequence[CheckResult]) -> SweepCondition | None:
-    """:func:`find_condition` for the results of a batch (their specs and statuses)."""
-    return find_condition([r.spec for r in results], [r.status for r in results])
+    """:func:`find_condition` for the results of a batch (their specs and statuses). Checks the layer refused as
+    their config expects (``skipped``) reached no verdict to split and are left out."""
+    ran = [r for r in results if r.status is not Status.SKIPPED]
+    return find_condition([r.spec for r in ran], [r.status for r in ran])
 
 
 def _mask(bits: Iterable[bool]) -> int:

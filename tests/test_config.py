@@ -67,8 +67,11 @@ def test_bad_config_reports_each_problem_with_line_and_field(path: Path) -> None
 
 
 def test_a_broken_file_does_not_stop_the_others() -> None:
-    result = load_configs([BAD / "many_problems.yaml", CONFIGS / "seed.yaml", BAD / "same_even.yaml"])
-    assert {error.file for error in result.errors} == {str(BAD / "many_problems.yaml"), str(BAD / "same_even.yaml")}
+    result = load_configs([BAD / "many_problems.yaml", CONFIGS / "seed.yaml", BAD / "groups_not_dividing.yaml"])
+    assert {error.file for error in result.errors} == {
+        str(BAD / "many_problems.yaml"),
+        str(BAD / "groups_not_dividing.yaml"),
+    }
     assert [spec.name for spec in result.specs] == ["seed-layer"]
     assert not result.ok
 
@@ -263,9 +266,11 @@ def test_absent_keys_take_the_documented_defaults() -> None:
     assert (spec.eps, spec.rtol, spec.atol, spec.timeout, spec.max_memory) == (None,) * 5
     assert spec.config == {
         "name": "test", "batch": 2, "in_height": 5, "in_width": 6, "in_depth": 3, "out_depth": 4,
-        "filter_size": 3, "stride": 1, "padding": 0, "out_height": 3, "out_width": 4, "activation": "relu",
+        "dims": 2, "in_frames": 1, "filter_size": 3, "stride": 1, "dilation": 1, "padding": 0, "groups": 1,
+        "bias": True, "out_frames": 1, "out_height": 3, "out_width": 4, "activation": "relu",
         "method": "auto", "dtype": "float64", "seed": 0, "eps": None, "rtol": None, "atol": None,
-        "impl": "builtin", "layout": "nhwc", "device": None, "timeout": None, "max_memory": None, "strict": False,
+        "impl": "builtin", "layout": "nhwc", "bias_shape": "flat", "device": None, "timeout": None,
+        "max_memory": None, "strict": False,
         "expected_error": None,
     }  # fmt: skip
 

@@ -19,7 +19,11 @@ HOOKS = {hook["id"]: hook for hook in yaml.safe_load((REPO / ".pre-commit-hooks.
 TYPES = {"yaml": (".yaml", ".yml"), "python": (".py",)}  # the identify tags the hooks use
 CHANGED = ["layer.py", "buggy.py", "convcheck.yaml", "notes.yaml", "docs/convcheck-notes.txt"]
 # A layer whose import leaves a mark: validating its config must not import it.
-MARKING = "from pathlib import Path\n\nPath(__file__).with_name('imported').touch()\n"
+MARKING = (
+    "from pathlib import Path\n\nPath(__file__).with_name('imported').touch()\n\n\n"
+    "def forward(x, w, b, stride, padding):\n    raise NotImplementedError\n\n\n"
+    "def backward(dout, cache):\n    raise NotImplementedError\n"
+)
 
 
 def hook_command(hook_id: str, changed: list[str]) -> list[str]:

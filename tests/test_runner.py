@@ -296,3 +296,16 @@ def test_examples_give_their_documented_verdicts():
     buggy = verdicts["buggy-col2im"]
     assert buggy.status is Status.FAIL and buggy.forward.ok and not buggy.contract
     assert [g.name for g in buggy.gradients if not g.passed] == ["input"]
+
+
+def test_every_check_of_a_user_layer_gets_a_fresh_process_and_no_worker_loads_user_code():
+    tells = [real(str(Path(__file__).parent / "fixtures" / "hostile" / "tells_pid.py"), name=f"t{i}") for i in range(3)]
+    for jobs in (1, 2):
+        outcome = run_batch(tells, jobs=jobs, isolate=True)
+        told = [
+            dict(part.split("=") for part in r.error.split(": ", 2)[-1].split(" at ")[0].split())
+            for r in outcome.results
+        ]
+        assert [t["calls"] for t in told] == ["1", "1", "1"]  # no state from an earlier check
+        assert len({t["pid"] for t in told}) == 3  # a process per check
+        assert os.getpid() not in {int(t["parent"]) for t in told}  # forked by a worker, not by this process

@@ -234,7 +234,14 @@ def test_the_schema_rejects_bad_values(name: str) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["filter_too_large", "same_even", "out_shape_mismatch", "duplicate_names", "sweep_combination", "missing_required"],
+    [
+        "filter_too_large",
+        "groups_not_dividing",
+        "out_shape_mismatch",
+        "duplicate_names",
+        "sweep_combination",
+        "missing_required",
+    ],
 )
 def test_what_only_the_loader_can_check_passes_the_schema(name: str) -> None:
     """Geometry, uniqueness and required keys given in defaults span several places: left to the loader."""
@@ -247,7 +254,8 @@ def test_the_validator_is_not_vacuous() -> None:
     assert schema_errors(layer) == []
     assert schema_errors({**layer, "stride": True})
     assert schema_errors({**layer, "stride": [1, 1.0]})
-    assert schema_errors({**layer, "padding": "valid"})
+    assert schema_errors({**layer, "padding": "sane"})
+    assert schema_errors({**layer, "filter_size": "3x"})
     assert schema_errors({**layer, "max_memory": "2 GBs"})
     assert schema_errors({"checks": []})
     assert schema_errors({"checks": [layer], "defaults": {"name": "x"}})

@@ -114,3 +114,13 @@ def test_strict_on_the_command_line_turns_a_warning_into_a_failure(tmp_path: Pat
     assert (summary["passed"], summary["warnings"]) == (1, 1)
     strict = runner.invoke(app, ["run", str(config), "--strict"])
     assert strict.exit_code == ExitCode.FAILED, strict.output
+
+
+def test_an_expected_refusal_from_a_layer_in_its_own_process_is_skipped_by_a_base_class():
+    from convcheck.isolation.check import isolated_check
+
+    spec = spec_for(EXAMPLES / "strict_stride.py", 3, ExpectedError(type="Exception", match="does not divide"))
+    assert isolated_check(spec).status is Status.SKIPPED
+    assert isolated_check(spec_for(EXAMPLES / "strict_stride.py", 3, ExpectedError(type="KeyError"))).status is (
+        Status.ERROR
+    )

@@ -78,7 +78,7 @@ EXPECTED = {
     "col2im-assign": "filter_size > stride",
     "col2im-row-order": "in_depth = 2 and filter_size ≥ 2",
     "padding-crop-off-by-one": "padding ≥ 1",
-    "padding-crop-seed": "padding = 0",
+    "padding-crop-unguarded": "padding = 0",
     "kernel-flipped-backward": "filter_size ≥ 2",
     "dout-transposed": "out_height ≥ 2 and out_width ≥ 2",
     "weights-channels-swapped": "in_depth = 2 and out_depth = 2",
@@ -105,7 +105,7 @@ def test_any_condition_found_for_a_planted_bug_separates_exactly(bug: bugs.Plant
 
 
 def test_padding_bugs_read_as_the_issue_says():
-    statuses = _statuses(bugs.get("padding-crop-seed"), GRID)
+    statuses = _statuses(bugs.get("padding-crop-unguarded"), GRID)
     condition = find_condition(GRID, statuses)
     assert condition is not None
     assert condition.sentence == (

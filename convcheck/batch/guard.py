@@ -17,6 +17,7 @@ The user's writes to ``sys.stdout`` go to stderr while a check runs, so that std
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import math
 import signal
 import sys
@@ -33,7 +34,9 @@ from convcheck.results import CheckResult, Note, NoteKind
 from convcheck.spec import CheckSpec
 from convcheck.user.errors import describe_exception
 
-__all__ = ["UNENFORCED", "CheckTimeout", "describe_failure", "run_one", "timeout_of"]
+__all__ = ["UNENFORCED", "CheckTimeout", "describe_failure", "die_with_parent", "run_one", "timeout_of"]
+
+_PR_SET_PDEATHSIG, _PR_SET_DUMPABLE = 1, 4  # prctl options (Linux)
 
 #: The note of a check whose timeout could not be enforced where it ran.
 UNENFORCED = Note(NoteKind.TIMEOUT_NOT_ENFORCED, "timeout not enforced: not in the main thread of a POSIX process")
@@ -55,6 +58,16 @@ def timeout_of(spec: CheckSpec) -> float:
     """Seconds allowed for ``spec``: its ``timeout``, else ``checker.DEFAULT_TIMEOUT``; ``inf`` for no limit."""
     seconds = spec.timeout if spec.timeout is not None else checker.DEFAULT_TIMEOUT
     return math.inf if seconds <= 0 else float(seconds)
+
+
+def die_with_parent() -> None:
+    """Have the kernel kill this process when its parent dies (Linux; elsewhere nothing), so that no worker
+    outlives a run that was killed; and make it non-dumpable, so that the user's code in the processes it forks
+    cannot read or write its memory through ``/proc`` or attach a debugger to it (same user, no privileges)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        libc.prctl(_PR_SET_DUMPABLE, 0)
 
 
 def describe_failure(exc: BaseException) -> str:

@@ -6,13 +6,15 @@ enforced, and the batch goes on. Isolation depends on ``jobs``:
 ``jobs=1`` (in-process). The checks run one after another in this process. A crash (segfault, ``os._exit``)
 ends the whole run, and code that never returns to the interpreter cannot be interrupted.
 
-``jobs>=2`` (worker processes, ``spawn`` context). Each worker runs checks one after another under the same
-guard, so results are identical to ``jobs=1``. In addition the parent watches every worker: one that is still
-busy ``KILL_GRACE`` after its timeout is killed (and its check reported as timed out); one that dies
-(segfault, ``os._exit``, the kernel's OOM killer) becomes one ``error`` row, "the implementation crashed the
-worker process (exit code …)", and a fresh worker takes its place. Workers start with one BLAS thread
-(``parallel.one_blas_thread_environment``): ``jobs`` processes each with one BLAS thread use the cores without
-oversubscribing them.
+``jobs>=2`` or ``isolate`` (worker processes, ``spawn`` context). Each worker runs checks one after another
+under the same guard, so results are identical to ``jobs=1``. A worker never imports a user's code: it is the
+fork server of ``convcheck.isolation``, which runs each check of a user's layer with the layer in a fresh process
+forked for that check alone, and the verdict computed in the worker from the raw arrays the layer returns. The
+parent watches every worker: one that is still busy ``KILL_GRACE`` after its timeout is killed (and its check
+reported as timed out); one that dies becomes one ``error`` row, "the implementation crashed the worker process
+(exit code …)", and a fresh worker takes its place. Workers ignore SIGINT, SIGTERM and SIGHUP (the parent stops
+them) and die with the parent. They start with one BLAS thread (``parallel.one_blas_thread_environment``): ``jobs``
+processes each with one BLAS thread use the cores without oversubscribing them.
 
 In both modes the user's writes to ``sys.stdout`` go to stderr while a check runs (in workers, file
 descriptor 1 itself points at stderr), so that stdout carries results only (``--json -``).
@@ -34,6 +36,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from convcheck import parallel
+from convcheck.batch import guard
 from convcheck.batch.guard import run_one, timeout_of
 from convcheck.batch.outcome import (
     BatchOutcome,
@@ -45,6 +48,7 @@ from convcheck.batch.outcome import (
     timeout_message,
 )
 from convcheck.checker import run_check
+from convcheck.isolation.check import isolated_check
 from convcheck.results import CheckResult
 from convcheck.spec import CheckSpec
 
@@ -88,6 +92,8 @@ def run_batch(
     checks = [check] * len(specs) if callable(check) else list(check)
     if len(checks) != len(specs):
         raise ValueError(f"one check function per spec: got {len(checks)} for {len(specs)} specs")
+    if isolate or jobs > 1:  # a user's code in a fresh process per check, forked by the workers (``isolation``)
+        checks = [isolated_check if c is run_check else c for c in checks]
     tally = Tally(specs, fail_fast, on_result)
     if not specs or (not isolate and (jobs == 1 or len(specs) <= 1)):
         return _run_here(tally, checks)
@@ -115,16 +121,24 @@ def _run_here(tally: Tally, checks: list[CheckFunction]) -> BatchOutcome:
 
 
 def _worker_main(conn: multiprocessing.connection.Connection) -> None:
-    """A worker: run the checks the parent sends, one at a time, until it sends None or goes away."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    """A worker: run the checks the parent sends, one at a time, until it sends None or goes away.
+
+    Signals are the parent's to handle (it stops the workers); a worker dies with its parent, and a parent gone
+    away ends it quietly.
+    """
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
+    guard.die_with_parent()
     with contextlib.suppress(OSError):
         sys.stdout.flush()
         os.dup2(2, 1)  # the user's prints, even from C, never reach the parent's stdout
+    with contextlib.suppress(EOFError, OSError):
+        _serve(conn)
+
+
+def _serve(conn: multiprocessing.connection.Connection) -> None:
     while True:
-        try:
-            message = conn.recv()
-        except (EOFError, OSError):
-            return
+        message = conn.recv()
         if message is None:
             return
         index, spec, check = message
@@ -132,6 +146,8 @@ def _worker_main(conn: multiprocessing.connection.Connection) -> None:
         result = run_one(spec, check)
         try:
             conn.send(("done", index, result))
+        except (OSError, EOFError):
+            raise
         except Exception as exc:  # noqa: BLE001 - e.g. a result that does not pickle
             unsent = error_result(spec, result.seconds, f"the result could not be sent back: {exc}")
             conn.send(("done", index, unsent))

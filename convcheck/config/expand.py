@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping
+from dataclasses import replace
 from enum import Enum
 from typing import Any
 
@@ -19,7 +20,8 @@ from convcheck.config.keys import CHECK_KEYS, MAX_CHECKS_PER_FILE, Target
 from convcheck.config.sanity import tolerance_warnings
 from convcheck.config.tree import Doc
 from convcheck.config.values import Setting, label
-from convcheck.spec import AXES, CheckSpec, ConvShape, ExpectedError, ImplRef, Signature, SourceLocation
+from convcheck.geometry import AXES_BY_DIMS
+from convcheck.spec import CheckSpec, ConvShape, ExpectedError, ImplRef, Signature, SourceLocation
 
 MAX_PROBLEMS_PER_CHECK = 20  # distinct invalid-combination messages reported for one swept check
 
@@ -134,62 +136,113 @@ def _combination_errors(
 def geometry_problems(values: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """Why a layer with these (validated) values is impossible, as ``(key, message, allowed)`` triples.
 
-    ``same`` padding keeps ``OH = H`` at stride 1 only for odd ``k``. Whether the filter fits the padded input
-    and the output size come from :class:`~convcheck.spec.ConvShape`, so they agree with every other stage.
+    First what the axes need (``dims`` decides which sizes exist and how many per-axis values to give), then
+    what :meth:`~convcheck.spec.ConvShape.problems` refuses, each named by the key to change: ``groups`` not
+    dividing the channels, a dilated filter larger than the padded input along some axis, and an ``out_*`` that
+    does not match. The sizes come from :class:`~convcheck.spec.ConvShape`, so they agree with every other stage.
+    ``same`` padding always has a solution (``ceil(in / stride)`` outputs) and is never refused.
     """
-    k = int(values["filter_size"])
-    if values.get("padding") == "same" and k % 2 == 0:
-        message = f"padding 'same' needs an odd filter_size, got filter_size {k}"
-        return [("padding", message, "'same' with an odd filter_size, or an integer padding ≥ 0")]
+    found = _axes_problems(values)
+    if found:
+        return found
     shape = _shape(values)
-    p = shape.padding
+    for name, size in (("in_depth", shape.in_depth), ("out_depth", shape.out_depth)):
+        if size % shape.groups:
+            message = f"groups {shape.groups} does not divide {name} {size}"
+            found.append(("groups", message, f"a divisor of in_depth {shape.in_depth} and out_depth {shape.out_depth}"))
+    if found:
+        return found
     oversized = shape.oversized_axes()
-    found = []
-    for axis in AXES:
-        size = int(values[f"in_{axis}"])
+    for i, axis in enumerate(shape.axes):
         if axis in oversized:
-            message = (
-                f"filter_size {k} is larger than the padded input {axis} {shape.padded_size(axis)} "
-                f"(in_{axis} {size} + 2·padding {p})"
-            )
-            found.append(("filter_size", message, f"filter_size ≤ in_{axis} + 2·padding"))
+            found.append(_oversized(shape, i, axis))
             continue
-        out: int = getattr(shape, f"out_{axis}")
         given = values.get(f"out_{axis}")
-        if given is not None and given != out:
-            message = (
-                f"out_{axis} {given} does not match the layer: "
-                f"(in_{axis} + 2·padding − filter_size) // stride + 1 = "
-                f"({size} + 2·{p} − {k}) // {shape.stride} + 1 = {out}"
-            )
-            found.append((f"out_{axis}", message, f"{out}, or leave out_{axis} out"))
+        if given is not None and given != shape.spatial_out[i]:
+            found.append(_out_mismatch(shape, i, axis, given))
     return found
 
 
+def _axes_problems(values: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """Sizes of axes the layer does not have (or lacks), and per-axis values of the wrong length."""
+    dims = int(values.get("dims", 2))
+    axes = AXES_BY_DIMS[dims]
+    found = []
+    for axis in ("frames", "height"):
+        key, given = f"in_{axis}", values.get(f"in_{axis}")
+        if axis not in axes and given not in (None, 1):
+            found.append((key, f"a {dims}-D layer has no {axis} ({key} {given})", f"leave {key} out, or dims 3"))
+        elif axis in axes and given is None:
+            found.append((key, f"missing required key {key!r} for a {dims}-D layer", "an integer ≥ 1"))
+    for key in ("filter_size", "stride", "dilation", "padding"):
+        value = values.get(key)
+        if isinstance(value, tuple) and len(value) != dims:
+            message = f"{key} {label(value)} gives {len(value)} axes, a {dims}-D layer has {dims} ({', '.join(axes)})"
+            found.append((key, message, f"one value for every axis, or {dims} joined by x"))
+    return found
+
+
+def _oversized(shape: ConvShape, i: int, axis: str) -> tuple[str, str, str]:
+    (before, after), k, d = shape.pads[i], shape.kernel[i], shape.dilations[i]
+    size = shape.spatial_in[i]
+    if d == 1 and before == after:
+        message = (
+            f"filter_size {k} is larger than the padded input {axis} {shape.padded_in[i]} "
+            f"(in_{axis} {size} + 2·padding {before})"
+        )
+        return ("filter_size", message, f"filter_size ≤ in_{axis} + 2·padding")
+    message = (
+        f"the filter along {axis} spans {shape.effective_kernel[i]} rows (dilation {d}·(filter_size {k} − 1) + 1), "
+        f"more than the padded input {axis} {shape.padded_in[i]} (in_{axis} {size} + padding {before} + {after})"
+    )
+    return ("filter_size", message, f"dilation·(filter_size − 1) + 1 ≤ in_{axis} + padding before + after")
+
+
+def _out_mismatch(shape: ConvShape, i: int, axis: str, given: object) -> tuple[str, str, str]:
+    out, size, k, s = shape.spatial_out[i], shape.spatial_in[i], shape.kernel[i], shape.strides[i]
+    (before, after), d = shape.pads[i], shape.dilations[i]
+    if d == 1 and before == after:
+        formula = f"(in_{axis} + 2·padding − filter_size) // stride + 1 = ({size} + 2·{before} − {k}) // {s} + 1"
+    else:
+        formula = (
+            f"(in_{axis} + before + after − dilation·(filter_size − 1) − 1) // stride + 1 = "
+            f"({size} + {before} + {after} − {d}·({k} − 1) − 1) // {s} + 1"
+        )
+    message = f"out_{axis} {given} does not match the layer: {formula} = {out}"
+    return (f"out_{axis}", message, f"{out}, or leave out_{axis} out")
+
+
 def _device_problems(values: Mapping[str, Any]) -> list[tuple[str, str, str]]:
-    """``device`` is a torch or JAX layer's: a numpy layer (or the built-in one) runs where numpy runs."""
+    """``device`` is a torch or JAX layer's: a numpy layer (or the built-in one) runs where numpy runs. An
+    ``nn.Module`` is constructed as ``torch.nn.Conv2d`` is, its weight ``(C_out, C_in/groups, *k)``: nchw."""
     impl = values.get("impl")
-    if values.get("device") is None or (isinstance(impl, ImplRef) and impl.framework is not None):
-        return []
-    return [("device", "device applies to torch and jax layers only (impl: {framework: …})", "no device here")]
+    framework = isinstance(impl, ImplRef) and impl.framework is not None
+    if values.get("device") is not None and not framework:
+        return [("device", "device applies to torch and jax layers only (impl: {framework: …})", "no device here")]
+    if framework and isinstance(impl, ImplRef) and impl.class_name is not None and values.get("layout") == "nhwc":
+        message = "an nn.Module layer is constructed as torch.nn.Conv2d is (x NCHW, weight (C_out, C_in, kh, kw))"
+        return [("layout", message, "nchw (the default for torch), or function: for a channels-last layer")]
+    return []
 
 
 def _shape(values: Mapping[str, Any]) -> ConvShape:
-    """The layer of one combination from its ``Target.SHAPE`` keys; ``same`` padding is ``(k − 1) // 2``."""
+    """The layer of one combination from its ``Target.SHAPE`` keys (a 1-D layer's height is 1)."""
     given = {key: values[key] for key, info in CHECK_KEYS.items() if info.target is Target.SHAPE and key in values}
-    if given.get("padding") == "same":
-        given["padding"] = (given["filter_size"] - 1) // 2
+    given.setdefault("in_height", 1)
     return ConvShape(**given)
 
 
 def _build_spec(name: str, values: Mapping[str, Any], source: SourceLocation) -> CheckSpec:
     """The spec of one valid combination; keys absent from ``values`` take CheckSpec's defaults (a framework
-    layer's layout: its framework's)."""
+    layer's layout: its framework's; its ``device`` goes into its ``ImplRef``)."""
     impl = values.get("impl")
-    if "layout" not in values and isinstance(impl, ImplRef) and impl.framework is not None:
-        values = {**values, "layout": impl.framework.default_layout}
     shape = _shape(values)
     given = {key: values[key] for key, info in CHECK_KEYS.items() if info.target is Target.SPEC and key in values}
+    if isinstance(impl, ImplRef) and impl.framework is not None:
+        given["impl"] = replace(impl, device=values.get("device"))
+        if "layout" not in values:
+            values = {**values, "layout": impl.framework.default_layout}
+            given["layout"] = values["layout"]
     return CheckSpec(name=name, shape=shape, source=source, config=_config_dict(name, shape, values), **given)
 
 
@@ -199,10 +252,19 @@ def _config_dict(name: str, shape: ConvShape, values: Mapping[str, object]) -> d
     for key, info in CHECK_KEYS.items():
         if key != "name":
             config[key] = _json_value(values[key]) if key in values else info.default
-    config.update(padding=shape.padding, out_height=shape.out_height, out_width=shape.out_width)
+    for key, per_axis in (("filter_size", shape.kernel), ("stride", shape.strides), ("dilation", shape.dilations)):
+        config[key] = per_axis[0] if len(set(per_axis)) == 1 else list(per_axis)
+    config["padding"] = _padding_json(shape)
+    config.update((f"out_{axis}", getattr(shape, f"out_{axis}")) for axis in ("frames", "height", "width"))
     if "impl" in values:
         config["impl"] = _impl_json(values["impl"])
     return config
+
+
+def _padding_json(shape: ConvShape) -> object:
+    """The resolved padding: one int when every side has it, else ``[before, after]`` per axis."""
+    flat = {p for pair in shape.pads for p in pair}
+    return flat.pop() if len(flat) == 1 else [list(pair) for pair in shape.pads]
 
 
 def _json_value(value: object) -> object:

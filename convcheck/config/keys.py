@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
-from convcheck.spec import Activation, DType, Framework, Layout, Method, Signature
+from convcheck.spec import Activation, BiasShape, DType, Framework, Layout, Method, Signature
 
 
 class Kind(str, Enum):
@@ -20,7 +20,9 @@ class Kind(str, Enum):
     INT = "int"
     NUMBER = "number"
     CHOICE = "choice"  # one of the values of KeyInfo.enum
-    PADDING = "padding"  # an integer or 'same'
+    PADDING = "padding"  # an integer, per-axis or per-side values (1x2, 1-2x0-1), 'same' or 'valid'
+    SIZE = "size"  # an integer for every axis, or one per axis such as 3x5
+    DIMS = "dims"  # 1, 2 or 3
     TEXT = "text"
     IMPL = "impl"  # 'builtin', a path, a module name, or a mapping of IMPL_KEYS
     MEMORY = "memory"  # bytes, or a size such as '2GB'
@@ -53,6 +55,7 @@ MAX_TEXT_LENGTH = 4096  # characters of any other string (an impl path or module
 
 # What one value of a kind may be, for the kinds whose text does not depend on the key's bounds or choices.
 _VALUE_TEXTS = {
+    Kind.DIMS: "1, 2 or 3",
     Kind.IMPL: (
         "'builtin', a path to a .py file (relative to the config file), an importable module name, "
         "or a mapping {module, forward, backward, signature: convcheck|cs231n}, "
@@ -99,8 +102,13 @@ class KeyInfo:
             return f"an integer ≥ {self.minimum:g}{self.maximum_text()}"
         if self.kind is Kind.NUMBER:
             return f"a number {'>' if self.exclusive_minimum else '≥'} {self.minimum:g}{self.maximum_text()}"
+        if self.kind is Kind.SIZE:
+            return f"an integer ≥ 1{self.maximum_text()} for every axis, or one per axis such as '3x5' (frames first)"
         if self.kind is Kind.PADDING:
-            return f"an integer ≥ 0{self.maximum_text()}, or 'same' (odd filter_size only)"
+            return (
+                f"an integer ≥ 0{self.maximum_text()} for every side, one per axis such as '1x2', a before-after "
+                "pair per axis such as '1-2x0-1', 'same' (ceil(in / stride) outputs, the odd row after) or 'valid'"
+            )
         if self.kind is Kind.TEXT:
             return f"a non-empty string of at most {MAX_NAME_LENGTH} printable characters"
         if self.kind is Kind.CHOICE:
@@ -125,11 +133,10 @@ def _choice(name: str, enum: type[Enum], default: str, description: str) -> KeyI
 
 _SHAPE_KEYS = {
     "batch": "number of input examples N",
-    "in_height": "input height H",
-    "in_width": "input width W",
+    "in_height": "input height H (not for dims 1)",
+    "in_width": "input width W (the length of a 1-D layer)",
     "in_depth": "input channels C_in",
     "out_depth": "output channels C_out (number of filters)",
-    "filter_size": "filter height and width k (square filters)",
 }
 
 CHECK_KEYS: Mapping[str, KeyInfo] = {
@@ -143,34 +150,74 @@ CHECK_KEYS: Mapping[str, KeyInfo] = {
             for key, text in _SHAPE_KEYS.items()
         ),
         KeyInfo(
-            "stride",
+            "dims",
+            Kind.DIMS,
+            "spatial axes: 1 (width), 2 (height, width), 3 (frames, height, width)",
+            default=2,
+            target=Target.SHAPE,
+        ),
+        KeyInfo(
+            "in_frames",
             Kind.INT,
-            "step s between filter positions",
+            "input frames F (dims 3 only)",
+            default=1,
+            minimum=1,
+            maximum=MAX_SIZE,
+            target=Target.SHAPE,
+        ),
+        *(
+            KeyInfo(
+                key,
+                Kind.SIZE,
+                text,
+                required=key == "filter_size",
+                default=None if key == "filter_size" else 1,
+                minimum=1,
+                maximum=MAX_SIZE,
+                target=Target.SHAPE,
+            )
+            for key, text in (
+                ("filter_size", "filter size k per axis"),
+                ("stride", "step s between filter positions"),
+                ("dilation", "spacing d between filter taps"),
+            )
+        ),
+        KeyInfo(
+            "padding",
+            Kind.PADDING,
+            "zero rows added before and after each axis",
+            default=0,
+            minimum=0,
+            maximum=MAX_SIZE,
+            target=Target.SHAPE,
+        ),
+        KeyInfo(
+            "groups",
+            Kind.INT,
+            "channel groups g (divides in_depth and out_depth; g = in_depth: depthwise)",
             default=1,
             minimum=1,
             maximum=MAX_SIZE,
             target=Target.SHAPE,
         ),
         KeyInfo(
-            "padding",
-            Kind.PADDING,
-            "zeros added on each side p; 'same' is (k-1)//2 for odd k",
-            default=0,
-            minimum=0,
-            maximum=MAX_SIZE,
+            "bias",
+            Kind.BOOL,
+            "the layer has a bias b (false: b is None, db must be None)",
+            default=True,
             target=Target.SHAPE,
         ),
         *(
             KeyInfo(
                 f"out_{axis}",
                 Kind.INT,
-                f"expected output {axis}, checked against ({size} + 2p - k)//s + 1",
+                f"expected output {axis}, checked against ({size} + before + after − d·(k − 1) − 1)//s + 1",
                 minimum=1,
                 maximum=MAX_SIZE,
                 sweepable=False,
                 target=Target.NONE,
             )
-            for axis, size in (("height", "H"), ("width", "W"))
+            for axis, size in (("frames", "F"), ("height", "H"), ("width", "W"))
         ),
         _choice("activation", Activation, "relu", "nonlinearity applied after conv(x, w) + b"),
         _choice("method", Method, "auto", "how numeric gradients are obtained"),
@@ -190,7 +237,13 @@ CHECK_KEYS: Mapping[str, KeyInfo] = {
         KeyInfo("atol", Kind.NUMBER, "absolute tolerance; default: by dtype", minimum=0, maximum=MAX_TOLERANCE),
         KeyInfo("impl", Kind.IMPL, "implementation to check", default="builtin"),
         _choice("layout", Layout, "nhwc", "memory layout of the implementation's arrays; default nchw for torch"),
-        KeyInfo("device", Kind.DEVICE, "device a torch or jax layer runs on; default: the framework's"),
+        _choice("bias_shape", BiasShape, "flat", "shape of the implementation's b and db"),
+        KeyInfo(
+            "device",
+            Kind.DEVICE,
+            "device a torch or jax layer runs on; default: the framework's",
+            target=Target.NONE,  # part of the impl's ImplRef (the isolated process gets the reference alone)
+        ),
         KeyInfo(
             "timeout",
             Kind.NUMBER,

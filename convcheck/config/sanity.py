@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from convcheck.config.errors import ConfigWarning
 from convcheck.config.tree import Doc
 from convcheck.config.values import Setting
-from convcheck.spec import Activation, CheckSpec, ConvShape
+from convcheck.spec import Activation, CheckSpec
 
 __all__ = ["input_gradient_scale", "tolerance_warnings"]
 
@@ -40,22 +40,29 @@ def input_gradient_scale(spec: CheckSpec) -> float:
     """The root mean square of an input-gradient entry of ``spec``'s layer with convcheck's random data,
     from the shape alone (module docstring).
 
-    ``E[dx²]`` averaged over the input is ``T/(H·W) · C_out · 2/(k²·C_in) · E[act'²]``, where ``T`` counts the
+    ``E[dx²]`` averaged over the input is ``T/∏in · (C_out/g) · 2/(∏k·C_in/g) · E[act'²]``, where ``T`` counts the
     (output position, filter tap) pairs that land on the input rather than on the padding: a product of one
-    count per axis, so this costs ``O(OH + OW)``.
+    count per axis, so this costs ``O(Σ out)``.
     """
     shape = spec.shape
-    taps = _taps(shape.in_height, shape.out_height, shape) * _taps(shape.in_width, shape.out_width, shape)
+    taps = math.prod(
+        map(_taps, shape.spatial_in, shape.spatial_out, shape.kernel, shape.strides, shape.pads, shape.dilations)
+    )
     power = _ACTIVATION_POWER[spec.activation]
-    k = shape.filter_size
-    mean_square = taps / (shape.in_height * shape.in_width) * shape.out_depth * 2 * power / (k * k * shape.in_depth)
+    per_group = shape.out_depth // shape.groups  # the outputs one input channel feeds
+    mean_square = taps / math.prod(shape.spatial_in) * per_group * 2 * power / shape.fan_in
     return math.sqrt(mean_square)
 
 
-def _taps(size: int, outputs: int, shape: ConvShape) -> int:
-    """Along one axis: the (output position, filter tap) pairs whose input index is inside ``[0, size)``."""
-    k, s, p = shape.filter_size, shape.stride, shape.padding
-    return sum(max(0, min(size, o * s - p + k) - max(0, o * s - p)) for o in range(outputs))
+def _taps(size: int, outputs: int, k: int, s: int, pads: tuple[int, int], d: int) -> int:
+    """Along one axis: the (output position, filter tap) pairs whose input index ``o·s − before + j·d`` is inside
+    ``[0, size)``."""
+    total = 0
+    for o in range(outputs):  # taps j with before − o·s ≤ j·d < size + before − o·s, within [0, k)
+        start = o * s - pads[0]
+        first, end = max(0, -(start // d)), min(k, -((start - size) // d))
+        total += max(0, end - first)
+    return total
 
 
 def tolerance_warnings(settings: dict[str, Setting], specs: Sequence[CheckSpec], doc: Doc) -> list[ConfigWarning]:

@@ -3,8 +3,8 @@
 It is generated from :data:`convcheck.config.keys.CHECK_KEYS`, the same table the loader validates against, so the
 schema and the loader cannot drift apart. Draft-07 because it is what yaml-language-server and most editors
 support best. The schema checks each value on its own; what only the loader can check (the filter fits the
-padded input, ``same`` needs an odd filter, ``out_height`` matches, names are unique, ``impl`` files exist)
-is left to ``convcheck validate``.
+padded input, ``groups`` divides the channels, per-axis values match ``dims``, ``out_height`` matches, names
+are unique, ``impl`` files exist) is left to ``convcheck validate``.
 
 Usage in a config file (yaml-language-server)::
 
@@ -24,7 +24,7 @@ from convcheck.config.keys import (
     KeyInfo,
     Kind,
 )
-from convcheck.config.values import IDENTIFIER_PATTERN, MEMORY_PATTERN
+from convcheck.config.values import IDENTIFIER_PATTERN, MEMORY_PATTERN, PADDING_PATTERN, SIZE_PATTERN
 from convcheck.spec import Framework, Signature
 
 SCHEMA_DIALECT = "http://json-schema.org/draft-07/schema#"
@@ -36,7 +36,8 @@ def config_schema() -> dict[str, Any]:
     Returns:
         A fresh JSON-serializable dict (callers may modify it).
     """
-    required = [key for key, info in CHECK_KEYS.items() if info.required]
+    required = [key for key, info in CHECK_KEYS.items() if info.required and key != "in_height"]
+    height = {"anyOf": [{"required": ["in_height"]}, {"properties": {"dims": {"enum": [1]}}, "required": ["dims"]}]}
     return {
         "$schema": SCHEMA_DIALECT,
         "title": "convcheck config",
@@ -46,7 +47,7 @@ def config_schema() -> dict[str, Any]:
         ),
         "anyOf": [
             {"$ref": "#/definitions/suite"},
-            {"allOf": [{"$ref": "#/definitions/check"}, {"required": required}]},
+            {"allOf": [{"$ref": "#/definitions/check"}, {"required": required}, height]},
         ],
         "definitions": {
             "suite": {
@@ -103,7 +104,13 @@ def _value_schema(info: KeyInfo) -> dict[str, Any]:
         return {"type": "string", "enum": list(info.choices)}
     if info.kind is Kind.PADDING:
         number = {"type": "integer", "minimum": 0, **_maximum(info)}
-        return {"anyOf": [number, {"type": "string", "enum": ["same"]}]}
+        modes = {"type": "string", "enum": ["same", "valid"]}
+        return {"anyOf": [number, modes, {"type": "string", "pattern": PADDING_PATTERN}]}
+    if info.kind is Kind.SIZE:
+        number = {"type": "integer", "minimum": 1, **_maximum(info)}
+        return {"anyOf": [number, {"type": "string", "pattern": SIZE_PATTERN}]}
+    if info.kind is Kind.DIMS:
+        return {"type": "integer", "enum": [1, 2, 3]}
     if info.kind is Kind.TEXT:
         return {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH}
     if info.kind is Kind.DEVICE:

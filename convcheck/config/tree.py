@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from convcheck.config.errors import ConfigError, describe, file_error, join, position, shorten
+from convcheck.config.keys import CHECK_KEYS
 
 
 class ConfigLoader(yaml.SafeLoader):
@@ -56,6 +57,7 @@ else:  # pragma: no cover - PyYAML without libyaml
 # YAML 1.1 readings of plain scalars that YAML 1.2 (and every reader of the JSON Schema) reads otherwise.
 _BOOLEAN_WORDS = frozenset(("true", "false"))
 _LEADING_ZERO = re.compile(r"^[-+]?0[0-9_]+$")
+_HEX = re.compile(r"^[-+]?0x[0-9a-fA-F_]+$")
 
 _TAG = "tag:yaml.org,2002:"
 _SCALAR_TAGS = frozenset(_TAG + name for name in ("str", "int", "float", "bool", "null"))
@@ -199,7 +201,7 @@ class _TreeBuilder:
             return REJECTED  # pragma: no cover - the composer makes only these three kinds
         surprise = yaml11_surprise(node)
         if surprise is not None:
-            allowed = "true or false, a decimal number, or a quoted string"
+            allowed = _allowed_for(field)
             self.errors.append(self.doc.error(Node(None, line, column), field or "(top level)", surprise, allowed))
             return REJECTED
         try:
@@ -266,6 +268,11 @@ def yaml11_surprise(node: yaml.ScalarNode) -> str | None:
             f"{shorten(text)!r} is read as a base-60 number by YAML 1.1 (1:30 is 90); "
             "write the number itself, or quote it if you mean the text"
         )
+    if node.tag == _TAG + "int" and _HEX.match(text):  # 0x1 looks like per-axis padding (0 rows, 1 column)
+        return (
+            f"{shorten(text)!r} is read as the hexadecimal number {int(text.replace('_', ''), 16)} by YAML; "
+            f"quote it ('{shorten(text)}') for one value per axis, or write the number itself"
+        )
     if node.tag == _TAG + "int" and _LEADING_ZERO.match(text):
         return (
             f"{shorten(text)!r} is read as an octal number by YAML 1.1 (0755 is 493); "
@@ -288,3 +295,14 @@ def _short_tag(tag: str) -> str:
 
 
 __all__ = ["REJECTED", "ConfigLoader", "Doc", "Entry", "Node", "Rejected", "read_tree", "yaml11_surprise"]
+
+
+def _allowed_for(field: str) -> str:
+    """What the key a YAML 1.1 surprise was written for accepts (``checks[2].stride[1]`` → stride's text).
+
+    The tree is built before any key is parsed, so the key is read back from the field path; a value outside
+    any known key gets the forms YAML itself reads unambiguously.
+    """
+    key = re.sub(r"\[\d+\]", "", field).rsplit(".", 1)[-1]
+    info = CHECK_KEYS.get(key)
+    return info.allowed_text() if info is not None else "true or false, a decimal number, or a quoted string"

@@ -128,6 +128,9 @@ def check_settings(
     errors = list(own.errors)
     given = given_defaults.keys() | check.mapping.keys()
     missing = [key for key, info in CHECK_KEYS.items() if info.required and key not in given]
+    dims = own.settings.get("dims") or defaults.settings.get("dims")
+    if dims is not None and set(dims.values) == {1}:
+        missing = [key for key in missing if key != "in_height"]  # a 1-D layer has the width only
     for key in missing:
         where = "in this check or in defaults" if check.prefix else "in the file"
         message = f"missing required key {key!r} (set it {where})"
@@ -155,7 +158,14 @@ def label(value: object) -> str:
         return value.describe()
     if isinstance(value, Enum):
         return str(value.value)
+    if isinstance(value, tuple):
+        return axes_text(value)
     return str(value)
+
+
+def axes_text(value: tuple[object, ...]) -> str:
+    """A per-axis value as the config writes it: ``3x5``, pairs as ``1-2x0-1``."""
+    return "x".join("-".join(map(str, v)) if isinstance(v, tuple) else str(v) for v in value)
 
 
 def _parse_setting(info: KeyInfo, node: Node, field: str, doc: Doc) -> Setting | _Failed:
@@ -203,7 +213,10 @@ def _parse_value(info: KeyInfo, node: Node, field: str, doc: Doc) -> object:
     if info.kind is Kind.EXPECTED_ERROR:
         return _parse_expected_error(info, node, field, doc)
     if isinstance(raw, tuple):
-        problem: object = _Problem(f"expected {info.value_text()}, got a list (sweeps cannot nest)")
+        per_axis = info.kind in (Kind.SIZE, Kind.PADDING)
+        text = f"an integer ≥ {info.minimum:g}{info.maximum_text()}" if per_axis else info.value_text()
+        tip = "; one value per axis is written '3x5'" if per_axis else ""
+        problem: object = _Problem(f"expected {text}, got a list (sweeps cannot nest){tip}")
     else:
         problem = _SCALAR_PARSERS[info.kind](info, raw)
     if isinstance(problem, _Problem):
@@ -279,13 +292,50 @@ def _choice_value(info: KeyInfo, raw: object) -> object:
     return info.enum(raw)
 
 
+# Per-axis values: 1 to 3 numbers joined by x, frames first (the JSON Schema uses these patterns too).
+_N = "(0|[1-9][0-9]*)"
+SIZE_PATTERN = r"^[1-9][0-9]*(x[1-9][0-9]*){1,2}$"
+PADDING_PATTERN = rf"^(?![0-9]+$){_N}(-{_N})?(x{_N}(-{_N})?){{0,2}}$"  # per axis p or before-after, not one int
+_SIZE_RE, _PADDING_RE = re.compile(SIZE_PATTERN), re.compile(PADDING_PATTERN)
+
+
+def _size_value(info: KeyInfo, raw: object) -> object:
+    """An int for every axis, or ``'3x5'`` → ``(3, 5)``."""
+    if not isinstance(raw, str):
+        return _int_value(info, raw)
+    if not _SIZE_RE.match(raw):
+        return _Problem(f"{shorten(raw)!r} is not one integer ≥ 1 per axis joined by x, such as '3x5'")
+    return _bounded(info, raw, tuple(int(part) for part in raw.split("x")))
+
+
+def _bounded(info: KeyInfo, raw: str, value: tuple[object, ...]) -> object:
+    """``value`` (per-axis numbers, or pairs of them) unless a number in it exceeds the key's maximum."""
+    numbers = [n for v in value for n in (v if isinstance(v, tuple) else (v,))]
+    if info.maximum is not None and max(numbers) > info.maximum:
+        return _Problem(f"{shorten(raw)!r}: every number must be at most {int(info.maximum)}")
+    return value
+
+
 def _padding_value(info: KeyInfo, raw: object) -> object:
-    if raw == "same":
-        return "same"
-    if isinstance(raw, str):
-        extra = " ('valid' is padding 0)" if raw.lower() == "valid" else hint(raw, ("same",))
-        return _Problem(f"unknown padding {shorten(raw)!r}{extra}")
-    return _int_value(info, raw)
+    """An int, ``same``, ``valid``, ``'1x2'`` → ``(1, 2)``, ``'1-2x0-1'`` → ``((1, 2), (0, 1))`` (mixed allowed)."""
+    if raw in ("same", "valid"):
+        return raw
+    if not isinstance(raw, str):
+        return _int_value(info, raw)
+    if not _PADDING_RE.match(raw):
+        extra = hint(raw, ("same", "valid"))
+        return _Problem(
+            f"unknown padding {shorten(raw)!r}{extra}: per axis give p or before-after, joined by x, such as '1-2x0'"
+        )
+    sides = [tuple(int(p) for p in part.split("-")) for part in raw.split("x")]
+    return _bounded(info, raw, tuple(pair if len(pair) == 2 else pair[0] for pair in sides))
+
+
+def _dims_value(info: KeyInfo, raw: object) -> object:
+    value = _int_value(info, raw)
+    if isinstance(value, int) and value not in (1, 2, 3):
+        return _Problem(f"a layer has 1, 2 or 3 spatial axes, got {value}")
+    return value
 
 
 def _text_value(info: KeyInfo, raw: object) -> object:
@@ -346,6 +396,8 @@ _SCALAR_PARSERS: Mapping[Kind, Callable[[KeyInfo, object], object]] = {
     Kind.NUMBER: _number_value,
     Kind.CHOICE: _choice_value,
     Kind.PADDING: _padding_value,
+    Kind.SIZE: _size_value,
+    Kind.DIMS: _dims_value,
     Kind.TEXT: _text_value,
     Kind.MEMORY: _memory_value,
     Kind.DEVICE: _device_value,
@@ -489,8 +541,11 @@ __all__ = [
     "IDENTIFIER_PATTERN",
     "MEMORY_PATTERN",
     "MEMORY_UNITS",
+    "PADDING_PATTERN",
+    "SIZE_PATTERN",
     "Setting",
     "Settings",
+    "axes_text",
     "check_settings",
     "label",
     "parse_memory",

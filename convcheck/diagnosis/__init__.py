@@ -24,19 +24,24 @@ tests, in three kinds:
    ``m`` windows in row order, beyond where stride-1 windows would end, a thin frame at the edges — and at
    least ``MIN_EVIDENCE`` positions outside it were checked, have a clearly nonzero gradient, and are right.
 
-Rules run in that order, after the contract and forward rules; between transforms and hypotheses come two
-whole-tensor facts (only db is wrong; a gradient is exactly zero everywhere). A hint names the tensors it
-explains exactly, and later rules leave those alone, so one cause is not reported twice under different
-names; at most one hint per label is kept. A tensor that passed is never blamed: a passing check gets no hint.
+Rules run in that order, after the contract rules (shapes and dtypes with a known cause: a crop, a size
+formula, a keepdims bias, a permuted weight layout, buffers without a dtype, an integer mask) and the forward
+rules (the reference with a parameter changed, windows placed with the wrong step or offset, one index used for
+both coordinates, only one sample or channel computed, values in another order); between transforms and
+hypotheses come two whole-tensor facts (only db is wrong; a gradient is exactly zero everywhere). A hint
+names the tensors it explains exactly, and later rules leave those alone, so one cause is not reported twice
+under different names; at most one hint per label is kept. A tensor that passed is never blamed: a passing
+check gets no hint.
 
 Shapes follow ``convcheck.spec`` (internal NHWC): dx ``(N, H, W, C_in)``, dw ``(k, k, C_in, C_out)``,
 db ``(C_out,)``, output ``(N, OH, OW, C_out)``; ``R = N·OH·OW`` rows of the im2col matrix ``M`` in
 ``(n, oh, ow)`` order, each window laid out ``(kh, kw, c_in)``.
 
-The package is one module per rule family (``contract``, ``forward``, ``transforms``, ``facts``,
-``hypotheses``, ``places``) over ``evidence`` (what rules read), ``geometry`` and ``wording``; ``RULES`` below
-is the table of contents, in the order the rules run. A new rule goes into its family's module and into
-``RULES``; a new label into ``evidence.LABELS``.
+The package is one module per rule family (``contract``, ``shapes``, ``forward``, ``patterns``, ``loops``,
+``transforms``, ``facts``, ``hypotheses``, ``places``) over ``evidence`` (what rules read), ``geometry`` and
+``wording``; ``RULES`` below is the table of contents, in the order the rules run. A new rule goes into its
+family's module and into ``RULES``; a new label into ``evidence.LABELS``. ``batch`` holds the one hint made
+across a batch's checks (a condition shared by the checks that crashed), applied after a batch has finished.
 """
 
 from __future__ import annotations
@@ -51,6 +56,8 @@ from convcheck.diagnosis.forward import (
     rule_forward_rearranged,
 )
 from convcheck.diagnosis.hypotheses import rule_activation_mask, rule_dout_order, rule_dx_hypotheses
+from convcheck.diagnosis.loops import rule_assigned_in_loop, rule_first_sample_only, rule_forward_reordered
+from convcheck.diagnosis.patterns import rule_forward_diagonal, rule_forward_one_index, rule_forward_windows
 from convcheck.diagnosis.places import (
     rule_dx_frame,
     rule_dx_last_windows,
@@ -58,19 +65,40 @@ from convcheck.diagnosis.places import (
     rule_dx_stride,
     rule_dx_tail,
 )
+from convcheck.diagnosis.shapes import (
+    rule_bias_shape,
+    rule_dtype_buffers,
+    rule_fixed_crop,
+    rule_input_size,
+    rule_integer_mask,
+    rule_output_size,
+    rule_weight_layout,
+)
 from convcheck.diagnosis.transforms import rule_constant_ratio, rule_dw_rearranged, rule_dx_shifted
 from convcheck.results import CheckResult, Hint
 
 __all__ = ["LABELS", "MATCH_SLACK", "RULES", "diagnose"]
 
-#: The rules, in order: contract, forward, transforms, only-bias, all-zero, hypotheses, places.
+#: The rules, in order: contract (shapes, dtypes), forward (patterns), transforms, only-bias, all-zero, hypotheses,
+#: places.
 RULES: tuple[Rule, ...] = (
     rule_crop_shape,
+    rule_fixed_crop,
+    rule_input_size,
+    rule_output_size,
+    rule_bias_shape,
+    rule_weight_layout,
+    rule_integer_mask,
+    rule_dtype_buffers,
     rule_repeatability,
     rule_forward_hypotheses,
     rule_forward_bias,
     rule_forward_activation,
+    rule_forward_windows,
     rule_forward_rearranged,
+    rule_forward_diagonal,
+    rule_forward_one_index,
+    rule_forward_reordered,
     rule_constant_ratio,
     rule_dx_shifted,
     rule_dw_rearranged,
@@ -79,6 +107,8 @@ RULES: tuple[Rule, ...] = (
     rule_activation_mask,
     rule_dout_order,
     rule_dx_hypotheses,
+    rule_assigned_in_loop,
+    rule_first_sample_only,
     rule_dx_overlap,
     rule_dx_tail,
     rule_dx_last_windows,

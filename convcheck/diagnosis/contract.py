@@ -4,6 +4,7 @@ that is right once and wrong when called again. The rules read the contract's fi
 from __future__ import annotations
 
 from convcheck.diagnosis.evidence import Evidence
+from convcheck.diagnosis.shapes import SPATIAL
 from convcheck.results import FindingKind, Hint
 
 #: Findings that say a repeated backward call did not return the first call's gradients.
@@ -15,7 +16,8 @@ def rule_crop_shape(ev: Evidence) -> Hint | None:
 
     ``dpad[:, p:-p, p:-p]`` is empty at ``p = 0`` (``-0`` is ``0``); an uncropped dx has ``H + 2p`` rows; a
     crop applied to the unpadded gradient ``H − 2p``. The contract reports the shape (``Finding.shape``, the
-    4 dims dx was returned with, rows and columns at axes 1 and 2); this names the crop.
+    4 dims dx was returned with in the user's layout: rows and columns at axes 1 and 2 in NHWC, 2 and 3 in
+    NCHW); this names the crop.
     """
     s = ev.shape
     p = s.padding
@@ -23,7 +25,7 @@ def rule_crop_shape(ev: Evidence) -> Hint | None:
         dims = finding.shape if finding.kind is FindingKind.SHAPE and finding.tensor == "dx" else None
         if dims is None or len(dims) != 4:
             continue
-        rows, cols = dims[1], dims[2]
+        rows, cols = (dims[axis] for axis in SPATIAL[ev.result.spec.layout])
         if rows == 0 and cols == 0 and p == 0:
             why = "the crop dpad[:, p:-p, p:-p] keeps nothing when p = 0 (0:-0 is an empty slice); crop only if p > 0"
         elif (rows, cols) == (s.in_height + 2 * p, s.in_width + 2 * p) and p > 0:

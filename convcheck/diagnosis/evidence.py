@@ -24,24 +24,36 @@ from convcheck.tolerance import SAFETY, resolve, rounding_sigma, unit_roundoff
 
 #: The labels a hint starts with (``bugs.HINTS`` is the subset the planted-bug catalogue expects).
 LABELS = (
+    "accumulate",
     "activation mask",
+    "batch loop",
     "bias reduction",
+    "bias shape",
     "border",
+    "channel loop",
     "channel order",
     "col2im accumulate",
+    "dtype",
     "flipped kernel",
     "forward activation",
     "forward bias",
+    "input size",
+    "integer mask",
     "layout",
     "never written",
+    "output size",
     "padding",
     "repeatability",
+    "reshape order",
     "row order",
     "scaling",
     "shift",
     "sign",
     "stride",
     "transposed",
+    "unsupported geometry",
+    "window index",
+    "window offset",
 )
 
 #: An analytic entry "equals" a prediction when within this many times the tolerance it was allowed.

@@ -8,7 +8,19 @@ from collections.abc import Sequence
 from convcheck.render.base import Run, failure_message
 from convcheck.results import CheckResult
 
-__all__ = ["github_annotations", "render"]
+__all__ = ["escape_data", "escape_property", "github_annotations", "render"]
+
+
+def escape_data(text: str) -> str:
+    """A workflow command's message: ``%``, CR and LF escaped, so it stays on its one line (GitHub's toolkit
+    escapes exactly these in a command's data)."""
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def escape_property(text: str) -> str:
+    """A workflow command's property value (``file``, ``title``): the data escapes, and ``:`` and ``,``, which
+    would otherwise end the value or the property list."""
+    return escape_data(text).replace(":", "%3A").replace(",", "%2C")
 
 
 def github_annotations(results: Sequence[CheckResult]) -> list[str]:
@@ -17,10 +29,10 @@ def github_annotations(results: Sequence[CheckResult]) -> list[str]:
     for r in results:
         if r.status.ok:
             continue
-        where = f"file={r.spec.source.file},line={r.spec.source.line}," if r.spec.source else ""
-        # Workflow commands end at a newline and use % escapes: a message must stay on its one line.
-        message = failure_message(r).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-        lines.append(f"::error {where}title=convcheck {r.name}::{message}")
+        source = r.spec.source
+        where = f"file={escape_property(source.file)},line={source.line}," if source else ""
+        title = escape_property(f"convcheck {r.name}")
+        lines.append(f"::error {where}title={title}::{escape_data(failure_message(r))}")
     return lines
 
 

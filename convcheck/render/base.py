@@ -12,7 +12,7 @@ from typing import Protocol
 
 from convcheck.results import CheckResult, NoteKind, Status
 from convcheck.spec import Layout
-from convcheck.user.shapes import TO_NCHW
+from convcheck.user.shapes import channels_first
 
 __all__ = [
     "AXES",
@@ -31,7 +31,7 @@ PASS_MARK = "✓"
 FAIL_MARK = "✗"
 
 # Internal NHWC axis order → the order a user of each layout reads.
-_NCHW_ORDER = {"input": TO_NCHW["x"], "weights": TO_NCHW["w"], "bias": (0,)}
+_NCHW_ORDER = {"input": "x", "weights": "w", "bias": "b"}  # the contract's tensor of each gradient
 #: The axis names of each gradient's index, as a user of each layout reads them.
 AXES = {
     Layout.NHWC: {"input": "n, h, w, c", "weights": "kh, kw, c_in, c_out", "bias": "c_out"},
@@ -62,8 +62,8 @@ class Document(Protocol):
 
 def user_index(tensor: str, index: Sequence[int], layout: Layout) -> tuple[int, ...]:
     """An internal (NHWC) gradient index in the order of the user's layout."""
-    if layout is Layout.NCHW and len(index) == len(_NCHW_ORDER[tensor]):
-        return tuple(index[axis] for axis in _NCHW_ORDER[tensor])
+    if layout is Layout.NCHW and tensor in _NCHW_ORDER:
+        return tuple(index[axis] for axis in channels_first(_NCHW_ORDER[tensor], len(index)))
     return tuple(index)
 
 

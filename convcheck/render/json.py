@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from convcheck.render.base import Run, counts, user_index
 from convcheck.results import CheckResult, Entry, TensorResult
 from convcheck.spec import Layout
+from convcheck.sweeps import condition_of
 
 __all__ = ["check_json", "render", "to_json"]
 
@@ -96,21 +97,30 @@ def check_json(r: CheckResult) -> dict[str, object]:
 def _spec_config(r: CheckResult) -> dict[str, object]:
     """The check's settings, for a result whose spec did not come from a config file (the Python API)."""
     s = r.spec.shape
-    return {
+    flat = {p for pair in s.pads for p in pair}
+    config: dict[str, object] = {
         "batch": s.batch,
         "in_height": s.in_height,
         "in_width": s.in_width,
         "in_depth": s.in_depth,
         "out_depth": s.out_depth,
-        "filter_size": s.filter_size,
-        "stride": s.stride,
-        "padding": s.padding,
+        "filter_size": _per_axis(s.kernel),
+        "stride": _per_axis(s.strides),
+        "padding": flat.pop() if len(flat) == 1 else [list(pair) for pair in s.pads],
         "activation": r.spec.activation.value,
         "method": r.spec.method.value,
         "dtype": r.spec.dtype.value,
         "seed": r.spec.seed,
         "layout": r.spec.layout.value,
     }
+    if not s.is_basic:  # the geometry keys beyond the seed's, as a config writes them
+        config.update(dims=s.dims, in_frames=s.in_frames, dilation=_per_axis(s.dilations), groups=s.groups)
+        config["bias"] = s.bias
+    return config
+
+
+def _per_axis(values: tuple[int, ...]) -> object:
+    return values[0] if len(set(values)) == 1 else list(values)
 
 
 def to_json(results: Sequence[CheckResult], run: Run) -> dict[str, object]:
@@ -120,6 +130,8 @@ def to_json(results: Sequence[CheckResult], run: Run) -> dict[str, object]:
         "summary": counts(results, run.not_run),
         "checks": [check_json(r) for r in results],
     }
+    sweep = condition_of(results)  # what the whole batch says: the condition that separates failures from passes
+    document["sweep"] = sweep.to_json() if sweep is not None else None
     if run.interrupted:
         document["interrupted"] = True
     if run.not_run:

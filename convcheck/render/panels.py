@@ -23,6 +23,7 @@ from convcheck.render.heatmap import heatmaps
 from convcheck.render.table import results_table
 from convcheck.results import CheckResult, NoteKind, Status, TensorResult
 from convcheck.spec import Layout
+from convcheck.sweeps import condition_of
 
 __all__ = ["WORST_SHOWN", "check_panel", "digest", "explain_text", "failure_panel", "print_results", "tolerance_line"]
 
@@ -182,6 +183,9 @@ def print_results(
     shown = [r for r in results if not r.status.ok] if quiet else list(results)
     if shown:
         console.print(results_table(shown, width=console.width))
+    sweep = condition_of(results)  # e.g. "all 17 failures have padding = 0; all 27 passes have padding ≥ 1"
+    if sweep is not None:
+        console.print(Text(sweep.sentence, style="bold"))
     if not quiet:
         for r in results:
             if r.status is Status.SKIPPED:  # refused by the layer as its config expects: the reason, one line

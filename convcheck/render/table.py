@@ -109,20 +109,14 @@ def _checked_cell(result: CheckResult) -> str:
 def layer_cell(spec: CheckSpec) -> str:
     """The geometry in the layer's own layout: ``8×32×48×16 → 32, k3 s1 p1`` (N×H×W×C_in → C_out) for nhwc,
     ``nchw 8×16×32×48 → 32, k3 s1 p1`` (N×C_in×H×W) for nchw."""
-    s = spec.shape
-    dims = (
-        (s.batch, s.in_depth, s.in_height, s.in_width)
-        if spec.layout is Layout.NCHW
-        else (s.batch, s.in_height, s.in_width, s.in_depth)
-    )
-    prefix = "nchw " if spec.layout is Layout.NCHW else ""
-    return f"{prefix}{'×'.join(map(str, dims))} → {s.out_depth}, k{s.filter_size} s{s.stride} p{s.padding}"
+    nchw = spec.layout is Layout.NCHW
+    return ("nchw " if nchw else "") + spec.shape.describe(channels_first=nchw)
 
 
 def output_cell(spec: CheckSpec) -> str:
     """The output's shape in the layer's layout: ``(N, OH, OW, C_out)`` for nhwc, ``(N, C_out, OH, OW)`` for nchw."""
-    n, oh, ow, c = spec.shape.out_shape
-    dims = (n, c, oh, ow) if spec.layout is Layout.NCHW else (n, oh, ow, c)
+    n, *spatial, c = spec.shape.out_shape
+    dims = (n, c, *spatial) if spec.layout is Layout.NCHW else (n, *spatial, c)
     return "×".join(map(str, dims))
 
 

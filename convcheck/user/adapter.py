@@ -13,16 +13,48 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
+from convcheck.geometry import PaddingArg, Size, Window
 from convcheck.results import Finding, FindingKind
-from convcheck.spec import ImplRef, Layout, Signature
-from convcheck.user.errors import ContractError, UserCodeError, innermost_frame
-from convcheck.user.shapes import TO_NCHW, TO_NHWC, expected_shape, layer_dims, shape_problem, user_index
+from convcheck.spec import BiasShape, ConvShape, ImplRef, Layout, Signature
+from convcheck.user.arguments import bias_shape as user_bias_shape
+from convcheck.user.arguments import call_values, keyword_arguments, needed_keywords
+from convcheck.user.errors import (
+    ContractError,
+    Frame,
+    ImplementationError,
+    UserCodeError,
+    UserFault,
+    innermost_frame,
+)
+from convcheck.user.shapes import expected_shape, layer_dims, shape_problem, to_engine, to_user, user_index
 
-__all__ = ["Change", "LoadedImpl", "UserCache", "UserLayer", "modification"]
+__all__ = ["Change", "Foreign", "ForeignException", "LoadedImpl", "UserCache", "UserLayer", "describe", "modification"]
+
+
+class Foreign:
+    """A value the user's code returned in another process that cannot cross to this one (not a plain numeric
+    array): only its description (``describe``) does, so that the contract's messages read the same."""
+
+    def __init__(self, description: str) -> None:
+        self.description = description
+
+    def __repr__(self) -> str:
+        return f"Foreign({self.description!r})"
+
+
+class ForeignException(Exception):  # noqa: N818 - it stands for the user's exception, whatever its name
+    """The user's code raised in another process: its type's name, its message and the user's frame."""
+
+    def __init__(self, type_name: str, message: str, frame: Frame | None, lineage: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.type_name = type_name
+        self.message = message
+        self.frame = frame
+        self.lineage = lineage  # the names of its class and its base classes
 
 
 @dataclass(frozen=True)
@@ -74,6 +106,7 @@ class UserCache:
     x_shape: tuple[int, ...]
     w_shape: tuple[int, ...]
     handed: tuple[_Handed, ...] = ()  # the forward's arguments, only while auditing
+    b_dtype: np.dtype[Any] | None = None  # the engine's b's (a bias-free layer's empty db has it)
 
 
 class UserLayer:
@@ -85,16 +118,58 @@ class UserLayer:
     Exceptions raised by the user's functions become ``UserCodeError``.
     """
 
-    def __init__(self, impl: LoadedImpl, *, stride: int, padding: int, layout: Layout = Layout.NHWC) -> None:
+    def __init__(
+        self,
+        impl: LoadedImpl,
+        *,
+        stride: Size = 1,
+        padding: PaddingArg = 0,
+        layout: Layout = Layout.NHWC,
+        window: Window | None = None,
+        bias: bool = True,
+        bias_shape: BiasShape = BiasShape.FLAT,
+    ) -> None:
         self.impl = impl
-        self.stride = stride
-        self.padding = padding
+        self.window = window or Window.of(2, stride, padding)
+        self.stride, self.padding = stride, padding  # as given (the seed's ints); the window is what is used
+        self.bias, self.bias_shape = bias, bias_shape
         self.signature = impl.ref.signature
+        self._keywords = keyword_arguments(impl.forward, self.window, impl.ref.signature)  # dilation, groups
         # CS231n's convention is NCHW whatever the config's layout says.
         self.layout = Layout.NCHW if self.signature is Signature.CS231N else layout
         self._forward = impl.forward
         self._backward = impl.backward
         self._audit: dict[tuple[str, str], Finding] | None = None  # (call, argument) → first finding
+        self.points: PointRecorder | None = None  # keeps a sample of the forward calls (``convcheck.isolation``)
+
+    @classmethod
+    def for_shape(
+        cls, impl: LoadedImpl, shape: ConvShape, layout: Layout, bias_shape: BiasShape = BiasShape.FLAT
+    ) -> UserLayer:
+        """The user's layer bound to ``shape``'s geometry (stride, padding, dilation, groups, bias).
+
+        Raises:
+            ImplementationError: the check needs a dilation or groups the forward function does not accept.
+        """
+        missing = needed_keywords(impl.forward, shape.window, impl.ref.signature)
+        if missing:
+            raise ImplementationError(missing, file=None)
+        uniform = shape.window.uniform(shape.spatial_in, shape.kernel)
+        stride, padding = uniform if uniform is not None else (shape.strides, shape.pads)
+        window, bias = shape.window, shape.bias
+        return cls(impl, stride=stride, padding=padding, layout=layout, window=window, bias=bias, bias_shape=bias_shape)
+
+    def with_impl(self, impl: LoadedImpl) -> UserLayer:
+        """The same layer (geometry, layout, bias) calling ``impl``'s functions."""
+        return UserLayer(
+            impl,
+            stride=self.stride,
+            padding=self.padding,
+            layout=self.layout,
+            window=self.window,
+            bias=self.bias,
+            bias_shape=self.bias_shape,
+        )
 
     def __repr__(self) -> str:
         return (
@@ -106,7 +181,8 @@ class UserLayer:
     # -- the protocol --------------------------------------------------------------------------------------
 
     def forward(self, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, UserCache]:
-        """``x: (N, H, W, C_in)``, ``w: (k, k, C_in, C_out)``, ``b: (C_out,)`` → ``(out, cache)``.
+        """``x: (N, H, W, C_in)``, ``w: (k, k, C_in, C_out)``, ``b: (C_out,)`` → ``(out, cache)`` (any ``dims``:
+        ``x: (N, *spatial, C_in)``, ``w: (*k, C_in/g, C_out)``; ``b: (0,)`` without a bias: the user gets None).
 
         ``out: (N, OH, OW, C_out)``; the cache is a ``UserCache`` holding the user's own cache.
 
@@ -114,13 +190,14 @@ class UserLayer:
             UserCodeError: the user's forward raised.
             ContractError: it did not return ``(out, cache)`` with ``out`` an array of the contract's shape.
         """
-        xu, wu, bu = self._to_user(x, "x"), self._to_user(w, "w"), b.copy()
-        handed = self._hand("x", xu), self._hand("w", wu), self._hand("b", bu)
+        xu, wu = self._to_user(x, "x"), self._to_user(w, "w")
+        bu = b.reshape(self._bias_shape(x.ndim, w.shape[-1])).copy() if self.bias else None
+        handed = tuple(self._hand(name, a) for name, a in (("x", xu), ("w", wu), ("b", bu)) if a is not None)
+        stride, padding = call_values(self.window, x.shape[1:-1], w.shape[:-2])
         try:
-            if self.signature is Signature.CS231N:
-                returned = self._forward(xu, wu, bu, {"stride": self.stride, "pad": self.padding})
-            else:
-                returned = self._forward(xu, wu, bu, self.stride, self.padding)
+            returned = self._call_forward(xu, wu, bu, stride, padding)
+        except UserFault:
+            raise  # already the user's fault, in its own words (e.g. the user's process died)
         except (Exception, SystemExit) as exc:
             raise self._user_error("forward", self.impl.ref.forward, exc) from exc
         if self._audit is not None:
@@ -132,10 +209,13 @@ class UserLayer:
                 kind=FindingKind.NOT_AN_ARRAY,
             )
         out, user_cache = returned
-        dims = layer_dims(x.shape, w.shape, self.stride, self.padding)
+        dims = layer_dims(x.shape, w.shape, self.window)
         self._check_array("out", "forward's out", "out", out, dims)
-        cache = UserCache(user_cache, x.shape, w.shape, handed if self._audit is not None else ())
-        return self._to_engine(out, "out"), cache
+        cache = UserCache(user_cache, x.shape, w.shape, handed if self._audit is not None else (), b.dtype)
+        engine_out = self._to_engine(out, "out")
+        if self.points is not None:
+            self.points.offer(x, w, b, engine_out)
+        return engine_out, cache
 
     def backward(self, dout: np.ndarray, cache: UserCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``dout: (N, OH, OW, C_out)`` → ``(dx, dw, db)`` shaped like ``(x, w, b)`` in NHWC.
@@ -149,7 +229,9 @@ class UserLayer:
         du = self._to_user(dout, "out")
         handed_dout = self._hand("dout", du)
         try:
-            returned = self._backward(du, cache.user)
+            returned = self._call_backward(du, cache.user)
+        except UserFault:
+            raise
         except (Exception, SystemExit) as exc:
             raise self._user_error("backward", self.impl.ref.backward, exc) from exc
         if self._audit is not None:
@@ -160,11 +242,26 @@ class UserLayer:
                 tensor="dx",
                 kind=FindingKind.NOT_AN_ARRAY,
             )
-        dims = layer_dims(cache.x_shape, cache.w_shape, self.stride, self.padding)
-        for name, tensor, value in zip(("dx", "dw", "db"), ("x", "w", "b"), returned, strict=True):
+        dims = layer_dims(cache.x_shape, cache.w_shape, self.window)
+        for name, tensor, value in zip(("dx", "dw"), ("x", "w"), returned[:2], strict=True):
             self._check_array(name, name, tensor, value, dims)
         dx, dw, db = returned
-        return self._to_engine(dx, "x"), self._to_engine(dw, "w"), np.array(db, copy=True)
+        return self._to_engine(dx, "x"), self._to_engine(dw, "w"), self._db(db, cache, dims)
+
+    # -- calling the user's functions (a subclass may call them in another process) ---------------------------
+
+    def _call_forward(
+        self, xu: np.ndarray, wu: np.ndarray, bu: np.ndarray | None, stride: object, padding: object
+    ) -> object:
+        """The user's forward on arrays in its layout, with the signature's hyperparameters (``stride`` and
+        ``padding`` in their simplest form; ``dilation`` and ``groups`` as keywords where the function takes them)."""
+        if self.signature is Signature.CS231N:
+            return self._forward(xu, wu, bu, {"stride": stride, "pad": padding, **self._keywords})
+        return self._forward(xu, wu, bu, stride, padding, **self._keywords)
+
+    def _call_backward(self, du: np.ndarray, user_cache: Any) -> object:
+        """The user's backward on ``dout`` in its layout and the cache its forward returned."""
+        return self._backward(du, user_cache)
 
     # -- auditing (used by convcheck.user.contract) ----------------------------------------------------------
 
@@ -186,14 +283,41 @@ class UserLayer:
     # -- helpers -------------------------------------------------------------------------------------------
 
     def _to_user(self, array: np.ndarray, tensor: str) -> np.ndarray:
-        if self.layout is Layout.NCHW:
-            return array.transpose(TO_NCHW[tensor]).copy()  # ndarray.copy is C-order: always a fresh array
-        return array.copy()
+        return to_user(array, tensor, self.layout)  # ndarray.copy is C-order: always a fresh array
 
     def _to_engine(self, array: np.ndarray, tensor: str) -> np.ndarray:
-        if self.layout is Layout.NCHW:
-            return array.transpose(TO_NHWC[tensor]).copy()
-        return np.array(array, copy=True)
+        return to_engine(array, tensor, self.layout)
+
+    def _bias_shape(self, ndim: int, c_out: int) -> tuple[int, ...]:
+        """The user's b shape (``bias_shape``) for arrays of ``ndim`` axes."""
+        return user_bias_shape(self.bias_shape, self.layout, ndim, c_out)
+
+    def _db(self, db: object, cache: UserCache, dims: dict[str, int]) -> np.ndarray:
+        """The user's db as the engine's ``(C_out,)``, or ``(0,)`` for a layer without a bias (db must be None)."""
+        if not self.bias:
+            if db is not None:
+                raise ContractError(
+                    f"db must be None for a layer without a bias (bias: false); the implementation returned "
+                    f"{_describe(db)}",
+                    tensor="db",
+                    kind=FindingKind.SHAPE if isinstance(db, np.ndarray) else FindingKind.NOT_AN_ARRAY,
+                    shape=tuple(db.shape) if isinstance(db, np.ndarray) else None,
+                )
+            return np.zeros((0,), dtype=cache.b_dtype)
+        if self.bias_shape is BiasShape.FLAT:
+            self._check_array("db", "db", "b", db, dims)
+            return np.array(db, copy=True)
+        wanted = self._bias_shape(len(cache.x_shape), dims["C_out"])
+        if not isinstance(db, np.ndarray) or db.shape != wanted:
+            got = f"shape {db.shape}" if isinstance(db, np.ndarray) else _describe(db)
+            raise ContractError(
+                f"db has {got}, but with bias_shape {self.bias_shape.value} the contract wants {wanted}, the "
+                "shape of b",
+                tensor="db",
+                kind=FindingKind.SHAPE if isinstance(db, np.ndarray) else FindingKind.NOT_AN_ARRAY,
+                shape=tuple(db.shape) if isinstance(db, np.ndarray) else None,
+            )
+        return np.array(db, copy=True).reshape(-1)
 
     def _hand(self, name: str, array: np.ndarray) -> _Handed:
         return _Handed(name, array, array.copy() if self._audit is not None else None)
@@ -227,10 +351,26 @@ class UserLayer:
             raise ContractError(problem, tensor=key, kind=FindingKind.SHAPE, shape=tuple(value.shape))
 
     def _user_error(self, role: str, function: str, exc: BaseException) -> UserCodeError:
+        if isinstance(exc, ForeignException):
+            return UserCodeError.from_parts(role, function, exc.type_name, exc.message, exc.frame, exc.lineage)
         return UserCodeError(role, function, exc, innermost_frame(exc.__traceback__, self.impl.roots))
 
 
+class PointRecorder(Protocol):
+    """What ``UserLayer.forward`` offers every call's point and output to (``x, w, b`` and ``out`` in NHWC;
+    the recorder copies what it keeps: the caller may change the arrays afterwards)."""
+
+    def offer(self, x: np.ndarray, w: np.ndarray, b: np.ndarray, out: np.ndarray) -> None: ...
+
+
+def describe(value: object) -> str:
+    """How messages name a value a user's function returned: ``an array of shape (2, 3)``, ``a tuple of 2 (…)``."""
+    return _describe(value)
+
+
 def _describe(value: object) -> str:
+    if isinstance(value, Foreign):
+        return value.description
     if isinstance(value, np.ndarray):
         return f"an array of shape {value.shape}"
     if isinstance(value, tuple | list):

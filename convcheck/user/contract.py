@@ -29,12 +29,13 @@ from typing import Any
 
 import numpy as np
 
+from convcheck.geometry import Window
 from convcheck.protocol import ConvLayer
 from convcheck.results import Finding, FindingKind
 from convcheck.spec import Layout
 from convcheck.user.adapter import UserLayer, modification
 from convcheck.user.errors import ContractError, UserCodeError
-from convcheck.user.shapes import layer_dims, named_dims, shape_problem
+from convcheck.user.shapes import expected_shape, layer_dims, named_dims, shape_problem
 
 __all__ = ["ContractOutcome", "exercise"]
 
@@ -127,11 +128,11 @@ class _OutputRecorder:
     @classmethod
     def of(cls, layer: ConvLayer) -> _Recording | None:
         """A copy of the user layer ``layer`` whose forward records its outputs; None for other layers."""
-        if not isinstance(layer, UserLayer):
+        if type(layer) is not UserLayer:  # a layer in another process watches its outputs there (output_reused)
             return None
         recorder = cls(layer.impl.forward)
         impl = dataclasses.replace(layer.impl, forward=recorder)
-        copy = UserLayer(impl, stride=layer.stride, padding=layer.padding, layout=layer.layout)
+        copy = layer.with_impl(impl)
         return _Recording(copy, recorder)
 
 
@@ -219,7 +220,7 @@ class _Exercise:
         raw = self.recorder.outputs[0] if self.recorder is not None and self.recorder.outputs else out
         before = raw.copy() if raw is not out else out_copy
         self.interleave(cache, grads)
-        if not np.array_equal(raw, before, equal_nan=True):
+        if not np.array_equal(raw, before, equal_nan=True) or getattr(self.layer, "output_reused", False) is True:
             self.add(
                 FindingKind.OUTPUT_REUSED,
                 "forward reuses its output array: the array returned by one call was overwritten by the next "
@@ -351,15 +352,17 @@ class _Exercise:
         return False
 
     def dims(self) -> dict[str, int]:
-        """Named sizes for shape messages; stride and padding only when the layer exposes them as ints."""
+        """Named sizes for shape messages; stride and padding only when the layer exposes its window."""
         arrays = self.arrays
+        window = getattr(self.layer, "window", None)
         stride, padding = getattr(self.layer, "stride", None), getattr(self.layer, "padding", None)
-        if isinstance(stride, int) and isinstance(padding, int):
-            dims = layer_dims(arrays.x.shape, arrays.w.shape, stride, padding)
-            if (dims["OH"], dims["OW"]) == arrays.dout.shape[1:3]:
+        if not isinstance(window, Window) and isinstance(stride, int) and isinstance(padding, int):
+            window = Window.of(arrays.x.ndim - 2, stride, padding)
+        if isinstance(window, Window):
+            dims = layer_dims(arrays.x.shape, arrays.w.shape, window)
+            if expected_shape("out", Layout.NHWC, dims) == arrays.dout.shape:
                 return dims
-        oh, ow = arrays.dout.shape[1:3]
-        return named_dims(arrays.x.shape, arrays.w.shape, oh, ow)
+        return named_dims(arrays.x.shape, arrays.w.shape, arrays.dout.shape[1:-1])
 
     def gradients_ok(self, returned: object) -> bool:
         if not isinstance(returned, tuple | list) or len(returned) != 3:

@@ -76,6 +76,11 @@ class Frame:
         return f"{text} (`{self.source}`)" if self.source else text
 
 
+def exception_lineage(exc: BaseException) -> tuple[str, ...]:
+    """The names of ``exc``'s class and its base classes: a config's ``expected_error`` names any of them."""
+    return tuple(cls.__name__ for cls in type(exc).__mro__)
+
+
 class UserCodeError(UserFault):
     """The user's ``forward`` or ``backward`` raised. Carries the exception's type and message and the user's
     innermost own frame (not convcheck's, not numpy's)."""
@@ -84,13 +89,40 @@ class UserCodeError(UserFault):
         self.role = role  # "forward" | "backward"
         self.function = function  # the user's function name
         self.exc_type = exception_name(exc)
-        self.exc_lineage = tuple(cls.__name__ for cls in type(exc).__mro__)  # for a config's expected_error
+        self.exc_lineage = exception_lineage(exc)
         self.exc_message = shorten(str(exc))
         self.frame = frame
         where = f" at {frame.describe()}" if frame else ""
         detail = f": {self.exc_message}" if self.exc_message else ""
         named = role if function == role else f"{role} ({function})"
         super().__init__(f"the implementation's {named} raised {self.exc_type}{detail}{where}")
+
+    @classmethod
+    def from_parts(
+        cls,
+        role: str,
+        function: str,
+        exc_type: str,
+        message: str,
+        frame: Frame | None,
+        lineage: tuple[str, ...] = (),
+    ) -> UserCodeError:
+        """The same error for an exception raised in another process, told by its type's name (and its base
+        classes' names, ``lineage``) and message."""
+        error = cls.__new__(cls)
+        error.exc_lineage = lineage or (exc_type,)
+        error.role, error.function, error.exc_type, error.exc_message, error.frame = (
+            role,
+            function,
+            exc_type,
+            shorten(message),
+            frame,
+        )
+        where = f" at {frame.describe()}" if frame else ""
+        detail = f": {error.exc_message}" if error.exc_message else ""
+        named = role if function == role else f"{role} ({function})"
+        Exception.__init__(error, f"the implementation's {named} raised {exc_type}{detail}{where}")
+        return error
 
 
 class ContractError(UserFault):

@@ -3,15 +3,18 @@
 A framework layer becomes an ordinary ``LoadedImpl`` (numpy ``forward``/``backward`` in the user's layout), so the
 ``UserLayer`` adapter, the contract, the finite differences and the verdicts treat it exactly like a numpy layer:
 
-* ``forward(x, w, b, stride, padding)`` converts the arrays to the framework's (``torch.from_numpy`` or
-  ``jax.device_put(…, may_alias=True)``: no copy on the CPU; a copy to a GPU), in the check's dtype, on the
-  chosen device, and runs the user's layer with autograd recording;
+* ``forward(x, w, b, stride, padding, dilation=1, groups=1)`` converts the arrays to the framework's
+  (``torch.from_numpy`` or ``jax.device_put(…, may_alias=True)``: no copy on the CPU; a copy to a GPU), in the
+  check's dtype, on the reference's device, and runs the user's layer with autograd recording, the
+  hyperparameters passed as torch and JAX name them (``framework_call``);
 * ``backward(dout, cache)`` asks the framework's own backward for the gradients of ``Σ out ⊙ dout``
   (``torch.autograd.grad(out, (x, w, b), grad_outputs=dout)``, ``jax.vjp``'s pullback), which is what training
   uses, and hands them back as numpy arrays (their dtype and shape as the framework returned them).
 
-The framework modules (``convcheck.user.frameworks.torch``, ``.jax``) are imported only when a check needs them;
-this module imports neither, so the core install never needs either package.
+The framework modules (``convcheck.user.frameworks.torch``, ``.jax``) are imported only in the process that runs
+the layer (``convcheck.isolation``: the check's own child, forked from a parent that never imports a framework);
+this module imports neither, so the core install never needs either package and checks of numpy layers never
+pay for importing one.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import importlib.util
 from dataclasses import dataclass
 from types import ModuleType
 
-from convcheck.spec import ConvShape, Framework, ImplRef
+from convcheck.spec import Framework, ImplRef
 
 __all__ = [
     "FRAMEWORK_PACKAGES",
@@ -31,7 +34,6 @@ __all__ = [
     "install_hint",
     "load_framework",
     "missing",
-    "simplest",
 ]
 
 #: The packages each framework needs (import names), and the extra that installs them.
@@ -50,11 +52,14 @@ def missing(framework: Framework) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class FrameworkCall:
-    """How a check's hyperparameters reach a framework layer, named as torch and JAX name them.
+    """How one call's hyperparameters reach a framework layer, named as torch and JAX name them.
 
-    ``positional`` follow ``(x, w, b)`` in every call: ``(stride, padding)``. ``keywords`` go to a function (or a
-    module's constructor) whose signature accepts them; one with a value other than its ``defaults`` entry is
-    needed, and a layer that cannot take it is an error, never silently ignored.
+    ``positional`` follow ``(x, w, b)`` in every call: ``(stride, padding)``, each in its simplest form (an int
+    when equal on every axis and side, else a tuple per axis, and padding that differs before and after as a
+    tuple of ``(before, after)`` pairs: ``convcheck.user.arguments.call_values``, as a numpy layer gets them).
+    ``keywords`` (``dilation``, ``groups``) go to a function (or a module's constructor) whose signature accepts
+    them; one with a value other than its ``defaults`` entry is needed, and a layer that cannot take it is an
+    error, never silently ignored.
     """
 
     stride: object
@@ -67,26 +72,15 @@ class FrameworkCall:
         return (self.stride, self.padding)
 
 
-def framework_call(shape: ConvShape) -> FrameworkCall:
-    """The one place a layer's geometry becomes framework arguments (``stride``, ``padding``, ``dilation``,
-    ``groups``), each in its simplest form: an int when equal on every axis (and side), else a tuple per axis,
-    and padding that differs before and after as a tuple of ``(before, after)`` pairs."""
-    pads = tuple(shape.pads)
-    if all(before == after for before, after in pads):
-        padding: object = simplest(tuple(before for before, _ in pads))
-    else:
-        padding = tuple(tuple(pair) for pair in pads)
+def framework_call(stride: object, padding: object, dilation: object = 1, groups: object = 1) -> FrameworkCall:
+    """The one place a call's geometry becomes framework arguments (``stride``, ``padding``, ``dilation``,
+    ``groups``); the values are those the adapter's forward received, already in their simplest form."""
     return FrameworkCall(
-        stride=simplest(shape.strides),
+        stride=stride,
         padding=padding,
-        keywords={"dilation": simplest(shape.dilations), "groups": shape.groups},
+        keywords={"dilation": dilation, "groups": groups},
         defaults={"dilation": 1, "groups": 1},
     )
-
-
-def simplest(values: tuple[int, ...]) -> int | tuple[int, ...]:
-    """One int when every axis has the same value, else the tuple."""
-    return values[0] if len(set(values)) == 1 else tuple(values)
 
 
 def load_framework(framework: Framework) -> ModuleType:

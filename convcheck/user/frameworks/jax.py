@@ -5,7 +5,8 @@ Call (``x, w, b`` arrays channels-last by default: ``x (N, H, W, C_in)``, ``w (k
 
     function: name     name(x, w, b, stride, padding[, dilation=…, groups=…])
 
-``stride`` and ``padding`` are plain Python values (mark them in ``nondiff_argnums`` of a ``custom_vjp``). The
+``stride``, ``padding``, ``dilation`` and ``groups`` are plain Python values (ints and tuples: mark them in
+``nondiff_argnums`` of a ``custom_vjp``); ``b`` is None for a layer without a bias. The
 gradients are the pullback of ``jax.vjp`` applied to ``dout``, exactly what ``jax.grad`` of a loss uses. Importing
 this module turns on ``jax_enable_x64`` (before the user's module is imported), or float64 checks would silently
 run in float32. The arrays go to the device with ``jax.device_put(…, may_alias=True)``: no copy on the CPU
@@ -22,7 +23,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from convcheck.spec import ConvShape, ImplRef
+from convcheck.spec import ImplRef
 from convcheck.user.adapter import LoadedImpl
 from convcheck.user.errors import ImplementationError
 from convcheck.user.frameworks import describe_ref, framework_call
@@ -64,48 +65,65 @@ def resolve_device(device: str | None) -> Any:
 
 
 class JaxLayer:
-    """A JAX function as numpy ``forward(x, w, b, stride, padding)`` and ``backward(dout, cache)``."""
+    """A JAX function as numpy ``forward(x, w, b, stride, padding, dilation=1, groups=1)`` and
+    ``backward(dout, cache)``; ``b`` is None for a layer without a bias (the function gets None)."""
 
-    def __init__(self, run: Callable[..., Any], device: Any) -> None:
-        self.run = run  # not jitted here: a jitted layer is checked jitted, an eager one eagerly
+    def __init__(self, fn: Callable[..., Any], device: Any, ref: ImplRef) -> None:
+        self.fn = fn  # not jitted here: a jitted layer is checked jitted, an eager one eagerly
         self.device = device
+        self.ref = ref
+        self.keywords: dict[tuple[object, ...], dict[str, object]] = {}  # per call geometry (one in a check)
 
-    def forward(self, x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: object, padding: object) -> tuple[Any, Any]:
+    def forward(
+        self,
+        x: np.ndarray,
+        w: np.ndarray,
+        b: np.ndarray | None,
+        stride: object,
+        padding: object,
+        dilation: object = 1,
+        groups: object = 1,
+    ) -> tuple[Any, Any]:
         """``(out, JaxCache)``; ``out`` a numpy array when the layer returned a JAX array, else what it returned."""
-        inputs = tuple(jax.device_put(a, self.device, may_alias=True) for a in (x, w, b))
-        out, pullback = jax.vjp(self.run, *inputs)
+        call = framework_call(stride, padding, dilation, groups)
+        key = (stride, padding, dilation, groups)
+        if key not in self.keywords:  # custom_vjp keeps the function as .fun
+            self.keywords[key] = keywords_for(getattr(self.fn, "fun", self.fn), call, describe_ref(self.ref))
+        keywords = self.keywords[key]
+        inputs = tuple(jax.device_put(a, self.device, may_alias=True) for a in (x, w, b) if a is not None)
+
+        def run(*arrays: Any) -> Any:
+            bias = arrays[2] if len(arrays) == 3 else None
+            return self.fn(arrays[0], arrays[1], bias, *call.positional, **keywords)
+
+        out, pullback = jax.vjp(run, *inputs)
         if not isinstance(out, jax.Array):
             return out, None
         return np.asarray(out), JaxCache(out, pullback)
 
-    def backward(self, dout: np.ndarray, cache: JaxCache) -> tuple[np.ndarray, ...]:
-        """``(dx, dw, db)``: the pullback of ``dout`` (in the output's dtype, on its device)."""
+    def backward(self, dout: np.ndarray, cache: JaxCache) -> tuple[np.ndarray | None, ...]:
+        """``(dx, dw, db)``: the pullback of ``dout`` (in the output's dtype, on its device); db is None for a
+        layer without a bias."""
         grad = jax.device_put(dout.astype(cache.out.dtype, copy=False), self.device)
-        return tuple(np.asarray(g) for g in cache.pullback(grad))
+        arrays = [np.asarray(g) for g in cache.pullback(grad)]
+        return (arrays[0], arrays[1], arrays[2] if len(arrays) == 3 else None)
 
 
-def load(
-    ref: ImplRef, module: ModuleType, origin: str, roots: tuple[Any, ...], shape: ConvShape, device: str | None
-) -> LoadedImpl:
-    """The JAX function ``ref`` names in ``module``, bound to ``shape``'s hyperparameters, as a ``LoadedImpl``.
+def load(ref: ImplRef, module: ModuleType, origin: str, roots: tuple[Any, ...]) -> LoadedImpl:
+    """The JAX function ``ref`` names in ``module``, on ``ref.device``, as a ``LoadedImpl`` (its hyperparameters
+    come with each call).
 
     Raises:
-        ImplementationError: the function is missing or not callable, its signature cannot take a hyperparameter
-            the check needs, or the device does not exist here.
+        ImplementationError: the function is missing or not callable, or the device does not exist here. A
+            signature that cannot take a hyperparameter the check needs raises it at the first call.
     """
     if ref.class_name is not None:
         raise ImplementationError("class: is for torch.nn.Module layers; a JAX layer is a function: use function:")
     assert ref.function is not None
-    chosen = resolve_device(device)
+    chosen = resolve_device(ref.device)
     fn = fetch(module, ref.function, ref, origin)
     if not callable(fn):
         raise ImplementationError(f"{describe_ref(ref)} is a {type(fn).__name__}, not a function")
-    call = framework_call(shape)
-    keywords = keywords_for(getattr(fn, "fun", fn), call, describe_ref(ref))  # custom_vjp keeps the function as .fun
-
-    def run(x: Any, w: Any, b: Any) -> Any:
-        return fn(x, w, b, *call.positional, **keywords)
-
-    layer = JaxLayer(run, chosen)
+    layer = JaxLayer(fn, chosen, ref)
     named = replace(ref, forward=ref.function, backward=ref.function)
     return LoadedImpl(layer.forward, layer.backward, named, module, origin, roots)

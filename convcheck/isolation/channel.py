@@ -1,0 +1,198 @@
+"""The channel between convcheck and the process that runs a user's code: framed messages, arrays in shared memory.
+
+A message is one frame on a Unix socket: a header ``MAGIC · key · sequence number · payload length`` and the
+payload, ``JSON length · JSON · blobs``. The key is drawn afresh for every check and the sequence numbers run in
+step on both sides, so a frame that is not the answer to the request just sent (a stray write, a replayed or
+forged frame, garbage) is refused as a protocol violation. Nothing received is ever unpickled: the JSON holds
+plain values and array descriptions (dtype, shape, where the bytes are), and an array's bytes lie either in the
+sender's half of a shared anonymous mapping (``Arena``, set up before the fork) or inline among the blobs.
+
+Only numeric arrays cross (``bool``, integers, floats, complex): anything else is sent as its description.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import mmap
+import socket
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Arena", "Channel", "Outgoing", "ProtocolViolation", "decode_array"]
+
+MAGIC = b"CCK1"
+KEY_BYTES = 16
+_HEADER = struct.Struct("!4s16sQQ")
+_LENGTH = struct.Struct("!Q")
+_ALIGN = 64
+_KINDS = "biufc"  # numpy dtype kinds that cross: bool, int, uint, float, complex
+LAST_WORDS_BYTES = 8192  # the end of the mapping, for a message when the socket itself is gone
+
+
+class ProtocolViolation(Exception):  # noqa: N818 - a violation, reported as such
+    """A frame that is not what the protocol allows (bad header, key, sequence, size or description)."""
+
+
+@dataclass
+class Arena:
+    """A shared anonymous mapping made before the fork: the parent writes its arrays in the first half, the
+    child in the second, and the last ``LAST_WORDS_BYTES`` hold the child's last words (see ``child``)."""
+
+    half: int
+    memory: mmap.mmap = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.half = max(_ALIGN, -(-self.half // _ALIGN) * _ALIGN)
+        self.memory = mmap.mmap(-1, 2 * self.half + LAST_WORDS_BYTES)
+
+    def region(self, side: int) -> tuple[int, int]:
+        """``(start, end)`` of side 0 (the parent's) or 1 (the child's)."""
+        return side * self.half, (side + 1) * self.half
+
+    def close(self) -> None:
+        self.memory.close()
+
+    def write_last_words(self, text: str) -> None:
+        data = text.encode("utf-8", "replace")[: LAST_WORDS_BYTES - 8]
+        start = 2 * self.half
+        self.memory[start + 8 : start + 8 + len(data)] = data
+        self.memory[start : start + 8] = _LENGTH.pack(len(data))
+
+    def read_last_words(self) -> str | None:
+        start = 2 * self.half
+        (length,) = _LENGTH.unpack(self.memory[start : start + 8])
+        if not 0 < length <= LAST_WORDS_BYTES - 8:
+            return None
+        return bytes(self.memory[start + 8 : start + 8 + length]).decode("utf-8", "replace")
+
+
+class Outgoing:
+    """A message being composed: arrays go to the sender's half of the arena while they fit, else inline."""
+
+    def __init__(self, arena: Arena, side: int) -> None:
+        self.arena = arena
+        self.cursor, self.end = arena.region(side)
+        self.blobs: list[bytes] = []
+        self.inline = 0
+
+    def array(self, value: np.ndarray) -> dict[str, Any]:
+        """The description of ``value`` (numeric), its bytes placed in shared memory or inline."""
+        value = np.ascontiguousarray(value)
+        meta: dict[str, Any] = {"dtype": value.dtype.str, "shape": list(value.shape), "nbytes": int(value.nbytes)}
+        start = -(-self.cursor // _ALIGN) * _ALIGN
+        if start + value.nbytes <= self.end:
+            target = np.frombuffer(self.arena.memory, dtype=value.dtype, count=value.size, offset=start)
+            target[...] = value.reshape(-1)
+            self.cursor = start + value.nbytes
+            meta.update(at="shared", offset=start)
+        else:
+            self.blobs.append(value.tobytes())
+            meta.update(at="inline", offset=self.inline)
+            self.inline += value.nbytes
+        return meta
+
+
+def crosses(value: object) -> bool:
+    """Whether ``value`` can be sent as an array (a numeric numpy array)."""
+    return isinstance(value, np.ndarray) and value.dtype.kind in _KINDS and not value.dtype.hasobject
+
+
+def decode_array(meta: object, arena: Arena, side: int, blobs: memoryview, *, copy: bool = True) -> np.ndarray:
+    """A fresh array from its description, which is checked against the protocol before anything is read
+    (``copy=False``: a view of the bytes where they lie, valid until the sender writes again).
+
+    Raises:
+        ProtocolViolation: a description that is not a dict of the expected fields, a non-numeric dtype, a shape
+            that does not match the byte count, or bytes outside the sender's region.
+    """
+    if not isinstance(meta, dict):
+        raise ProtocolViolation("an array description is not an object")
+    try:
+        dtype = np.dtype(str(meta["dtype"]))
+        shape = tuple(int(n) for n in meta["shape"])
+        nbytes, offset, at = int(meta["nbytes"]), int(meta["offset"]), meta["at"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProtocolViolation(f"a malformed array description ({exc})") from None
+    if dtype.kind not in _KINDS or dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
+        raise ProtocolViolation(f"an array of dtype {dtype} cannot cross")
+    if any(n < 0 for n in shape) or math.prod(shape) * dtype.itemsize != nbytes or offset < 0:
+        raise ProtocolViolation("an array description whose shape does not match its size")
+    count = nbytes // dtype.itemsize if dtype.itemsize else 0
+    if at == "shared":
+        start, end = arena.region(side)
+        if offset < start or offset + nbytes > end:
+            raise ProtocolViolation("an array outside the sender's shared memory")
+        flat = np.frombuffer(arena.memory, dtype=dtype, count=count, offset=offset)
+    elif at == "inline":
+        if offset + nbytes > len(blobs):
+            raise ProtocolViolation("an inline array beyond the message")
+        flat = np.frombuffer(blobs, dtype=dtype, count=count, offset=offset)
+    else:
+        raise ProtocolViolation("an array description with an unknown location")
+    return flat.reshape(shape).copy() if copy else flat.reshape(shape)
+
+
+class Channel:
+    """One end of the framed, keyed protocol on a connected Unix socket (see the module docstring).
+
+    ``limit`` bounds the payload this end accepts (a peer cannot make it allocate more).
+    """
+
+    def __init__(self, sock: socket.socket, key: bytes, limit: int) -> None:
+        self.sock = sock
+        self.key = key
+        self.limit = limit
+        self.sent = 0
+        self.received = 0
+
+    def send(self, message: dict[str, Any], outgoing: Outgoing | None = None) -> None:
+        blobs = outgoing.blobs if outgoing is not None else []
+        body = json.dumps(message, separators=(",", ":"), allow_nan=True).encode()
+        length = _LENGTH.size + len(body) + sum(len(b) for b in blobs)
+        self.sent += 1
+        header = _HEADER.pack(MAGIC, self.key, self.sent, length)
+        self.sock.sendall(b"".join([header, _LENGTH.pack(len(body)), body]))
+        for blob in blobs:
+            self.sock.sendall(blob)
+
+    def receive(self) -> tuple[dict[str, Any], memoryview]:
+        """The next message and its blobs.
+
+        Raises:
+            EOFError: the peer closed the socket (or died) before a whole frame arrived.
+            ProtocolViolation: anything but the next frame of this channel.
+        """
+        magic, key, sequence, length = _HEADER.unpack(self._exactly(_HEADER.size))
+        if magic != MAGIC or key != self.key:
+            raise ProtocolViolation("a frame without this check's key")
+        if sequence != self.received + 1:
+            raise ProtocolViolation(f"frame {sequence} where frame {self.received + 1} was due")
+        if not _LENGTH.size <= length <= self.limit:
+            raise ProtocolViolation(f"a frame of {length} bytes (at most {self.limit} allowed)")
+        self.received = sequence
+        payload = memoryview(self._exactly(length))
+        (body_length,) = _LENGTH.unpack(payload[: _LENGTH.size])
+        if body_length > length - _LENGTH.size:
+            raise ProtocolViolation("a frame whose message is longer than the frame")
+        try:
+            message = json.loads(bytes(payload[_LENGTH.size : _LENGTH.size + body_length]))
+        except ValueError:
+            raise ProtocolViolation("a frame whose message is not JSON") from None
+        if not isinstance(message, dict):
+            raise ProtocolViolation("a frame whose message is not an object")
+        return message, payload[_LENGTH.size + body_length :]
+
+    def _exactly(self, count: int) -> bytearray:
+        data = bytearray(count)
+        view = memoryview(data)
+        got = 0
+        while got < count:
+            n = self.sock.recv_into(view[got:], count - got)
+            if n == 0:
+                raise EOFError("the channel was closed")
+            got += n
+        return data

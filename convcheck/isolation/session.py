@@ -1,0 +1,388 @@
+"""The parent's side: a fresh process per check for the user's code, and a ``UserLayer`` whose calls go there.
+
+``Session`` forks the child (``convcheck.isolation.child``) from this process, which must be clean (a ``--jobs``
+worker that never loaded user code: the fork server) and talks to it over the framed channel. ``RemoteLayer`` is a
+``UserLayer`` like any other (layouts, shape checks, in-place audits, the contract's messages all happen here),
+except that the two user functions run in the child: the arrays handed to them go through shared memory, what
+they return comes back as raw arrays (or descriptions), caches stay in the child as numbered handles, and
+in-place changes the user's code makes to its arguments are copied back onto the arrays this side handed over,
+so the contract sees them exactly as in one process.
+
+Speed: a call costs two small frames and a copy of its arrays each way. Several sessions for one check (the
+perturbation groups measured by several processes, each answering into its own half of its arena) fit the same
+design: the engine's order of groups decides where each result goes, so estimates stay bit-identical.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import math
+import os
+import secrets
+import signal
+import socket
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from convcheck.isolation.channel import KEY_BYTES, Arena, Channel, Outgoing, ProtocolViolation, decode_array
+from convcheck.isolation.child import EXIT_LAST_WORDS, child_main
+from convcheck.spec import CheckSpec, ImplRef, Signature
+from convcheck.user.adapter import Foreign, ForeignException, LoadedImpl, UserLayer
+from convcheck.user.arguments import window_keywords
+from convcheck.user.errors import Frame, ImplementationError, UserFault, display_path
+
+__all__ = ["IsolationFault", "RemoteLayer", "Session", "probe", "remote_layer"]
+
+_BYTES_PER_ENTRY = 16  # room per array entry in shared memory (complex128); larger replies go inline
+
+
+class IsolationFault(UserFault):
+    """The user's process ended, closed its channel, or broke the protocol: the check cannot go on."""
+
+
+def _cause(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = f"signal {number}"
+        return f"killed by {name}" + ("; out of memory?" if name == "SIGKILL" else "")
+    return f"exit code {os.WEXITSTATUS(status)}" if os.WIFEXITED(status) else f"status {status}"
+
+
+def _frame(data: object) -> Frame | None:
+    if not isinstance(data, dict):
+        return None
+    try:
+        source = data.get("source")
+        return Frame(str(data["file"]), int(data["line"]), str(data["function"]), str(source) if source else None)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+class Session:
+    """One child process running the user's functions named by ``ref`` (see the module docstring).
+
+    Args:
+        ref: the implementation to load in the child.
+        entries: the entries of x, w, b and out together (sizes the shared memory).
+        memory_limit: bytes the child may allocate beyond what it maps at the start; None for no limit.
+    Raises:
+        ImplementationError: the child could not load the implementation (the message is the child's).
+        IsolationFault: the child died or broke the protocol while loading.
+    """
+
+    def __init__(self, ref: ImplRef, entries: int, memory_limit: int | None) -> None:
+        self.arena = Arena(2 * _BYTES_PER_ENTRY * entries + 4096)
+        key = secrets.token_bytes(KEY_BYTES)
+        mine, theirs = socket.socketpair()
+        parent = os.getpid()
+        # Frozen objects are never visited by the collector, so the child's collections do not copy the parent's
+        # whole heap page by page (copy-on-write): a fork then costs milliseconds, not a tenth of a second.
+        gc.freeze()
+        try:
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child never returns (coverage cannot follow it)
+                mine.close()
+                child_main(theirs, key, self.arena, ref, memory_limit, parent)
+        finally:
+            gc.unfreeze()
+        theirs.close()
+        self.pid: int | None = pid
+        self.status: int | None = None
+        self.channel = Channel(mine, key, limit=2 * self.arena.half + 2**20)
+        self.released: list[int] = []
+        self.cpu = 0.0  # the child's CPU seconds so far, as it reports them
+        self.role = "load"
+        try:
+            self._ready(ref)
+        except BaseException:
+            self.close()
+            raise
+
+    def _ready(self, ref: ImplRef) -> None:
+        reply, _ = self._receive()
+        if reply.get("kind") == "load_failed":
+            line = reply.get("line")
+            raise ImplementationError(
+                str(reply.get("message")),
+                file=str(reply["file"]) if reply.get("file") else None,
+                line=int(line) if isinstance(line, int) else None,
+            )
+        if reply.get("kind") != "ready":
+            raise self._violation(ProtocolViolation("no ready message"))
+        self.origin = str(reply.get("origin", ref.module))
+
+    # -- calls ----------------------------------------------------------------------------------------------
+
+    def call(
+        self, role: str, args: list[Any], audit: bool, keywords: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], memoryview]:
+        """Call the user's ``role`` function with ``args`` (arrays, ``RemoteCache`` or JSON values); ``keywords``:
+        the values of the keywords the child passes where the function takes them (``keywords_for``)."""
+        self.role = role
+        outgoing = Outgoing(self.arena, 0)
+        encoded: list[dict[str, Any]] = []
+        for arg in args:
+            if isinstance(arg, np.ndarray):
+                encoded.append({"array": outgoing.array(arg)})
+            elif isinstance(arg, RemoteCache):
+                encoded.append({"cache": arg.number})
+            else:
+                encoded.append({"value": arg})
+        release, self.released = self.released, []
+        request = {"op": "call", "role": role, "args": encoded, "audit": audit, "release": release}
+        if keywords:
+            request["keywords"] = keywords
+        try:
+            self.channel.send(request, outgoing)
+        except OSError:
+            raise self._ended() from None
+        reply, blobs = self._receive()
+        if reply.get("kind") == "raised":
+            lineage = tuple(str(name) for name in reply.get("lineage", ()))
+            raise ForeignException(
+                str(reply.get("type")), str(reply.get("message", "")), _frame(reply.get("frame")), lineage
+            )
+        if reply.get("kind") != "returned":
+            raise self._violation(ProtocolViolation(f"an answer of kind {reply.get('kind')!r}"))
+        return reply, blobs
+
+    def array(self, meta: object, blobs: memoryview) -> np.ndarray:
+        try:
+            return decode_array(meta, self.arena, 1, blobs)
+        except ProtocolViolation as exc:
+            raise self._violation(exc) from None
+
+    def _receive(self) -> tuple[dict[str, Any], memoryview]:
+        try:
+            return self.channel.receive()
+        except (EOFError, OSError):
+            raise self._ended() from None
+        except ProtocolViolation as exc:
+            raise self._violation(exc) from None
+
+    def child_cpu(self) -> float:
+        """The CPU seconds the child has used so far, as it says (never decreasing)."""
+        try:
+            self.channel.send({"op": "cpu"})
+        except OSError:
+            return self.cpu
+        reply, _ = self._receive()
+        cpu = reply.get("cpu")
+        if reply.get("kind") == "cpu" and isinstance(cpu, int | float) and math.isfinite(cpu) and cpu >= self.cpu:
+            self.cpu = float(cpu)
+        return self.cpu
+
+    # -- endings --------------------------------------------------------------------------------------------
+
+    def _ended(self) -> UserFault:
+        """What to say when the child stopped answering: its last words, or how it ended."""
+        status = self._reap(wait=True)
+        words = self.arena.read_last_words() if status is not None and _exit_code(status) == EXIT_LAST_WORDS else None
+        if words is not None:
+            fault = _closed_fault(words, self.role)
+            if fault is not None:
+                return fault
+        during = "while loading it" if self.role == "load" else f"during a {self.role} call"
+        cause = _cause(status) if status is not None else "it stopped answering"
+        return IsolationFault(
+            f"the implementation crashed the worker process ({cause}) {during} (os._exit, a crash in native code, "
+            "or its memory limit, max_memory); the check ran in its own process, so the other checks were not "
+            "affected"
+        )
+
+    def _violation(self, exc: ProtocolViolation) -> IsolationFault:
+        self.close()
+        return IsolationFault(
+            f"the implementation's process broke convcheck's protocol during a {self.role} call ({exc}): code under "
+            "check wrote on the channel convcheck uses to talk to it"
+        )
+
+    def _reap(self, wait: bool) -> int | None:
+        if self.pid is None:
+            return self.status
+        with contextlib.suppress(ChildProcessError):
+            pid, status = os.waitpid(self.pid, 0 if wait else os.WNOHANG)
+            if pid == 0:
+                return None
+            self.status = status
+        self.pid = None
+        return self.status
+
+    def close(self) -> None:
+        """Kill the child (whatever it is doing) and reap it; free the channel and the shared memory."""
+        if self.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            self._reap(wait=True)
+        with contextlib.suppress(OSError):
+            self.channel.sock.close()
+        with contextlib.suppress(BufferError):  # an array view still alive keeps the mapping; the GC frees it
+            self.arena.close()
+
+
+def _exit_code(status: int) -> int | None:
+    return os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+
+
+def _closed_fault(words: str, role: str) -> IsolationFault | None:
+    import json
+
+    try:
+        data = json.loads(words)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or data.get("kind") != "closed":
+        return None
+    frame = _frame(data.get("frame"))
+    where = f" at {frame.describe()}" if frame else ""
+    during = "while being imported" if data.get("role") == "load" else f"during a {data.get('role', role)} call"
+    return IsolationFault(
+        f"the implementation closed the file descriptor convcheck talks to it through {during}{where}: code under "
+        "check must close only the files it opened"
+    )
+
+
+class RemoteCache:
+    """A cache that stays in the child, by number; dropping it tells the child to drop the user's cache."""
+
+    def __init__(self, number: int, session: Session, handed: tuple[np.ndarray, ...]) -> None:
+        self.number = number
+        self.handed = handed  # this side's arrays the forward was given (in-place changes are copied onto them)
+        weakref.finalize(self, session.released.append, number)
+
+
+class RemoteLayer(UserLayer):
+    """A ``UserLayer`` whose user functions run in a ``Session``'s child (see the module docstring).
+
+    The session starts at the first call, so that a check refused before it calls the layer (an impossible
+    shape, too little memory) never starts a process; ``close`` ends it.
+    """
+
+    def __init__(self, spec: CheckSpec, memory_limit: int | None) -> None:
+        ref = spec.impl
+        assert ref is not None
+        shape = spec.shape
+        impl = LoadedImpl(_unreachable, _unreachable, ref, ModuleType(ref.module), display_path(ref.module))
+        uniform = shape.window.uniform(shape.spatial_in, shape.kernel)
+        stride, padding = uniform if uniform is not None else (shape.strides, shape.pads)
+        super().__init__(
+            impl,
+            stride=stride,
+            padding=padding,
+            layout=spec.layout,
+            window=shape.window,
+            bias=shape.bias,
+            bias_shape=spec.bias_shape,
+        )
+        # The function is in the child: it picks the keywords its forward takes from these (``keywords_for``).
+        self._keywords = {}
+        self._offered = window_keywords(shape.window)
+        self.entries = sum(math.prod(s) for s in (shape.x_shape, shape.w_shape, (shape.out_depth,), shape.out_shape))
+        self.memory_limit = memory_limit
+        self.session: Session | None = None
+        self.output_reused = False  # the child saw forward overwrite the first array it returned
+
+    def child_seconds(self) -> float:
+        """CPU seconds the child has spent so far (for the cost estimate of ``auto``)."""
+        return 0.0 if self.session is None else self.session.child_cpu()
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+
+    def _session(self) -> Session:
+        if self.session is None:
+            self.session = Session(self.impl.ref, self.entries, self.memory_limit)
+        return self.session
+
+    def _call_forward(
+        self, xu: np.ndarray, wu: np.ndarray, bu: np.ndarray | None, stride: object, padding: object
+    ) -> object:
+        session = self._session()
+        keywords: dict[str, Any] = {}
+        if self.signature is Signature.CS231N:
+            needed = {name: value for name, value in self._offered.items() if value != 1}
+            extra: list[Any] = [{"stride": stride, "pad": padding, **needed}]
+        else:
+            extra, keywords = [stride, padding], self._offered
+        handed = tuple(a for a in (xu, wu, bu) if a is not None)
+        reply, blobs = session.call("forward", [xu, wu, bu, *extra], self._audit is not None, keywords)
+        self.output_reused = self.output_reused or reply.get("output_reused") is True
+        self._copy_back(reply.get("modified"), handed, blobs)
+        number = reply.get("cache")
+        cache = RemoteCache(int(number), session, handed) if isinstance(number, int) else None
+        return self._value(reply.get("value"), blobs, cache)
+
+    def _call_backward(self, du: np.ndarray, user_cache: Any) -> object:
+        session = self._session()
+        if not isinstance(user_cache, RemoteCache):
+            raise TypeError("the cache of a remote layer is a handle its forward returned")
+        reply, blobs = session.call("backward", [du, user_cache], self._audit is not None)
+        self._copy_back(reply.get("modified"), (du,), blobs)
+        self._copy_back(reply.get("cached_modified"), user_cache.handed, blobs)
+        return self._value(reply.get("value"), blobs, None)
+
+    def _copy_back(self, changes: object, targets: tuple[np.ndarray, ...], blobs: memoryview) -> None:
+        if not isinstance(changes, dict):
+            return
+        assert self.session is not None
+        for key, meta in changes.items():
+            index = int(key) if str(key).isdigit() else -1
+            if not 0 <= index < len(targets):
+                continue
+            value = self.session.array(meta, blobs)
+            if value.shape == targets[index].shape:
+                np.copyto(targets[index], value, casting="unsafe")
+
+    def _value(self, value: object, blobs: memoryview, cache: RemoteCache | None) -> object:
+        """What the user's function returned, rebuilt from its description (arrays, None, descriptions)."""
+        assert self.session is not None
+        if not isinstance(value, dict):
+            return Foreign("nothing convcheck could read")
+        if "array" in value:
+            return self.session.array(value["array"], blobs)
+        if "none" in value:
+            return None
+        if "sequence" in value and isinstance(value.get("items"), list):
+            items = [self._item(v, blobs, cache) for v in value["items"]]
+            return list(items) if value["sequence"] == "list" else tuple(items)
+        return Foreign(str(value.get("describe", "something convcheck could not read")))
+
+    def _item(self, value: object, blobs: memoryview, cache: RemoteCache | None) -> object:
+        return cache if isinstance(value, dict) and "kept" in value else self._value(value, blobs, None)
+
+
+def _unreachable(*_: object) -> None:  # pragma: no cover - a RemoteLayer never calls its impl's functions here
+    raise AssertionError("the user's functions run in the child")
+
+
+@contextmanager
+def remote_layer(spec: CheckSpec, memory_limit: int | None) -> Iterator[RemoteLayer]:
+    """A ``RemoteLayer`` for ``spec`` whose process is ended when the block is left, however it is left."""
+    layer = RemoteLayer(spec, memory_limit)
+    try:
+        yield layer
+    finally:
+        layer.close()
+
+
+def probe(ref: ImplRef) -> None:
+    """Load the implementation ``ref`` in a fresh process and end it: whether it loads, without running its
+    import-time code here.
+
+    Raises:
+        ImplementationError: it cannot be loaded, or its process ended while loading it.
+    """
+    try:
+        Session(ref, 0, None).close()
+    except IsolationFault as exc:
+        raise ImplementationError(str(exc)) from None
