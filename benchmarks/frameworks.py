@@ -8,7 +8,8 @@ The layer is the seed layer's geometry (8×32×48×16 → 32, k3 s1 p1, ReLU, fl
 torch_layers.py``: unfold, one matrix product, fold), and the same data for every checker:
 
 - convcheck's full check (every entry), run as the command runs it: the layer in a fresh process that imports
-  torch (counted: the import is part of what a user waits for) while the verdict is computed in this one;
+  torch (counted: the import is part of what a user waits for) while the verdict is computed in this one, and
+  the built-in layer's full check right after it (a calibration of the machine's speed at that moment);
 - torch ``gradcheck(fast_mode=True)`` (one random projection per input), warm;
 - slow ``gradcheck``'s cost, estimated: it needs two forwards per input entry and one backward per output entry
   (two dense float64 Jacobians), each kind of pass timed on a sample done as gradcheck does them;
@@ -60,6 +61,12 @@ def _convcheck(spec: CheckSpec, data: Any = None) -> tuple[Any, float, float]:
     return result, time.perf_counter() - start, time.process_time() - cpu + child
 
 
+def _clean(result: Any) -> bool:
+    """Whether a check let the layer through: it passed with no contract finding (a warning such as an argument
+    modified in place is a finding: it fails under ``--strict``)."""
+    return bool(result.passed and not result.contract)
+
+
 def bench_framework(rounds: int = 1) -> list[Row]:
     """The figures of the module docstring (``rounds`` is accepted for ``run.py``; one run is made)."""
     import importlib.util
@@ -69,7 +76,10 @@ def bench_framework(rounds: int = 1) -> list[Row]:
     spec, data = seed_data()
     seed = _spec("Unfold2d", SEED_SHAPE)
     check, wall, cpu = _convcheck(seed, data)
-    zoo = {name: _convcheck(_spec(name, SMALL))[0].passed for name in ZOO}
+    start, builtin_cpu = time.perf_counter(), time.process_time()
+    builtin = run_check(spec, data=data)  # the built-in layer at the same moment: how loaded the machine is
+    builtin_wall, builtin_cpu = time.perf_counter() - start, time.process_time() - builtin_cpu
+    zoo = {name: _clean(_convcheck(_spec(name, SMALL))[0]) for name in ZOO}
 
     import torch  # only now: see the module docstring
 
@@ -87,6 +97,8 @@ def bench_framework(rounds: int = 1) -> list[Row]:
         Row("framework", "convcheck full check, seed layer as torch Function", wall, "s",
             note=f"status {check.status.value}; {checked:,} of {total:,} entries; {check.forward_passes} forward "
             f"passes; {cpu:.1f} s CPU (both processes); torch imported in the layer's process"),
+        Row("framework", "calibration: the built-in layer's full check, same data", builtin_wall, "s",
+            note=f"status {builtin.status.value}; {builtin.forward_passes} passes; {builtin_cpu:.1f} s CPU"),
         Row("framework", f"torch {torch.__version__} gradcheck(fast_mode=True)", fast_wall, "s",
             note=f"passed: {fast}; {threads} torch threads; one random projection per input"),
         Row("framework", "slow gradcheck, estimated from a sample", slow["seconds"] / 3600, "h",

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from test_checker import integer_data
 
-from convcheck.checker import run_check
+from convcheck.checker import default_max_memory, run_check
 from convcheck.config import load_text
 from convcheck.data import CheckData
 from convcheck.exitcodes import ExitCode
@@ -70,8 +70,9 @@ def spec_of(ref: ImplRef, shape: ConvShape = SHAPES[0], dtype: DType = DType.FLO
 
 
 def check(spec: CheckSpec, data: CheckData | None = None) -> CheckResult:
-    """The check as the command runs it: the layer in a fresh process (the framework imported there only)."""
-    with remote_layer(spec, None) as layer:
+    """The check as the command runs it: the layer in a fresh process (the framework imported there only), with
+    the command's memory limit."""
+    with remote_layer(spec, default_max_memory()) as layer:
         return run_check(spec, layer=layer, data=data)
 
 

@@ -13,8 +13,7 @@ A layer without a bias (``bias: false``) gets ``b = None`` (a module: ``bias=Fal
 
 The arrays become tensors with ``torch.from_numpy`` (the same memory on the CPU; ``.to(device)`` copies to a GPU)
 with ``requires_grad``; the gradients are ``torch.autograd.grad(out, (x, w, b), grad_outputs=dout)``, exactly
-what ``loss.backward()`` would accumulate (beside other checks, importing this module sets
-``torch.set_num_threads(1)``, see below).
+what ``loss.backward()`` would accumulate (importing this module sets ``torch.set_num_threads(1)``, see below).
 Nothing is cast: the output's dtype is the layer's, so a float32 check of a layer that returns float64 is still a
 contract finding. torch itself sums a gradient whose shape is
 broadcastable to its input's (and raises for any other shape) and casts it to the input's dtype, as in training.
@@ -31,7 +30,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from convcheck.parallel import blas_pinned
 from convcheck.spec import ImplRef
 from convcheck.user.adapter import LoadedImpl
 from convcheck.user.errors import ImplementationError
@@ -40,11 +38,10 @@ from convcheck.user.frameworks.common import fetch, keywords_for
 
 __all__ = ["load", "resolve_device"]
 
-# This process runs the layer alone (the engine calls a user's layer from one thread, convcheck.parallel), so torch
-# keeps its intra-op threads; beside other checks (``--jobs``: BLAS held to one thread in the environment) it gets
-# one, as numpy's BLAS does, or the checks' threads oversubscribe the cores. Process-wide, as torch's setting is.
-if blas_pinned():
-    torch.set_num_threads(1)
+# One intra-op thread, process-wide (torch's setting is): this process answers one call at a time, and torch's
+# OpenMP pool, which keeps spinning between the many small calls of a check, made checks 5-40× slower in
+# measurements here (and more CPU-hungry beside other checks, ``--jobs``).
+torch.set_num_threads(1)
 
 _Runner = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], Any]
 _Shapes = tuple[tuple[int, ...], tuple[int, ...], bool]  # x's, w's, and whether there is a bias
