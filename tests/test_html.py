@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from convcheck.cli import app
@@ -120,6 +122,15 @@ def test_the_page_fetches_nothing_and_forbids_itself_to(sweep):
     assert policy is not None and "default-src 'none'" in policy
 
 
+def assert_rows_fill_the_columns(text: str) -> None:
+    """Every row of the table of checks has one cell per header."""
+    table = re.search(r'<table id="checks">(.*?)</table>', text, flags=re.S)
+    assert table is not None
+    head, body = table.group(1).split("</thead>")
+    for row in re.findall(r"<tr[^>]*>(.*?)</tr>", body, flags=re.S):
+        assert row.count("<td") == head.count("<th "), row
+
+
 def test_every_check_is_a_row_with_the_json_verdict(sweep):
     code, text, document, _ = sweep
     assert code == ExitCode.FAILED
@@ -132,6 +143,7 @@ def test_every_check_is_a_row_with_the_json_verdict(sweep):
     for key in ("total", "passed", "failed"):
         assert re.search(rf"{document['summary'][key]}\s*{'checks' if key == 'total' else key}", summary), key
     assert "exit code 1:" in page.text("exit-code")
+    assert_rows_fill_the_columns(text)
 
 
 def test_the_sweep_condition_is_stated_at_the_top(sweep):
@@ -297,6 +309,7 @@ def test_checks_a_stopped_run_never_ran_are_rows_too(tmp_path: Path, monkeypatch
     assert code == ExitCode.INTERRUPTED
     page = Page(text)
     assert [a["data-status"] for a in page.all("tr") if a.get("data-status")] == ["not-run"] * 8
+    assert_rows_fill_the_columns(text)
     assert "interrupted" in page.text("verdict") and "exit code 130" in page.text("exit-code")
 
 
@@ -337,3 +350,27 @@ def test_ctrl_c_while_a_check_runs_writes_the_finished_and_the_unrun_checks(tmp_
     found = Page(page.read_text())
     assert [a["data-status"] for a in found.all("tr") if a.get("data-status")] == ["pass", "not-run", "not-run"]
     assert "interrupted after 1 of 3 checks" in found.text("verdict")
+
+
+@given(st.text())
+def test_any_text_reads_back_as_itself(text: str):
+    page = Page(str(element("p", text, title=text, id="x")))
+    assert page.text("x") == text and page.all("p")[0]["title"] == text and len(page.elements) == 1
+
+
+def test_a_wrong_1d_forward_gets_its_panel_without_a_grid(tmp_path: Path):
+    """A 1-D output (N, OW, C) has no (oh, ow) grid: the panels (terminal and HTML) say what is wrong without it."""
+    layer = (EXAMPLES / "depthwise1d.py").read_text()
+    wrong = layer.replace("return out + b, (x, w", "return out + b + 1.0, (x, w")
+    assert wrong != layer
+    (tmp_path / "layer.py").write_text(wrong)
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "impl: layer.py\ndims: 1\nbatch: 2\nin_width: 9\nin_depth: 2\nout_depth: 2\ngroups: 2\nfilter_size: 3\n"
+        "activation: none\n"
+    )
+    page = tmp_path / "report.html"
+    result = CliRunner().invoke(app, ["run", str(config), "--html", str(page)])
+    assert result.exit_code == ExitCode.FAILED, result.output
+    panel = Page(page.read_text()).text("check-0")
+    assert "forward: output differs from the reference convolution" in panel

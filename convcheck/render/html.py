@@ -136,7 +136,7 @@ def _reason(r: CheckResult) -> str:
     if r.status is Status.SKIPPED:
         return "; ".join(map(str, r.notes)) or "skipped"
     if r.status.ok:
-        return ""
+        return "; ".join(f"warning: {w!s}" for w in r.warnings)
     return r.diagnosis[0].label if r.diagnosis else _headline(r)
 
 
@@ -169,7 +169,7 @@ def _row(index: int, r: CheckResult, panel: str | None) -> Markup:
 
 def _not_run_row(name: str) -> Markup:
     cells = [element("td", "– not run", class_="status not-run", data_sort="not-run"), element("td", name)]
-    cells += [element("td", "") for _ in range(4)]
+    cells += [element("td", "") for _ in ("layer", "method", "dtype")]
     cells += [element("td", "—", class_="num", data_sort="") for _ in range(5)]
     cells += [element("td", "the run stopped before this check"), element("td", "")]
     return element("tr", cells, data_status="not-run")
