@@ -159,6 +159,18 @@ def test_the_grid_colours_each_cell_by_its_checks_verdicts(page, report):
     page.select_option("#grid-cols", "stride")
 
 
+def test_a_click_on_a_grid_cell_shows_its_checks_in_the_table(page, report):
+    _, document = report
+    page.select_option("#grid-rows", "filter_size")
+    page.select_option("#grid-cols", "stride")
+    page.locator("#grid-table tbody tr").nth(0).locator("td").nth(1).click()  # filter_size = 2, stride = 2
+    inside = [c for c in document["checks"] if c["config"]["filter_size"] == 2 and c["config"]["stride"] == 2]
+    assert statuses_shown(page) == [c["status"] for c in inside] and inside
+    assert page.locator("#cell-filter").is_visible()
+    page.click("#clear-cell")
+    assert len(statuses_shown(page)) == len(document["checks"]) and not page.locator("#cell-filter").is_visible()
+
+
 def test_a_screenshot_of_the_report(page, tmp_path: Path):
     page.reload()  # unsorted, unfiltered, every panel closed
     page.locator("#checks a").first.click()

@@ -164,7 +164,7 @@ def _row(index: int, r: CheckResult, panel: str | None) -> Markup:
         element("td", _reason(r), class_="why"),
         element("td", source, class_="mono path"),
     ]
-    return element("tr", cells, id=f"row-{index}", data_status=status)
+    return element("tr", cells, id=f"row-{index}", data_status=status, data_name=r.name)
 
 
 def _not_run_row(name: str) -> Markup:
@@ -172,7 +172,7 @@ def _not_run_row(name: str) -> Markup:
     cells += [element("td", "") for _ in ("layer", "method", "dtype")]
     cells += [element("td", "—", class_="num", data_sort="") for _ in range(5)]
     cells += [element("td", "the run stopped before this check"), element("td", "")]
-    return element("tr", cells, data_status="not-run")
+    return element("tr", cells, data_status="not-run", data_name=name)
 
 
 _COLUMNS = ("status", "check", "layer", "method", "dtype", "input", "weights", "bias", "forward passes", "seconds")
@@ -190,6 +190,13 @@ def _checks_table(results: Sequence[CheckResult], run: Run, panels: dict[int, st
         element("input", type="search", id="filter", placeholder="filter by name, layer, reason…", aria_label="filter"),
         element("select", [element("option", text, value=value) for value, text in statuses], id="status-filter"),
         element("span", f"{len(rows)} checks", id="shown", class_="meta"),
+        element(
+            "span",
+            element("span", ""),
+            element("button", "show all", type="button", id="clear-cell"),
+            id="cell-filter",
+            hidden=True,
+        ),
         class_="controls",
     )
     note = "input, weights, bias: the largest relative error of each gradient (✗: over tolerance)"
@@ -331,7 +338,8 @@ def _grid_section(results: Sequence[CheckResult], sweep: SweepCondition | None) 
 
     explain = (
         "Each cell holds the checks with those two values: green when all passed, red when all failed, orange "
-        "when some did; ✗ failed, ✓ passed, ! errors, – skipped. Hover a cell for its checks."
+        "when some did; ✗ failed, ✓ passed, ! errors, – skipped. Hover a cell for its checks; click it to see them "
+        "in the table."
     )
     return element(
         "section",

@@ -2,8 +2,9 @@
 
 The script sorts the table of checks (a click on a header; again for the other direction), filters it (by text
 and by status), opens a check's panel when its name is clicked, and draws the sweep's grid for the two
-hyperparameters chosen. It reads the checks' values from the page's JSON data block and writes only with
-``textContent`` (never ``innerHTML``), so no user text ever becomes markup. System fonts only.
+hyperparameters chosen (a click on a cell shows only its checks in the table). It reads the checks' values
+from the page's JSON data block and writes only with ``textContent`` (never ``innerHTML``), so no user text
+ever becomes markup. System fonts only.
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ figure { margin: 12px 0; } figcaption { font-weight: 600; margin-bottom: 4px; }
 #grid-table td.error { background: #ede9fe; color: var(--error); }
 #grid-table td.skipped { background: #fef9c3; color: var(--skipped); }
 #grid-table td.empty { background: #fff; color: #aaa; }
+#grid-table td[tabindex] { cursor: pointer; }
+#cell-filter { background: #fff8c5; padding: 2px 8px; border-radius: 4px; }
 """
 
 SCRIPT = r"""
@@ -112,6 +115,8 @@ SCRIPT = r"""
     });
   });
 
+  const cellNote = document.getElementById("cell-filter");
+  let only = null;  // the names of the checks of the grid cell clicked, or null
   function applyFilter() {
     const words = filter.value.trim().toLowerCase();
     const status = statusFilter.value;
@@ -119,12 +124,20 @@ SCRIPT = r"""
     rows.forEach(function (row) {
       const statusOk = status === "" || row.dataset.status === status ||
         (status === "not-ok" && ["fail", "error", "not-run"].indexOf(row.dataset.status) >= 0);
-      const visible = statusOk && (words === "" || row.textContent.toLowerCase().indexOf(words) >= 0);
+      const cellOk = only === null || only.has(row.dataset.name);
+      const visible = statusOk && cellOk && (words === "" || row.textContent.toLowerCase().indexOf(words) >= 0);
       row.hidden = !visible;
       if (visible) count += 1;
     });
     shown.textContent = count + " of " + rows.length + " checks shown";
+    cellNote.hidden = only === null;
   }
+  function showOnly(names, label) {
+    only = names === null ? null : new Set(names);
+    cellNote.firstChild.textContent = label === null ? "" : "only the checks with " + label + " ";
+    applyFilter();
+  }
+  document.getElementById("clear-cell").addEventListener("click", function () { showOnly(null, null); });
   filter.addEventListener("input", applyFilter);
   statusFilter.addEventListener("change", applyFilter);
   applyFilter();
@@ -174,13 +187,20 @@ SCRIPT = r"""
     if (n.skipped) parts.push("– " + n.skipped);
     return parts.join("  ") || "·";
   }
-  function cellOf(checks) {
+  function cellOf(checks, label) {
     const n = { total: checks.length, pass: 0, fail: 0, error: 0, skipped: 0 };
     checks.forEach(function (c) { n[c.status] += 1; });
     const td = document.createElement("td");
     td.className = cellClass(n);
     td.textContent = cellText(n);
     td.title = checks.map(function (c) { return c.status + ": " + c.name; }).join("\n");
+    if (checks.length) {
+      td.tabIndex = 0;
+      td.addEventListener("click", function () {
+        showOnly(checks.map(function (c) { return c.name; }), label);
+        table.scrollIntoView();
+      });
+    }
     return td;
   }
   function header(text) {
@@ -200,9 +220,11 @@ SCRIPT = r"""
       const tr = tbody.insertRow();
       tr.appendChild(header(rowKey ? rowKey + " = " + rowValue : "all"));
       colValues.forEach(function (colValue) {
+        const label = [rowKey ? rowKey + " = " + rowValue : "", colKey ? colKey + " = " + colValue : ""]
+          .filter(Boolean).join(", ");
         tr.appendChild(cellOf(data.checks.filter(function (c) {
           return valueOf(c, rowKey) === rowValue && valueOf(c, colKey) === colValue;
-        })));
+        }), label));
       });
     });
   }
