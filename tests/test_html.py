@@ -374,3 +374,14 @@ def test_a_wrong_1d_forward_gets_its_panel_without_a_grid(tmp_path: Path):
     assert result.exit_code == ExitCode.FAILED, result.output
     panel = Page(page.read_text()).text("check-0")
     assert "forward: output differs from the reference convolution" in panel
+
+
+def test_a_green_run_says_so_and_has_no_panels():
+    from convcheck.checker import run_check
+    from convcheck.spec import CheckSpec, ConvShape
+
+    results = [run_check(CheckSpec(name=f"s{s}", shape=ConvShape(1, 5, 5, 1, 2, 3, s, 1))) for s in (1, 2)]
+    assert all(r.status is Status.PASS for r in results)
+    page = Page(html.render(results, Run(version="0")))
+    assert page.text("verdict") == "✓ every check passed (2)" and page.text("exit-code").startswith("exit code 0:")
+    assert not page.all("details") and not page.all("svg") and not page.text("sweep")

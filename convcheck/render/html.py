@@ -87,6 +87,11 @@ def _summary(results: Sequence[CheckResult], run: Run, sweep: SweepCondition | N
     not_ok = c["failed"] + c["errors"]
     if run.interrupted:
         verdict, kind = f"interrupted after {len(results)} of {c['total']} checks", "interrupted"
+    elif code is ExitCode.OK and c["skipped"]:
+        verdict, kind = (
+            f"{PASS_MARK} {c['passed']} checks passed, {c['skipped']} skipped as their configs expect",
+            "pass",
+        )
     elif code is ExitCode.OK:
         verdict, kind = f"{PASS_MARK} every check passed ({c['total']})", "pass"
     else:
