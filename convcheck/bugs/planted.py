@@ -33,6 +33,7 @@ class PlantedBug:
     exposes: Exposure
     layer: type[StepwiseLayer]
     breaks_contract: bool = False
+    any_geometry: bool = False  # False: a mistake in the seed's 2-D layer (exposes reads its int attributes)
 
     def __post_init__(self) -> None:
         unknown = set(self.tensors) - set(TENSOR_ORDER)
@@ -43,6 +44,10 @@ class PlantedBug:
     def make(self, stride: int, padding: int, activation: Activation) -> StepwiseLayer:
         """A fresh instance of the buggy layer (fresh state for the stateful ones) with the geometry bound."""
         return self.layer(stride=stride, padding=padding, activation=activation)
+
+    def make_for(self, shape: ConvShape, activation: Activation) -> StepwiseLayer:
+        """A fresh instance of the buggy layer bound to ``shape``'s geometry (any that ``ConvShape`` covers)."""
+        return self.layer.stepwise_for(shape, activation)
 
 
 def relu(shape: ConvShape, activation: Activation) -> bool:
