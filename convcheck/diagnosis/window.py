@@ -31,15 +31,18 @@ from convcheck.results import Hint
 from convcheck.spec import ConvShape, DType
 from convcheck.tolerance import unit_roundoff
 
-#: A prediction matches within the entry's tolerance plus this many units of roundoff of the prediction itself: a
-#: wrong layer's entries can be large where the right gradient is 0 (tolerance tiny), and in float32 they carry
-#: float32 rounding (relative ~1e-6) that a tolerance sized for the right gradient does not cover.
+#: A prediction matches within the entry's tolerance plus this many units of roundoff of the prediction's largest
+#: entry: a wrong layer's entries can be large where the right gradient is 0 (its tolerance tiny), and a float32
+#: layer's sums carry float32 rounding of their terms (relative to the tensor's scale, not to an entry that
+#: cancels), which a tolerance sized for the right gradient does not cover. 64 units of float32 are 4e-6 of the
+#: scale; the mistakes these rules tell apart differ by the scale itself.
 ROUNDING_UNITS = 64.0
 
 
 def _matches(t: Gradient, predicted: np.ndarray, dtype: DType) -> bool:
-    """``t.equals(predicted)`` with ``ROUNDING_UNITS`` of the dtype's roundoff of ``|predicted|`` added."""
-    scale = ROUNDING_UNITS * unit_roundoff(dtype) * np.abs(np.asarray(predicted, dtype=np.float64))
+    """``t.equals(predicted)`` with ``ROUNDING_UNITS`` of the dtype's roundoff of ``max |predicted|`` added."""
+    predicted = np.asarray(predicted, dtype=np.float64)
+    scale = ROUNDING_UNITS * unit_roundoff(dtype) * float(np.max(np.abs(predicted), initial=0.0))
     return t.equals(predicted, allowed=t.allowed + scale / MATCH_SLACK)
 
 
@@ -165,10 +168,18 @@ def rule_window_dx(ev: Evidence) -> Hint | None:
     p = _Steps.at(ev) if t is not None else None
     if t is None or p is None:
         return None
-    for label, predict, text in (*_window_candidates(p), *_group_candidates(p)):
-        if _matches(t, predict(), ev.result.spec.dtype):
-            return Hint(label, text(), ("input",))
-    return None
+    dtype = ev.result.spec.dtype
+    matched = [
+        (label, text)
+        for label, predict, text in (*_window_candidates(p), *_group_candidates(p))
+        if _matches(t, predict(), dtype)
+    ]
+    if not matched:
+        return None
+    # Two mistakes can give the identical dx on a small layer (both leave a window on padding only): name both.
+    labels = list(dict.fromkeys(label for label, _ in matched))
+    note = "" if len(labels) == 1 else f" (on this layer {' and '.join(labels[1:])} give the same dx)"
+    return Hint(" / ".join(labels), matched[0][1]() + note, ("input",))
 
 
 def rule_grouped_dw(ev: Evidence) -> Hint | None:
