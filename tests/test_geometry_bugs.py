@@ -25,6 +25,7 @@ from convcheck.diagnosis import RULES
 from convcheck.diagnosis.evidence import Evidence
 from convcheck.layer import MatrixConvLayer, fold
 from convcheck.results import Status
+from convcheck.selftest import GEOMETRY_SWEEP, with_dtype
 from convcheck.spec import Activation, CheckSpec, ConvShape, DType, Method
 
 ND_BUGS = tuple(bug for bug in CATALOGUE if bug.any_geometry)
@@ -154,3 +155,16 @@ def test_the_catalogue_names_each_new_hyperparameter() -> None:
         "no bias",
     }
     assert bugs.get("bias-grad-without-bias").breaks_contract
+
+
+@pytest.mark.parametrize("bug", [b for b in CATALOGUE if b.hint == "activation mask"], ids=lambda b: b.id)
+def test_activation_mistakes_are_named_on_every_geometry(bug: PlantedBug) -> None:
+    """The activation family's mistakes do not depend on the geometry: on the N-d sweep (every hyperparameter,
+    float64 and float32) each is caught where its activation exposes it and named ``activation mask``."""
+    for spec in (s for dtype in DType for s in with_dtype(GEOMETRY_SWEEP, dtype)):
+        result = run_check(spec, layer=bug.layer.stepwise_for(spec.shape, spec.activation))
+        if not bug.exposes(spec.shape, spec.activation):
+            assert result.status is Status.PASS, spec.name
+            continue
+        assert result.status is Status.FAIL, spec.name
+        assert [h.label for h in result.diagnosis] == ["activation mask"], (spec.name, result.diagnosis)

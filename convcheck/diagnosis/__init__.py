@@ -115,7 +115,7 @@ RULES: tuple[Rule, ...] = (
     basic_only(rule_dw_rearranged),
     basic_only(rule_only_bias),
     rule_all_zero,
-    basic_only(rule_activation_mask),
+    rule_activation_mask,
     basic_only(rule_dout_order),
     basic_only(rule_dx_hypotheses),
     basic_only(rule_assigned_in_loop),

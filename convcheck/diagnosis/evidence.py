@@ -216,6 +216,10 @@ class Point:
             dcols, s.x_shape, s.filter_size, s.stride, s.padding, place_stride=place_stride, accumulate=accumulate
         )
 
+    def masked_by_input(self, dz: np.ndarray) -> np.ndarray:
+        """dx with ``dM = dZ·Wᵀ`` masked by the input's sign (``M > 0``): a ReLU mask on the wrong side."""
+        return self.fold((dz @ self.weights.T) * (self.cols > 0))
+
     def gradients(self, dz: np.ndarray) -> dict[str, np.ndarray]:
         """``dx, dw, db`` for a given ``dZ`` (``(R, C_out)``), computed the correct way."""
         return {

@@ -81,6 +81,40 @@ class _Steps:
         return fold_variant(dcols, s.x_shape, s.kernel, s.window, **knobs)
 
 
+class NdPoint:
+    """The verified point of a layer of any geometry, as the activation hypotheses read it (``ActivationPoint``):
+    ``da = dout`` and ``z = Z`` as ``(R, C_out)``, and the correct dx, dw and db for any dZ, by the built-in
+    layer's steps."""
+
+    def __init__(self, ev: Evidence, x: np.ndarray, w: np.ndarray, b: np.ndarray, dout: np.ndarray):
+        self.activation = ev.activation
+        self.layer = StepwiseLayer.stepwise_for(ev.shape, ev.activation)
+        self.cache = self.layer.forward(x, w, b)[1]
+        self.da = self.layer.dout_matrix(dout, self.cache)
+        self.z = self.cache.pre_activation
+
+    def gradients(self, dz: np.ndarray) -> dict[str, np.ndarray]:
+        layer, cache = self.layer, self.cache
+        return {
+            "input": layer.fold(layer.cols_grad(dz, cache), cache),
+            "weights": layer.weights_grad(dz, cache),
+            "bias": layer.bias_grad(dz, cache),
+        }
+
+    def masked_by_input(self, dz: np.ndarray) -> np.ndarray:
+        layer, cache = self.layer, self.cache
+        return layer.fold(layer.cols_grad(dz, cache) * (cache.cols > 0), cache)
+
+
+def nd_point(ev: Evidence) -> NdPoint | None:
+    """The verified point of a layer outside the seed's geometry (None on it, or when there is no point or the
+    forward is not the reference's)."""
+    point = ev.gradient_point
+    if point is None or ev.shape.is_basic:
+        return None
+    return NdPoint(ev, point.x, point.w, point.b, point.dout)
+
+
 #: A dx hypothesis: its label, dx as the mistake computes it, the evidence to print; all lazy.
 _Candidate = tuple[str, Callable[[], np.ndarray], Callable[[], str]]
 
