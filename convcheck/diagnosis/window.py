@@ -11,7 +11,7 @@ group ``(g, R, ∏k·C_in/g)``, and the per-group ``dW_γ``. The rules run only 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -26,7 +26,7 @@ from convcheck.bugs.fold import (
 from convcheck.bugs.stepwise import StepwiseLayer
 from convcheck.diagnosis.evidence import FORWARD_SLACK, MATCH_SLACK, Evidence, Gradient
 from convcheck.geometry import PaddingMode
-from convcheck.layer import MatrixCache, fold
+from convcheck.layer import fold
 from convcheck.results import Hint
 from convcheck.spec import ConvShape, DType
 from convcheck.tolerance import unit_roundoff
@@ -51,49 +51,42 @@ def _x(values: tuple[object, ...]) -> str:
     return "x".join(f"({v[0]},{v[1]})" if isinstance(v, tuple) else str(v) for v in values)
 
 
-@dataclass(frozen=True)
-class _Steps:
-    """The correct backward's intermediate values at the verified point."""
-
-    shape: ConvShape
-    cache: MatrixCache
-    dz: np.ndarray
-    dcols: np.ndarray
-    dw_groups: np.ndarray | None
-
-    @classmethod
-    def at(cls, ev: Evidence) -> _Steps | None:
-        point = ev.gradient_point
-        if point is None or ev.shape.is_basic:
-            return None
-        s = ev.shape
-        layer = StepwiseLayer.stepwise_for(s, ev.activation)
-        cache = layer.forward(point.x, point.w, point.b)[1]
-        dz = layer.through_activation(layer.dout_matrix(point.dout, cache), cache)
-        dw_groups = layer.weights_grad_per_group(dz, cache) if s.groups > 1 else None
-        return cls(s, cache, dz, layer.cols_grad(dz, cache), dw_groups)
-
-    def fold(self, dcols: np.ndarray | None = None, **knobs: tuple[int, ...]) -> np.ndarray:
-        s = self.shape
-        dcols = self.dcols if dcols is None else dcols
-        if not knobs:
-            return fold(dcols, s.x_shape, s.kernel, s.window)
-        return fold_variant(dcols, s.x_shape, s.kernel, s.window, **knobs)
-
-
 class NdPoint:
-    """The verified point of a layer of any geometry, as the activation hypotheses read it (``ActivationPoint``):
-    ``da = dout`` and ``z = Z`` as ``(R, C_out)``, and the correct dx, dw and db for any dZ, by the built-in
-    layer's steps."""
+    """The verified point of a layer of any geometry, with the correct backward's steps there (the built-in
+    layer's, ``StepwiseLayer``): ``da = dout`` and ``z = Z`` as ``(R, C_out)``, the correct ``dz``, ``dcols``
+    (``dM``, per group ``(g, R, ∏k·C_in/g)``) and per-group ``dw_groups``; the correct dx, dw and db for any dZ.
+    The activation hypotheses read it as an ``ActivationPoint``."""
 
     def __init__(self, ev: Evidence, x: np.ndarray, w: np.ndarray, b: np.ndarray, dout: np.ndarray):
+        self.shape: ConvShape = ev.shape
         self.activation = ev.activation
         self.layer = StepwiseLayer.stepwise_for(ev.shape, ev.activation)
         self.cache = self.layer.forward(x, w, b)[1]
         self.da = self.layer.dout_matrix(dout, self.cache)
         self.z = self.cache.pre_activation
 
+    @cached_property
+    def dz(self) -> np.ndarray:
+        return self.layer.through_activation(self.da, self.cache)
+
+    @cached_property
+    def dcols(self) -> np.ndarray:
+        return self.layer.cols_grad(self.dz, self.cache)
+
+    @cached_property
+    def dw_groups(self) -> np.ndarray | None:
+        return self.layer.weights_grad_per_group(self.dz, self.cache) if self.shape.groups > 1 else None
+
+    def fold(self, dcols: np.ndarray | None = None, **knobs: tuple[int, ...]) -> np.ndarray:
+        """The fold of ``dcols`` (None: the correct ``dM``), with ``fold_variant``'s knobs turned."""
+        s = self.shape
+        dcols = self.dcols if dcols is None else dcols
+        if not knobs:
+            return fold(dcols, s.x_shape, s.kernel, s.window)
+        return fold_variant(dcols, s.x_shape, s.kernel, s.window, **knobs)
+
     def gradients(self, dz: np.ndarray) -> dict[str, np.ndarray]:
+        """dx, dw and db for this dZ, by the correct steps."""
         layer, cache = self.layer, self.cache
         return {
             "input": layer.fold(layer.cols_grad(dz, cache), cache),
@@ -102,6 +95,7 @@ class NdPoint:
         }
 
     def masked_by_input(self, dz: np.ndarray) -> np.ndarray:
+        """dx with dM masked by the input's sign (``M > 0``): a ReLU mask on the wrong side."""
         layer, cache = self.layer, self.cache
         return layer.fold(layer.cols_grad(dz, cache) * (cache.cols > 0), cache)
 
@@ -119,7 +113,7 @@ def nd_point(ev: Evidence) -> NdPoint | None:
 _Candidate = tuple[str, Callable[[], np.ndarray], Callable[[], str]]
 
 
-def _window_candidates(p: _Steps) -> list[_Candidate]:
+def _window_candidates(p: NdPoint) -> list[_Candidate]:
     s = p.shape
     kernel, strides, dilations = s.kernel, s.strides, s.dilations
     befores, afters = tuple(b for b, _ in s.pads), tuple(a for _, a in s.pads)
@@ -168,7 +162,7 @@ def _window_candidates(p: _Steps) -> list[_Candidate]:
     ]
 
 
-def _group_candidates(p: _Steps) -> list[_Candidate]:
+def _group_candidates(p: NdPoint) -> list[_Candidate]:
     s = p.shape
     g = s.groups
     if g == 1:
@@ -199,7 +193,7 @@ def rule_window_dx(ev: Evidence) -> Hint | None:
     or the strides' height and width swapped, the crop taken from the padding after, dZ's groups split in the
     wrong order, or a depthwise dM summed over channels."""
     t = ev.failing("input")
-    p = _Steps.at(ev) if t is not None else None
+    p = nd_point(ev) if t is not None else None
     if t is None or p is None:
         return None
     dtype = ev.result.spec.dtype
@@ -220,7 +214,7 @@ def rule_grouped_dw(ev: Evidence) -> Hint | None:
     """dw equals the per-group ``dW_γ: (g, ∏k·C_in/g, C_out/g)`` reshaped to w's shape without moving the group
     axis next to the output channels."""
     t = ev.failing("weights")
-    p = _Steps.at(ev) if t is not None else None
+    p = nd_point(ev) if t is not None else None
     if t is None or p is None or p.dw_groups is None:
         return None
     s = p.shape
