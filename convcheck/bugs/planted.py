@@ -22,7 +22,10 @@ class PlantedBug:
     union over geometries; on one layer a bug may show in fewer). ``breaks_contract`` marks a bug whose wrong
     tensor cannot be compared entry by entry: it comes back with the wrong shape (``padding-crop-unguarded``), or
     the first ``backward`` is right and a second call on the same cache is not (``weights-accumulate``); a
-    checker sees a contract violation rather than wrong numbers.
+    checker sees a contract violation rather than wrong numbers. ``any_geometry`` marks a mistake defined on the
+    whole N-d space (built with ``make_for``; its ``exposes`` reads the per-axis values); the others are mistakes
+    in the seed's 2-D layer (built with ``make``; ``exposes`` reads the int attributes, which only a
+    ``ConvShape.is_basic`` geometry has).
     """
 
     id: str
@@ -33,7 +36,7 @@ class PlantedBug:
     exposes: Exposure
     layer: type[StepwiseLayer]
     breaks_contract: bool = False
-    any_geometry: bool = False  # False: a mistake in the seed's 2-D layer (exposes reads its int attributes)
+    any_geometry: bool = False
 
     def __post_init__(self) -> None:
         unknown = set(self.tensors) - set(TENSOR_ORDER)
