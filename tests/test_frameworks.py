@@ -279,7 +279,7 @@ def test_every_form_of_correct_torch_layer_passes(ref: ImplRef, shape: ConvShape
 def test_a_correct_jax_layer_passes_across_the_geometries_in_float64_and_at_float32_kinks(shape: ConvShape) -> None:
     result = check(spec_of(jax_ref("conv_relu"), shape))
     assert result.status is Status.PASS, describe(result)
-    result = check(spec_of(jax_ref("conv_relu"), shape, DType.FLOAT32), integer_data(shape, 1, DType.FLOAT32))  # data as the torch test
+    result = check(spec_of(jax_ref("conv_relu"), shape, DType.FLOAT32), integer_data(shape, 1, DType.FLOAT32))
     assert result.status is Status.PASS and any(g.kinks > 0 for g in result.gradients), describe(result)
 
 
