@@ -97,7 +97,7 @@ def _expand(check: CheckNode, settings: dict[str, Setting], doc: Doc) -> tuple[l
         values = dict(fixed)
         values.update((setting.key, setting.values[i]) for setting, i in zip(swept, combo, strict=True))
         name = base + _brackets(swept, combo)
-        found = geometry_problems(values) + _device_problems(values)
+        found = geometry_problems(values) + _framework_problems(values)
         chosen = {setting.key: i for setting, i in zip(swept, combo, strict=True)}
         for key, message, allowed in found:
             problems.setdefault((key, chosen.get(key, 0), message, allowed), []).append(name)
@@ -212,9 +212,10 @@ def _out_mismatch(shape: ConvShape, i: int, axis: str, given: object) -> tuple[s
     return (f"out_{axis}", message, f"{out}, or leave out_{axis} out")
 
 
-def _device_problems(values: Mapping[str, Any]) -> list[tuple[str, str, str]]:
-    """``device`` is a torch or JAX layer's: a numpy layer (or the built-in one) runs where numpy runs. An
-    ``nn.Module`` is constructed as ``torch.nn.Conv2d`` is, its weight ``(C_out, C_in/groups, *k)``: nchw."""
+def _framework_problems(values: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """What a framework layer needs of the other keys: ``device`` is a torch or JAX layer's (a numpy layer runs
+    where numpy runs), and an ``nn.Module`` is constructed as ``torch.nn.Conv2d`` is, its weight
+    ``(C_out, C_in/groups, *k)``: nchw."""
     impl = values.get("impl")
     framework = isinstance(impl, ImplRef) and impl.framework is not None
     if values.get("device") is not None and not framework:
