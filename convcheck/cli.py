@@ -184,7 +184,8 @@ def run(
     convcheck init writes), else the folder ./configs/.
 
     Exit code 0 when every check passes, 1 when any check fails or its implementation errors, 2 when a
-    config or the command line is invalid (nothing is run), 3 for a bug in convcheck itself, 130 when interrupted.
+    config or the command line is invalid (nothing is run), 3 for a bug in convcheck itself, 4 or 5 (0 or 1, but
+    a --json, --junit, --html or --plot file could not be written), 130 when interrupted.
 
     Examples:
 
@@ -199,13 +200,13 @@ def run(
     _run(RunOptions(**locals()))  # the parameters are RunOptions' fields, by name
 
 
-def _default_configs(given: list[Path] | None, err: Console) -> list[Path]:
+def _default_configs(given: list[Path] | None, err: Console, verb: str = "running") -> list[Path]:
     """The configs given, or ``./convcheck.yaml``, else ``./configs/``; says which it chose. None here exits 2."""
     if given:
         return given
     for candidate in (Path("convcheck.yaml"), Path("configs")):
         if candidate.exists():
-            err.print(f"no config given: running {candidate}{'/' if candidate.is_dir() else ''}", markup=False)
+            err.print(f"no config given: {verb} {candidate}{'/' if candidate.is_dir() else ''}", markup=False)
             return [candidate]
     err.print(
         "no config given, and no convcheck.yaml or configs/ here: name a config (convcheck run my.yaml), "
@@ -388,7 +389,7 @@ def validate(configs: ValidateArgument = None, color: ColorOption = "auto") -> N
       convcheck validate configs/smoke.yaml
     """
     out, err = _console(False, Color(color)), _console(True, Color(color))
-    specs = _load(_default_configs(configs, err), err)
+    specs = _load(_default_configs(configs, err, "validating"), err)
     from convcheck.user.static import static_problems
 
     problems = {str(p): p for ref in dict.fromkeys(s.impl for s in specs if s.impl) for p in static_problems(ref)}

@@ -58,7 +58,9 @@ def test_run_without_arguments_falls_back_to_configs_then_says_what_to_do(tmp_pa
         "batch: 1\nin_height: 4\nin_width: 4\nin_depth: 1\nout_depth: 1\nfilter_size: 3\n"
     )
     found = invoke("run")
-    assert found.exit_code == ExitCode.OK and "configs" in found.stderr
+    assert found.exit_code == ExitCode.OK and "no config given: running configs/" in found.stderr
+    checked = invoke("validate")  # validate says what it validates: nothing is run
+    assert checked.exit_code == ExitCode.OK and "no config given: validating configs/" in checked.stderr
 
 
 BROKEN = {
