@@ -194,3 +194,12 @@ def test_a_failure_only_in_the_forward_shows_in_its_row(results):
     assert not row.forward.ok
     text = _render([row], 80, terminal=False, color=False)
     assert f"{row.forward.max_abs_error:.1e}" in text.splitlines()[2]  # the row, under header and rule
+
+
+def test_a_layer_without_a_bias_shows_no_bias_error():
+    """No bias means no bias entries: its column says ``—``, never an error of 0 that was never measured."""
+    result = run_check(CheckSpec("no-bias-term", ConvShape(2, 5, 6, 2, 3, 3, 1, 1, bias=False), method=Method.FULL))
+    assert result.passed and result.gradient(TENSORS[2]).total == 0
+    header, _, row = _render([result], 120, terminal=False, color=False).splitlines()[:3]
+    cells = dict(zip(header.split()[2:], row.split()[3:], strict=False))  # after "✓ pass" and the name
+    assert cells["bias"] == "—" and cells["input"] != "—" and cells["weights"] != "—"

@@ -82,9 +82,10 @@ def verdict_cell(r: CheckResult) -> Text:
 
 
 def error_cell(g: TensorResult | None) -> Text:
-    """A gradient's max relative error in full ``1.8e-08`` form (red when it failed); ``—`` when not compared.
-    For ``directional`` it is the error of its random projections (the caption says so)."""
-    if g is None:
+    """A gradient's max relative error in full ``1.8e-08`` form (red when it failed); ``—`` when not compared,
+    or when the tensor has no entries (the bias of a layer without one). For ``directional`` it is the error of its
+    random projections (the caption says so)."""
+    if g is None or g.total == 0:
         return Text("—", style="dim")
     return Text(_fmt(g.max_rel_error), style="" if g.passed else "bold red")
 
