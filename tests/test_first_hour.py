@@ -178,7 +178,8 @@ def test_no_project_history_words_in_what_users_read():
     from convcheck.diagnosis import hypotheses  # noqa: F401 - its hint sentences are read below
 
     texts = {f"help {c}": invoke(*c, "-h").stdout for c in [(), *((c,) for c in COMMANDS)]}
-    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+    bundled = [*sorted((ROOT / "configs").glob("*.yaml")), *sorted((ROOT / "examples").glob("*.*"))]
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *bundled]:
         texts[str(path.relative_to(ROOT))] = path.read_text()
     texts["bug descriptions"] = "\n".join(bugs.get(b).description for b in bugs.ids())
     for package in ("diagnosis", "user"):
