@@ -203,3 +203,13 @@ def test_a_layer_without_a_bias_shows_no_bias_error():
     header, _, row = _render([result], 120, terminal=False, color=False).splitlines()[:3]
     cells = dict(zip(header.split()[2:], row.split()[3:], strict=False))  # after "✓ pass" and the name
     assert cells["bias"] == "—" and cells["input"] != "—" and cells["weights"] != "—"
+
+
+def test_every_geometry_key_of_a_sweep_name_is_shortened_alike():
+    """Names shorten with the letters the layer column uses (k3 s2 d2 g4): dilation and groups too."""
+    shape = ConvShape(2, 6, 7, 4, 4, 3)
+    names = [f"depthwise-layer[stride={s},dilation={d},groups={g}]" for s in (1, 2) for d in (1, 2) for g in (1, 4)]
+    results = [error_result(CheckSpec(name, shape), 0.1, "forward raised ValueError: boom") for name in names]
+    layout = layout_for(results, 80)
+    assert layout.legend == "s = stride, d = dilation, g = groups"
+    assert layout.names[-1].replace("\n", "") == "depthwise-layer[s=2,d=2,g=4]"
