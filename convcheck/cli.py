@@ -395,7 +395,7 @@ def validate(configs: ValidateArgument = None, color: ColorOption = "auto") -> N
     problems = {str(p): p for ref in dict.fromkeys(s.impl for s in specs if s.impl) for p in static_problems(ref)}
     for problem in problems.values():
         err.print(str(problem), markup=False, soft_wrap=True)
-    out.print(_validate_table(specs))
+    out.print(_validate_table(specs, out.width))
     if problems:
         err.print(
             f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in implementations; nothing was run.",
@@ -405,28 +405,11 @@ def validate(configs: ValidateArgument = None, color: ColorOption = "auto") -> N
     out.print(f"{len(specs)} check{'s' if len(specs) != 1 else ''} valid", markup=False)
 
 
-def _validate_table(specs: list[CheckSpec]) -> Any:
-    from rich.table import Table
-    from rich.text import Text
-
+def _validate_table(specs: list[CheckSpec], width: int) -> Any:
     from convcheck.methods import planned_passes
-    from convcheck.render.table import layer_cell, output_cell
+    from convcheck.render.plan import plan_table
 
-    table = Table(header_style="bold")
-    for column in ("check", "layer", "output", "activation", "dtype", "method", "passes"):
-        table.add_column(column, justify="right" if column == "passes" else "left", overflow="fold")
-    for s in specs:
-        method, passes = planned_passes(s)
-        table.add_row(
-            Text(s.name),
-            layer_cell(s),
-            output_cell(s),
-            s.activation.value,
-            s.dtype.value,
-            method,
-            f"{passes:,}",
-        )
-    return table
+    return plan_table(specs, [planned_passes(s) for s in specs], width)
 
 
 @app.command()

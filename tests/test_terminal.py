@@ -213,3 +213,27 @@ def test_every_geometry_key_of_a_sweep_name_is_shortened_alike():
     layout = layout_for(results, 80)
     assert layout.legend == "s = stride, d = dilation, g = groups"
     assert layout.names[-1].replace("\n", "") == "depthwise-layer[s=2,d=2,g=4]"
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_validate_table_fits_and_keeps_every_name_method_and_cost(width):
+    from pathlib import Path
+
+    from convcheck.config import load_configs
+    from convcheck.methods import planned_passes
+    from convcheck.render.plan import plan_table
+
+    specs = load_configs([Path(__file__).resolve().parent.parent / "configs"]).specs
+    planned = [planned_passes(s) for s in specs]
+    console = Console(width=width, file=io.StringIO(), legacy_windows=False)
+    console.print(plan_table(specs, planned, width))
+    text = console.file.getvalue()
+    lines = text.splitlines()
+    assert all(cell_len(line.rstrip()) <= width for line in lines), max(lines, key=cell_len)
+    legend = " ".join(text.split("names shortened: ")[1].split()) if "names shortened: " in text else ""
+    short = {key: abbreviation for abbreviation, key in (item.split(" = ") for item in legend.split(", ") if item)}
+    column = "".join(line.split(" ", 1)[0] for line in lines)  # the check column, its wrapped lines joined
+    for spec, (method, passes) in zip(specs, planned, strict=True):
+        shown = re.sub(r"([\[,])([a-z_]+)=", lambda m: f"{m.group(1)}{short.get(m.group(2), m.group(2))}=", spec.name)
+        assert shown in column, (width, spec.name)
+        assert re.search(rf"{re.escape(method)}\s+{re.escape(f'{passes:,}')}\s*$", text, re.M), (width, spec.name)
