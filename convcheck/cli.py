@@ -112,6 +112,11 @@ def main(
     """convcheck: is my conv layer's backward pass right?"""
 
 
+def _problem(err: Console, text: str) -> None:
+    """One problem: on a terminal wrapped between words, elsewhere one line (``file:line:col: …`` for grep)."""
+    err.print(text, markup=False, soft_wrap=not err.is_terminal)
+
+
 def _load(paths: list[Path], err: Console) -> list[CheckSpec]:
     """Load and validate configs; on any error print every problem and exit 2 (nothing is run)."""
     from convcheck.config import load_configs
@@ -119,7 +124,7 @@ def _load(paths: list[Path], err: Console) -> list[CheckSpec]:
     loaded = load_configs(paths)
     if loaded.errors:
         for error in loaded.errors:
-            err.print(str(error), markup=False, soft_wrap=True)
+            _problem(err, str(error))
         files = len({e.file for e in loaded.errors})
         err.print(
             f"{len(loaded.errors)} problem{'s' if len(loaded.errors) != 1 else ''} in {files} "
@@ -128,7 +133,7 @@ def _load(paths: list[Path], err: Console) -> list[CheckSpec]:
         )
         raise typer.Exit(ExitCode.INVALID)
     for warning in loaded.warnings:  # valid values that make a check meaningless (a huge rtol or atol)
-        err.print(str(warning), markup=False, soft_wrap=True)
+        _problem(err, str(warning))
     if not loaded.specs:
         err.print("no checks found in " + ", ".join(str(p) for p in paths), markup=False)
         raise typer.Exit(ExitCode.INVALID)
@@ -394,7 +399,7 @@ def validate(configs: ValidateArgument = None, color: ColorOption = "auto") -> N
 
     problems = {str(p): p for ref in dict.fromkeys(s.impl for s in specs if s.impl) for p in static_problems(ref)}
     for problem in problems.values():
-        err.print(str(problem), markup=False, soft_wrap=True)
+        _problem(err, str(problem))
     out.print(_validate_table(specs, out.width))
     if problems:
         err.print(
