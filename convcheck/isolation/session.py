@@ -30,8 +30,10 @@ from typing import Any
 
 import numpy as np
 
+from convcheck.isolation.ahead import Arrays, Lookahead
 from convcheck.isolation.channel import KEY_BYTES, Arena, Channel, Outgoing, ProtocolViolation, decode_array
 from convcheck.isolation.child import EXIT_LAST_WORDS, child_main
+from convcheck.isolation.compiled import code_for
 from convcheck.spec import CheckSpec, ImplRef, Signature
 from convcheck.user.adapter import Foreign, ForeignException, LoadedImpl, UserLayer
 from convcheck.user.arguments import window_keywords
@@ -84,6 +86,7 @@ class Session:
         key = secrets.token_bytes(KEY_BYTES)
         mine, theirs = socket.socketpair()
         parent = os.getpid()
+        compiled = code_for(ref)  # compiled here once per file, not in every check's child
         # Frozen objects are never visited by the collector, so the child's collections do not copy the parent's
         # whole heap page by page (copy-on-write): a fork then costs milliseconds, not a tenth of a second.
         gc.freeze()
@@ -91,7 +94,7 @@ class Session:
             pid = os.fork()
             if pid == 0:  # pragma: no cover - the child never returns (coverage cannot follow it)
                 mine.close()
-                child_main(theirs, key, self.arena, ref, memory_limit, parent)
+                child_main(theirs, key, self.arena, ref, memory_limit, parent, compiled)
         finally:
             gc.unfreeze()
         theirs.close()
@@ -99,6 +102,7 @@ class Session:
         self.status: int | None = None
         self.channel = Channel(mine, key, limit=2 * self.arena.half + 2**20)
         self.released: list[int] = []
+        self.exchanges = 0  # requests sent so far (see ``_exchange``)
         self.cpu = 0.0  # the child's CPU seconds so far, as it reports them
         self.role = "load"
         try:
@@ -129,6 +133,45 @@ class Session:
         the values of the keywords the child passes where the function takes them (``keywords_for``)."""
         self.role = role
         outgoing = Outgoing(self.arena, 0)
+        request = {"op": "call", **self._request(role, args, audit, keywords, outgoing), "release": self._release()}
+        reply, blobs = self._exchange(request, outgoing)
+        return self.answer(reply), blobs
+
+    def calls(self, calls: list[tuple[str, list[Any], dict[str, Any] | None]]) -> tuple[list[Any], memoryview]:
+        """Several unaudited calls ``(role, args, keywords)`` in one request, made in order by the child (which
+        stops after one that raised); their replies, each to be read with ``answer``, and the blobs they share.
+        Their arrays together must fit this side's half of the arena, or travel inline."""
+        self.role = calls[0][0]
+        outgoing = Outgoing(self.arena, 0)
+        encoded = [self._request(role, args, False, keywords, outgoing) for role, args, keywords in calls]
+        reply, blobs = self._exchange({"op": "calls", "calls": encoded, "release": self._release()}, outgoing)
+        replies = reply.get("replies")
+        if reply.get("kind") != "replies" or not isinstance(replies, list) or not 0 < len(replies) <= len(calls):
+            raise self._violation(ProtocolViolation("an answer that is not the replies to the calls sent"))
+        return replies, blobs
+
+    def answer(self, reply: object) -> dict[str, Any]:
+        """A reply to one call, checked: what the user's function returned, or its exception raised here.
+
+        Raises:
+            ForeignException: the user's function raised (its type, message and frame).
+            IsolationFault: the reply is not one the protocol allows.
+        """
+        if not isinstance(reply, dict):
+            raise self._violation(ProtocolViolation("a reply that is not an object"))
+        if reply.get("kind") == "raised":
+            lineage = tuple(str(name) for name in reply.get("lineage", ()))
+            raise ForeignException(
+                str(reply.get("type")), str(reply.get("message", "")), _frame(reply.get("frame")), lineage
+            )
+        if reply.get("kind") != "returned":
+            raise self._violation(ProtocolViolation(f"an answer of kind {reply.get('kind')!r}"))
+        return reply
+
+    @staticmethod
+    def _request(
+        role: str, args: list[Any], audit: bool, keywords: dict[str, Any] | None, outgoing: Outgoing
+    ) -> dict[str, Any]:
         encoded: list[dict[str, Any]] = []
         for arg in args:
             if isinstance(arg, np.ndarray):
@@ -137,23 +180,24 @@ class Session:
                 encoded.append({"cache": arg.number})
             else:
                 encoded.append({"value": arg})
-        release, self.released = self.released, []
-        request = {"op": "call", "role": role, "args": encoded, "audit": audit, "release": release}
+        request = {"role": role, "args": encoded, "audit": audit}
         if keywords:
             request["keywords"] = keywords
+        return request
+
+    def _release(self) -> list[int]:
+        release, self.released = self.released, []
+        return release
+
+    def _exchange(self, request: dict[str, Any], outgoing: Outgoing | None) -> tuple[dict[str, Any], memoryview]:
+        """Send ``request`` and receive the answer. Every exchange may overwrite both halves of the arena, so
+        ``exchanges`` counts them: an array description read later must come from the latest one."""
+        self.exchanges += 1
         try:
             self.channel.send(request, outgoing)
         except OSError:
             raise self._ended() from None
-        reply, blobs = self._receive()
-        if reply.get("kind") == "raised":
-            lineage = tuple(str(name) for name in reply.get("lineage", ()))
-            raise ForeignException(
-                str(reply.get("type")), str(reply.get("message", "")), _frame(reply.get("frame")), lineage
-            )
-        if reply.get("kind") != "returned":
-            raise self._violation(ProtocolViolation(f"an answer of kind {reply.get('kind')!r}"))
-        return reply, blobs
+        return self._receive()
 
     def array(self, meta: object, blobs: memoryview) -> np.ndarray:
         try:
@@ -267,7 +311,7 @@ class RemoteLayer(UserLayer):
     shape, too little memory) never starts a process; ``close`` ends it.
     """
 
-    def __init__(self, spec: CheckSpec, memory_limit: int | None) -> None:
+    def __init__(self, spec: CheckSpec, memory_limit: int | None, *, lookahead: bool = True) -> None:
         ref = spec.impl
         assert ref is not None
         shape = spec.shape
@@ -290,6 +334,8 @@ class RemoteLayer(UserLayer):
         self.memory_limit = memory_limit
         self.session: Session | None = None
         self.output_reused = False  # the child saw forward overwrite the first array it returned
+        self.lookahead = lookahead
+        self.ahead = Lookahead(lambda number: self._session().released.append(number))
 
     def child_seconds(self) -> float:
         """CPU seconds the child has spent so far (for the cost estimate of ``auto``)."""
@@ -315,12 +361,32 @@ class RemoteLayer(UserLayer):
         else:
             extra, keywords = [stride, padding], self._offered
         handed = tuple(a for a in (xu, wu, bu) if a is not None)
-        reply, blobs = session.call("forward", [xu, wu, bu, *extra], self._audit is not None, keywords)
+        if self._audit is None:
+            reply, blobs = self._unaudited(session, (xu, wu, bu), extra, keywords)
+        else:
+            reply, blobs = session.call("forward", [xu, wu, bu, *extra], True, keywords)
         self.output_reused = self.output_reused or reply.get("output_reused") is True
         self._copy_back(reply.get("modified"), handed, blobs)
         number = reply.get("cache")
         cache = RemoteCache(int(number), session, handed) if isinstance(number, int) else None
         return self._value(reply.get("value"), blobs, cache)
+
+    def _unaudited(
+        self, session: Session, arrays: Arrays, extra: list[Any], keywords: dict[str, Any]
+    ) -> tuple[dict[str, Any], memoryview]:
+        """An unaudited forward call, answered from the call sent ahead with the previous one when it was this
+        one, else sent with the call guessed to come next (``ahead``)."""
+        kept = self.ahead.take(arrays, session.exchanges)
+        if kept is not None:
+            return session.answer(kept[0]), kept[1]
+        guess = self.ahead.guess(arrays) if self.lookahead else None
+        if guess is None:
+            return session.call("forward", [*arrays, *extra], False, keywords)
+        replies, blobs = session.calls(
+            [("forward", [*arrays, *extra], keywords), ("forward", [*guess, *extra], keywords)]
+        )
+        self.ahead.keep(guess, replies, blobs, session.exchanges)
+        return session.answer(replies[0]), blobs
 
     def _call_backward(self, du: np.ndarray, user_cache: Any) -> object:
         session = self._session()
@@ -366,9 +432,9 @@ def _unreachable(*_: object) -> None:  # pragma: no cover - a RemoteLayer never 
 
 
 @contextmanager
-def remote_layer(spec: CheckSpec, memory_limit: int | None) -> Iterator[RemoteLayer]:
+def remote_layer(spec: CheckSpec, memory_limit: int | None, *, lookahead: bool = True) -> Iterator[RemoteLayer]:
     """A ``RemoteLayer`` for ``spec`` whose process is ended when the block is left, however it is left."""
-    layer = RemoteLayer(spec, memory_limit)
+    layer = RemoteLayer(spec, memory_limit, lookahead=lookahead)
     try:
         yield layer
     finally:

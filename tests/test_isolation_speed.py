@@ -1,0 +1,142 @@
+"""What makes an isolated check cheaper changes none of its numbers: calls sent ahead, the module compiled once.
+
+``isolation.ahead`` sends the mirror of a perturbed point with the point; ``isolation.compiled`` compiles the
+user's file in the fork server. Both are checked against the plain path bit for bit, and shown to be used.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from convcheck.checker import run_check
+from convcheck.isolation import compiled
+from convcheck.isolation.ahead import GIVE_UP, Lookahead, mirrored
+from convcheck.isolation.check import isolated_check
+from convcheck.isolation.session import remote_layer
+from convcheck.results import CheckResult, Status
+from convcheck.spec import Activation, CheckSpec, ConvShape, DType, ImplRef, Layout, Method
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="fork, prctl and /proc: Linux")
+
+IMPLS = Path(__file__).parent / "fixtures" / "impls"
+SHAPE = ConvShape(batch=2, in_height=5, in_width=6, in_depth=2, out_depth=3, filter_size=3, stride=1, padding=1)
+
+
+def spec_of(module: str, folder: Path = IMPLS, **options: object) -> CheckSpec:
+    return CheckSpec(module, SHAPE, impl=ImplRef(module, base_dir=folder), timeout=60.0, **options)  # type: ignore[arg-type]
+
+
+def numbers(result: CheckResult) -> str:
+    """Everything a check measured, as text (so that NaN equals NaN)."""
+    grads = tuple((g.name, g.passed, g.max_abs_error, g.max_rel_error, g.checked, g.kinks) for g in result.gradients)
+    forward = None if result.forward is None else (result.forward.ok, result.forward.max_abs_error)
+    return repr((result.status, result.error, grads, forward, result.forward_passes, tuple(map(str, result.contract))))
+
+
+def checked_remotely(spec: CheckSpec, *, lookahead: bool) -> tuple[CheckResult, Lookahead, int]:
+    with remote_layer(spec, None, lookahead=lookahead) as layer:
+        result = run_check(spec, layer=layer)
+        exchanges = layer.session.exchanges if layer.session is not None else 0
+        return result, layer.ahead, exchanges
+
+
+# -- calls sent ahead --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        spec_of("good_nhwc.py"),
+        spec_of("good_nhwc.py", method=Method.ENTRYWISE),
+        spec_of("good_nhwc.py", method=Method.DIRECTIONAL),
+        spec_of("good_nhwc.py", method=Method.SAMPLED, dtype=DType.FLOAT32),
+        spec_of("good_nhwc.py", activation=Activation.TANH, eps=1e-5),  # a step that is not a power of two
+        spec_of("good_nchw.py", layout=Layout.NCHW),
+        spec_of("flipped_kernel.py"),  # wrong: falls back from grouping, fails
+        spec_of("nan_backward.py"),  # wrong: fails
+        spec_of("global_state.py"),  # stateful: its calls must come in the same order
+    ],
+    ids=lambda s: f"{s.name}-{s.method.value}-{s.dtype.value}-{s.activation.value}",
+)
+def test_sending_calls_ahead_changes_no_number_and_saves_round_trips(spec):
+    ahead, ahead_layer, with_ahead = checked_remotely(spec, lookahead=True)
+    plain, _, without = checked_remotely(spec, lookahead=False)
+    assert numbers(ahead) == numbers(plain) == numbers(run_check(spec))
+    assert ahead_layer.right > 0 and with_ahead < without
+    assert with_ahead + ahead_layer.right == without  # each call served from one sent ahead saved one exchange
+
+
+def test_the_mirror_is_the_engines_minus_point():
+    rng = np.random.default_rng(7)
+    for dtype in (np.float64, np.float32):
+        base = rng.standard_normal((4, 5)).astype(dtype)
+        other = rng.standard_normal(3).astype(dtype)
+        for eps in (2.0**-20, 1e-6, 2.0**-12):
+            where = rng.choice(base.size, size=6, replace=False)
+            plus, minus = base.copy(), base.copy()  # as numeric.engine builds them
+            plus.flat[where] = (base.flat[where] + eps).astype(dtype)
+            minus.flat[where] = (base.flat[where] - eps).astype(dtype)
+            guess = mirrored((base, other, None), (plus, other, None))
+            assert guess is not None and guess[1] is other and guess[2] is None
+            if dtype is np.float64 and eps == 2.0**-20:
+                assert np.array_equal(guess[0], minus)  # exact steps: always right
+    assert mirrored((base, other), (base + 1, other + 1)) is None  # two arrays moved: no guess
+    assert mirrored((base, other), (base, other)) is None
+
+
+def test_wrong_guesses_stop_guessing():
+    released = []
+    ahead = Lookahead(released.append)
+    base = (np.zeros(4), np.zeros(2), None)
+    assert ahead.guess(base) is None  # the first call is the base point
+    for step in range(1, 40):
+        call = (np.full(4, float(step)), np.zeros(2), None)
+        assert ahead.take(call, exchange=step) is None
+        guess = ahead.guess(call)
+        if guess is not None:
+            ahead.keep(guess, [{"kind": "returned"}, {"kind": "returned", "cache": step}], memoryview(b""), step)
+    assert ahead.right == 0 and 0 < ahead.wrong <= GIVE_UP
+    assert len(released) == ahead.wrong  # every dropped answer's cache is released in the child
+
+
+# -- the module compiled in the fork server ----------------------------------------------------------------------
+
+
+def test_the_child_runs_the_code_compiled_by_the_fork_server(tmp_path):
+    layer = tmp_path / "layer.py"
+    layer.write_text((IMPLS / "good_nhwc.py").read_text())
+    for sibling in IMPLS.glob("_*.py"):
+        (tmp_path / sibling.name).write_text(sibling.read_text())
+    spec = spec_of("layer.py", folder=tmp_path)
+    assert isolated_check(spec).status is Status.PASS
+    found = compiled.code_for(spec.impl)  # type: ignore[arg-type]
+    assert found is not None and found[0] == str(layer.resolve())
+    # Swap the cached code for a wrong layer's: the child runs what crossed the fork, not what is on disk.
+    wrong = compile((IMPLS / "wrong_db_keepdims.py").read_text(), found[0], "exec", dont_inherit=True)
+    stat = layer.stat()
+    monkeyed = {(found[0], stat.st_mtime_ns, stat.st_size): wrong}
+    saved = dict(compiled._CACHE)
+    compiled._CACHE.clear()
+    compiled._CACHE.update(monkeyed)
+    try:
+        assert isolated_check(spec).status is Status.FAIL
+    finally:
+        compiled._CACHE.clear()
+        compiled._CACHE.update(saved)
+    layer.write_text((IMPLS / "good_nhwc.py").read_text() + "\n# edited\n")  # another size: compiled afresh
+    assert isolated_check(spec).status is Status.PASS
+
+
+def test_a_file_that_does_not_compile_is_reported_by_the_child_as_before(tmp_path):
+    source = "def forward(x, w, b, stride, padding):\n    return (x,\n\ndef backward(d, c):\n"
+    (tmp_path / "broken.py").write_text(source)
+    spec = spec_of("broken.py", folder=tmp_path)
+    assert compiled.code_for(spec.impl) is None  # type: ignore[arg-type]
+    result = isolated_check(spec)
+    assert result.status is Status.ERROR
+    assert "SyntaxError" in str(result.error) and "broken.py:" in str(result.error)
+    assert result.error == run_check(spec).error
