@@ -12,6 +12,7 @@ Only numeric arrays cross (``bool``, integers, floats, complex): anything else i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import mmap
@@ -139,11 +140,14 @@ def decode_array(meta: object, arena: Arena, side: int, blobs: memoryview, *, co
 class Channel:
     """One end of the framed, keyed protocol on a connected Unix socket (see the module docstring).
 
-    ``limit`` bounds the payload this end accepts (a peer cannot make it allocate more).
+    ``limit`` bounds the payload this end accepts (a peer cannot make it allocate more). ``wakes``: seconds after
+    which a wait for the peer returns to Python code and resumes, so that an exception set asynchronously in the
+    waiting thread (the Dask executor's timeout, ``batch.dask``) is raised while it waits; None waits in one call.
     """
 
-    def __init__(self, sock: socket.socket, key: bytes, limit: int) -> None:
+    def __init__(self, sock: socket.socket, key: bytes, limit: int, wakes: float | None = None) -> None:
         self.sock = sock
+        sock.settimeout(wakes)
         self.key = key
         self.limit = limit
         self.sent = 0
@@ -155,9 +159,19 @@ class Channel:
         length = _LENGTH.size + len(body) + sum(len(b) for b in blobs)
         self.sent += 1
         header = _HEADER.pack(MAGIC, self.key, self.sent, length)
-        self.sock.sendall(b"".join([header, _LENGTH.pack(len(body)), body]))
+        self._all(b"".join([header, _LENGTH.pack(len(body)), body]))
         for blob in blobs:
-            self.sock.sendall(blob)
+            self._all(blob)
+
+    def _all(self, data: bytes) -> None:
+        """``sendall``, also on a socket with a timeout (``wakes``): a timeout only means that the peer is busy."""
+        if self.sock.gettimeout() is None:
+            self.sock.sendall(data)
+            return
+        view, sent = memoryview(data), 0
+        while sent < len(view):
+            with contextlib.suppress(TimeoutError):
+                sent += self.sock.send(view[sent:])
 
     def receive(self) -> tuple[dict[str, Any], memoryview]:
         """The next message and its blobs.
@@ -191,7 +205,10 @@ class Channel:
         view = memoryview(data)
         got = 0
         while got < count:
-            n = self.sock.recv_into(view[got:], count - got)
+            try:
+                n = self.sock.recv_into(view[got:], count - got)
+            except TimeoutError:  # a socket that ``wakes``: Python code runs between waits (see ``Channel``)
+                continue
             if n == 0:
                 raise EOFError("the channel was closed")
             got += n

@@ -22,6 +22,8 @@ import os
 import secrets
 import signal
 import socket
+import threading
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,6 +43,8 @@ from convcheck.user.errors import Frame, ImplementationError, UserFault, display
 
 __all__ = ["IsolationFault", "RemoteLayer", "Session", "probe", "remote_layer"]
 
+WAKE_SECONDS = 0.1  # how often a session off the main thread wakes while it waits for its child
+END_GRACE = 2.0  # seconds a child that stopped answering has to exit before it is killed
 _BYTES_PER_ENTRY = 16  # room per array entry in shared memory (complex128); larger replies go inline
 
 
@@ -100,7 +104,10 @@ class Session:
         theirs.close()
         self.pid: int | None = pid
         self.status: int | None = None
-        self.channel = Channel(mine, key, limit=2 * self.arena.half + 2**20)
+        # Off the main thread no signal can interrupt a wait for the child (a timeout there is an asynchronous
+        # exception: ``batch.dask``), so the waits wake up regularly to let it be raised.
+        wakes = None if threading.current_thread() is threading.main_thread() else WAKE_SECONDS
+        self.channel = Channel(mine, key, limit=2 * self.arena.half + 2**20, wakes=wakes)
         self.released: list[int] = []
         self.exchanges = 0  # requests sent so far (see ``_exchange``)
         self.cpu = 0.0  # the child's CPU seconds so far, as it reports them
@@ -228,8 +235,17 @@ class Session:
     # -- endings --------------------------------------------------------------------------------------------
 
     def _ended(self) -> UserFault:
-        """What to say when the child stopped answering: its last words, or how it ended."""
-        status = self._reap(wait=True)
+        """What to say when the child stopped answering: its last words, or how it ended (a child that closed
+        its socket but goes on is killed after ``END_GRACE`` seconds)."""
+        deadline = time.monotonic() + END_GRACE
+        status = self._reap(wait=False)
+        while status is None and self.pid is not None and time.monotonic() < deadline:
+            time.sleep(0.002)
+            status = self._reap(wait=False)
+        if status is None and self.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            status = self._reap(wait=True)
         words = self.arena.read_last_words() if status is not None and _exit_code(status) == EXIT_LAST_WORDS else None
         if words is not None:
             fault = _closed_fault(words, self.role)
