@@ -52,7 +52,7 @@ def scheduler() -> Iterator[str]:
         "distributed.comm.timeouts.connect": "5s",
     }
     with dask.config.set(settings):
-        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
         try:
             yield cluster.scheduler_address
         finally:

@@ -66,8 +66,17 @@ def test_sending_calls_ahead_changes_no_number_and_saves_round_trips(spec):
     ahead, ahead_layer, with_ahead = checked_remotely(spec, lookahead=True)
     plain, _, without = checked_remotely(spec, lookahead=False)
     assert numbers(ahead) == numbers(plain) == numbers(run_check(spec))
-    assert ahead_layer.right > 0 and with_ahead < without
-    assert with_ahead + ahead_layer.right == without  # each call served from one sent ahead saved one exchange
+    assert ahead_layer.hits > 0 and with_ahead + ahead_layer.hits == without  # each call served saved an exchange
+
+
+@pytest.mark.parametrize("method", [Method.FULL, Method.ENTRYWISE])
+def test_the_engines_calls_are_predicted_exactly(method):
+    """Every call the engine makes after its base point is one planned or mirrored: none is made for nothing, and
+    the check needs few more exchanges than the contract's audited calls and one per ``depth`` planned calls."""
+    spec = spec_of("good_nhwc.py", method=method)
+    result, ahead, exchanges = checked_remotely(spec, lookahead=True)
+    assert result.status is Status.PASS and ahead.misses == 0
+    assert exchanges <= 5 + 2 + result.forward_passes // ahead.depth + 2 * 3  # contract, base, plans, b and ends
 
 
 def test_the_mirror_is_the_engines_minus_point():
@@ -80,8 +89,8 @@ def test_the_mirror_is_the_engines_minus_point():
             plus, minus = base.copy(), base.copy()  # as numeric.engine builds them
             plus.flat[where] = (base.flat[where] + eps).astype(dtype)
             minus.flat[where] = (base.flat[where] - eps).astype(dtype)
-            guess = mirrored((base, other, None), (plus, other, None))
-            assert guess is not None and guess[1] is other and guess[2] is None
+            guess = mirrored((base, other), (plus, other))
+            assert guess is not None and guess[1] is other
             if dtype is np.float64 and eps == 2.0**-20:
                 assert np.array_equal(guess[0], minus)  # exact steps: always right
     assert mirrored((base, other), (base + 1, other + 1)) is None  # two arrays moved: no guess
@@ -89,18 +98,20 @@ def test_the_mirror_is_the_engines_minus_point():
 
 
 def test_wrong_guesses_stop_guessing():
-    released = []
-    ahead = Lookahead(released.append)
-    base = (np.zeros(4), np.zeros(2), None)
-    assert ahead.guess(base) is None  # the first call is the base point
+    released: list[int] = []
+    ahead = Lookahead(SHAPE, 0, [2.0**-20], 4, released.append)
+    base = (np.zeros(4), np.zeros(2), np.zeros(0))
+    assert len(ahead.ahead(base)) == 1  # the base point: called again
+    ahead.keep([base], [{"kind": "returned"}, {"kind": "returned", "cache": 0}], memoryview(b""), 0)
+    assert ahead.take(base, exchange=0) is not None and ahead.hits == 1
     for step in range(1, 40):
-        call = (np.full(4, float(step)), np.zeros(2), None)
+        call = (np.full(4, float(step)), np.zeros(2), np.zeros(0))
         assert ahead.take(call, exchange=step) is None
-        guess = ahead.guess(call)
-        if guess is not None:
-            ahead.keep(guess, [{"kind": "returned"}, {"kind": "returned", "cache": step}], memoryview(b""), step)
-    assert ahead.right == 0 and 0 < ahead.wrong <= GIVE_UP
-    assert len(released) == ahead.wrong  # every dropped answer's cache is released in the child
+        following = ahead.ahead(call)
+        replies = [{"kind": "returned"}, *({"kind": "returned", "cache": step} for _ in following)]
+        ahead.keep(following, replies, memoryview(b""), step)
+    assert 0 < ahead.misses <= ahead.hits + GIVE_UP
+    assert len(released) == ahead.misses  # every dropped answer's cache is released in the child
 
 
 # -- the module compiled in the fork server ----------------------------------------------------------------------
@@ -140,3 +151,52 @@ def test_a_file_that_does_not_compile_is_reported_by_the_child_as_before(tmp_pat
     assert result.status is Status.ERROR
     assert "SyntaxError" in str(result.error) and "broken.py:" in str(result.error)
     assert result.error == run_check(spec).error
+
+
+# -- shared memory kept between checks, and never handed to another check's process ------------------------------
+
+HOSTILE = Path(__file__).parent / "fixtures" / "hostile"
+
+
+def shared_seen_by_child(spec: CheckSpec) -> int:
+    """How many writable shared mappings the layer's process of ``spec`` finds (``counts_shared.py``)."""
+    from convcheck.data import make_data
+
+    data = make_data(spec)
+    with remote_layer(spec, None) as layer:
+        out, _ = layer.forward(data.x, data.w, data.b)
+    return int(np.rint(float(np.min(out)) / 1000.0))
+
+
+def test_a_childs_process_maps_its_own_shared_memory_and_no_other_sessions():
+    """Sessions in threads of one process (a Dask worker's) each have an arena; a child gets only its own, so a
+    layer cannot write into the memory another check's verdict is being computed from."""
+    spec = spec_of("counts_shared.py", folder=HOSTILE)
+    alone = shared_seen_by_child(spec)
+    others = [remote_layer(spec_of("good_nhwc.py"), None) for _ in range(2)]
+    try:
+        data = __import__("convcheck.data", fromlist=["make_data"]).make_data(spec)
+        for other in others:
+            other.__enter__().forward(data.x, data.w, data.b)  # two more sessions alive, arenas in use
+        assert shared_seen_by_child(spec) == alone == 1
+    finally:
+        for other in others:
+            other.__exit__(None, None, None)
+
+
+def test_an_arena_is_kept_for_the_next_check_and_cleared_of_last_words():
+    from convcheck.isolation.channel import ArenaPool
+
+    pool = ArenaPool(keep=1)
+    first = pool.take(1000)
+    first.write_last_words('{"kind": "closed"}')
+    pool.give_back(first)
+    again = pool.take(500)
+    assert again is first and again.read_last_words() is None
+    bigger = pool.take(10**5)  # too large for what is kept: a new one
+    assert bigger is not first
+    pool.give_back(again)
+    pool.give_back(bigger)
+    assert pool.free == [bigger]  # one kept: the largest
+    spec = spec_of("good_nhwc.py")
+    assert numbers(isolated_check(spec)) == numbers(isolated_check(spec)) == numbers(run_check(spec))

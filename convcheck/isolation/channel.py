@@ -16,14 +16,16 @@ import contextlib
 import json
 import math
 import mmap
+import os
 import socket
 import struct
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Arena", "Channel", "Outgoing", "ProtocolViolation", "decode_array"]
+__all__ = ["Arena", "ArenaPool", "Channel", "Outgoing", "ProtocolViolation", "decode_array"]
 
 MAGIC = b"CCK1"
 KEY_BYTES = 16
@@ -49,6 +51,16 @@ class Arena:
     def __post_init__(self) -> None:
         self.half = max(_ALIGN, -(-self.half // _ALIGN) * _ALIGN)
         self.memory = mmap.mmap(-1, 2 * self.half + LAST_WORDS_BYTES)
+        self.forked_with(False)
+
+    def forked_with(self, inherited: bool) -> None:
+        """Whether a process forked now gets this mapping (Linux ``MADV_DOFORK``/``MADV_DONTFORK``): only the
+        child of the session that uses it must, never the child of another session of this process (threads
+        of a Dask worker), which could otherwise write into it while that session reads it."""
+        option = getattr(mmap, "MADV_DOFORK" if inherited else "MADV_DONTFORK", None)
+        if option is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self.memory.madvise(option)
 
     def region(self, side: int) -> tuple[int, int]:
         """``(start, end)`` of side 0 (the parent's) or 1 (the child's)."""
@@ -69,6 +81,45 @@ class Arena:
         if not 0 < length <= LAST_WORDS_BYTES - 8:
             return None
         return bytes(self.memory[start + 8 : start + 8 + length]).decode("utf-8", "replace")
+
+
+class ArenaPool:
+    """Arenas kept between checks by the process that forks the children (at most ``keep`` of them, each at most
+    ``largest`` bytes): a fresh mapping costs a page fault on every page each side touches, at every check, and a
+    kept one only in the child (whose mapping is fresh). A kept arena holds what the last check left in it; a
+    child may read that (another check's arrays: nothing it could not compute itself), and nothing is read from an
+    arena but what the current check's messages describe; its last words are cleared before it is handed out."""
+
+    def __init__(self, keep: int = 2, largest: int = 2**26) -> None:
+        self.keep, self.largest = keep, largest
+        self.free: list[Arena] = []
+        self.owner = os.getpid()
+        self.lock = threading.Lock()  # sessions may run in several threads (a Dask worker's)
+
+    def take(self, half: int) -> Arena:
+        """An arena with halves of at least ``half`` bytes (a kept one if one is large enough)."""
+        with self.lock:
+            if self.owner != os.getpid():  # a forked copy of this process: its arenas are the parent's
+                self.free, self.owner = [], os.getpid()
+            for arena in self.free:
+                if arena.half >= half:
+                    self.free.remove(arena)
+                    arena.write_last_words("")
+                    return arena
+        return Arena(half)
+
+    def give_back(self, arena: Arena) -> None:
+        with self.lock:
+            if self.owner != os.getpid() or len(arena.memory) > self.largest:
+                dropped = [arena]
+            else:
+                self.free.append(arena)
+                self.free.sort(key=lambda a: a.half)
+                dropped = self.free[: max(0, len(self.free) - self.keep)]  # the smallest first
+                del self.free[: len(dropped)]
+        for old in dropped:
+            with contextlib.suppress(BufferError):  # an array view still alive keeps it; the GC frees it
+                old.close()
 
 
 class Outgoing:

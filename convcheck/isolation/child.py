@@ -238,7 +238,9 @@ class _Server:
             if audit:  # the contract's calls (the only ones whose output reuse is reported)
                 self._watch_output(returned, reply)
             reply["value"], cache = self._forward_value(returned, outgoing)
-            if cache is not None:
+            if cache is not None and request.get("keep_cache") is False:  # a call sent ahead: no backward follows
+                reply["value"]["items"][1] = {"none": True}
+            elif cache is not None:
                 self.next_cache += 1
                 snapshots = [a.copy() for a in handed] if audit else None
                 self.caches[self.next_cache] = (cache[0], handed, snapshots)

@@ -25,19 +25,20 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from convcheck.isolation.ahead import Arrays, Lookahead
-from convcheck.isolation.channel import KEY_BYTES, Arena, Channel, Outgoing, ProtocolViolation, decode_array
+from convcheck.isolation.ahead import Lookahead
+from convcheck.isolation.channel import KEY_BYTES, ArenaPool, Channel, Outgoing, ProtocolViolation, decode_array
 from convcheck.isolation.child import EXIT_LAST_WORDS, child_main
 from convcheck.isolation.compiled import code_for
-from convcheck.spec import CheckSpec, ImplRef, Signature
-from convcheck.user.adapter import Foreign, ForeignException, LoadedImpl, UserLayer
+from convcheck.spec import CheckSpec, DType, ImplRef, Signature
+from convcheck.tolerance import resolve
+from convcheck.user.adapter import Foreign, ForeignException, LoadedImpl, UserCache, UserLayer
 from convcheck.user.arguments import window_keywords
 from convcheck.user.errors import Frame, ImplementationError, UserFault, display_path
 
@@ -45,6 +46,10 @@ __all__ = ["IsolationFault", "RemoteLayer", "Session", "probe", "remote_layer"]
 
 WAKE_SECONDS = 0.1  # how often a session off the main thread wakes while it waits for its child
 END_GRACE = 2.0  # seconds a child that stopped answering has to exit before it is killed
+AHEAD_CALLS = 16  # at most this many forward calls sent ahead with one (``isolation.ahead``)
+AHEAD_BYTES = 2**23  # and at most as many as fit this many bytes of float64 arrays (large layers: one)
+_FORKING = threading.Lock()
+ARENAS = ArenaPool()  # the shared memory of this process's sessions, kept from one check to the next
 _BYTES_PER_ENTRY = 16  # room per array entry in shared memory (complex128); larger replies go inline
 
 
@@ -79,14 +84,16 @@ class Session:
     Args:
         ref: the implementation to load in the child.
         entries: the entries of x, w, b and out together (sizes the shared memory).
+        ahead: the calls that may be sent ahead with one call (``calls``; room for them in the shared memory).
         memory_limit: bytes the child may allocate beyond what it maps at the start; None for no limit.
     Raises:
         ImplementationError: the child could not load the implementation (the message is the child's).
         IsolationFault: the child died or broke the protocol while loading.
     """
 
-    def __init__(self, ref: ImplRef, entries: int, memory_limit: int | None) -> None:
-        self.arena = Arena(2 * _BYTES_PER_ENTRY * entries + 4096)
+    def __init__(self, ref: ImplRef, entries: int, memory_limit: int | None, ahead: int = 0) -> None:
+        self.arena_returned = False
+        self.arena = ARENAS.take(max(2 * _BYTES_PER_ENTRY, 8 * (ahead + 2)) * entries + 4096)
         key = secrets.token_bytes(KEY_BYTES)
         mine, theirs = socket.socketpair()
         parent = os.getpid()
@@ -95,10 +102,15 @@ class Session:
         # whole heap page by page (copy-on-write): a fork then costs milliseconds, not a tenth of a second.
         gc.freeze()
         try:
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover - the child never returns (coverage cannot follow it)
-                mine.close()
-                child_main(theirs, key, self.arena, ref, memory_limit, parent, compiled)
+            with _FORKING:  # this session's arena, and no other, goes to the child (``Arena.forked_with``)
+                self.arena.forked_with(True)
+                try:
+                    pid = os.fork()
+                    if pid == 0:  # pragma: no cover - the child never returns (coverage cannot follow it)
+                        mine.close()
+                        child_main(theirs, key, self.arena, ref, memory_limit, parent, compiled)
+                finally:
+                    self.arena.forked_with(False)
         finally:
             gc.unfreeze()
         theirs.close()
@@ -144,13 +156,17 @@ class Session:
         reply, blobs = self._exchange(request, outgoing)
         return self.answer(reply), blobs
 
-    def calls(self, calls: list[tuple[str, list[Any], dict[str, Any] | None]]) -> tuple[list[Any], memoryview]:
-        """Several unaudited calls ``(role, args, keywords)`` in one request, made in order by the child (which
-        stops after one that raised); their replies, each to be read with ``answer``, and the blobs they share.
+    def calls(self, calls: Sequence[tuple[str, list[Any], dict[str, Any] | None]]) -> tuple[list[Any], memoryview]:
+        """Several unaudited forward calls ``(role, args, keywords)`` in one request, made in order by the child
+        (which stops after one that raised); their replies, each to be read with ``answer``, and the blobs they
+        share. The child keeps the user's cache of the first call only: the others' come back as None (these are
+        the engine's calls, whose caches are never used; keeping them all would only grow the child's memory).
         Their arrays together must fit this side's half of the arena, or travel inline."""
         self.role = calls[0][0]
         outgoing = Outgoing(self.arena, 0)
         encoded = [self._request(role, args, False, keywords, outgoing) for role, args, keywords in calls]
+        for later in encoded[1:]:
+            later["keep_cache"] = False
         reply, blobs = self._exchange({"op": "calls", "calls": encoded, "release": self._release()}, outgoing)
         replies = reply.get("replies")
         if reply.get("kind") != "replies" or not isinstance(replies, list) or not 0 < len(replies) <= len(calls):
@@ -285,8 +301,9 @@ class Session:
             self._reap(wait=True)
         with contextlib.suppress(OSError):
             self.channel.sock.close()
-        with contextlib.suppress(BufferError):  # an array view still alive keeps the mapping; the GC frees it
-            self.arena.close()
+        if not self.arena_returned:
+            self.arena_returned = True
+            ARENAS.give_back(self.arena)  # nothing of this check reads it any more (decoded arrays are copies)
 
 
 def _exit_code(status: int) -> int | None:
@@ -351,7 +368,10 @@ class RemoteLayer(UserLayer):
         self.session: Session | None = None
         self.output_reused = False  # the child saw forward overwrite the first array it returned
         self.lookahead = lookahead
-        self.ahead = Lookahead(lambda number: self._session().released.append(number))
+        depth = max(1, min(AHEAD_CALLS, AHEAD_BYTES // (8 * max(1, self.entries))))
+        steps = [resolve(dtype, spec.eps, spec.rtol, spec.atol).eps for dtype in (DType.FLOAT64, spec.dtype)]
+        self.ahead = Lookahead(shape, spec.seed, steps, depth, lambda number: self._session().released.append(number))
+        self._engine_call: tuple[np.ndarray, ...] = ()
 
     def child_seconds(self) -> float:
         """CPU seconds the child has spent so far (for the cost estimate of ``auto``)."""
@@ -363,7 +383,7 @@ class RemoteLayer(UserLayer):
 
     def _session(self) -> Session:
         if self.session is None:
-            self.session = Session(self.impl.ref, self.entries, self.memory_limit)
+            self.session = Session(self.impl.ref, self.entries, self.memory_limit, ahead=self.ahead.depth)
         return self.session
 
     def _call_forward(
@@ -387,22 +407,32 @@ class RemoteLayer(UserLayer):
         cache = RemoteCache(int(number), session, handed) if isinstance(number, int) else None
         return self._value(reply.get("value"), blobs, cache)
 
+    def forward(self, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, UserCache]:
+        self._engine_call = (x, w, b)  # the arrays the engine asked for, for ``ahead`` (in its own layout)
+        return super().forward(x, w, b)
+
     def _unaudited(
-        self, session: Session, arrays: Arrays, extra: list[Any], keywords: dict[str, Any]
+        self, session: Session, arrays: tuple[np.ndarray | None, ...], extra: list[Any], keywords: dict[str, Any]
     ) -> tuple[dict[str, Any], memoryview]:
-        """An unaudited forward call, answered from the call sent ahead with the previous one when it was this
-        one, else sent with the call guessed to come next (``ahead``)."""
-        kept = self.ahead.take(arrays, session.exchanges)
+        """An unaudited forward call: answered from the calls sent ahead with an earlier one when it is the next
+        of them, else sent with the calls expected to follow it (``isolation.ahead``)."""
+        engine = self._engine_call
+        kept = self.ahead.take(engine, session.exchanges)
         if kept is not None:
             return session.answer(kept[0]), kept[1]
-        guess = self.ahead.guess(arrays) if self.lookahead else None
-        if guess is None:
+        following = self.ahead.ahead(engine) if self.lookahead else []
+        if not following:
             return session.call("forward", [*arrays, *extra], False, keywords)
-        replies, blobs = session.calls(
-            [("forward", [*arrays, *extra], keywords), ("forward", [*guess, *extra], keywords)]
-        )
-        self.ahead.keep(guess, replies, blobs, session.exchanges)
+        calls = [("forward", [*arrays, *extra], keywords)]
+        calls += [("forward", [*self._user_arrays(*point), *extra], keywords) for point in following]
+        replies, blobs = session.calls(calls)
+        self.ahead.keep(following, replies, blobs, session.exchanges)
         return session.answer(replies[0]), blobs
+
+    def _user_arrays(self, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray | None, ...]:
+        """The engine's ``(x, w, b)`` as ``UserLayer.forward`` hands them to the user's function."""
+        bu = b.reshape(self._bias_shape(x.ndim, w.shape[-1])).copy() if self.bias else None
+        return self._to_user(x, "x"), self._to_user(w, "w"), bu
 
     def _call_backward(self, du: np.ndarray, user_cache: Any) -> object:
         session = self._session()
