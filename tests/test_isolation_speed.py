@@ -6,6 +6,7 @@ user's file in the fork server. Both are checked against the plain path bit for 
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 from convcheck.checker import run_check
-from convcheck.isolation import compiled
+from convcheck.isolation import compiled, forkserver
 from convcheck.isolation.ahead import GIVE_UP, Lookahead, mirrored
 from convcheck.isolation.check import isolated_check
 from convcheck.isolation.session import remote_layer
@@ -117,6 +118,13 @@ def test_wrong_guesses_stop_guessing():
 # -- the module compiled in the fork server ----------------------------------------------------------------------
 
 
+def restart_fork_server() -> None:
+    """The next session starts a fork server afresh, forked from this process as it is now."""
+    if forkserver._SERVER is not None:
+        forkserver._SERVER.stop()
+    forkserver._SERVER = None
+
+
 def test_the_child_runs_the_code_compiled_by_the_fork_server(tmp_path):
     layer = tmp_path / "layer.py"
     layer.write_text((IMPLS / "good_nhwc.py").read_text())
@@ -126,20 +134,35 @@ def test_the_child_runs_the_code_compiled_by_the_fork_server(tmp_path):
     assert isolated_check(spec).status is Status.PASS
     found = compiled.code_for(spec.impl)  # type: ignore[arg-type]
     assert found is not None and found[0] == str(layer.resolve())
-    # Swap the cached code for a wrong layer's: the child runs what crossed the fork, not what is on disk.
+    # A fork server started with a wrong layer's code cached for this file: its children run what crossed the
+    # fork in memory, not what is on disk.
     wrong = compile((IMPLS / "wrong_db_keepdims.py").read_text(), found[0], "exec", dont_inherit=True)
     stat = layer.stat()
-    monkeyed = {(found[0], stat.st_mtime_ns, stat.st_size): wrong}
     saved = dict(compiled._CACHE)
-    compiled._CACHE.clear()
-    compiled._CACHE.update(monkeyed)
+    compiled._CACHE[found[0], stat.st_mtime_ns, stat.st_size] = wrong
     try:
+        restart_fork_server()
         assert isolated_check(spec).status is Status.FAIL
+        layer.write_text((IMPLS / "good_nhwc.py").read_text() + "\n# edited\n")  # another size: compiled afresh
+        assert isolated_check(spec).status is Status.PASS
     finally:
         compiled._CACHE.clear()
         compiled._CACHE.update(saved)
-    layer.write_text((IMPLS / "good_nhwc.py").read_text() + "\n# edited\n")  # another size: compiled afresh
-    assert isolated_check(spec).status is Status.PASS
+        restart_fork_server()
+
+
+def test_the_fork_server_is_the_parent_of_each_checks_process_and_ends_with_its_children():
+    spec = spec_of("good_nhwc.py")
+    with remote_layer(spec, None) as layer:
+        session = layer._session()
+        server = forkserver.fork_server()
+        assert server is not None and session.server is server
+        stat = Path(f"/proc/{session.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        assert int(stat[1]) == server.pid != os.getpid()  # the judging process never forks a check's process
+        child = session.pid
+    assert not Path(f"/proc/{child}").exists()  # killed and reaped when the check ended
+    restart_fork_server()  # stopping it reaps it: no process is left behind
+    assert not Path(f"/proc/{server.pid}").exists()
 
 
 def test_a_file_that_does_not_compile_is_reported_by_the_child_as_before(tmp_path):

@@ -189,7 +189,9 @@ class Lookahead:
         if now.size != math.prod((self.shape.x_shape, self.shape.w_shape, self.shape.b_shape)[tensor]):
             return None
         changed = np.flatnonzero(now != base)
-        for kind in KINDS:
+        # After that tensor's grouped points come the audited entries; without them, every entry in turn.
+        grouped = (tensor, now.dtype.str, "grouped") in self.started
+        for kind in ("grouped", "audit", "entrywise") if grouped else KINDS:
             key = (tensor, now.dtype.str, kind)
             if key in self.started:
                 continue

@@ -47,11 +47,29 @@ class Arena:
 
     half: int
     memory: mmap.mmap = field(init=False)
+    fd: int = field(init=False, default=-1)  # a memfd where the system has them (passed to the fork server)
 
     def __post_init__(self) -> None:
         self.half = max(_ALIGN, -(-self.half // _ALIGN) * _ALIGN)
-        self.memory = mmap.mmap(-1, 2 * self.half + LAST_WORDS_BYTES)
+        size = 2 * self.half + LAST_WORDS_BYTES
+        if hasattr(os, "memfd_create"):
+            self.fd = os.memfd_create("convcheck-arena", os.MFD_CLOEXEC)
+            os.ftruncate(self.fd, size)
+            self.memory = mmap.mmap(self.fd, size)
+        else:  # pragma: no cover - non-Linux systems
+            self.memory = mmap.mmap(-1, size)
         self.forked_with(False)
+
+    @classmethod
+    def attach(cls, fd: int, half: int) -> Arena:
+        """The arena whose memfd ``fd`` another process passed (the fork server's copy; ``fd`` is closed)."""
+        arena = cls.__new__(cls)
+        arena.half, arena.fd = half, -1
+        try:
+            arena.memory = mmap.mmap(fd, 2 * half + LAST_WORDS_BYTES)
+        finally:
+            os.close(fd)
+        return arena
 
     def forked_with(self, inherited: bool) -> None:
         """Whether a process forked now gets this mapping (Linux ``MADV_DOFORK``/``MADV_DONTFORK``): only the
@@ -68,6 +86,9 @@ class Arena:
 
     def close(self) -> None:
         self.memory.close()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
     def write_last_words(self, text: str) -> None:
         data = text.encode("utf-8", "replace")[: LAST_WORDS_BYTES - 8]

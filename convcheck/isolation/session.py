@@ -33,9 +33,10 @@ from typing import Any
 import numpy as np
 
 from convcheck.isolation.ahead import Lookahead
-from convcheck.isolation.channel import KEY_BYTES, ArenaPool, Channel, Outgoing, ProtocolViolation, decode_array
+from convcheck.isolation.channel import KEY_BYTES, Arena, ArenaPool, Channel, Outgoing, ProtocolViolation, decode_array
 from convcheck.isolation.child import EXIT_LAST_WORDS, child_main
 from convcheck.isolation.compiled import code_for
+from convcheck.isolation.forkserver import fork_server
 from convcheck.spec import CheckSpec, DType, ImplRef, Signature
 from convcheck.tolerance import resolve
 from convcheck.user.adapter import Foreign, ForeignException, LoadedImpl, UserCache, UserLayer
@@ -96,23 +97,19 @@ class Session:
         self.arena = ARENAS.take(max(2 * _BYTES_PER_ENTRY, 8 * (ahead + 2)) * entries + 4096)
         key = secrets.token_bytes(KEY_BYTES)
         mine, theirs = socket.socketpair()
-        parent = os.getpid()
-        compiled = code_for(ref)  # compiled here once per file, not in every check's child
-        # Frozen objects are never visited by the collector, so the child's collections do not copy the parent's
-        # whole heap page by page (copy-on-write): a fork then costs milliseconds, not a tenth of a second.
-        gc.freeze()
+        self.server = fork_server()
         try:
-            with _FORKING:  # this session's arena, and no other, goes to the child (``Arena.forked_with``)
-                self.arena.forked_with(True)
-                try:
-                    pid = os.fork()
-                    if pid == 0:  # pragma: no cover - the child never returns (coverage cannot follow it)
-                        mine.close()
-                        child_main(theirs, key, self.arena, ref, memory_limit, parent, compiled)
-                finally:
-                    self.arena.forked_with(False)
-        finally:
-            gc.unfreeze()
+            if self.server is not None:
+                pid = self.server.spawn(theirs, self.arena, key, ref, memory_limit)
+            else:  # pragma: no cover - no fork server on this system: fork from here
+                pid = _fork_here(theirs, mine, key, self.arena, ref, memory_limit)
+        except OSError as exc:
+            mine.close()
+            theirs.close()
+            ARENAS.give_back(self.arena)
+            raise IsolationFault(
+                f"convcheck could not start the process to run the implementation in ({exc})"
+            ) from None
         theirs.close()
         self.pid: int | None = pid
         self.status: int | None = None
@@ -283,13 +280,24 @@ class Session:
         )
 
     def _reap(self, wait: bool) -> int | None:
+        """The child's wait status once it has ended (``wait``: wait for that), else None."""
         if self.pid is None:
             return self.status
-        with contextlib.suppress(ChildProcessError):
-            pid, status = os.waitpid(self.pid, 0 if wait else os.WNOHANG)
-            if pid == 0:
+        if self.server is not None:
+            try:
+                status = self.server.wait(self.pid, wait)
+            except OSError:  # the fork server is gone, and its children with it
+                status = None
+                wait = True
+            if status is None and not wait:
                 return None
             self.status = status
+        else:  # pragma: no cover - no fork server on this system
+            with contextlib.suppress(ChildProcessError):
+                pid, status = os.waitpid(self.pid, 0 if wait else os.WNOHANG)
+                if pid == 0:
+                    return None
+                self.status = status
         self.pid = None
         return self.status
 
@@ -304,6 +312,28 @@ class Session:
         if not self.arena_returned:
             self.arena_returned = True
             ARENAS.give_back(self.arena)  # nothing of this check reads it any more (decoded arrays are copies)
+
+
+def _fork_here(
+    theirs: socket.socket, mine: socket.socket, key: bytes, arena: Arena, ref: ImplRef, memory_limit: int | None
+) -> int:  # pragma: no cover - used where there is no fork server (non-Linux systems)
+    """Fork the child from this process (where no fork server can run)."""
+    parent = os.getpid()
+    compiled = code_for(ref)
+    gc.freeze()  # the collector then never visits the inherited objects: no copy of the whole heap
+    try:
+        with _FORKING:  # this session's arena, and no other, goes to the child (``Arena.forked_with``)
+            arena.forked_with(True)
+            try:
+                pid = os.fork()
+                if pid == 0:
+                    mine.close()
+                    child_main(theirs, key, arena, ref, memory_limit, parent, compiled)
+            finally:
+                arena.forked_with(False)
+    finally:
+        gc.unfreeze()
+    return pid
 
 
 def _exit_code(status: int) -> int | None:
