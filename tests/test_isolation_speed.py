@@ -223,3 +223,36 @@ def test_an_arena_is_kept_for_the_next_check_and_cleared_of_last_words():
     assert pool.free == [bigger]  # one kept: the largest
     spec = spec_of("good_nhwc.py")
     assert numbers(isolated_check(spec)) == numbers(isolated_check(spec)) == numbers(run_check(spec))
+
+
+# -- malloc keeps what the user's code frees -------------------------------------------------------------------
+
+
+def faults_reported(spec: CheckSpec) -> int:
+    from convcheck.data import make_data
+
+    data = make_data(spec)
+    with remote_layer(spec, None) as layer:
+        out, _ = layer.forward(data.x, data.w, data.b)
+    return int(np.rint(float(np.min(out)) / 1000.0))
+
+
+THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+
+
+@pytest.mark.skipif(THP.exists() and "[always]" in THP.read_text(), reason="huge pages for all memory: few faults")
+def test_memory_the_layer_frees_is_reused_without_page_faults(monkeypatch):
+    """16 MB freed and allocated again take ~4,000 page faults with glibc's defaults (memory mapped afresh or given
+    back), and almost none in a check's process (``child._keep_freed_memory``)."""
+    from convcheck.isolation import child
+
+    spec = spec_of("reports_page_faults.py")
+    kept = faults_reported(spec)
+    monkeypatch.setattr(child, "_keep_freed_memory", lambda: None)
+    restart_fork_server()  # its children inherit the function as it is now
+    try:
+        default = faults_reported(spec)
+    finally:
+        monkeypatch.undo()
+        restart_fork_server()
+    assert kept < 200 < 2000 < default
