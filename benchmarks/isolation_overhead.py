@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
                 unisolated = name == "baseline" and baseline is None
                 wall, cpu, count = run(tree, config, args.jobs, Path(folder) / f"{name}.json", unisolated)
                 label = "in-process" if unisolated else name
-                print(f"{label:10s} round {round_}: wall {wall:7.1f} s, cpu {cpu:7.1f} s, load {os.getloadavg()[0]:.1f}")
+                load = os.getloadavg()[0]
+                print(f"{label:10s} round {round_}: wall {wall:7.1f} s, cpu {cpu:7.1f} s, load {load:.1f}", flush=True)
                 old = best.get(name, (float("inf"), float("inf")))
                 best[name] = (min(old[0], wall), min(old[1], cpu))
     for index, label in ((0, "wall"), (1, "cpu")):
