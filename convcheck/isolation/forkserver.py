@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import gc
 import json
 import os
@@ -38,6 +39,7 @@ from convcheck.spec import ImplRef, Signature
 __all__ = ["ForkServer", "available", "fork_server"]
 
 _MESSAGE_BYTES = 1 << 16
+_PR_SET_DUMPABLE = 4
 
 
 def available() -> bool:
@@ -135,6 +137,8 @@ def _serve(control: socket.socket) -> NoReturn:
     try:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, signal.SIG_IGN)
+        with contextlib.suppress(OSError, AttributeError):  # non-dumpable: no child can trace it or read its memory
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_DUMPABLE, 0)
         fd = control.fileno()
         os.closerange(3, fd)
         os.closerange(fd + 1, max(fd + 2, os.sysconf("SC_OPEN_MAX")))

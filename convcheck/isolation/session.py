@@ -1,14 +1,15 @@
-"""The parent's side: a fresh process per check for the user's code, and a ``UserLayer`` whose calls go there.
+"""The judging side: a fresh process per check for the user's code, and a ``UserLayer`` whose calls go there.
 
-``Session`` forks the child (``convcheck.isolation.child``) from this process, which must be clean (a ``--jobs``
-worker that never loaded user code: the fork server) and talks to it over the framed channel. ``RemoteLayer`` is a
-``UserLayer`` like any other (layouts, shape checks, in-place audits, the contract's messages all happen here),
-except that the two user functions run in the child: the arrays handed to them go through shared memory, what
-they return comes back as raw arrays (or descriptions), caches stay in the child as numbered handles, and
-in-place changes the user's code makes to its arguments are copied back onto the arrays this side handed over,
-so the contract sees them exactly as in one process.
+``Session`` has the child (``convcheck.isolation.child``) forked by this process's fork server
+(``isolation.forkserver``: a clean process forked from this one, which never loaded user code) and talks to it
+over the framed channel. ``RemoteLayer`` is a ``UserLayer`` like any other (layouts, shape checks, in-place
+audits, the contract's messages all happen here), except that the two user functions run in the child: the arrays
+handed to them go through shared memory, what they return comes back as raw arrays (or descriptions), caches stay
+in the child as numbered handles, and in-place changes the user's code makes to its arguments are copied back onto
+the arrays this side handed over, so the contract sees them exactly as in one process.
 
-Speed: a call costs two small frames and a copy of its arrays each way. Several sessions for one check (the
+Speed: the engine's calls are predicted and sent ahead, many to one request (``isolation.ahead``); the shared
+memory is kept from one check to the next (``channel.ArenaPool``). Several sessions for one check (the
 perturbation groups measured by several processes, each answering into its own half of its arena) fit the same
 design: the engine's order of groups decides where each result goes, so estimates stay bit-identical.
 """
