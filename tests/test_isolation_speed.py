@@ -98,6 +98,22 @@ def test_the_mirror_is_the_engines_minus_point():
     assert mirrored((base, other), (base, other)) is None
 
 
+def test_a_kept_answer_never_serves_arrays_changed_in_place_since():
+    """The engine perturbs its own arrays in place: an answer kept for ``(x', w, b)`` must not serve a later call
+    whose ``w`` is the same array object, changed meanwhile."""
+    ahead = Lookahead(SHAPE, 0, [2.0**-20], 4, lambda number: None)
+    x, w, b = np.zeros(4), np.zeros(2), np.zeros(0)
+    ahead.ahead((x, w, b))  # the base point
+    ahead.kept.clear()
+    x[0] = 1.0  # a perturbed call, the engine's live arrays
+    following = ahead.ahead((x, w, b))
+    assert len(following) == 1 and following[0][1] is not w
+    ahead.keep(following, [{"kind": "returned"}, {"kind": "returned"}], memoryview(b""), 0)
+    x[0] = -1.0  # the mirror, as predicted
+    w[1] = 5.0  # but the engine changed w in place meanwhile
+    assert ahead.take((x, w, b), exchange=0) is None
+
+
 def test_wrong_guesses_stop_guessing():
     released: list[int] = []
     ahead = Lookahead(SHAPE, 0, [2.0**-20], 4, released.append)

@@ -17,7 +17,8 @@ kept answer when its arrays equal that answer's bit for bit. Any other call drop
 drops the user's caches of those calls) and ends the plan for that tensor.
 
 Nothing changes in what is computed: a kept answer is the child's answer at exactly the arrays of the call it
-serves, and while the predictions hold the child sees the same calls in the same order as without them, so the
+serves (compared with the lookahead's own copies, never with arrays the engine changes in place), and while the
+predictions hold the child sees the same calls in the same order as without them, so the
 estimates are bit-identical for any layer (tested; a stateful one included). A wrong prediction costs the child
 calls nobody uses (never seen by the engine nor sampled for the forward audit): a plan starts only where its
 first point is the call just made, and ends at its first miss (a kink retry, a fallback); the mirror pauses after
@@ -60,14 +61,15 @@ def _moved(base: Arrays, arrays: Arrays) -> list[int]:
 
 def mirrored(base: Arrays, arrays: Arrays) -> Arrays | None:
     """``base − (arrays − base)`` in the one array where ``arrays`` differs from ``base`` (float64 arithmetic,
-    rounded to the array's dtype), the others as they are; None unless exactly one floating array differs."""
+    rounded to the array's dtype), the others ``base``'s (equal to ``arrays``'s, and never changed in place like
+    the engine's own arrays may be later); None unless exactly one floating array differs."""
     moved = _moved(base, arrays)
     if len(moved) != 1 or arrays[moved[0]].dtype.kind != "f":
         return None
     index = moved[0]
     before = base[index].astype(np.float64)
     mirror = (before - (arrays[index].astype(np.float64) - before)).astype(arrays[index].dtype)
-    return tuple(mirror if i == index else a for i, a in enumerate(arrays))
+    return tuple(mirror if i == index else a for i, a in enumerate(base))
 
 
 class _Plan:
