@@ -244,39 +244,52 @@ def test_an_arena_is_kept_for_the_next_check_and_cleared_of_last_words():
 # -- malloc keeps what the user's code frees -------------------------------------------------------------------
 
 
-def faults_reported(spec: CheckSpec) -> int:
-    from convcheck.data import make_data
+FAULTS = """
+import sys
+import numpy as np
+from pathlib import Path
+from convcheck.data import make_data
+from convcheck.isolation import child
+from convcheck.isolation.session import remote_layer
+from convcheck.spec import CheckSpec, ConvShape, ImplRef
 
-    data = make_data(spec)
-    with remote_layer(spec, None) as layer:
-        out, _ = layer.forward(data.x, data.w, data.b)
-    return int(np.rint(float(np.min(out)) / 1000.0))
+if sys.argv[1] == "defaults":  # glibc's initial thresholds, fixed
+    import ctypes
+
+    def defaults():
+        mallopt = ctypes.CDLL(None).mallopt
+        mallopt(child._M_MMAP_THRESHOLD, 128 * 1024)
+        mallopt(child._M_TRIM_THRESHOLD, 128 * 1024)
+
+    child._keep_freed_memory = defaults
+shape = ConvShape(batch=2, in_height=5, in_width=6, in_depth=2, out_depth=3, filter_size=3, stride=1, padding=1)
+spec = CheckSpec("f", shape, impl=ImplRef("reports_page_faults.py", base_dir=Path(sys.argv[2])))
+data = make_data(spec)
+with remote_layer(spec, None) as layer:
+    out, _ = layer.forward(data.x, data.w, data.b)
+print(int(np.rint(float(np.min(out)) / 1000.0)))
+"""
+
+
+def faults_reported(mode: str) -> int:
+    """Page faults of reusing 16 MB in a check's process, forked from a fresh Python (the judging process's own
+    heap, which the child inherits, decides what a reuse costs under glibc's defaults)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    done = subprocess.run(
+        [sys.executable, "-c", FAULTS, mode, str(IMPLS)], env=env, capture_output=True, text=True, check=True
+    )
+    return int(done.stdout.split()[-1])
 
 
 THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
 
 @pytest.mark.skipif(THP.exists() and "[always]" in THP.read_text(), reason="huge pages for all memory: few faults")
-def test_memory_the_layer_frees_is_reused_without_page_faults(monkeypatch):
-    """16 MB freed and allocated again take ~4,000 page faults with glibc's defaults (memory mapped afresh or given
-    back), and almost none in a check's process (``child._keep_freed_memory``)."""
-    from convcheck.isolation import child
-
-    spec = spec_of("reports_page_faults.py")
-    kept = faults_reported(spec)
-
-    def glibc_defaults() -> None:  # as a fresh process starts (fixed, so the judge's history does not matter)
-        import ctypes
-
-        mallopt = ctypes.CDLL(None).mallopt
-        mallopt(child._M_MMAP_THRESHOLD, 128 * 1024)
-        mallopt(child._M_TRIM_THRESHOLD, 128 * 1024)
-
-    monkeypatch.setattr(child, "_keep_freed_memory", glibc_defaults)
-    restart_fork_server()  # its children inherit the function as it is now
-    try:
-        default = faults_reported(spec)
-    finally:
-        monkeypatch.undo()
-        restart_fork_server()
+def test_memory_the_layer_frees_is_reused_without_page_faults():
+    """16 MB freed and allocated again take ~4,000 page faults with glibc's initial thresholds (the memory is
+    mapped afresh), and almost none in a check's process (``child._keep_freed_memory``)."""
+    kept, default = faults_reported("kept"), faults_reported("defaults")
     assert kept < 200 < 2000 < default
