@@ -1,14 +1,18 @@
-"""Per-check cost of running a user's layer in a fresh process per check, against a baseline checkout.
+"""Per-check cost of running a user's layer in a fresh process per check: against this checkout unisolated, or
+against a baseline checkout.
 
-Usage (from the repository root; BASELINE is a git worktree of the code to compare with, e.g. main):
+Usage (from the repository root):
 
+    python benchmarks/isolation_overhead.py [--rounds 2]          # isolated (--jobs 1) against --in-process
     git worktree add --detach /tmp/baseline main
-    python benchmarks/isolation_overhead.py /tmp/baseline [--rounds 2] [--jobs 1]
+    python benchmarks/isolation_overhead.py /tmp/baseline [--rounds 2] [--jobs 1]   # against another checkout
 
-Runs the same sweep of 300 small user layers (``examples/im2col_nhwc.py``, every entry checked) with both
-checkouts, interleaved, and prints wall and CPU seconds (user + system of the whole process tree) of each run and
-the difference per check of the best runs. On a loaded machine wall time is dominated by waiting for a core;
-CPU time is the steadier figure.
+Runs the same sweep of 300 small user layers (``examples/im2col_nhwc.py``, every entry checked) both ways,
+interleaved, and prints wall and CPU seconds (user + system of the whole process tree) of each run and the
+difference per check of the best runs. Without BASELINE the reference is this checkout with ``--in-process``:
+the same code with the layer run unisolated in convcheck's own process, so the difference is what the isolation
+costs (worker start, fork server, a process per check, the channel). On a loaded machine wall time is dominated
+by waiting for a core; CPU time is the steadier figure.
 """
 
 from __future__ import annotations
@@ -46,11 +50,12 @@ checks:
 """
 
 
-def run(tree: Path, config: Path, jobs: int, out: Path) -> tuple[float, float, int]:
+def run(tree: Path, config: Path, jobs: int, out: Path, in_process: bool = False) -> tuple[float, float, int]:
     """Wall and CPU seconds of one ``convcheck run`` with ``tree`` on the path, and the checks it reported."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    command = [sys.executable, "-m", "convcheck", "run", str(config), "-q", "--jobs", str(jobs), "--json", str(out)]
+    command = [sys.executable, "-m", "convcheck", "run", str(config), "-q", "--json", str(out)]
+    command += ["--in-process"] if in_process else ["--jobs", str(jobs)]
     subprocess.run(command, env={**os.environ, "PYTHONPATH": str(tree)}, capture_output=True, check=False)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -63,11 +68,12 @@ def run(tree: Path, config: Path, jobs: int, out: Path) -> tuple[float, float, i
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("baseline", type=Path)
+    parser.add_argument("baseline", type=Path, nargs="?", help="a checkout to compare with (default: --in-process)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--jobs", type=int, default=1)
     args = parser.parse_args(argv)
-    trees = {"baseline": args.baseline.resolve(), "this": ROOT}
+    baseline = None if args.baseline is None else args.baseline.resolve()
+    trees = {"baseline": baseline or ROOT, "this": ROOT}
     best: dict[str, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory() as folder:
         config = Path(folder) / "sweep.yaml"
@@ -77,8 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         for round_ in range(args.rounds):
             order = list(trees.items()) if round_ % 2 == 0 else list(trees.items())[::-1]
             for name, tree in order:
-                wall, cpu, count = run(tree, config, args.jobs, Path(folder) / f"{name}.json")
-                print(f"{name:8s} round {round_}: wall {wall:7.1f} s, cpu {cpu:7.1f} s, load {os.getloadavg()[0]:.1f}")
+                unisolated = name == "baseline" and baseline is None
+                wall, cpu, count = run(tree, config, args.jobs, Path(folder) / f"{name}.json", unisolated)
+                label = "in-process" if unisolated else name
+                load = os.getloadavg()[0]
+                print(f"{label:10s} round {round_}: wall {wall:7.1f} s, cpu {cpu:7.1f} s, load {load:.1f}", flush=True)
                 old = best.get(name, (float("inf"), float("inf")))
                 best[name] = (min(old[0], wall), min(old[1], cpu))
     for index, label in ((0, "wall"), (1, "cpu")):

@@ -52,7 +52,7 @@ def scheduler() -> Iterator[str]:
         "distributed.comm.timeouts.connect": "5s",
     }
     with dask.config.set(settings):
-        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
         try:
             yield cluster.scheduler_address
         finally:
@@ -111,7 +111,7 @@ def test_the_worker_timeout_never_goes_off_after_the_check(monkeypatch):
             pass
         return CheckResult(spec.name, Status.PASS, spec, 0.0)
 
-    monkeypatch.setattr(convcheck_distributed, "run_check", busy)
+    monkeypatch.setattr(convcheck_distributed, "check", busy)
     outcomes: list[str] = []
 
     def in_a_worker_thread() -> None:
@@ -157,13 +157,61 @@ def test_results_match_a_local_run_in_spec_order(scheduler):
     assert not remote.interrupted and not remote.stopped_early and not remote.not_run
 
 
-def test_a_check_that_kills_its_worker_is_one_error_row(scheduler):
+def test_a_layer_that_kills_its_process_is_one_error_row_and_no_dask_worker_dies(scheduler):
+    from distributed import Client
+
+    with Client(scheduler, set_as_default=False) as client:
+        before = set(client.scheduler_info()["workers"])
     specs = [fixture_impl("crash_exit.py"), fixture_impl("good_nhwc.py", name="after")]
     outcome = convcheck_distributed.run_distributed(specs, scheduler)
     crash, after = outcome.results
     assert crash.status is Status.ERROR
-    assert crash.error.startswith("the implementation crashed the worker process (2 Dask workers died")
+    assert crash.error.startswith("the implementation crashed the worker process (")
+    assert "the check ran in its own process" in crash.error
     assert after.status is Status.PASS
+    with Client(scheduler, set_as_default=False) as client:
+        assert set(client.scheduler_info()["workers"]) == before  # the same two workers, none restarted
+
+
+def test_a_layer_stuck_where_python_cannot_interrupt_it_is_stopped_at_its_timeout(scheduler):
+    """On a Dask worker the timeout is an exception raised in the task's thread; the layer's own process is
+    killed, so even a layer that never returns to the interpreter cannot keep the worker busy."""
+    specs = [fixture_impl("hangs_uninterruptible.py", timeout=1.0), fixture_impl("good_nhwc.py", name="after")]
+    stuck, after = convcheck_distributed.run_distributed(specs, scheduler).results  # returns: the task returned
+    assert stuck.status is Status.ERROR and stuck.error.startswith("timed out after 1 s")
+    assert after.status is Status.PASS
+
+
+HOSTILE = ROOT / "tests" / "fixtures" / "hostile"
+
+
+def hostile(module: str, folder: Path = HOSTILE) -> CheckSpec:
+    return CheckSpec(module, SHAPE, impl=ImplRef(module, base_dir=folder), timeout=30.0)
+
+
+def test_hostile_layers_buy_no_pass_on_a_dask_worker(scheduler):
+    """Each layer runs in a process forked for its check from the Dask worker, which computes the verdict: a
+    layer that patches convcheck's judge or guard, forges a result on its channel, or is honest only at the first
+    point it is called at, fails; the checks after it on the same workers are judged as if it never ran."""
+    specs = [
+        hostile("patches_judge.py"),
+        hostile("patches_run_one.py"),
+        hostile("fake_done.py"),
+        hostile("first_point_only.py"),
+        hostile("exits_zero.py"),
+        *(hostile("wrong_db_keepdims.py", folder=FIXTURES) for _ in range(2)),  # after the patches, on both workers
+        *(hostile("good.py") for _ in range(2)),
+    ]
+    results = convcheck_distributed.run_distributed(specs, scheduler).results
+    statuses = [r.status for r in results]
+    assert statuses[:5] == [Status.FAIL, Status.FAIL, Status.ERROR, Status.FAIL, Status.ERROR], [
+        (r.name, r.status, r.error) for r in results
+    ]
+    assert statuses[5:] == [Status.FAIL, Status.FAIL, Status.PASS, Status.PASS]
+    judged = results[0]
+    assert {g.name for g in judged.gradients if not g.passed} == {"input", "weights", "bias"}
+    local = run_batch(specs, jobs=1, isolate=True)
+    assert rows(convcheck_distributed.run_distributed(specs, scheduler)) == rows(local)
 
 
 def test_fail_fast_keeps_exactly_the_checks_up_to_the_first_failure(scheduler):

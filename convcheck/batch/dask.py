@@ -1,25 +1,33 @@
 """Run a batch of checks on a Dask distributed cluster (``convcheck run --scheduler ADDRESS``).
 
-One Dask task per check. Each task calls ``guard.run_one(spec)`` on a worker, so a check's result there is the
-result it gets locally: exceptions become the same ``error`` rows with the same messages, timeouts give the same
-"timed out after N s", verdicts and diagnoses are identical, and so is the exit code. The results come back in
-spec order, ``on_result`` sees them as they finish, and ``fail_fast`` keeps exactly the checks up to the first
-one (in spec order) that did not pass: the same ``BatchOutcome`` as ``local.run_batch`` (both use
-``outcome.Tally``).
+One Dask task per check. Each task calls ``guard.run_one(spec, isolated_check)`` on a worker, as a ``--jobs``
+worker does, so a check's result there is the result it gets locally: exceptions become the same ``error`` rows
+with the same messages, timeouts give the same "timed out after N s", verdicts and diagnoses are identical, and so
+is the exit code. The results come back in spec order, ``on_result`` sees them as they finish, and ``fail_fast``
+keeps exactly the checks up to the first one (in spec order) that did not pass: the same ``BatchOutcome`` as
+``local.run_batch`` (both use ``outcome.Tally``).
+
+Isolation. The Dask worker process is the fork server of ``convcheck.isolation``: a user's layer runs in a fresh
+process forked from it for that check alone, and the verdict is computed in the worker from the raw arrays the
+layer returns, so a layer cannot patch convcheck, forge a result or leave state behind for the next task on that
+worker. The worker is made non-dumpable (``guard.non_dumpable``), so the layer's process cannot reach its memory
+through ``/proc``. A layer that ends its own process (``os._exit``, a segfault, its memory limit) is that check's
+``error`` row, "the implementation crashed the worker process (…)", and the Dask worker lives on.
 
 Timeouts on a worker. Dask runs tasks on executor threads, where ``run_one``'s ``SIGALRM`` timer cannot be set
 (signals go to the main thread). The task therefore arms its own timer: a ``threading.Timer`` that, when the
 check overruns, raises ``CheckTimeout`` in the task's thread through CPython's ``PyThreadState_SetAsyncExc``.
-Like ``SIGALRM`` it interrupts Python code, loops in the user's code included; unlike it, it cannot wake a thread
-blocked in C (``time.sleep``, a lock, a long BLAS call) before that call returns. A check that never returns to
-the interpreter keeps its worker thread busy: a Dask worker cannot kill one of its threads, and convcheck does
-not kill shared workers. (Without ``ctypes.pythonapi``, e.g. on PyPy, the timeout is not enforced and the
-result's notes say so, as ``run_one`` does off the main thread.)
+While a user's layer computes in its own process, the task's thread only waits for it, in short waits
+(``isolation.session.WAKE_SECONDS``), so the exception is raised within a tenth of a second whatever the layer
+does (a Python loop, ``time.sleep``, native code that never returns), and the layer's process is killed. Only
+convcheck's own built-in layer runs in the task's thread, where a long BLAS call delays the exception until it
+returns. (Without ``ctypes.pythonapi``, e.g. on PyPy, the timeout is not enforced and the result's notes say so,
+as ``run_one`` does off the main thread.)
 
-Crashes. A check that kills its worker process (segfault, ``os._exit``, the OOM killer) is rescheduled by Dask
-onto another worker, up to the scheduler's ``distributed.scheduler.allowed-failures`` times (3 by default); then
-Dask gives up with ``KilledWorker``, which becomes that check's ``error`` row, "the implementation crashed the
-worker process (…)", as with ``--jobs N``. The exit code is the same; the message cannot give the exit code.
+Crashes. A check that kills the worker process itself (convcheck's own layer running out of memory, the OOM
+killer) is rescheduled by Dask onto another worker, up to the scheduler's ``distributed.scheduler.allowed-failures``
+times (3 by default); then Dask gives up with ``KilledWorker``, which becomes that check's ``error`` row, "the
+implementation crashed the worker process (…)", as with ``--jobs N``. The exit code is the same.
 
 BLAS threads. Like ``--jobs N`` workers, a worker runs each check with one BLAS/OpenMP thread (Dask's nanny
 already sets ``OPENBLAS_NUM_THREADS=1`` and friends before a worker starts; the task makes sure of it for workers
@@ -44,9 +52,9 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from convcheck import parallel
-from convcheck.batch.guard import CheckTimeout, describe_failure, run_one, timeout_of
+from convcheck.batch.guard import CheckTimeout, describe_failure, non_dumpable, run_one, timeout_of
 from convcheck.batch.outcome import BatchOutcome, ResultCallback, Tally, crash_message, error_result
-from convcheck.checker import run_check
+from convcheck.isolation.check import isolated_check
 from convcheck.results import CheckResult, NoteKind
 from convcheck.spec import CheckSpec
 
@@ -208,11 +216,12 @@ def _result_of(future: Future, spec: CheckSpec) -> CheckResult:
 
 
 def _check_on_worker(spec: CheckSpec) -> CheckResult:
-    """A Dask task: ``guard.run_one(spec)`` with one BLAS thread and the check's timeout enforced."""
+    """A Dask task: ``guard.run_one(spec, isolated_check)`` with one BLAS thread and the check's timeout enforced."""
     parallel.hold_one_blas_thread()  # as in --jobs workers; once per worker process, for good
+    non_dumpable()  # before the first fork: the layer's process must not reach this one's memory
     watched = threading.current_thread() is not threading.main_thread() and _ASYNC_EXC is not None
     try:
-        result = run_one(spec, _Watched(timeout_of(spec)) if watched else run_check)
+        result = run_one(spec, _Watched(timeout_of(spec)) if watched else check)
     except KeyboardInterrupt:  # run_one lets it through; on a worker it is this check's doing
         return error_result(spec, 0.0, "the check raised KeyboardInterrupt on the Dask worker")
     if watched:  # the task's own timer enforced the timeout that run_one could not
@@ -240,8 +249,11 @@ class _Overrun(CheckTimeout):
         super().__init__(math.nan)
 
 
+check = isolated_check  # what a task runs (a name of this module, so that a test may replace it)
+
+
 class _Watched:
-    """``run_check`` with a timer that raises ``_Overrun`` in the calling thread after ``seconds``.
+    """``check`` with a timer that raises ``_Overrun`` in the calling thread after ``seconds``.
 
     The timer sets the exception only while the check runs (under a lock), and whatever it set and was not yet
     raised is cleared before this returns, so that the exception can never go off in Dask's code afterwards.
@@ -252,7 +264,7 @@ class _Watched:
 
     def __call__(self, spec: CheckSpec) -> CheckResult:
         if not math.isfinite(self.seconds):
-            return run_check(spec)
+            return check(spec)
         thread = threading.get_ident()
         lock = threading.Lock()
         state = {"running": True, "fired": False}
@@ -267,7 +279,7 @@ class _Watched:
         timer.daemon = True
         timer.start()
         try:
-            return run_check(spec)
+            return check(spec)
         finally:
             # If _Overrun goes off in here, it propagates to run_one as the timeout it is; either way nothing
             # is left pending once this block is done.

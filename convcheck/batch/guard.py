@@ -34,7 +34,15 @@ from convcheck.results import CheckResult, Note, NoteKind
 from convcheck.spec import CheckSpec
 from convcheck.user.errors import describe_exception
 
-__all__ = ["UNENFORCED", "CheckTimeout", "describe_failure", "die_with_parent", "run_one", "timeout_of"]
+__all__ = [
+    "UNENFORCED",
+    "CheckTimeout",
+    "describe_failure",
+    "die_with_parent",
+    "non_dumpable",
+    "run_one",
+    "timeout_of",
+]
 
 _PR_SET_PDEATHSIG, _PR_SET_DUMPABLE = 1, 4  # prctl options (Linux)
 
@@ -65,9 +73,15 @@ def die_with_parent() -> None:
     outlives a run that was killed; and make it non-dumpable, so that the user's code in the processes it forks
     cannot read or write its memory through ``/proc`` or attach a debugger to it (same user, no privileges)."""
     with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        libc.prctl(_PR_SET_DUMPABLE, 0)
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    non_dumpable()
+
+
+def non_dumpable() -> None:
+    """Make this process non-dumpable (Linux; elsewhere nothing): the user's code in the processes it forks
+    cannot read or write its memory through ``/proc`` or attach a debugger to it (same user, no privileges)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_DUMPABLE, 0)
 
 
 def describe_failure(exc: BaseException) -> str:

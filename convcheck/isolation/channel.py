@@ -12,17 +12,20 @@ Only numeric arrays cross (``bool``, integers, floats, complex): anything else i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import mmap
+import os
 import socket
 import struct
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Arena", "Channel", "Outgoing", "ProtocolViolation", "decode_array"]
+__all__ = ["Arena", "ArenaPool", "Channel", "Outgoing", "ProtocolViolation", "decode_array"]
 
 MAGIC = b"CCK1"
 KEY_BYTES = 16
@@ -44,10 +47,38 @@ class Arena:
 
     half: int
     memory: mmap.mmap = field(init=False)
+    fd: int = field(init=False, default=-1)  # a memfd where the system has them (passed to the fork server)
 
     def __post_init__(self) -> None:
         self.half = max(_ALIGN, -(-self.half // _ALIGN) * _ALIGN)
-        self.memory = mmap.mmap(-1, 2 * self.half + LAST_WORDS_BYTES)
+        size = 2 * self.half + LAST_WORDS_BYTES
+        if hasattr(os, "memfd_create"):
+            self.fd = os.memfd_create("convcheck-arena", os.MFD_CLOEXEC)
+            os.ftruncate(self.fd, size)
+            self.memory = mmap.mmap(self.fd, size)
+        else:  # pragma: no cover - non-Linux systems
+            self.memory = mmap.mmap(-1, size)
+        self.forked_with(False)
+
+    @classmethod
+    def attach(cls, fd: int, half: int) -> Arena:
+        """The arena whose memfd ``fd`` another process passed (the fork server's copy; ``fd`` is closed)."""
+        arena = cls.__new__(cls)
+        arena.half, arena.fd = half, -1
+        try:
+            arena.memory = mmap.mmap(fd, 2 * half + LAST_WORDS_BYTES)
+        finally:
+            os.close(fd)
+        return arena
+
+    def forked_with(self, inherited: bool) -> None:
+        """Whether a process forked now gets this mapping (Linux ``MADV_DOFORK``/``MADV_DONTFORK``): only the
+        child of the session that uses it must, never the child of another session of this process (threads
+        of a Dask worker), which could otherwise write into it while that session reads it."""
+        option = getattr(mmap, "MADV_DOFORK" if inherited else "MADV_DONTFORK", None)
+        if option is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self.memory.madvise(option)
 
     def region(self, side: int) -> tuple[int, int]:
         """``(start, end)`` of side 0 (the parent's) or 1 (the child's)."""
@@ -55,6 +86,9 @@ class Arena:
 
     def close(self) -> None:
         self.memory.close()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
     def write_last_words(self, text: str) -> None:
         data = text.encode("utf-8", "replace")[: LAST_WORDS_BYTES - 8]
@@ -68,6 +102,45 @@ class Arena:
         if not 0 < length <= LAST_WORDS_BYTES - 8:
             return None
         return bytes(self.memory[start + 8 : start + 8 + length]).decode("utf-8", "replace")
+
+
+class ArenaPool:
+    """Arenas kept between checks by the process that forks the children (at most ``keep`` of them, each at most
+    ``largest`` bytes): a fresh mapping costs a page fault on every page each side touches, at every check, and a
+    kept one only in the child (whose mapping is fresh). A kept arena holds what the last check left in it; a
+    child may read that (another check's arrays: nothing it could not compute itself), and nothing is read from an
+    arena but what the current check's messages describe; its last words are cleared before it is handed out."""
+
+    def __init__(self, keep: int = 2, largest: int = 2**26) -> None:
+        self.keep, self.largest = keep, largest
+        self.free: list[Arena] = []
+        self.owner = os.getpid()
+        self.lock = threading.Lock()  # sessions may run in several threads (a Dask worker's)
+
+    def take(self, half: int) -> Arena:
+        """An arena with halves of at least ``half`` bytes (a kept one if one is large enough)."""
+        with self.lock:
+            if self.owner != os.getpid():  # a forked copy of this process: its arenas are the parent's
+                self.free, self.owner = [], os.getpid()
+            for arena in self.free:
+                if arena.half >= half:
+                    self.free.remove(arena)
+                    arena.write_last_words("")
+                    return arena
+        return Arena(half)
+
+    def give_back(self, arena: Arena) -> None:
+        with self.lock:
+            if self.owner != os.getpid() or len(arena.memory) > self.largest:
+                dropped = [arena]
+            else:
+                self.free.append(arena)
+                self.free.sort(key=lambda a: a.half)
+                dropped = self.free[: max(0, len(self.free) - self.keep)]  # the smallest first
+                del self.free[: len(dropped)]
+        for old in dropped:
+            with contextlib.suppress(BufferError):  # an array view still alive keeps it; the GC frees it
+                old.close()
 
 
 class Outgoing:
@@ -139,11 +212,14 @@ def decode_array(meta: object, arena: Arena, side: int, blobs: memoryview, *, co
 class Channel:
     """One end of the framed, keyed protocol on a connected Unix socket (see the module docstring).
 
-    ``limit`` bounds the payload this end accepts (a peer cannot make it allocate more).
+    ``limit`` bounds the payload this end accepts (a peer cannot make it allocate more). ``wakes``: seconds after
+    which a wait for the peer returns to Python code and resumes, so that an exception set asynchronously in the
+    waiting thread (the Dask executor's timeout, ``batch.dask``) is raised while it waits; None waits in one call.
     """
 
-    def __init__(self, sock: socket.socket, key: bytes, limit: int) -> None:
+    def __init__(self, sock: socket.socket, key: bytes, limit: int, wakes: float | None = None) -> None:
         self.sock = sock
+        sock.settimeout(wakes)
         self.key = key
         self.limit = limit
         self.sent = 0
@@ -155,9 +231,19 @@ class Channel:
         length = _LENGTH.size + len(body) + sum(len(b) for b in blobs)
         self.sent += 1
         header = _HEADER.pack(MAGIC, self.key, self.sent, length)
-        self.sock.sendall(b"".join([header, _LENGTH.pack(len(body)), body]))
+        self._all(b"".join([header, _LENGTH.pack(len(body)), body]))
         for blob in blobs:
-            self.sock.sendall(blob)
+            self._all(blob)
+
+    def _all(self, data: bytes) -> None:
+        """``sendall``, also on a socket with a timeout (``wakes``): a timeout only means that the peer is busy."""
+        if self.sock.gettimeout() is None:
+            self.sock.sendall(data)
+            return
+        view, sent = memoryview(data), 0
+        while sent < len(view):
+            with contextlib.suppress(TimeoutError):
+                sent += self.sock.send(view[sent:])
 
     def receive(self) -> tuple[dict[str, Any], memoryview]:
         """The next message and its blobs.
@@ -191,7 +277,10 @@ class Channel:
         view = memoryview(data)
         got = 0
         while got < count:
-            n = self.sock.recv_into(view[got:], count - got)
+            try:
+                n = self.sock.recv_into(view[got:], count - got)
+            except TimeoutError:  # a socket that ``wakes``: Python code runs between waits (see ``Channel``)
+                continue
             if n == 0:
                 raise EOFError("the channel was closed")
             got += n

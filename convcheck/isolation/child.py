@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import random
 import resource
@@ -30,11 +31,13 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from types import CodeType
 from typing import Any, NoReturn
 
 import numpy as np
 
 from convcheck.isolation.channel import Arena, Channel, Outgoing, ProtocolViolation, crosses, decode_array
+from convcheck.isolation.compiled import use_in_child
 from convcheck.spec import ImplRef
 from convcheck.user.adapter import describe
 from convcheck.user.arguments import keywords_for
@@ -54,6 +57,9 @@ __all__ = ["EXIT_LAST_WORDS", "child_main", "frame_to_json"]
 EXIT_LAST_WORDS = 86  # the child's exit code when it left its last words in shared memory
 _PR_SET_PDEATHSIG = 1
 _HIGH_FD = 600
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (glibc's malloc.h)
+_MMAP_THRESHOLD = 32 * 2**20  # glibc's largest on 64-bit systems
+_TRIM_THRESHOLD = 2**30
 
 
 def frame_to_json(frame: Frame | None) -> dict[str, Any] | None:
@@ -63,12 +69,20 @@ def frame_to_json(frame: Frame | None) -> dict[str, Any] | None:
 
 
 def child_main(
-    sock: socket.socket, key: bytes, arena: Arena, ref: ImplRef, memory_limit: int | None, parent: int
+    sock: socket.socket,
+    key: bytes,
+    arena: Arena,
+    ref: ImplRef,
+    memory_limit: int | None,
+    parent: int,
+    compiled: tuple[str, CodeType] | None = None,
 ) -> NoReturn:
-    """The forked child: set itself up, serve, and end with ``os._exit`` (it never returns to the caller)."""
+    """The forked child: set itself up, serve, and end with ``os._exit`` (it never returns to the caller).
+    ``compiled``: the user's file compiled by the parent (``isolation.compiled``)."""
     code = 70
     try:
         fd = _prepare(sock, parent, memory_limit)
+        use_in_child(compiled)
         code = _Server(fd, key, arena, ref).serve()
     except BaseException:  # noqa: BLE001 - nothing may unwind into the parent's code in this process
         code = 70
@@ -94,9 +108,26 @@ def _prepare(sock: socket.socket, parent: int, memory_limit: int | None) -> int:
     sock.detach()
     os.closerange(3, fd)
     os.closerange(fd + 1, max(fd + 2, os.sysconf("SC_OPEN_MAX")))
+    _keep_freed_memory()
     if memory_limit is not None:
         _limit_memory(memory_limit)
     return fd
+
+
+def _keep_freed_memory() -> None:
+    """glibc's ``malloc`` keeps what the user's code frees (``mallopt``; nothing where glibc is absent).
+
+    By default large arrays (from 128 KiB, adjusted as they come) are mapped afresh and unmapped when freed, and
+    freed memory at the top of the heap is given back: in a process that starts fresh for each check, a numpy
+    layer then takes a page fault on every 4 KiB of every large temporary at every call (3,700 per call at the seed
+    geometry's 14 MB im2col matrix, measured). Up to ``_MMAP_THRESHOLD`` bytes, arrays now come from the heap, and
+    the heap is not trimmed below ``_TRIM_THRESHOLD``: memory freed by one call is reused by the next (190 faults
+    a call, 1.8× less CPU; see ``benchmarks/RESULTS.md``). The process lives for one check, under its memory limit.
+    """
+    with contextlib.suppress(OSError, AttributeError, ValueError):
+        mallopt = ctypes.CDLL(None).mallopt
+        mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+        mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
 
 
 def _limit_memory(allowed: int) -> None:
@@ -129,6 +160,7 @@ class _Server:
         self.roots: tuple[Path, ...] = ()
         self.role = "load"
         self.closed_at: Frame | None = None
+        self.keyword_cache: dict[str, dict[str, Any]] = {}
         self._watch_descriptors()
 
     def serve(self) -> int:
@@ -146,11 +178,15 @@ class _Server:
                 continue
             for number in request.get("release", []):
                 self.caches.pop(int(number), None)
-            reply = self._call(request, blobs)
+            outgoing = Outgoing(self.arena, 1)
+            if request.get("op") == "calls":
+                reply = {"kind": "replies", "replies": self._calls(request.get("calls"), blobs, outgoing)}
+            else:
+                reply = self._call(request, blobs, outgoing)
             if not self._channel_alive():
                 return self._last_words()
             try:
-                self.channel.send(*reply)
+                self.channel.send(reply, outgoing)
             except OSError:
                 return self._last_words()
 
@@ -171,10 +207,19 @@ class _Server:
 
     # -- one call -------------------------------------------------------------------------------------------
 
-    def _call(self, request: dict[str, Any], blobs: memoryview) -> tuple[dict[str, Any], Outgoing]:
+    def _calls(self, calls: object, blobs: memoryview, outgoing: Outgoing) -> list[dict[str, Any]]:
+        """Several calls in one request, in order, their answers in one reply (``session.Session.calls``); a
+        call that raised ends the list: the parent would not have made the calls after it."""
+        replies: list[dict[str, Any]] = []
+        for call in calls if isinstance(calls, list) else []:
+            replies.append(self._call(call, blobs, outgoing))
+            if replies[-1]["kind"] != "returned":
+                break
+        return replies
+
+    def _call(self, request: dict[str, Any], blobs: memoryview, outgoing: Outgoing) -> dict[str, Any]:
         role = str(request.get("role"))
         self.role = role
-        outgoing = Outgoing(self.arena, 1)
         audit = bool(request.get("audit"))
         shared: list[np.ndarray] = []  # the arrays as the parent sent them (pristine)
         handed: list[np.ndarray] = []  # the fresh copies the user gets
@@ -195,13 +240,11 @@ class _Server:
             else:
                 args.append(_tuples(arg.get("value")))
         function = self.functions[role]
-        keywords = (
-            keywords_for(function, dict(request.get("keywords") or {}), self.signature) if role == "forward" else {}
-        )
+        keywords = self._keywords(function, request.get("keywords")) if role == "forward" else {}
         try:
-            returned = function(*args, **{k: _tuples(v) for k, v in keywords.items()})
+            returned = function(*args, **keywords)
         except BaseException as exc:  # noqa: BLE001 - whatever the user's code raises is its answer
-            return self._raised(exc), outgoing
+            return self._raised(exc)
         reply: dict[str, Any] = {"kind": "returned"}
         if audit:
             reply["modified"] = {
@@ -212,16 +255,30 @@ class _Server:
             if record is not None:
                 reply["cached_modified"] = self._cached_changes(record, outgoing)
         if role == "forward":
-            self._watch_output(returned, reply)
+            if audit:  # the contract's calls (the only ones whose output reuse is reported)
+                self._watch_output(returned, reply)
             reply["value"], cache = self._forward_value(returned, outgoing)
-            if cache is not None:
+            if cache is not None and request.get("keep_cache") is False:  # a call sent ahead: no backward follows
+                reply["value"]["items"][1] = {"none": True}
+            elif cache is not None:
                 self.next_cache += 1
                 snapshots = [a.copy() for a in handed] if audit else None
                 self.caches[self.next_cache] = (cache[0], handed, snapshots)
                 reply["cache"] = self.next_cache
         else:
             reply["value"] = self._sequence(returned, 3, outgoing)
-        return reply, outgoing
+        return reply
+
+    def _keywords(self, function: Callable[..., Any], offered: object) -> dict[str, Any]:
+        """``keywords_for`` the forward and the keywords' values the parent sent, worked out once per distinct
+        values (they are the same at every call of a check; reading a signature costs more than the call)."""
+        values = dict(offered) if isinstance(offered, dict) else {}
+        key = json.dumps(values, sort_keys=True)
+        known = self.keyword_cache.get(key)
+        if known is None:
+            known = {k: _tuples(v) for k, v in keywords_for(function, values, self.signature).items()}
+            self.keyword_cache[key] = known
+        return known
 
     def _watch_output(self, returned: object, reply: dict[str, Any]) -> None:
         """Keep the first array forward returned and a copy of it; tell the parent once a later call changed it
@@ -279,8 +336,6 @@ class _Server:
             return False
 
     def _last_words(self) -> int:
-        import json
-
         self.arena.write_last_words(
             json.dumps({"kind": "closed", "role": self.role, "fd": self.fd, "frame": frame_to_json(self.closed_at)})
         )

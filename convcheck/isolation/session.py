@@ -1,14 +1,15 @@
-"""The parent's side: a fresh process per check for the user's code, and a ``UserLayer`` whose calls go there.
+"""The judging side: a fresh process per check for the user's code, and a ``UserLayer`` whose calls go there.
 
-``Session`` forks the child (``convcheck.isolation.child``) from this process, which must be clean (a ``--jobs``
-worker that never loaded user code: the fork server) and talks to it over the framed channel. ``RemoteLayer`` is a
-``UserLayer`` like any other (layouts, shape checks, in-place audits, the contract's messages all happen here),
-except that the two user functions run in the child: the arrays handed to them go through shared memory, what
-they return comes back as raw arrays (or descriptions), caches stay in the child as numbered handles, and
-in-place changes the user's code makes to its arguments are copied back onto the arrays this side handed over,
-so the contract sees them exactly as in one process.
+``Session`` has the child (``convcheck.isolation.child``) forked by this process's fork server
+(``isolation.forkserver``: a clean process forked from this one, which never loaded user code) and talks to it
+over the framed channel. ``RemoteLayer`` is a ``UserLayer`` like any other (layouts, shape checks, in-place
+audits, the contract's messages all happen here), except that the two user functions run in the child: the arrays
+handed to them go through shared memory, what they return comes back as raw arrays (or descriptions), caches stay
+in the child as numbered handles, and in-place changes the user's code makes to its arguments are copied back onto
+the arrays this side handed over, so the contract sees them exactly as in one process.
 
-Speed: a call costs two small frames and a copy of its arrays each way. Several sessions for one check (the
+Speed: the engine's calls are predicted and sent ahead, many to one request (``isolation.ahead``); the shared
+memory is kept from one check to the next (``channel.ArenaPool``). Several sessions for one check (the
 perturbation groups measured by several processes, each answering into its own half of its arena) fit the same
 design: the engine's order of groups decides where each result goes, so estimates stay bit-identical.
 """
@@ -22,23 +23,35 @@ import os
 import secrets
 import signal
 import socket
+import threading
+import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from convcheck.isolation.channel import KEY_BYTES, Arena, Channel, Outgoing, ProtocolViolation, decode_array
+from convcheck.isolation.ahead import Lookahead
+from convcheck.isolation.channel import KEY_BYTES, Arena, ArenaPool, Channel, Outgoing, ProtocolViolation, decode_array
 from convcheck.isolation.child import EXIT_LAST_WORDS, child_main
-from convcheck.spec import CheckSpec, ImplRef, Signature
-from convcheck.user.adapter import Foreign, ForeignException, LoadedImpl, UserLayer
+from convcheck.isolation.compiled import code_for
+from convcheck.isolation.forkserver import fork_server
+from convcheck.spec import CheckSpec, DType, ImplRef, Signature
+from convcheck.tolerance import resolve
+from convcheck.user.adapter import Foreign, ForeignException, LoadedImpl, UserCache, UserLayer
 from convcheck.user.arguments import window_keywords
 from convcheck.user.errors import Frame, ImplementationError, UserFault, display_path
 
 __all__ = ["IsolationFault", "RemoteLayer", "Session", "probe", "remote_layer"]
 
+WAKE_SECONDS = 0.1  # how often a session off the main thread wakes while it waits for its child
+END_GRACE = 2.0  # seconds a child that stopped answering has to exit before it is killed
+AHEAD_CALLS = 16  # at most this many forward calls sent ahead with one (``isolation.ahead``)
+AHEAD_BYTES = 2**23  # and at most as many as fit this many bytes of float64 arrays (large layers: one)
+_FORKING = threading.Lock()
+ARENAS = ArenaPool()  # the shared memory of this process's sessions, kept from one check to the next
 _BYTES_PER_ENTRY = 16  # room per array entry in shared memory (complex128); larger replies go inline
 
 
@@ -73,32 +86,40 @@ class Session:
     Args:
         ref: the implementation to load in the child.
         entries: the entries of x, w, b and out together (sizes the shared memory).
+        ahead: the calls that may be sent ahead with one call (``calls``; room for them in the shared memory).
         memory_limit: bytes the child may allocate beyond what it maps at the start; None for no limit.
     Raises:
         ImplementationError: the child could not load the implementation (the message is the child's).
         IsolationFault: the child died or broke the protocol while loading.
     """
 
-    def __init__(self, ref: ImplRef, entries: int, memory_limit: int | None) -> None:
-        self.arena = Arena(2 * _BYTES_PER_ENTRY * entries + 4096)
+    def __init__(self, ref: ImplRef, entries: int, memory_limit: int | None, ahead: int = 0) -> None:
+        self.arena_returned = False
+        self.arena = ARENAS.take(max(2 * _BYTES_PER_ENTRY, 8 * (ahead + 2)) * entries + 4096)
         key = secrets.token_bytes(KEY_BYTES)
         mine, theirs = socket.socketpair()
-        parent = os.getpid()
-        # Frozen objects are never visited by the collector, so the child's collections do not copy the parent's
-        # whole heap page by page (copy-on-write): a fork then costs milliseconds, not a tenth of a second.
-        gc.freeze()
+        self.server = fork_server()
         try:
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover - the child never returns (coverage cannot follow it)
-                mine.close()
-                child_main(theirs, key, self.arena, ref, memory_limit, parent)
-        finally:
-            gc.unfreeze()
+            if self.server is not None:
+                pid = self.server.spawn(theirs, self.arena, key, ref, memory_limit)
+            else:  # pragma: no cover - no fork server on this system: fork from here
+                pid = _fork_here(theirs, mine, key, self.arena, ref, memory_limit)
+        except OSError as exc:
+            mine.close()
+            theirs.close()
+            ARENAS.give_back(self.arena)
+            raise IsolationFault(
+                f"convcheck could not start the process to run the implementation in ({exc})"
+            ) from None
         theirs.close()
         self.pid: int | None = pid
         self.status: int | None = None
-        self.channel = Channel(mine, key, limit=2 * self.arena.half + 2**20)
+        # Off the main thread no signal can interrupt a wait for the child (a timeout there is an asynchronous
+        # exception: ``batch.dask``), so the waits wake up regularly to let it be raised.
+        wakes = None if threading.current_thread() is threading.main_thread() else WAKE_SECONDS
+        self.channel = Channel(mine, key, limit=2 * self.arena.half + 2**20, wakes=wakes)
         self.released: list[int] = []
+        self.exchanges = 0  # requests sent so far (see ``_exchange``)
         self.cpu = 0.0  # the child's CPU seconds so far, as it reports them
         self.role = "load"
         try:
@@ -129,6 +150,49 @@ class Session:
         the values of the keywords the child passes where the function takes them (``keywords_for``)."""
         self.role = role
         outgoing = Outgoing(self.arena, 0)
+        request = {"op": "call", **self._request(role, args, audit, keywords, outgoing), "release": self._release()}
+        reply, blobs = self._exchange(request, outgoing)
+        return self.answer(reply), blobs
+
+    def calls(self, calls: Sequence[tuple[str, list[Any], dict[str, Any] | None]]) -> tuple[list[Any], memoryview]:
+        """Several unaudited forward calls ``(role, args, keywords)`` in one request, made in order by the child
+        (which stops after one that raised); their replies, each to be read with ``answer``, and the blobs they
+        share. The child keeps the user's cache of the first call only: the others' come back as None (these are
+        the engine's calls, whose caches are never used; keeping them all would only grow the child's memory).
+        Their arrays together must fit this side's half of the arena, or travel inline."""
+        self.role = calls[0][0]
+        outgoing = Outgoing(self.arena, 0)
+        encoded = [self._request(role, args, False, keywords, outgoing) for role, args, keywords in calls]
+        for later in encoded[1:]:
+            later["keep_cache"] = False
+        reply, blobs = self._exchange({"op": "calls", "calls": encoded, "release": self._release()}, outgoing)
+        replies = reply.get("replies")
+        if reply.get("kind") != "replies" or not isinstance(replies, list) or not 0 < len(replies) <= len(calls):
+            raise self._violation(ProtocolViolation("an answer that is not the replies to the calls sent"))
+        return replies, blobs
+
+    def answer(self, reply: object) -> dict[str, Any]:
+        """A reply to one call, checked: what the user's function returned, or its exception raised here.
+
+        Raises:
+            ForeignException: the user's function raised (its type, message and frame).
+            IsolationFault: the reply is not one the protocol allows.
+        """
+        if not isinstance(reply, dict):
+            raise self._violation(ProtocolViolation("a reply that is not an object"))
+        if reply.get("kind") == "raised":
+            lineage = tuple(str(name) for name in reply.get("lineage", ()))
+            raise ForeignException(
+                str(reply.get("type")), str(reply.get("message", "")), _frame(reply.get("frame")), lineage
+            )
+        if reply.get("kind") != "returned":
+            raise self._violation(ProtocolViolation(f"an answer of kind {reply.get('kind')!r}"))
+        return reply
+
+    @staticmethod
+    def _request(
+        role: str, args: list[Any], audit: bool, keywords: dict[str, Any] | None, outgoing: Outgoing
+    ) -> dict[str, Any]:
         encoded: list[dict[str, Any]] = []
         for arg in args:
             if isinstance(arg, np.ndarray):
@@ -137,23 +201,24 @@ class Session:
                 encoded.append({"cache": arg.number})
             else:
                 encoded.append({"value": arg})
-        release, self.released = self.released, []
-        request = {"op": "call", "role": role, "args": encoded, "audit": audit, "release": release}
+        request = {"role": role, "args": encoded, "audit": audit}
         if keywords:
             request["keywords"] = keywords
+        return request
+
+    def _release(self) -> list[int]:
+        release, self.released = self.released, []
+        return release
+
+    def _exchange(self, request: dict[str, Any], outgoing: Outgoing | None) -> tuple[dict[str, Any], memoryview]:
+        """Send ``request`` and receive the answer. Every exchange may overwrite both halves of the arena, so
+        ``exchanges`` counts them: an array description read later must come from the latest one."""
+        self.exchanges += 1
         try:
             self.channel.send(request, outgoing)
         except OSError:
             raise self._ended() from None
-        reply, blobs = self._receive()
-        if reply.get("kind") == "raised":
-            lineage = tuple(str(name) for name in reply.get("lineage", ()))
-            raise ForeignException(
-                str(reply.get("type")), str(reply.get("message", "")), _frame(reply.get("frame")), lineage
-            )
-        if reply.get("kind") != "returned":
-            raise self._violation(ProtocolViolation(f"an answer of kind {reply.get('kind')!r}"))
-        return reply, blobs
+        return self._receive()
 
     def array(self, meta: object, blobs: memoryview) -> np.ndarray:
         try:
@@ -184,8 +249,17 @@ class Session:
     # -- endings --------------------------------------------------------------------------------------------
 
     def _ended(self) -> UserFault:
-        """What to say when the child stopped answering: its last words, or how it ended."""
-        status = self._reap(wait=True)
+        """What to say when the child stopped answering: its last words, or how it ended (a child that closed
+        its socket but goes on is killed after ``END_GRACE`` seconds)."""
+        deadline = time.monotonic() + END_GRACE
+        status = self._reap(wait=False)
+        while status is None and self.pid is not None and time.monotonic() < deadline:
+            time.sleep(0.002)
+            status = self._reap(wait=False)
+        if status is None and self.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            status = self._reap(wait=True)
         words = self.arena.read_last_words() if status is not None and _exit_code(status) == EXIT_LAST_WORDS else None
         if words is not None:
             fault = _closed_fault(words, self.role)
@@ -207,13 +281,24 @@ class Session:
         )
 
     def _reap(self, wait: bool) -> int | None:
+        """The child's wait status once it has ended (``wait``: wait for that), else None."""
         if self.pid is None:
             return self.status
-        with contextlib.suppress(ChildProcessError):
-            pid, status = os.waitpid(self.pid, 0 if wait else os.WNOHANG)
-            if pid == 0:
+        if self.server is not None:
+            try:
+                status = self.server.wait(self.pid, wait)
+            except OSError:  # the fork server is gone, and its children with it
+                status = None
+                wait = True
+            if status is None and not wait:
                 return None
             self.status = status
+        else:  # pragma: no cover - no fork server on this system
+            with contextlib.suppress(ChildProcessError):
+                pid, status = os.waitpid(self.pid, 0 if wait else os.WNOHANG)
+                if pid == 0:
+                    return None
+                self.status = status
         self.pid = None
         return self.status
 
@@ -225,8 +310,31 @@ class Session:
             self._reap(wait=True)
         with contextlib.suppress(OSError):
             self.channel.sock.close()
-        with contextlib.suppress(BufferError):  # an array view still alive keeps the mapping; the GC frees it
-            self.arena.close()
+        if not self.arena_returned:
+            self.arena_returned = True
+            ARENAS.give_back(self.arena)  # nothing of this check reads it any more (decoded arrays are copies)
+
+
+def _fork_here(
+    theirs: socket.socket, mine: socket.socket, key: bytes, arena: Arena, ref: ImplRef, memory_limit: int | None
+) -> int:  # pragma: no cover - used where there is no fork server (non-Linux systems)
+    """Fork the child from this process (where no fork server can run)."""
+    parent = os.getpid()
+    compiled = code_for(ref)
+    gc.freeze()  # the collector then never visits the inherited objects: no copy of the whole heap
+    try:
+        with _FORKING:  # this session's arena, and no other, goes to the child (``Arena.forked_with``)
+            arena.forked_with(True)
+            try:
+                pid = os.fork()
+                if pid == 0:
+                    mine.close()
+                    child_main(theirs, key, arena, ref, memory_limit, parent, compiled)
+            finally:
+                arena.forked_with(False)
+    finally:
+        gc.unfreeze()
+    return pid
 
 
 def _exit_code(status: int) -> int | None:
@@ -267,7 +375,7 @@ class RemoteLayer(UserLayer):
     shape, too little memory) never starts a process; ``close`` ends it.
     """
 
-    def __init__(self, spec: CheckSpec, memory_limit: int | None) -> None:
+    def __init__(self, spec: CheckSpec, memory_limit: int | None, *, lookahead: bool = True) -> None:
         ref = spec.impl
         assert ref is not None
         shape = spec.shape
@@ -290,6 +398,11 @@ class RemoteLayer(UserLayer):
         self.memory_limit = memory_limit
         self.session: Session | None = None
         self.output_reused = False  # the child saw forward overwrite the first array it returned
+        self.lookahead = lookahead
+        depth = max(1, min(AHEAD_CALLS, AHEAD_BYTES // (8 * max(1, self.entries))))
+        steps = [resolve(dtype, spec.eps, spec.rtol, spec.atol).eps for dtype in (DType.FLOAT64, spec.dtype)]
+        self.ahead = Lookahead(shape, spec.seed, steps, depth, lambda number: self._session().released.append(number))
+        self._engine_call: tuple[np.ndarray, ...] = ()
 
     def child_seconds(self) -> float:
         """CPU seconds the child has spent so far (for the cost estimate of ``auto``)."""
@@ -301,7 +414,7 @@ class RemoteLayer(UserLayer):
 
     def _session(self) -> Session:
         if self.session is None:
-            self.session = Session(self.impl.ref, self.entries, self.memory_limit)
+            self.session = Session(self.impl.ref, self.entries, self.memory_limit, ahead=self.ahead.depth)
         return self.session
 
     def _call_forward(
@@ -315,12 +428,42 @@ class RemoteLayer(UserLayer):
         else:
             extra, keywords = [stride, padding], self._offered
         handed = tuple(a for a in (xu, wu, bu) if a is not None)
-        reply, blobs = session.call("forward", [xu, wu, bu, *extra], self._audit is not None, keywords)
+        if self._audit is None:
+            reply, blobs = self._unaudited(session, (xu, wu, bu), extra, keywords)
+        else:
+            reply, blobs = session.call("forward", [xu, wu, bu, *extra], True, keywords)
         self.output_reused = self.output_reused or reply.get("output_reused") is True
         self._copy_back(reply.get("modified"), handed, blobs)
         number = reply.get("cache")
         cache = RemoteCache(int(number), session, handed) if isinstance(number, int) else None
         return self._value(reply.get("value"), blobs, cache)
+
+    def forward(self, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, UserCache]:
+        self._engine_call = (x, w, b)  # the arrays the engine asked for, for ``ahead`` (in its own layout)
+        return super().forward(x, w, b)
+
+    def _unaudited(
+        self, session: Session, arrays: tuple[np.ndarray | None, ...], extra: list[Any], keywords: dict[str, Any]
+    ) -> tuple[dict[str, Any], memoryview]:
+        """An unaudited forward call: answered from the calls sent ahead with an earlier one when it is the next
+        of them, else sent with the calls expected to follow it (``isolation.ahead``)."""
+        engine = self._engine_call
+        kept = self.ahead.take(engine, session.exchanges)
+        if kept is not None:
+            return session.answer(kept[0]), kept[1]
+        following = self.ahead.ahead(engine) if self.lookahead else []
+        if not following:
+            return session.call("forward", [*arrays, *extra], False, keywords)
+        calls = [("forward", [*arrays, *extra], keywords)]
+        calls += [("forward", [*self._user_arrays(*point), *extra], keywords) for point in following]
+        replies, blobs = session.calls(calls)
+        self.ahead.keep(following, replies, blobs, session.exchanges)
+        return session.answer(replies[0]), blobs
+
+    def _user_arrays(self, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray | None, ...]:
+        """The engine's ``(x, w, b)`` as ``UserLayer.forward`` hands them to the user's function."""
+        bu = b.reshape(self._bias_shape(x.ndim, w.shape[-1])).copy() if self.bias else None
+        return self._to_user(x, "x"), self._to_user(w, "w"), bu
 
     def _call_backward(self, du: np.ndarray, user_cache: Any) -> object:
         session = self._session()
@@ -366,9 +509,9 @@ def _unreachable(*_: object) -> None:  # pragma: no cover - a RemoteLayer never 
 
 
 @contextmanager
-def remote_layer(spec: CheckSpec, memory_limit: int | None) -> Iterator[RemoteLayer]:
+def remote_layer(spec: CheckSpec, memory_limit: int | None, *, lookahead: bool = True) -> Iterator[RemoteLayer]:
     """A ``RemoteLayer`` for ``spec`` whose process is ended when the block is left, however it is left."""
-    layer = RemoteLayer(spec, memory_limit)
+    layer = RemoteLayer(spec, memory_limit, lookahead=lookahead)
     try:
         yield layer
     finally:

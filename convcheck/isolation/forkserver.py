@@ -1,0 +1,237 @@
+"""The fork server: a small idle process that forks every check's child, so that the judging process never forks.
+
+Why. A fork makes every page of the forking process copy-on-write for as long as the child lives, and the
+judging process, busy computing the verdict meanwhile, then takes a page fault and a 4 KB copy on every page it
+writes: about 1,500 per small check (~3 µs each on the machine measured), more than the check's own work. A process
+forked once from the judging one (``ForkServer``, started at its first isolated check, before any user code ran
+anywhere) does nothing but fork, so it writes almost nothing, and the judging process writes its pages freely.
+The children start from the server's memory: the same pre-imported, clean state. The server also compiles the
+user's file for them (``isolation.compiled``).
+
+Protocol, on a Unix socket pair only these two processes hold (a child closes it with every other descriptor
+before the user's code runs): ``spawn`` (the child's socket and the shared memory's file descriptor passed along)
+answers the child's pid; ``wait`` (pid, block) its wait status, or None while it runs. The judging process kills a
+child itself (``os.kill``); the server reaps only when asked, so a pid is never reused before the judging process
+has read its status. When the judging process's end of the socket closes (it exited, or was killed), the server
+kills its children and exits; its children die with it (``PR_SET_PDEATHSIG``), as they did with the judging one.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import gc
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+from typing import Any, NoReturn
+
+from convcheck.isolation.channel import Arena
+from convcheck.isolation.child import child_main
+from convcheck.isolation.compiled import code_for
+from convcheck.spec import ImplRef, Signature
+
+__all__ = ["ForkServer", "available", "fork_server"]
+
+_MESSAGE_BYTES = 1 << 16
+_PR_SET_DUMPABLE = 4
+
+
+def available() -> bool:
+    """Whether this system has what the fork server needs (Linux: ``memfd_create``, passing descriptors)."""
+    return hasattr(os, "memfd_create") and hasattr(socket, "send_fds") and hasattr(os, "fork")
+
+
+class ForkServer:
+    """The judging process's end: start the server, spawn children through it, ask for their statuses."""
+
+    def __init__(self) -> None:
+        mine, theirs = socket.socketpair()
+        self.owner = os.getpid()
+        self.lock = threading.Lock()  # one request at a time (sessions may run in several threads)
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                stream.flush()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the server never returns (coverage cannot follow it)
+            mine.close()
+            _serve(theirs)
+        theirs.close()
+        self.pid = pid
+        self.sock = mine
+
+    def spawn(self, sock: socket.socket, arena: Arena, key: bytes, ref: ImplRef, memory_limit: int | None) -> int:
+        """Fork a child that serves ``ref``'s functions on ``sock`` (see ``child.child_main``); its pid.
+
+        Raises:
+            OSError: the server is gone or could not fork.
+        """
+        request = {
+            "op": "spawn",
+            "key": key.hex(),
+            "half": arena.half,
+            "ref": _ref_to_json(ref),
+            "memory_limit": memory_limit,
+        }
+        reply = self._ask(request, [sock.fileno(), arena.fd])
+        if not isinstance(reply.get("pid"), int):
+            raise OSError(f"the fork server could not start the check's process: {reply.get('error')}")
+        return int(reply["pid"])
+
+    def wait(self, pid: int, block: bool) -> int | None:
+        """The wait status of the server's child ``pid`` once it has ended (``block``: wait for it), else None."""
+        reply = self._ask({"op": "wait", "pid": pid, "block": block}, [])
+        status = reply.get("status")
+        return int(status) if isinstance(status, int) else None
+
+    def _ask(self, request: dict[str, Any], fds: list[int]) -> dict[str, Any]:
+        with self.lock:
+            socket.send_fds(self.sock, [json.dumps(request).encode()], fds)
+            data = self.sock.recv(_MESSAGE_BYTES)
+        if not data:
+            raise OSError("the fork server ended")
+        reply = json.loads(data)
+        return reply if isinstance(reply, dict) else {}
+
+    def alive(self) -> bool:
+        return self.owner == os.getpid() and self.sock.fileno() >= 0
+
+    def stop(self) -> None:
+        """End the server (it kills and reaps its children) and reap it: at this process's exit, so that the
+        CPU time of the checks' processes counts towards this one's (``RUSAGE_CHILDREN``)."""
+        if self.owner != os.getpid():
+            return
+        with self.lock:
+            self.sock.close()
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(self.pid, 0)
+
+
+_SERVER: ForkServer | None = None
+_STARTING = threading.Lock()
+
+
+def fork_server() -> ForkServer | None:
+    """This process's fork server, started at the first call (None where the system cannot run one)."""
+    global _SERVER
+    if not available():  # pragma: no cover - non-Linux systems: sessions fork from this process
+        return None
+    with _STARTING:
+        if _SERVER is None or not _SERVER.alive():
+            _SERVER = ForkServer()
+            atexit.register(_SERVER.stop)
+        return _SERVER
+
+
+# -- the server ----------------------------------------------------------------------------------------------------
+
+
+def _serve(control: socket.socket) -> NoReturn:
+    """The server process: set up, answer requests until the judging process goes, then end with its children."""
+    code = 0
+    try:
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
+        with contextlib.suppress(OSError, AttributeError):  # non-dumpable: no child can trace it or read its memory
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_DUMPABLE, 0)
+        fd = control.fileno()
+        os.closerange(3, fd)
+        os.closerange(fd + 1, max(fd + 2, os.sysconf("SC_OPEN_MAX")))
+        # Frozen objects are never visited by the collector, so the children's collections do not copy this
+        # process's whole heap page by page (copy-on-write).
+        gc.freeze()
+        _loop(control)
+    except BaseException:  # noqa: BLE001 - nothing may unwind into the judging process's code in this process
+        code = 70
+    finally:
+        os._exit(code)
+
+
+def _loop(control: socket.socket) -> None:
+    children: set[int] = set()
+    try:
+        while True:
+            data, fds, _, _ = socket.recv_fds(control, _MESSAGE_BYTES, 2)
+            if not data:
+                return
+            request = json.loads(data)
+            if request.get("op") == "spawn":
+                reply = _spawn(request, fds, children)
+            else:
+                for fd in fds:
+                    os.close(fd)
+                reply = _wait(request, children)
+            control.sendall(json.dumps(reply).encode())
+    finally:
+        for pid in children:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        for pid in children:
+            with contextlib.suppress(OSError):
+                os.waitpid(pid, 0)
+
+
+def _spawn(request: dict[str, Any], fds: list[int], children: set[int]) -> dict[str, Any]:
+    if len(fds) != 2:
+        for fd in fds:
+            os.close(fd)
+        return {"error": "the descriptors did not arrive"}
+    sock = socket.socket(fileno=fds[0])
+    arena = Arena.attach(fds[1], int(request["half"]))
+    ref = _ref_from_json(request["ref"])
+    compiled = code_for(ref)
+    limit = request.get("memory_limit")
+    server = os.getpid()
+    try:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child never returns
+            child_main(sock, bytes.fromhex(request["key"]), arena, ref, limit, server, compiled)
+    except OSError as exc:
+        return {"error": str(exc)}
+    finally:
+        sock.close()
+        arena.close()
+    children.add(pid)
+    return {"pid": pid}
+
+
+def _wait(request: dict[str, Any], children: set[int]) -> dict[str, Any]:
+    pid = int(request.get("pid", -1))
+    if pid not in children:
+        return {"status": None, "error": "not a child of the fork server"}
+    try:
+        done, status = os.waitpid(pid, 0 if request.get("block") else os.WNOHANG)
+    except ChildProcessError:
+        children.discard(pid)
+        return {"status": None, "error": "already reaped"}
+    if done == 0:
+        return {"status": None}
+    children.discard(pid)
+    return {"status": status}
+
+
+def _ref_to_json(ref: ImplRef) -> dict[str, Any]:
+    base = None if ref.base_dir is None else str(ref.base_dir)
+    return {
+        "module": ref.module,
+        "forward": ref.forward,
+        "backward": ref.backward,
+        "signature": ref.signature.value,
+        "base_dir": base,
+    }
+
+
+def _ref_from_json(data: dict[str, Any]) -> ImplRef:
+    base = data.get("base_dir")
+    return ImplRef(
+        str(data["module"]),
+        forward=str(data["forward"]),
+        backward=str(data["backward"]),
+        signature=Signature(data["signature"]),
+        base_dir=None if base is None else Path(base),
+    )
