@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import time
@@ -19,6 +20,7 @@ from convcheck.diagnosis import diagnose
 from convcheck.layer import MatrixConvLayer
 from convcheck.methods import choose_method, forward_seconds, measure, planned_passes
 from convcheck.numeric import Engine
+from convcheck.numeric.engine import ManyFn
 from convcheck.points import PointSample
 from convcheck.protocol import ConvLayer
 from convcheck.results import (
@@ -254,6 +256,7 @@ def _engine(layer: ConvLayer, data: CheckData, spec: CheckSpec) -> tuple[Engine,
     hook = _progress_hook.get()
     planned = planned_passes(spec)[1] + 2
     progress = None if hook is None else (lambda done: hook(spec.name, done, max(planned, done)))
+    many, batch = _batches(layer, spec)
     engine = Engine(
         forward=forward,
         x=arrays[0],
@@ -266,8 +269,19 @@ def _engine(layer: ConvLayer, data: CheckData, spec: CheckSpec) -> tuple[Engine,
         unit_roundoff=unit_roundoff(numeric_dtype),
         workers=parallel.engine_workers(layer, spec.shape),
         progress=progress,
+        many=many,
+        batch=batch,
     )
     return engine, tol, note
+
+
+def _batches(layer: ConvLayer, spec: CheckSpec) -> tuple[ManyFn | None, int]:
+    """A layer in another process measures batches of perturbed points per request, on ``fanout_workers``."""
+    forward_many = getattr(layer, "forward_many", None)
+    if forward_many is None:
+        return None, 1
+    workers = parallel.fanout_workers(spec.shape)
+    return functools.partial(forward_many, workers=workers), int(layer.batch_groups())  # type: ignore[attr-defined]
 
 
 def _rounding_kinks(data: CheckData, spec: CheckSpec) -> tuple[np.ndarray, ...] | None:

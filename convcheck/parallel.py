@@ -46,6 +46,8 @@ _held = False
 
 #: Multiply-adds per forward pass below which a check's groups are measured on one thread (``engine_workers``).
 PARALLEL_MIN_MACS = 5_000_000
+#: Multiply-adds per forward pass below which a user's layer's batches are evaluated in one process.
+FANOUT_MIN_MACS = 5_000_000
 
 
 def available_cores() -> int:
@@ -73,6 +75,17 @@ def engine_workers(layer: object, shape: ConvShape) -> int:
         return 1
     macs = math.prod(shape.out_shape) * shape.fan_in
     return available_cores() if macs >= PARALLEL_MIN_MACS else 1
+
+
+def fanout_workers(shape: ConvShape) -> int:
+    """Processes that evaluate a user's layer's batches of perturbed points (``convcheck.numeric.fanout``): every
+    core for layers of at least ``FANOUT_MIN_MACS`` multiply-adds per forward pass, else 1 (the batch is
+    evaluated in the layer's own process: a fork costs more than a small layer's whole batch), and 1 whenever
+    the environment holds BLAS to one thread (the other cores run other checks)."""
+    if blas_pinned():
+        return 1
+    macs = math.prod(shape.out_shape) * shape.fan_in
+    return available_cores() if macs >= FANOUT_MIN_MACS else 1
 
 
 def blas_pinned() -> bool:

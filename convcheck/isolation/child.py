@@ -35,6 +35,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from convcheck.isolation.channel import Arena, Channel, Outgoing, ProtocolViolation, crosses, decode_array
+from convcheck.isolation.many import serve_many
 from convcheck.spec import ImplRef
 from convcheck.user.adapter import describe
 from convcheck.user.arguments import keywords_for
@@ -146,7 +147,7 @@ class _Server:
                 continue
             for number in request.get("release", []):
                 self.caches.pop(int(number), None)
-            reply = self._call(request, blobs)
+            reply = self._many(request, blobs) if request.get("op") == "many" else self._call(request, blobs)
             if not self._channel_alive():
                 return self._last_words()
             try:
@@ -222,6 +223,15 @@ class _Server:
         else:
             reply["value"] = self._sequence(returned, 3, outgoing)
         return reply, outgoing
+
+    def _many(self, request: dict[str, Any], blobs: memoryview) -> tuple[dict[str, Any], Outgoing]:
+        """A batch of forward calls at perturbed points (``convcheck.isolation.many``)."""
+        self.role = "forward"
+        function = self.functions["forward"]
+        keywords = keywords_for(function, dict(request.get("keywords") or {}), self.signature)
+        bound = {k: _tuples(v) for k, v in keywords.items()}
+        forward = lambda *args: function(*(_tuples(a) for a in args), **bound)  # noqa: E731
+        return serve_many(request, blobs, self.arena, forward)
 
     def _watch_output(self, returned: object, reply: dict[str, Any]) -> None:
         """Keep the first array forward returned and a copy of it; tell the parent once a later call changed it
