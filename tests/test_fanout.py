@@ -21,7 +21,7 @@ from convcheck.isolation import session
 from convcheck.isolation.check import isolated_check
 from convcheck.layer import MatrixConvLayer
 from convcheck.numeric import Engine
-from convcheck.numeric.fanout import Point, evaluate, shared_slots
+from convcheck.numeric.fanout import Batch, Point, Pool, evaluate, shared_slots
 from convcheck.results import CheckResult
 from convcheck.spec import Activation, CheckSpec, ConvShape, DType, ImplRef, Layout, Method
 
@@ -101,6 +101,32 @@ def test_any_trouble_in_any_point_fails_the_batch_and_leaves_no_process_behind(w
     assert evaluate(_fails_at(99, how), base, points, slots, accept, workers)
     with pytest.raises(ChildProcessError):
         os.waitpid(-1, os.WNOHANG)  # every worker was reaped
+
+
+def test_a_pool_serves_every_batch_with_the_workers_it_forked_once_and_replaces_a_dead_one():
+    base = [np.zeros(4)]
+    slots = shared_slots(4, (4,), np.dtype(np.float64))
+
+    def batch_of(message: bytes) -> Batch:
+        fails_at = int(message.decode())
+        points = [Point(0, np.array([0]), np.array([float(k)])) for k in range(4)]
+        return Batch(_fails_at(fails_at, "exit"), base, points, slots, lambda returned: returned[0])
+
+    pool = Pool(2, batch_of)
+    try:
+        assert pool.run(b"99", 4)
+        workers = pool.pids
+        assert len(workers) == 2
+        for k, slot in enumerate(slots):
+            np.testing.assert_array_equal(slot, np.array([2.0 * k, 0, 0, 0]))
+        assert pool.run(b"98", 4) and pool.pids == workers  # the same processes
+        assert not pool.run(b"2", 4)  # one worker died: the batch failed, the pool ended
+        assert pool.pids == ()
+        assert pool.run(b"99", 4) and len(pool.pids) == 2 and set(pool.pids).isdisjoint(workers)
+    finally:
+        pool.close()
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)
 
 
 def _local_many(forward, workers: int, calls: list[int]):
