@@ -20,7 +20,7 @@ from convcheck.checker import run_check
 from convcheck.isolation import session
 from convcheck.isolation.check import isolated_check
 from convcheck.layer import MatrixConvLayer
-from convcheck.numeric import Engine
+from convcheck.numeric import Engine, NotLocalError
 from convcheck.numeric.fanout import Batch, Point, Pool, evaluate, shared_slots
 from convcheck.results import CheckResult
 from convcheck.spec import Activation, CheckSpec, ConvShape, DType, ImplRef, Layout, Method
@@ -274,3 +274,35 @@ def test_the_forward_point_sample_keeps_the_same_calls_with_batches(monkeypatch)
             assert layer.points is not None
             samples.append([(p.number, p.x.tobytes(), p.w.tobytes(), p.out.tobytes()) for p in layer.points.points])
     assert samples[0] == samples[1]
+
+
+# -- what a check has already computed, reused --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("activation", [Activation.RELU, Activation.TANH])
+def test_an_engine_given_the_output_and_magnitude_at_the_point_estimates_as_one_computing_them(activation):
+    from convcheck import reference
+
+    shape = ConvShape(2, 6, 7, 3, 4, 3, 2, 1)
+    (x, w, b, g), forward, analytic = _problem(shape, activation, seed=4)
+    noise = tolerance.analytic_noise(x, w, b, g, shape.window, U64)
+    given = {"base": forward(x.copy(), w.copy(), b.copy()), "magnitude": reference.magnitude(x, w, b, shape.window)}
+    fresh = Engine(forward, x, w, b, g, shape, activation, F64.eps, U64)
+    reused = Engine(forward, x, w, b, g, shape, activation, F64.eps, U64, **given)
+    np.testing.assert_array_equal(fresh.f0, reused.f0)
+    for tensor in range(3):
+        args = (tensor, analytic[tensor], noise[tensor], F64.rtol, F64.atol)
+        _assert_same(fresh.grouped(*args), reused.grouped(*args))
+        rngs = (np.random.default_rng(5), np.random.default_rng(5))
+        _assert_same(
+            fresh.directional(tensor, analytic[tensor], noise[tensor], 4, rngs[0]),
+            reused.directional(tensor, analytic[tensor], noise[tensor], 4, rngs[1]),
+        )
+    assert fresh.forward_passes == reused.forward_passes  # the output given counts as the pass it was
+
+
+def test_an_engine_given_an_output_that_a_second_call_does_not_repeat_refuses_the_forward():
+    shape = ConvShape(1, 5, 5, 2, 2, 3, 1, 1)
+    (x, w, b, g), forward, _ = _problem(shape, Activation.TANH, seed=6)
+    with pytest.raises(NotLocalError, match="not deterministic"):
+        Engine(forward, x, w, b, g, shape, Activation.TANH, F64.eps, U64, base=forward(x, w, b) + 1e-9)

@@ -135,6 +135,9 @@ class Engine:
             layer is; ``parallel.engine_workers`` chooses). The results do not depend on it.
         many: optional; forward passes by batches (``ManyFn``), ``batch`` groups (two passes each) per request.
             Used instead of threads; the results do not depend on it either.
+        base: optional; what ``forward`` returned at exactly (x, w, b) (a call made before, counted as a pass):
+            the first of the two evaluations at the point, whose comparison proves the forward deterministic.
+        magnitude: optional; ``reference.magnitude(x, w, b)`` in float64, if the caller has it (noise model).
     """
 
     forward: ForwardFn
@@ -151,14 +154,18 @@ class Engine:
     progress: Callable[[int], None] | None = field(default=None, repr=False)  # called with the passes done so far
     many: ManyFn | None = field(default=None, repr=False)
     batch: int = 1
+    base: np.ndarray | None = field(default=None, repr=False)  # forward's output at (x, w, b), when already had
+    magnitude: np.ndarray | None = field(default=None, repr=False)  # ``reference.magnitude`` at (x, w, b), if known
     f0: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._params = [self.x.copy(), self.w.copy(), self.b.copy()]
         self._count_lock = threading.Lock()
-        self.f0 = self._evaluate(self._params)
+        # The first of the two evaluations at the point may be one made before (the contract's first call).
+        self.f0 = self._evaluate(self._params) if self.base is None else self._counted(self.base)
         again = self._evaluate(self._params)
-        sigma = rounding_sigma(self.x, self.w, self.b, self.f0, self.shape.window, self.unit_roundoff)
+        window, u = self.shape.window, self.unit_roundoff
+        sigma = rounding_sigma(self.x, self.w, self.b, self.f0, window, u, self.magnitude)
         self._exact_scaling = _is_power_of_two(self.eps)
         if not np.array_equal(self.f0, again, equal_nan=True):
             raise NotLocalError(
