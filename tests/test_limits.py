@@ -193,6 +193,15 @@ def test_yaml_1_1_surprises_are_refused_with_the_field(value: str, field: str, w
     assert error.field == field and words in error.message and "YAML 1.1" in error.message
 
 
+def test_a_surprise_says_what_its_own_key_accepts() -> None:
+    from convcheck.config.keys import CHECK_KEYS
+
+    for value, key in (("stride: yes", "stride"), ("activation: on", "activation"), ("in_height: 1:30", "in_height")):
+        assert one_error(with_value(value)).allowed == CHECK_KEYS[key].allowed_text()
+    sweep = one_error(with_value("padding: [1, off]"))
+    assert sweep.field == "padding[1]" and sweep.allowed == CHECK_KEYS["padding"].allowed_text()
+
+
 def test_quoted_they_are_the_text_they_look_like() -> None:
     (spec,) = load_text(LAYER + "name: '1:30'\n").specs
     assert spec.name == "1:30"

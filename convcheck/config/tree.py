@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from convcheck.config.errors import ConfigError, describe, file_error, join, position, shorten
+from convcheck.config.keys import CHECK_KEYS
 
 
 class ConfigLoader(yaml.SafeLoader):
@@ -200,7 +201,7 @@ class _TreeBuilder:
             return REJECTED  # pragma: no cover - the composer makes only these three kinds
         surprise = yaml11_surprise(node)
         if surprise is not None:
-            allowed = "true or false, a decimal number, or a quoted string"
+            allowed = _allowed_for(field)
             self.errors.append(self.doc.error(Node(None, line, column), field or "(top level)", surprise, allowed))
             return REJECTED
         try:
@@ -294,3 +295,14 @@ def _short_tag(tag: str) -> str:
 
 
 __all__ = ["REJECTED", "ConfigLoader", "Doc", "Entry", "Node", "Rejected", "read_tree", "yaml11_surprise"]
+
+
+def _allowed_for(field: str) -> str:
+    """What the key a YAML 1.1 surprise was written for accepts (``checks[2].stride[1]`` → stride's text).
+
+    The tree is built before any key is parsed, so the key is read back from the field path; a value outside
+    any known key gets the forms YAML itself reads unambiguously.
+    """
+    key = re.sub(r"\[\d+\]", "", field).rsplit(".", 1)[-1]
+    info = CHECK_KEYS.get(key)
+    return info.allowed_text() if info is not None else "true or false, a decimal number, or a quoted string"
