@@ -306,3 +306,18 @@ def test_an_engine_given_an_output_that_a_second_call_does_not_repeat_refuses_th
     (x, w, b, g), forward, _ = _problem(shape, Activation.TANH, seed=6)
     with pytest.raises(NotLocalError, match="not deterministic"):
         Engine(forward, x, w, b, g, shape, Activation.TANH, F64.eps, U64, base=forward(x, w, b) + 1e-9)
+
+
+def test_a_large_users_layer_fans_out_to_the_cores_its_process_may_use(monkeypatch):
+    large, small = ConvShape(8, 32, 48, 16, 32, 3, 1, 1), ConvShape(2, 5, 6, 2, 3, 3, 1, 1)
+    for name in (*parallel.BLAS_THREAD_VARIABLES, parallel.CORES_VARIABLE):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(parallel, "available_cores", lambda: 4)
+    assert parallel.fanout_workers(large) == 4 and parallel.fanout_workers(small) == 1
+    with parallel.one_blas_thread_environment(2):  # the one worker of --jobs 1 on two of the four cores
+        assert parallel.fanout_workers(large) == 2 and parallel.fanout_workers(small) == 1
+    with parallel.one_blas_thread_environment():  # a worker of --jobs N beside others
+        assert parallel.fanout_workers(large) == 1
+    assert parallel.CORES_VARIABLE not in os.environ and parallel.fanout_workers(large) == 4
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")  # held to one thread by someone else (a Dask worker)
+    assert parallel.fanout_workers(large) == 1

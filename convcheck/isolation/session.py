@@ -8,9 +8,10 @@ they return comes back as raw arrays (or descriptions), caches stay in the child
 in-place changes the user's code makes to its arguments are copied back onto the arrays this side handed over,
 so the contract sees them exactly as in one process.
 
-Speed: a call costs two small frames and a copy of its arrays each way. Several sessions for one check (the
-perturbation groups measured by several processes, each answering into its own half of its arena) fit the same
-design: the engine's order of groups decides where each result goes, so estimates stay bit-identical.
+Speed: a call costs two small frames and a copy of its arrays each way. So the engine's perturbed points go by
+batches (``RemoteLayer.forward_many``, ``convcheck.isolation.many``): one request carries the base arrays and a
+batch of changes, the child evaluates them (on a pool of processes forked from it for a large layer) and answers
+with every output in its half of the arena, in the engine's order of groups, so estimates stay bit-identical.
 """
 
 from __future__ import annotations
