@@ -321,3 +321,13 @@ def test_a_large_users_layer_fans_out_to_the_cores_its_process_may_use(monkeypat
     assert parallel.CORES_VARIABLE not in os.environ and parallel.fanout_workers(large) == 4
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")  # held to one thread by someone else (a Dask worker)
     assert parallel.fanout_workers(large) == 1
+
+
+def test_a_batch_too_large_for_shared_memory_is_measured_one_call_at_a_time():
+    # Directional points change all of x: 8 of them need far more room than this layer's small output reserves.
+    example = Path(__file__).parent.parent / "examples" / "im2col_nhwc.py"
+    shape = ConvShape(batch=2, in_height=60, in_width=60, in_depth=8, out_depth=2, filter_size=3, stride=5, padding=1)
+    spec = CheckSpec("wide", shape, method=Method.DIRECTIONAL, impl=ImplRef(str(example)), timeout=60.0)
+    isolated = isolated_check(spec)
+    assert isolated.status.value == "pass", isolated.error
+    assert fingerprint(isolated) == fingerprint(run_check(spec))

@@ -328,7 +328,7 @@ class RemoteLayer(UserLayer):
 
     def batch_groups(self) -> int:
         """Groups (two forward calls each) whose outputs fit one answer of ``forward_many`` in float64."""
-        half = _BYTES_PER_ENTRY * self.entries
+        half = _BYTES_PER_ENTRY * self.entries  # at least (the arena's halves are twice that)
         return max(1, half // (8 * math.prod(self._out_shape) + 64) // 2)
 
     def forward_many(self, params: list[np.ndarray], points: list[Point], workers: int) -> list[np.ndarray] | None:
@@ -342,9 +342,12 @@ class RemoteLayer(UserLayer):
         if self._out_kind is None or any(p.tensor == 2 and bu is None for p in points):
             return None
         moved = [Point(p.tensor, self._user_positions(p.tensor, params)[p.where], p.values) for p in points]
+        session = self._session()
+        arrays = [a for a in (*base, bu) if a is not None] + [a for p in moved for a in (p.where, p.values)]
+        if sum(a.nbytes + 64 for a in arrays) > session.arena.half:
+            return None  # the request must lie in shared memory (where the child's workers read it)
         stride, padding = call_values(self.window, x.shape[1:-1], w.shape[:-2])
         extra, keywords = self._hyperparameters(stride, padding)
-        session = self._session()
         reply, blobs = session.call(
             "forward", [*base, bu, *extra], False, keywords, many=(moved, workers, self._out_kind)
         )
