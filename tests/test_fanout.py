@@ -86,7 +86,8 @@ def _fails_at(call: int, how: str):
 
 @pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize("how", ["raise", "exit", "return"])
-def test_any_trouble_in_any_point_fails_the_batch_and_leaves_no_process_behind(workers: int, how: str):
+def test_any_trouble_in_any_point_fails_the_batch_and_leaves_no_process_behind(monkeypatch, workers, how):
+    forked = _record_forks(monkeypatch)
     if how == "exit" and workers == 1:
         pytest.skip("os._exit in this process would end the test run (the layer's process ends then)")
     base = [np.zeros(4)]
@@ -99,11 +100,33 @@ def test_any_trouble_in_any_point_fails_the_batch_and_leaves_no_process_behind(w
 
     assert not evaluate(_fails_at(3, how), base, points, slots, accept, workers)
     assert evaluate(_fails_at(99, how), base, points, slots, accept, workers)
-    with pytest.raises(ChildProcessError):
-        os.waitpid(-1, os.WNOHANG)  # every worker was reaped
+    assert len(forked) == (0 if workers == 1 else 2 * workers)
+    _assert_reaped(forked)
 
 
-def test_a_pool_serves_every_batch_with_the_workers_it_forked_once_and_replaces_a_dead_one():
+def _record_forks(monkeypatch) -> list[int]:
+    """The process ids ``os.fork`` returns in this process from now on (the test's)."""
+    forked: list[int] = []
+    real_fork = os.fork
+
+    def fork() -> int:
+        pid = real_fork()
+        if pid:
+            forked.append(pid)
+        return pid
+
+    monkeypatch.setattr(os, "fork", fork)
+    return forked
+
+
+def _assert_reaped(pids: list[int]) -> None:
+    for pid in pids:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # no such child any more: it ended and was reaped
+
+
+def test_a_pool_serves_every_batch_with_the_workers_it_forked_once_and_replaces_a_dead_one(monkeypatch):
+    forked = _record_forks(monkeypatch)
     base = [np.zeros(4)]
     slots = shared_slots(4, (4,), np.dtype(np.float64))
 
@@ -125,8 +148,8 @@ def test_a_pool_serves_every_batch_with_the_workers_it_forked_once_and_replaces_
         assert pool.run(b"99", 4) and len(pool.pids) == 2 and set(pool.pids).isdisjoint(workers)
     finally:
         pool.close()
-    with pytest.raises(ChildProcessError):
-        os.waitpid(-1, os.WNOHANG)
+    assert len(forked) == 4
+    _assert_reaped(forked)
 
 
 def _local_many(forward, workers: int, calls: list[int]):
