@@ -38,7 +38,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -56,7 +55,7 @@ sys.path.insert(0, str(HERE.parent))
 
 import seed_loop  # noqa: E402 - after the path set-up above
 
-from convcheck import checker, numeric, parallel  # noqa: E402
+from convcheck import checker, numeric, parallel, reference  # noqa: E402
 from convcheck.data import make_data  # noqa: E402
 from convcheck.layer import MatrixConvLayer  # noqa: E402
 from convcheck.spec import Activation, CheckSpec, ConvShape, Method  # noqa: E402
@@ -121,30 +120,22 @@ def interleaved(
     return best
 
 
-def command_best(
-    commands: dict[str, tuple[list[str], dict[str, str] | None]], rounds: int, cpu: dict | None = None
-) -> dict:
+def command_best(commands: dict[str, tuple[list[str], dict[str, str] | None]], rounds: int) -> dict:
     """Best wall time of each command ``(argv, environment)`` (a subprocess), interleaved; each must exit 0.
-    ``cpu``, when given, receives each command's best CPU seconds (user + system of its whole process tree:
-    steadier than wall time on a loaded machine)."""
+
+    (Not CPU time: ``convcheck run``'s workers die with it rather than being reaped, so the CPU they and the
+    checks' processes used never reaches this process's ``RUSAGE_CHILDREN``.)
+    """
     best = dict.fromkeys(commands, float("inf"))
     for _ in range(rounds):
         for name, (argv, env) in commands.items():
-            before = _children_cpu()
             start = time.perf_counter()
             done = subprocess.run(argv, capture_output=True, text=True, env=env)
             elapsed = time.perf_counter() - start
             if done.returncode != 0:
                 raise RuntimeError(f"{' '.join(argv)} exited {done.returncode}: {done.stderr[-2000:]}")
             best[name] = min(best[name], elapsed)
-            if cpu is not None:
-                cpu[name] = min(cpu.get(name, float("inf")), _children_cpu() - before)
     return best
-
-
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def seed_data():
@@ -360,6 +351,7 @@ def bench_user(rounds: int) -> list[Row]:
     result = results["check"]
     ratio = best["check"] / (result.forward_passes * best["forward"])
     return [
+        *_round_trips(max(3, rounds)),
         Row("user", "full check, examples/im2col_nhwc.py, seed geometry", best["check"], "s", note=result.status.value),
         Row("user", "one forward of that layer (this process)", 1e3 * best["forward"], "ms"),
         Row("user", "forward passes used", result.forward_passes, ""),
@@ -367,13 +359,66 @@ def bench_user(rounds: int) -> list[Row]:
     ]
 
 
+def _round_trips(rounds: int) -> list[Row]:
+    """A small user layer's check with its forward calls by batches and one at a time: requests to the layer's
+    process and CPU seconds of both processes (this one's and the layer's own, which it reports), best of
+    ``rounds``: CPU time, unlike wall time, does not depend on what else the machine runs."""
+    from convcheck.isolation import session
+    from convcheck.spec import ImplRef
+
+    spec = CheckSpec(
+        "small-user", ConvShape(2, 12, 16, 4, 6, 3, 1, 1), method=Method.FULL, impl=ImplRef(str(USER_LAYER))
+    )
+    batched = session.RemoteLayer.forward_many
+    best: dict[bool, tuple[int, float]] = {}
+    for _ in range(rounds):
+        for batches in (False, True):
+            if not batches:
+                del session.RemoteLayer.forward_many  # the engine then calls forward one point at a time
+            try:
+                with session.remote_layer(spec, None) as layer:
+                    start = time.process_time()
+                    checker.run_check(spec, layer=layer)
+                    cpu = time.process_time() - start + layer.child_seconds()
+                    assert layer.session is not None
+                    requests = layer.session.channel.sent
+            finally:
+                session.RemoteLayer.forward_many = batched
+            if batches not in best or cpu < best[batches][1]:
+                best[batches] = (requests, cpu)
+    (one_requests, one_cpu), (many_requests, many_cpu) = best[False], best[True]
+    return [
+        Row("user", "small user layer: requests, one call at a time", one_requests, ""),
+        Row("user", "small user layer: requests, by batches", many_requests, ""),
+        Row(
+            "user",
+            "small user layer: CPU, one at a time / by batches",
+            one_cpu / many_cpu,
+            "×",
+            note=f"{1e3 * one_cpu:.0f} ms / {1e3 * many_cpu:.0f} ms, both processes",
+        ),
+    ]
+
+
 def bench_quick(rounds: int) -> list[Row]:
     s = SEED_SHAPE
     directional = CheckSpec("seed-directional", s, method=Method.DIRECTIONAL)
     sampled = CheckSpec("seed-sampled", s, method=Method.SAMPLED)
+    _, data = seed_data()
+    layer = MatrixConvLayer(s.stride, s.padding, Activation.RELU)
+    _, cache = layer.forward(data.x, data.w, data.b)
+    results = {}
+
+    def quick():
+        results["directional"] = checker.run_check(directional)
+
     candidates = {
-        "directional": lambda: checker.run_check(directional),
+        "directional": quick,
         "sampled": lambda: checker.run_check(sampled),
+        # the quick tier's own calls, to price its floor
+        "forward": lambda: layer.forward(data.x.copy(), data.w, data.b),
+        "backward": lambda: layer.backward(data.dout, cache),
+        "reference": lambda: reference.forward(data.x, data.w, data.b, s.window, Activation.RELU),
     }
     torch = torch_or_none()
     if torch is not None:
@@ -381,11 +426,17 @@ def bench_quick(rounds: int) -> list[Row]:
     # torch needs several calls to warm up (about 500 ms cold, 40 ms warm): a burst of 4 keeps its warm runs.
     best = interleaved(candidates, rounds, every={"sampled": max(1, rounds // 2)}, burst=4)
     ms = {name: 1e3 * t for name, t in best.items()}
-    rows = [Row("quick", f"run_check, method {name}", ms[name], "ms") for name in candidates if name != "torch"]
+    rows = [Row("quick", f"run_check, method {name}", ms[name], "ms") for name in ("directional", "sampled")]
+    # Its forward calls (the engine's passes but the contract's one it reuses, 2 in the contract, 1 for the noise
+    # bound), 4 backwards (3 in the contract, 1 for the noise bound) and 2 reference convolutions.
+    calls = results["directional"].forward_passes - 1 + 2 + 1
+    floor = calls * ms["forward"] + 4 * ms["backward"] + 2 * ms["reference"]
+    rows.append(Row("quick", f"its floor: {calls} forwards, 4 backwards, 2 reference convolutions", floor, "ms"))
     if "torch" in ms:
         rows.append(Row("quick", f"torch {torch.__version__} gradcheck(fast_mode=True)", ms["torch"], "ms"))
         ratio = ms["directional"] / ms["torch"]
         rows.append(Row("quick", "directional / torch fast gradcheck", ratio, "×", "≤ 2", ratio <= 2))
+        rows.append(Row("quick", "its floor / torch fast gradcheck", floor / ms["torch"], "×"))
     else:
         rows.append(Row("quick", "directional / torch fast gradcheck", float("nan"), "×", "≤ 2", None, SKIP_TORCH))
     return rows
@@ -510,9 +561,8 @@ def _sweep(name: str, text: str, rounds: int, baseline: str, jobs: tuple[int, ..
         if before is not None:
             prefix, env = convcheck_command(before)
             commands["baseline --jobs 2"] = ([*prefix, "run", str(config), "--jobs", "2", "--quiet"], env)
-        cpu: dict[str, float] = {}
         try:
-            best = command_best(commands, rounds, cpu)
+            best = command_best(commands, rounds)
         except RuntimeError as exc:
             return [Row(name, "convcheck run --jobs", float("nan"), "s", "", None, str(exc)[:200])]
     rows = [
@@ -526,18 +576,8 @@ def _sweep(name: str, text: str, rounds: int, baseline: str, jobs: tuple[int, ..
         rows.append(Row(name, "checks per second, --jobs 2, vs baseline", float("nan"), "×", "≥ 2", None, why))
         return rows
     gain = best["baseline --jobs 2"] / best["--jobs 2"]
-    cpu_gain = cpu["baseline --jobs 2"] / cpu["--jobs 2"]
     rows.insert(len(jobs), Row(name, f"the same at {baseline} (baseline), --jobs 2", best["baseline --jobs 2"], "s"))
     rows.append(Row(name, f"checks per second, --jobs 2, vs {baseline}", gain, "×", "≥ 2", gain >= 2))
-    rows.append(
-        Row(
-            name,
-            f"CPU seconds of the run, {baseline} / this tree",
-            cpu_gain,
-            "×",
-            note=f"{cpu['baseline --jobs 2']:.1f} s / {cpu['--jobs 2']:.1f} s (whole process tree)",
-        )
-    )
     return rows
 
 
