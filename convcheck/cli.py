@@ -9,14 +9,14 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from convcheck import __version__
-from convcheck.spec import DType, ImplRef, Layout, Method
+from convcheck.spec import ImplRef, Layout
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -38,6 +38,7 @@ from convcheck.options import (
     DTypeOption,
     FailFastOption,
     HeatmapOption,
+    HtmlOption,
     ImplOption,
     InProcessOption,
     JobsOption,
@@ -47,6 +48,7 @@ from convcheck.options import (
     PlotAllOption,
     PlotOption,
     QuietOption,
+    RunOptions,
     SchedulerOption,
     SeedOption,
     StrictOption,
@@ -54,6 +56,7 @@ from convcheck.options import (
     VerboseOption,
     at_least,
     choice,
+    run_option_problems,
 )
 
 app = typer.Typer(
@@ -152,54 +155,12 @@ def _impl_override(text: str, err: Console) -> ImplRef | None:
     return ref
 
 
-def _require_writable(option: str, target: str | Path | None, err: Console, *, folder: bool = False) -> None:
-    """An output path that cannot be written (its folder cannot be created or written, it is a folder…) is
-    refused before anything runs (exit 2); a device or FIFO such as /dev/null is fine (it is written into)."""
-    if target is None:
-        return
-    from convcheck.render.files import output_problem
-
-    problem = output_problem(target, folder=folder)
-    if problem is not None:
-        err.print(f"{option} {target}: {problem}", markup=False)
-        raise typer.Exit(ExitCode.INVALID)
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """The options of ``convcheck run``, as given on the command line (choices already parsed)."""
-
-    configs: list[Path] | None
-    json_path: str | None
-    junit: Path | None
-    method: Method | None
-    seed: int | None
-    dtype: DType | None
-    impl: str | None
-    jobs: int
-    in_process: bool
-    scheduler: str | None
-    fail_fast: bool
-    strict: bool
-    quiet: bool
-    verbose: bool
-    heatmap: bool
-    plot: Path | None
-    plot_all: bool
-    annotate: Annotate
-    color: Color
-
-    @property
-    def json_only(self) -> bool:
-        """``--json -``: the JSON goes to stdout, so the table goes to stderr."""
-        return self.json_path == "-"
-
-
 @app.command()
 def run(
     configs: ConfigsArgument = None,
     json_path: JsonOption = None,
     junit: JunitOption = None,
+    html: HtmlOption = None,
     method: MethodOption = None,
     seed: SeedOption = None,
     dtype: DTypeOption = None,
@@ -223,7 +184,8 @@ def run(
     convcheck init writes), else the folder ./configs/.
 
     Exit code 0 when every check passes, 1 when any check fails or its implementation errors, 2 when a
-    config or the command line is invalid (nothing is run), 3 for a bug in convcheck itself, 130 when interrupted.
+    config or the command line is invalid (nothing is run), 3 for a bug in convcheck itself, 4 or 5 (0 or 1, but
+    a --json, --junit, --html or --plot file could not be written), 130 when interrupted.
 
     Examples:
 
@@ -231,20 +193,20 @@ def run(
 
       convcheck run configs/seed.yaml
 
-      convcheck run configs/ --jobs 2 --junit report.xml
+      convcheck run configs/ --jobs 2 --junit report.xml --html report.html
 
       convcheck run my.yaml --impl layers.py --json -
     """
     _run(RunOptions(**locals()))  # the parameters are RunOptions' fields, by name
 
 
-def _default_configs(given: list[Path] | None, err: Console) -> list[Path]:
+def _default_configs(given: list[Path] | None, err: Console, verb: str = "running") -> list[Path]:
     """The configs given, or ``./convcheck.yaml``, else ``./configs/``; says which it chose. None here exits 2."""
     if given:
         return given
     for candidate in (Path("convcheck.yaml"), Path("configs")):
         if candidate.exists():
-            err.print(f"no config given: running {candidate}{'/' if candidate.is_dir() else ''}", markup=False)
+            err.print(f"no config given: {verb} {candidate}{'/' if candidate.is_dir() else ''}", markup=False)
             return [candidate]
     err.print(
         "no config given, and no convcheck.yaml or configs/ here: name a config (convcheck run my.yaml), "
@@ -299,21 +261,10 @@ def _run(options: RunOptions) -> None:
 def _checked_specs(options: RunOptions, err: Console) -> list[CheckSpec]:
     """The configs' checks with the command line's overrides; any invalid input exits 2 before anything runs."""
     specs = _load(_default_configs(options.configs, err), err)
-    if options.plot is not None:
-        _require_matplotlib(err)
-    problems = []
-    if options.quiet and options.verbose:
-        problems.append("--quiet and --verbose contradict each other; use one")
-    if options.plot_all and options.plot is None:
-        problems.append("--plot-all needs --plot DIR (where to write the PNGs)")
-    if options.junit is not None and str(options.junit) == "-":
-        problems.append("--junit -: JUnit XML goes to a file (stdout is for the table, or JSON with --json -)")
+    problems = run_option_problems(options)  # the first problem only: one line, like any command-line mistake
     if problems:
         err.print(problems[0], markup=False)
         raise typer.Exit(ExitCode.INVALID)
-    json_file = None if options.json_only else options.json_path
-    for option, target in (("--json", json_file), ("--junit", options.junit), ("--plot", options.plot)):
-        _require_writable(option, target, err, folder=option == "--plot")
     overrides: dict[str, object] = {}
     if options.method is not None:
         overrides["method"] = options.method
@@ -406,27 +357,15 @@ def _progress(console: Console, total: int, *, enabled: bool) -> Iterator[Callab
             yield lambda *_: progress.advance(checks)
 
 
-def _require_matplotlib(err: Console) -> None:
-    """``--plot`` without matplotlib is an invalid command: say so before running anything."""
-    import importlib.util
-
-    if importlib.util.find_spec("matplotlib") is None:
-        err.print(
-            "--plot needs matplotlib, which is not installed; install the extra: pip install 'convcheck[plot]'",
-            markup=False,
-        )
-        raise typer.Exit(ExitCode.INVALID)
-
-
 def _write_outputs(results: list[CheckResult], run_info: Run, options: RunOptions, err: Console) -> bool:
-    """``--json`` (to stdout, or a file) and ``--junit``; False when a file could not be written (printed)."""
+    """``--json`` (to stdout, or a file), ``--junit`` and ``--html``; False when a file could not be written."""
     from convcheck.render import json
     from convcheck.render.documents import write_documents
 
     if options.json_only:
         sys.stdout.write(json.render(results, run_info))
         sys.stdout.flush()
-    files = {"json": None if options.json_only else options.json_path, "junit": options.junit}
+    files = {"json": None if options.json_only else options.json_path, "junit": options.junit, "html": options.html}
     failures = write_documents(results, run_info, files)  # checked before the run, but a disk can fill up
     for exc in failures:
         err.print(f"could not write {exc.filename or 'the output'}: {exc.strerror or exc}", markup=False)
@@ -450,13 +389,13 @@ def validate(configs: ValidateArgument = None, color: ColorOption = "auto") -> N
       convcheck validate configs/smoke.yaml
     """
     out, err = _console(False, Color(color)), _console(True, Color(color))
-    specs = _load(_default_configs(configs, err), err)
+    specs = _load(_default_configs(configs, err, "validating"), err)
     from convcheck.user.static import static_problems
 
     problems = {str(p): p for ref in dict.fromkeys(s.impl for s in specs if s.impl) for p in static_problems(ref)}
     for problem in problems.values():
         err.print(str(problem), markup=False, soft_wrap=True)
-    out.print(_validate_table(specs))
+    out.print(_validate_table(specs, out.width))
     if problems:
         err.print(
             f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in implementations; nothing was run.",
@@ -466,28 +405,11 @@ def validate(configs: ValidateArgument = None, color: ColorOption = "auto") -> N
     out.print(f"{len(specs)} check{'s' if len(specs) != 1 else ''} valid", markup=False)
 
 
-def _validate_table(specs: list[CheckSpec]) -> Any:
-    from rich.table import Table
-    from rich.text import Text
-
+def _validate_table(specs: list[CheckSpec], width: int) -> Any:
     from convcheck.methods import planned_passes
-    from convcheck.render.table import layer_cell, output_cell
+    from convcheck.render.plan import plan_table
 
-    table = Table(header_style="bold")
-    for column in ("check", "layer", "output", "activation", "dtype", "method", "passes"):
-        table.add_column(column, justify="right" if column == "passes" else "left", overflow="fold")
-    for s in specs:
-        method, passes = planned_passes(s)
-        table.add_row(
-            Text(s.name),
-            layer_cell(s),
-            output_cell(s),
-            s.activation.value,
-            s.dtype.value,
-            method,
-            f"{passes:,}",
-        )
-    return table
+    return plan_table(specs, [planned_passes(s) for s in specs], width)
 
 
 @app.command()

@@ -4,11 +4,14 @@ A pass from a gradient checker means something only if the checker fails every r
 tensor that is wrong) and passes the correct one on the same layers. ``run_selftest`` measures both, in
 float64 and float32, and returns the evidence as frozen values; rendering it is the CLI's job.
 
-The default sweep is chosen so that every catalogue bug is exposed by at least one layer (``bugs.py`` states
-which geometry exposes which bug, and its tests prove it): overlapping windows (s < k), gaps between windows
-(s > k), s = k, k = 1, padding 0..2, H ≠ W, outputs that leave a remainder of the padded input, batch 2,
-2-3 channels, and relu, leaky relu and no activation. The layers are tiny so that the whole selftest costs a
-few thousand forward passes of a few hundred multiply-adds each.
+The default sweep is chosen so that every catalogue bug of the seed's 2-D layer is exposed by at least one layer
+(``bugs`` states which geometry exposes which bug, and its tests prove it): overlapping windows (s < k), gaps
+between windows (s > k), s = k, k = 1, padding 0..2, H ≠ W, outputs that leave a remainder of the padded input,
+batch 2, 2-3 channels, and relu, leaky relu and no activation. The bugs of the whole N-d space (``any_geometry``:
+dilation, per-axis kernels and strides, per-side and ``same`` padding, groups, no bias) run on
+``GEOMETRY_SWEEP`` instead: 1-, 2- and 3-D layers that between them expose each of those bugs and hide each
+one somewhere. The correct layer runs on both. The layers are tiny so that the whole selftest costs a few
+thousand forward passes of a few hundred multiply-adds each.
 """
 
 from __future__ import annotations
@@ -59,6 +62,45 @@ DEFAULT_SWEEP: tuple[CheckSpec, ...] = (
 )
 
 
+def _nd_layer(name: str, shape: ConvShape, activation: Activation = Activation.RELU) -> CheckSpec:
+    return CheckSpec(name=f"{name}-{activation.value}", shape=shape, activation=activation, method=Method.FULL, seed=0)
+
+
+#: The layers the bugs of the whole space run on (float64; ``run_selftest`` derives the float32 one):
+GEOMETRY_SWEEP: tuple[CheckSpec, ...] = (
+    # torch-style: kernel 3x5, stride 2x1, dilation 2, `same` (even totals here), groups 4 = in_depth, no bias
+    _nd_layer("2d-k3x5-s2x1-d2-same-g4-nobias", ConvShape.nd(1, (7, 9), 4, 8, (3, 5), (2, 1), "same", 2, 4, False)),
+    # depthwise 1-D, kernel 4 at stride 2: `same` pads (1, 2), the odd row after
+    _nd_layer("1d-depthwise-k4-s2-same", ConvShape.nd(2, (11,), 3, 3, 4, 2, "same", 1, 3)),
+    # 3-D, per-axis everything, asymmetric padding per side, two groups of one input channel
+    _nd_layer(
+        "3d-k2x3x2-s1x2x1-d1x1x2-g2",
+        ConvShape.nd(1, (4, 5, 6), 2, 4, (2, 3, 2), (1, 2, 1), ((1, 0), (0, 1), (1, 1)), (1, 1, 2), 2),
+    ),
+    # 2-D, two groups of two channels, 3x2 kernel, dilation along the width only, padding (0, 1) x (1, 0)
+    _nd_layer(
+        "2d-k3x2-s1x2-d1x2-g2",
+        ConvShape.nd(2, (6, 7), 4, 4, (3, 2), (1, 2), ((0, 1), (1, 0)), (1, 2), 2),
+        Activation.LEAKY_RELU,
+    ),
+    # a square, undilated, ungrouped layer with `valid` padding and no bias: every window bug but db is silent
+    _nd_layer("2d-k3-s2-valid-nobias", ConvShape.nd(2, (7, 6), 2, 3, 3, 2, "valid", bias=False), Activation.NONE),
+)
+
+
+def sweep_of(bug: PlantedBug, sweep: Sequence[CheckSpec], geometry: Sequence[CheckSpec]) -> tuple[CheckSpec, ...]:
+    """The layers a bug runs on: ``geometry`` for a bug of the whole space, ``sweep`` for one of the seed's layer."""
+    return tuple(geometry if bug.any_geometry else sweep)
+
+
+def correct_sweep(
+    chosen: Sequence[PlantedBug], sweep: Sequence[CheckSpec], geometry: Sequence[CheckSpec]
+) -> tuple[CheckSpec, ...]:
+    """The layers the correct layer runs on: every layer some chosen bug runs on (both sweeps when none is)."""
+    kinds = {bug.any_geometry for bug in chosen} or {False, True}
+    return (*(sweep if False in kinds else ()), *(geometry if True in kinds else ()))
+
+
 def with_dtype(sweep: Iterable[CheckSpec], dtype: DType) -> tuple[CheckSpec, ...]:
     """The same layers in ``dtype``; names get a ``-float32`` suffix so the sweeps stay distinguishable."""
     suffix = "" if dtype is DType.FLOAT64 else f"-{dtype.value}"
@@ -75,6 +117,7 @@ class LayerOutcome:
     contract: tuple[Finding, ...]  # the checker's contract findings
     error: str | None
     seconds: float
+    hints: tuple[str, ...] = ()  # the labels of the check's diagnosis ("a / b" counts as both)
 
     @property
     def name(self) -> str:
@@ -147,6 +190,21 @@ class BugOutcome:
     def errors(self) -> tuple[LayerOutcome, ...]:
         return tuple(o for o in self.layers if o.status is Status.ERROR)
 
+    @property
+    def exposed(self) -> int:
+        """Layers (every dtype) whose geometry exposes the bug (``PlantedBug.exposes``)."""
+        return sum(self.bug.exposes(o.spec.shape, o.spec.activation) for o in self.layers)
+
+    @property
+    def failed(self) -> int:
+        """Layers (every dtype) whose check failed."""
+        return sum(o.status is Status.FAIL for o in self.layers)
+
+    @property
+    def hinted(self) -> int:
+        """Failed checks whose diagnosis names the bug's hint."""
+        return sum(o.status is Status.FAIL and self.bug.hint in o.hints for o in self.layers)
+
 
 @dataclass(frozen=True)
 class SelftestRow:
@@ -161,6 +219,11 @@ class SelftestRow:
     layers: tuple[str, ...]  # the layers that exposed it
     hint: str
     errors: int
+    exposed_by: str = ""  # the geometry that exposes the bug, in words
+    runs: int = 0  # checks run (layers × dtypes)
+    exposed: int = 0  # of them, those whose geometry exposes the bug
+    failed: int = 0  # of them, those that failed
+    hinted: int = 0  # of the failed ones, those whose diagnosis names the bug's hint
 
 
 @dataclass(frozen=True)
@@ -204,6 +267,11 @@ class SelftestReport:
                 layers=b.exposing,
                 hint=b.bug.hint,
                 errors=len(b.errors),
+                exposed_by=b.bug.exposed_by,
+                runs=len(b.layers),
+                exposed=b.exposed,
+                failed=b.failed,
+                hinted=b.hinted,
             )
             for b in self.bugs
         ]
@@ -220,6 +288,8 @@ class SelftestReport:
                 layers=tuple(o.name for o in alarms),
                 hint="",
                 errors=sum(o.status is Status.ERROR for o in self.correct),
+                runs=len(self.correct),
+                failed=len(alarms),
             )
         )
         return tuple(rows)
@@ -236,12 +306,11 @@ class PlantedCheck:
     bug_id: str | None = None
 
     def __call__(self, spec: CheckSpec) -> CheckResult:
-        s = spec.shape
-        layer = (
-            MatrixConvLayer(s.stride, s.padding, spec.activation)
-            if self.bug_id is None
-            else bugs.get(self.bug_id).make(s.stride, s.padding, spec.activation)
-        )
+        s, activation = spec.shape, spec.activation
+        if self.bug_id is None:
+            return run_check(spec, layer=MatrixConvLayer.for_shape(s, activation))
+        bug = bugs.get(self.bug_id)
+        layer = bug.make_for(s, activation) if bug.any_geometry else bug.make(s.stride, s.padding, activation)
         return run_check(spec, layer=layer)
 
 
@@ -254,6 +323,7 @@ def layer_outcome(result: CheckResult) -> LayerOutcome:
         contract=result.contract,
         error=result.error,
         seconds=result.seconds,
+        hints=tuple(label for hint in result.diagnosis for label in hint.label.split(" / ")),
     )
 
 
@@ -265,17 +335,21 @@ def check_layer(spec: CheckSpec, bug_id: str | None = None) -> LayerOutcome:
 def run_selftest(
     sweep: Sequence[CheckSpec] | None = None,
     *,
+    geometry_sweep: Sequence[CheckSpec] | None = None,
     bug_ids: Sequence[str] | None = None,
     dtypes: Sequence[DType] = DTYPES,
     jobs: int = 1,
     progress: Callable[[int, int], None] | None = None,
 ) -> SelftestReport:
-    """Check every planted bug (or those in ``bug_ids``) and the correct layer over ``sweep`` in each dtype.
+    """Check every planted bug (or those in ``bug_ids``) and the correct layer over their sweeps in each dtype.
 
     Args:
-        sweep: the layers (their ``dtype`` is replaced by each of ``dtypes``); None: ``DEFAULT_SWEEP``.
+        sweep: the layers of the seed's bugs (their ``dtype`` is replaced by each of ``dtypes``); None:
+            ``DEFAULT_SWEEP``.
+        geometry_sweep: the layers of the bugs of the whole space (``any_geometry``); None: ``GEOMETRY_SWEEP``.
+            The correct layer runs on every layer a chosen bug runs on (``correct_sweep``).
         bug_ids: a subset of the catalogue, in the order given; None: all of it.
-        dtypes: the dtypes to run the sweep in.
+        dtypes: the dtypes to run the sweeps in.
         jobs: worker processes; results do not depend on it.
         progress: called as ``progress(done, total)`` after each check (for a progress bar).
     Returns:
@@ -285,9 +359,15 @@ def run_selftest(
     """
     started = time.perf_counter()
     base = DEFAULT_SWEEP if sweep is None else tuple(sweep)
-    specs = tuple(spec for dtype in dtypes for spec in with_dtype(base, dtype))
+    geometry = GEOMETRY_SWEEP if geometry_sweep is None else tuple(geometry_sweep)
     chosen = bugs.CATALOGUE if bug_ids is None else tuple(bugs.get(i) for i in bug_ids)
-    checks = [PlantedCheck(bug_id) for bug_id in (None, *(bug.id for bug in chosen)) for _ in specs]
+    layers = [correct_sweep(chosen, base, geometry), *(sweep_of(bug, base, geometry) for bug in chosen)]
+    runs = [
+        (bug, tuple(spec for dtype in dtypes for spec in with_dtype(sweep, dtype)))
+        for bug, sweep in zip((None, *chosen), layers, strict=True)
+    ]
+    specs = [spec for _, layers in runs for spec in layers]
+    checks = [PlantedCheck(None if bug is None else bug.id) for bug, layers in runs for _ in layers]
     done = 0
 
     def advance(index: int, result: CheckResult) -> None:
@@ -297,11 +377,10 @@ def run_selftest(
             progress(done, len(checks))
 
     # The batch's guard: a check that raises, hangs or crashes its worker is an error row, counted in ``errors``.
-    batch = run_batch(specs * (1 + len(chosen)), jobs=jobs, on_result=advance, check=checks)
+    batch = run_batch(specs, jobs=jobs, on_result=advance, check=checks)
     if batch.interrupted:  # the report needs every check; Ctrl-C ends the selftest as it ends the command
         raise KeyboardInterrupt
-    outcomes = [layer_outcome(result) for result in batch.results]
-    per_bug = len(specs)
-    correct, rest = tuple(outcomes[:per_bug]), outcomes[per_bug:]
-    bug_outcomes = tuple(BugOutcome(bug, tuple(rest[i * per_bug : (i + 1) * per_bug])) for i, bug in enumerate(chosen))
-    return SelftestReport(bugs=bug_outcomes, correct=correct, seconds=time.perf_counter() - started)
+    outcomes = iter(layer_outcome(result) for result in batch.results)
+    per_run = [tuple(next(outcomes) for _ in layers) for _, layers in runs]
+    bug_outcomes = tuple(BugOutcome(bug, layers) for bug, layers in zip(chosen, per_run[1:], strict=True))
+    return SelftestReport(bugs=bug_outcomes, correct=per_run[0], seconds=time.perf_counter() - started)

@@ -15,6 +15,11 @@ A condition is one atom, or the conjunction of two atoms about different keys. T
 before two, then by the atoms' kinds in the order above (a value before an end, before a range, before "all
 but one", before a relation), then by the order of the keys in a spec (deterministic, never by chance).
 
+A key takes part only where every check has it: ``stride`` where every layer has one stride on every axis, the
+per-axis keys (``kh``, ``stride_w``, ``dilation_h``, ``pad_w_before``, …) where every layer has that axis, so a
+sweep over ``3x5`` and ``5x3`` kernels can say ``kh ≠ kw`` and one over ``stride: [1, 2x1]`` ``stride_h ≠
+stride_w``.
+
 Checks whose status is neither pass nor fail (an error: the implementation raised, or the check could not
 run) are left out of the split and counted: an error says nothing about whether the gradients are right, so
 letting it fall on either side could hide the pattern of the wrong gradients. Which keys may appear is read
@@ -52,7 +57,11 @@ GEOMETRY_KEYS = (
     "groups",
 )
 
-#: Pairs of keys measured in the same unit, whose relations are atoms (pixels along an axis; sizes; channels).
+#: Letters of the per-axis keys (``kh``, ``stride_w``, ``pad_h_before``, …), by spatial axis.
+AXIS_LETTERS = {"frames": "f", "height": "h", "width": "w"}
+
+#: Pairs of keys measured in the same unit, whose relations are atoms (pixels along an axis; sizes; channels; the
+#: same hyperparameter along the height and the width, or before and after).
 RELATED: tuple[tuple[str, str], ...] = (
     ("filter_size", "stride"),
     ("filter_size", "padding"),
@@ -60,6 +69,13 @@ RELATED: tuple[tuple[str, str], ...] = (
     ("in_height", "in_width"),
     ("out_height", "out_width"),
     ("in_depth", "out_depth"),
+    ("groups", "in_depth"),
+    ("kh", "kw"),
+    ("stride_h", "stride_w"),
+    ("dilation_h", "dilation_w"),
+    ("pad_h_before", "pad_h_after"),
+    ("pad_w_before", "pad_w_after"),
+    ("pad_f_before", "pad_f_after"),
 )
 
 #: Fewer checks than this say nothing: with two or three, almost any key that differs "separates" them.
@@ -271,20 +287,34 @@ def value_shape(values: Sequence[Value], others: Sequence[Value]) -> Shape | Non
 
 def features(spec: CheckSpec) -> dict[str, Value]:
     """The hyperparameters of one check that conditions may name: the geometry's keys that have one integer
-    value (:data:`GEOMETRY_KEYS`), the output sizes, then the choices of :data:`CHOICE_KEYS` by their values."""
+    value (:data:`GEOMETRY_KEYS`), the output sizes, the per-axis values (``kh``, ``kw``, ``stride_h``,
+    ``dilation_w``, ``pad_h_before``, … with the letters of :data:`AXIS_LETTERS`), ``dims``, then the choices of
+    :data:`CHOICE_KEYS` by their values and ``bias`` (``true``/``false``)."""
     found: dict[str, Value] = {}
+    shape = spec.shape
     for key in GEOMETRY_KEYS:
         try:
-            value = getattr(spec.shape, key)
+            value = getattr(shape, key)
         except ValueError:  # it differs between axes or sides: there is no one value to name
             continue
         if isinstance(value, int) and not isinstance(value, bool):
             found[key] = value
-    found["out_height"] = spec.shape.out_height
-    found["out_width"] = spec.shape.out_width
+    found["out_height"] = shape.out_height
+    found["out_width"] = shape.out_width
+    found["dims"] = shape.dims
+    for axis, k, stride, dilation, (before, after) in zip(
+        shape.axes, shape.kernel, shape.strides, shape.dilations, shape.pads, strict=True
+    ):
+        letter = AXIS_LETTERS[axis]
+        found[f"k{letter}"] = k
+        found[f"stride_{letter}"] = stride
+        found[f"dilation_{letter}"] = dilation
+        found[f"pad_{letter}_before"] = before
+        found[f"pad_{letter}_after"] = after
     for key in CHOICE_KEYS:
         value = getattr(spec, key)
         found[key] = value.value if isinstance(value, Enum) else value
+    found["bias"] = "true" if shape.bias else "false"
     return found
 
 
@@ -308,7 +338,9 @@ def find_condition(specs: Sequence[CheckSpec], statuses: Sequence[Status]) -> Sw
     passes = len(split) - failures
     if len(split) < MIN_CHECKS or failures == 0 or passes == 0:
         return None
-    rows = [feats for feats, _ in split]
+    # Keys some check lacks (a value that differs between axes, an axis of other layers) cannot be compared.
+    common = set.intersection(*(set(feats) for feats, _ in split))
+    rows = [{key: value for key, value in feats.items() if key in common} for feats, _ in split]
     target = _mask(failed for _, failed in split)
     atoms = _atoms(rows)
     found = _search(atoms, target)

@@ -18,7 +18,7 @@ from convcheck import bugs, reference
 from convcheck.bugs import CATALOGUE, TENSOR_ORDER, PlantedBug, StepwiseLayer
 from convcheck.bugs.col2im import col2im_assign_by_window, col2im_variant
 from convcheck.layer import MatrixConvLayer, col2im
-from convcheck.selftest import DEFAULT_SWEEP
+from convcheck.selftest import DEFAULT_SWEEP, GEOMETRY_SWEEP, sweep_of
 from convcheck.spec import Activation, CheckSpec, ConvShape
 
 RTOL, ATOL = 1e-9, 1e-9
@@ -54,6 +54,15 @@ def _differs(a: np.ndarray, b: np.ndarray, rtol: float = RTOL, atol: float = ATO
     return a.shape != b.shape or not np.allclose(a, b, rtol=rtol, atol=atol)
 
 
+def layers_of(bug: PlantedBug) -> tuple[CheckSpec, ...]:
+    """The selftest's layers for this bug: the seed's sweep, or the N-d one for a bug of the whole space."""
+    return sweep_of(bug, DEFAULT_SWEEP, GEOMETRY_SWEEP)
+
+
+def make(bug: PlantedBug, shape: ConvShape, activation: Activation) -> StepwiseLayer:
+    return bug.make_for(shape, activation) if bug.any_geometry else bug.make(shape.stride, shape.padding, activation)
+
+
 def differing_tensors(bug: PlantedBug, spec: CheckSpec, seed: int = 0) -> set[str]:
     """Which of forward / input / weights / bias the bug gets wrong on this layer (float64, seeded data).
 
@@ -61,7 +70,7 @@ def differing_tensors(bug: PlantedBug, spec: CheckSpec, seed: int = 0) -> set[st
     """
     s = spec.shape
     x, w, b, g = _data(s, seed)
-    layer = bug.make(s.stride, s.padding, spec.activation)
+    layer = make(bug, s, spec.activation)
     out, cache = layer.forward(x, w, b)
     found = set()
     if _differs(out, reference.forward(x, w, b, s.window, spec.activation)):
@@ -69,7 +78,7 @@ def differing_tensors(bug: PlantedBug, spec: CheckSpec, seed: int = 0) -> set[st
         expected = _numeric_gradients(layer, x, w, b, g)
         tol = {"rtol": 1e-5, "atol": 1e-6}
     else:
-        correct = MatrixConvLayer(s.stride, s.padding, spec.activation)
+        correct = MatrixConvLayer.for_shape(s, spec.activation)
         expected = correct.backward(g, correct.forward(x, w, b)[1])
         tol = {}
     for _ in range(2):
@@ -81,7 +90,7 @@ def differing_tensors(bug: PlantedBug, spec: CheckSpec, seed: int = 0) -> set[st
 
 @pytest.fixture(scope="module")
 def differences() -> dict[tuple[str, str], set[str]]:
-    return {(bug.id, spec.name): differing_tensors(bug, spec) for bug in CATALOGUE for spec in DEFAULT_SWEEP}
+    return {(bug.id, spec.name): differing_tensors(bug, spec) for bug in CATALOGUE for spec in layers_of(bug)}
 
 
 def test_catalogue_is_large_with_unique_kebab_case_ids():
@@ -129,14 +138,14 @@ def test_stepwise_layer_is_the_matrix_layer(spec: CheckSpec, activation: Activat
 
 @pytest.mark.parametrize("bug", CATALOGUE, ids=lambda b: b.id)
 def test_bug_corrupts_exactly_its_declared_tensors_over_the_sweep(bug: PlantedBug, differences):
-    union = set().union(*(differences[bug.id, spec.name] for spec in DEFAULT_SWEEP))
+    union = set().union(*(differences[bug.id, spec.name] for spec in layers_of(bug)))
     assert union == set(bug.tensors)
 
 
 @pytest.mark.parametrize("bug", CATALOGUE, ids=lambda b: b.id)
 def test_bug_shows_exactly_on_the_layers_its_exposure_rule_names(bug: PlantedBug, differences):
     """``exposes`` is the documented geometry ("only when stride < filter_size", …), checked per layer."""
-    for spec in DEFAULT_SWEEP:
+    for spec in layers_of(bug):
         shown = differences[bug.id, spec.name]
         assert bool(shown) == bug.exposes(spec.shape, spec.activation), (spec.name, shown)
         assert shown <= set(bug.tensors), spec.name
@@ -144,17 +153,17 @@ def test_bug_shows_exactly_on_the_layers_its_exposure_rule_names(bug: PlantedBug
 
 def test_every_bug_is_exposed_by_some_layer_of_the_sweep():
     for bug in CATALOGUE:
-        assert any(bug.exposes(spec.shape, spec.activation) for spec in DEFAULT_SWEEP), bug.id
+        assert any(bug.exposes(spec.shape, spec.activation) for spec in layers_of(bug)), bug.id
 
 
 @pytest.mark.parametrize("bug", CATALOGUE, ids=lambda b: b.id)
 def test_bug_keeps_the_dtype_and_leaves_its_arguments_alone(bug: PlantedBug):
     """A bug must show as wrong numbers, not as a dtype or mutation problem hiding which tensor is wrong."""
-    spec = DEFAULT_SWEEP[0]
+    spec = layers_of(bug)[0]
     s = spec.shape
     x, w, b, g = _data(s, 2, np.float32)
     copies = [a.copy() for a in (x, w, b, g)]
-    layer = bug.make(s.stride, s.padding, spec.activation)
+    layer = make(bug, s, spec.activation)
     out, cache = layer.forward(x, w, b)
     grads = layer.backward(g, cache)
     assert out.dtype == np.float32

@@ -85,6 +85,16 @@ def test_a_failing_layer_gets_annotations_junit_a_summary_and_outputs(tmp_path: 
     ]
 
 
+def test_the_html_input_writes_the_report_and_is_off_by_default(tmp_path: Path):
+    write_project(tmp_path)
+    completed, _, _ = run_step(tmp_path, {"args": "--quiet"})
+    assert completed.returncode == 1 and not list(tmp_path.glob("*.html"))
+    completed, _, _ = run_step(tmp_path, {"args": "--quiet", "html": "report with space.html"})
+    assert completed.returncode == 1, completed.stderr
+    page = (tmp_path / "report with space.html").read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>") and RED in page
+
+
 def test_a_passing_run_exits_0_with_a_green_summary(tmp_path: Path):
     write_project(tmp_path, config=CONFIG[: CONFIG.index("  - name: wrong")])
     completed, summary, output = run_step(tmp_path, {"paths": "convcheck.yaml"})

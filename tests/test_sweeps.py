@@ -242,3 +242,53 @@ def test_a_planted_one_value_split_is_always_found(specs, key):
     condition = find_condition(specs, statuses)
     if Status.PASS in statuses:
         assert condition is not None and len(condition.atoms) == 1 and _separates(condition, specs, statuses)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The bugs of the whole N-d space: real checks over sweeps of their hyperparameter, and the condition found.
+
+
+def _nd(kernel=3, stride=1, padding=1, dilation=1, groups=1, size=(7, 8), c_in=4, c_out=4, bias=True) -> CheckSpec:
+    shape = ConvShape.nd(1, size, c_in, c_out, kernel, stride, padding, dilation, groups, bias)
+    return CheckSpec(f"nd-{shape.describe()}", shape, Activation.NONE, Method.FULL)
+
+
+def _condition(bug_id: str, specs: list[CheckSpec]) -> SweepCondition | None:
+    bug = bugs.get(bug_id)
+    results = [run_check(spec, layer=bug.make_for(spec.shape, spec.activation)) for spec in specs]
+    assert [r.status is Status.FAIL for r in results] == [bug.exposes(s.shape, s.activation) for s in specs]
+    return condition_of(results)
+
+
+ND_SWEEPS = [
+    ("fold-ignores-dilation", [_nd(dilation=d, stride=s) for d in (1, 2, 3) for s in (1, 2)], "dilation ≥ 2"),
+    ("dilation-times-stride", [_nd(dilation=d, stride=s) for d in (1, 2) for s in (1, 2)], "dilation = 2"),
+    ("kernel-axes-swapped", [_nd(kernel=k) for k in (3, (3, 5), (5, 3), 5, (3, 1), (1, 3))], "kh ≠ kw"),
+    ("strides-swapped", [_nd(stride=s) for s in (1, 2, (1, 2), (2, 1), (3, 1))], "stride_h ≠ stride_w"),
+    ("groups-mixed-in-dx", [_nd(groups=g, c_out=8, size=z) for g in (1, 2, 4) for z in ((7, 8), (6, 6))], "groups ≥ 2"),
+    (
+        "depthwise-dx-summed",
+        [_nd(groups=g, c_in=c, c_out=c) for c in (2, 4) for g in (1, 2, 4) if c % g == 0],
+        "groups ≥ in_depth",  # groups ≤ in_depth always: an order before an equality, as for every relation
+    ),
+    (
+        "padding-cropped-symmetrically",
+        [_nd(padding=p) for p in (0, 1, 2, ((0, 1), (1, 1)), ((1, 0), (1, 1)), ((2, 1), (1, 1)), ((1, 1), (1, 1)))],
+        "pad_h_before ≠ pad_h_after",
+    ),
+    ("bias-grad-without-bias", [_nd(bias=b, groups=g) for b in (True, False) for g in (1, 2)], "bias = false"),
+]
+
+
+@pytest.mark.parametrize(("bug_id", "specs", "expected"), ND_SWEEPS, ids=[case[0] for case in ND_SWEEPS])
+def test_a_sweep_of_an_nd_bugs_hyperparameter_states_its_condition(bug_id, specs, expected):
+    found = _condition(bug_id, specs)
+    assert found is not None and found.condition == expected, found
+
+
+def test_per_axis_keys_appear_only_where_every_check_has_them():
+    square, wide = features(_nd(kernel=3, stride=(2, 1))), features(_nd(kernel=(3, 5), stride=2))
+    assert square["filter_size"] == square["kh"] == square["kw"] == 3 and "stride" not in square
+    assert (square["stride_h"], square["stride_w"]) == (2, 1) and wide["stride"] == 2 and "filter_size" not in wide
+    one_d = features(_nd(kernel=3, size=(9,), padding="same"))
+    assert "kh" not in one_d and one_d["kw"] == 3 and one_d["dims"] == 1 and one_d["bias"] == "true"

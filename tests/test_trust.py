@@ -1,4 +1,5 @@
-"""Trusted both ways: no false alarm on any correct layer (issue 5's space), and the Python API for pytest users."""
+"""Trusted both ways: no false alarm on any correct layer (the seed's 2-D space, and the whole N-d space), and the
+Python API for pytest users."""
 
 from __future__ import annotations
 
@@ -6,14 +7,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from strategies import wide_geometries
+from strategies import nd_geometries, wide_geometries
 
 import convcheck
 from convcheck.checker import run_check
 from convcheck.data import integer_data
-from convcheck.spec import Activation, CheckSpec, DType, Method
+from convcheck.spec import Activation, CheckSpec, ConvShape, DType, Method
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -35,6 +36,43 @@ def test_no_false_alarm_on_any_correct_layer(case):
     spec, integer = case
     result = run_check(spec, data=integer_data(spec) if integer else None)
     assert result.passed, (spec, [(g.name, g.worst[:1]) for g in result.gradients], result.error, result.contract)
+
+
+#: The whole space's false-alarm sweep: hypothesis examples of ``test_no_false_alarm_on_the_whole_space``.
+WHOLE_SPACE_EXAMPLES = 200
+TORCH_STYLE = ConvShape.nd(2, (7, 9), 4, 8, (3, 5), (2, 1), "same", 2, 4, False)
+DEPTHWISE_1D = ConvShape.nd(2, (11,), 3, 3, 4, 2, "same", 1, 3)
+THREE_D = ConvShape.nd(1, (4, 5, 6), 2, 4, (2, 3, 2), (1, 2, 1), ((1, 0), (0, 1), (1, 1)), (1, 1, 2), 2)
+
+
+@settings(max_examples=WHOLE_SPACE_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    shape=nd_geometries(),
+    activation=st.sampled_from(list(Activation)),
+    dtype=st.sampled_from(list(DType)),
+    seed=st.integers(0, 99),
+    integer=st.booleans(),
+)
+@example(shape=TORCH_STYLE, activation=Activation.RELU, dtype=DType.FLOAT32, seed=0, integer=True)
+@example(shape=DEPTHWISE_1D, activation=Activation.RELU, dtype=DType.FLOAT64, seed=1, integer=True)
+@example(shape=THREE_D, activation=Activation.LEAKY_RELU, dtype=DType.FLOAT32, seed=2, integer=True)
+def test_no_false_alarm_on_the_whole_space(shape, activation, dtype, seed, integer):
+    """Every hyperparameter at once (1-3 axes; per-axis kernels 1..3, strides 1..3, dilations 1..2; padding per
+    side 0..2, ``same`` or ``valid``; groups 1..3 with 1..2 channels each; with and without a bias), every
+    activation, float64 and float32, and half the time integer-valued data with zero bias, where many
+    pre-activations sit exactly on ReLU's kink: the built-in layer passes, and gets no hint."""
+    spec = CheckSpec("whole space", shape, activation=activation, dtype=dtype, method=Method.FULL, seed=seed)
+    result = run_check(spec, data=integer_data(spec) if integer else None)
+    assert result.passed, (shape.describe(), [(g.name, g.worst[:1]) for g in result.gradients], result.error)
+    assert result.diagnosis == ()
+
+
+def test_integer_data_puts_the_whole_space_on_relu_kinks():
+    """The kinks the property test means are there: integer data on a grouped, dilated, `same` layer without a
+    bias has gradient entries whose differences straddle a kink, and the check still passes."""
+    spec = CheckSpec("kinks", TORCH_STYLE, Activation.RELU, Method.FULL, DType.FLOAT32)
+    result = run_check(spec, data=integer_data(spec))
+    assert result.passed and sum(g.kinks for g in result.gradients) > 0
 
 
 def _example_functions():

@@ -19,14 +19,18 @@ Shapes follow ``convcheck.spec``: ``x: (N, H, W, C_in)``, ``w: (k, k, C_in, C_ou
 ``out: (N, OH, OW, C_out)``; the im2col matrix ``M`` is ``(R, k·k·C_in)`` with ``R = N·OH·OW`` rows.
 
 The package is one module per family of mistakes (``activation``, ``input_grad``, ``param_grads``,
-``forward``), each holding its layers and its ``BUGS`` entries; ``stepwise`` is the correct layer they start
-from, ``planted`` the entry type, ``col2im`` and ``row_order`` the wrong formulas the diagnosis hypotheses
-share. A new bug goes into its family's module; ``CATALOGUE`` below lists the families in the order the selftest shows.
+``forward`` in the seed's 2-D layer; ``window`` and ``grouped`` for the hyperparameters of the whole N-d space:
+dilation, per-axis kernels and strides, per-side and ``same`` padding, groups, no bias), each holding its layers
+and its ``BUGS`` entries; ``stepwise`` is the correct layer they start from, ``planted`` the entry type,
+``col2im``, ``row_order`` and ``fold`` the wrong formulas the diagnosis hypotheses share. An entry with
+``any_geometry`` is built with ``make_for(shape, …)`` and its ``exposes`` reads only per-axis values; the others
+are the seed's layers (``make(stride, padding, …)``). A new bug goes into its family's module; ``CATALOGUE``
+below lists the families in the order the selftest shows.
 """
 
 from __future__ import annotations
 
-from convcheck.bugs import activation, forward, input_grad, param_grads
+from convcheck.bugs import activation, forward, grouped, input_grad, param_grads, window
 from convcheck.bugs.input_grad import CHUNK_ROWS
 from convcheck.bugs.planted import TENSOR_ORDER, Exposure, PlantedBug
 from convcheck.bugs.stepwise import StepwiseLayer
@@ -34,7 +38,14 @@ from convcheck.bugs.stepwise import StepwiseLayer
 __all__ = ["CATALOGUE", "CHUNK_ROWS", "HINTS", "TENSOR_ORDER", "Exposure", "PlantedBug", "StepwiseLayer", "get", "ids"]
 
 #: Every planted bug, family by family.
-CATALOGUE: tuple[PlantedBug, ...] = (*activation.BUGS, *input_grad.BUGS, *param_grads.BUGS, *forward.BUGS)
+CATALOGUE: tuple[PlantedBug, ...] = (
+    *activation.BUGS,
+    *input_grad.BUGS,
+    *param_grads.BUGS,
+    *forward.BUGS,
+    *window.BUGS,
+    *grouped.BUGS,
+)
 
 #: The diagnosis keywords the catalogue expects (issue 6: each bug's failure should name its ``hint``).
 HINTS: tuple[str, ...] = tuple(sorted({bug.hint for bug in CATALOGUE}))

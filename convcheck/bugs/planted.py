@@ -22,7 +22,10 @@ class PlantedBug:
     union over geometries; on one layer a bug may show in fewer). ``breaks_contract`` marks a bug whose wrong
     tensor cannot be compared entry by entry: it comes back with the wrong shape (``padding-crop-unguarded``), or
     the first ``backward`` is right and a second call on the same cache is not (``weights-accumulate``); a
-    checker sees a contract violation rather than wrong numbers.
+    checker sees a contract violation rather than wrong numbers. ``any_geometry`` marks a mistake defined on the
+    whole N-d space (built with ``make_for``; its ``exposes`` reads the per-axis values); the others are mistakes
+    in the seed's 2-D layer (built with ``make``; ``exposes`` reads the int attributes, which only a
+    ``ConvShape.is_basic`` geometry has).
     """
 
     id: str
@@ -33,6 +36,7 @@ class PlantedBug:
     exposes: Exposure
     layer: type[StepwiseLayer]
     breaks_contract: bool = False
+    any_geometry: bool = False
 
     def __post_init__(self) -> None:
         unknown = set(self.tensors) - set(TENSOR_ORDER)
@@ -43,6 +47,10 @@ class PlantedBug:
     def make(self, stride: int, padding: int, activation: Activation) -> StepwiseLayer:
         """A fresh instance of the buggy layer (fresh state for the stateful ones) with the geometry bound."""
         return self.layer(stride=stride, padding=padding, activation=activation)
+
+    def make_for(self, shape: ConvShape, activation: Activation) -> StepwiseLayer:
+        """A fresh instance of the buggy layer bound to ``shape``'s geometry (any that ``ConvShape`` covers)."""
+        return self.layer.stepwise_for(shape, activation)
 
 
 def relu(shape: ConvShape, activation: Activation) -> bool:

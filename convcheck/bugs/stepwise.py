@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
 from convcheck import activation as act
-from convcheck.layer import MatrixCache, MatrixConvLayer, col2im
+from convcheck.bugs.fold import grouped_dw, split_groups
+from convcheck.geometry import Window
+from convcheck.layer import MatrixCache, MatrixConvLayer, col2im, fold
+from convcheck.spec import Activation, ConvShape
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,10 @@ class StepwiseLayer(MatrixConvLayer):
     4. ``bias_grad``: ``db = Σ_rows dZ``, ``(C_out,)``;
     5. ``cols_grad``: ``dM = dZ·Wᵀ``, ``(R, K)``;
     6. ``fold``: col2im (accumulating where windows overlap) and the padding crop → ``dx: (N, H, W, C_in)``.
+
+    The steps hold for every geometry ``ConvShape`` covers (``window_of`` is the layer's window; with g groups
+    ``M``, ``W`` and ``dM`` hold one matrix per group, as in ``MatrixCache``); the seed's bugs override them
+    for its 2-D layers, the ``window`` and ``grouped`` families for the rest.
     """
 
     def backward(self, dout: np.ndarray, cache: MatrixCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -35,28 +43,49 @@ class StepwiseLayer(MatrixConvLayer):
 
     def dout_matrix(self, dout: np.ndarray, cache: MatrixCache) -> np.ndarray:
         """``(N, OH, OW, C_out)`` → ``(R, C_out)``, row ``(n·OH + oh)·OW + ow`` like the rows of ``M``."""
-        return dout.reshape(-1, cache.weights.shape[1])
+        return dout.reshape(-1, cache.w_shape[-1])
 
     def through_activation(self, da: np.ndarray, cache: MatrixCache) -> np.ndarray:
         """``dZ = dA ⊙ act'(Z)``, ``(R, C_out)``."""
         slope = act.derivative(self.activation, cache.pre_activation, cache.activated)
         return da if slope is None else da * slope
 
+    @classmethod
+    def stepwise_for(cls, shape: ConvShape, activation: Activation) -> StepwiseLayer:
+        """``for_shape``, typed as the stepwise layer it builds (a fresh instance bound to ``shape``'s geometry)."""
+        return cast(StepwiseLayer, cls.for_shape(shape, activation))
+
+    def window_of(self, cache: MatrixCache) -> Window:
+        """The window the forward that made ``cache`` used."""
+        return self.geometry(len(cache.x_shape) - 2)
+
     def weights_grad(self, dz: np.ndarray, cache: MatrixCache) -> np.ndarray:
-        """``dW = Mᵀ·dZ``: ``(K, C_out)`` viewed as ``(k, k, C_in, C_out)``."""
-        return (cache.cols.T @ dz).reshape(cache.w_shape)
+        """``dW = Mᵀ·dZ``: ``(K, C_out)`` viewed as ``(k, k, C_in, C_out)`` (per group ``dW_γ = M_γᵀ·dZ_γ``)."""
+        groups = self.window_of(cache).groups
+        if groups == 1:
+            return (cache.cols.T @ dz).reshape(cache.w_shape)
+        return grouped_dw(self.weights_grad_per_group(dz, cache), cache.w_shape)
+
+    def weights_grad_per_group(self, dz: np.ndarray, cache: MatrixCache) -> np.ndarray:
+        """``dW_γ = M_γᵀ·dZ_γ``: ``(g, ∏k·C_in/g, C_out/g)``."""
+        return cache.cols.transpose(0, 2, 1) @ split_groups(dz, self.window_of(cache).groups)
 
     def bias_grad(self, dz: np.ndarray, cache: MatrixCache) -> np.ndarray:
-        """``db = Σ_rows dZ``: every output position adds the bias once."""
-        return dz.sum(axis=0)
+        """``db = Σ_rows dZ``: every output position adds the bias once; ``(0,)`` for a layer without one."""
+        return dz.sum(axis=0) if cache.bias else np.zeros(0, dz.dtype)
 
     def cols_grad(self, dz: np.ndarray, cache: MatrixCache) -> np.ndarray:
-        """``dM = dZ·Wᵀ``, ``(R, K)``: one row per window."""
-        return dz @ cache.weights.T
+        """``dM = dZ·Wᵀ``, ``(R, K)``: one row per window (per group ``dM_γ = dZ_γ·W_γᵀ``, ``(g, R, K/g)``)."""
+        groups = self.window_of(cache).groups
+        if groups == 1:
+            return dz @ cache.weights.T
+        return split_groups(dz, groups) @ cache.weights.transpose(0, 2, 1)
 
     def fold(self, dcols: np.ndarray, cache: MatrixCache) -> np.ndarray:
         """col2im with accumulation, then the padding crop: ``(R, K)`` → ``(N, H, W, C_in)``."""
-        return col2im(dcols, cache.x_shape, cache.w_shape[0], self.stride, self.padding)
+        if self.window is None:
+            return col2im(dcols, cache.x_shape, cache.w_shape[0], self.stride, self.padding)
+        return fold(dcols, cache.x_shape, cache.w_shape[:-2], self.window_of(cache))
 
 
 def fold_uncropped(dcols: np.ndarray, cache: MatrixCache, stride: int, padding: int) -> np.ndarray:

@@ -37,8 +37,13 @@ Shapes follow ``convcheck.spec`` (internal NHWC): dx ``(N, H, W, C_in)``, dw ``(
 db ``(C_out,)``, output ``(N, OH, OW, C_out)``; ``R = N·OH·OW`` rows of the im2col matrix ``M`` in
 ``(n, oh, ow)`` order, each window laid out ``(kh, kw, c_in)``.
 
+The seed's rules understand its 2-D square, symmetric geometry and are ``basic_only`` (silent elsewhere); for
+the rest of the space (dilation, per-axis kernels and strides, per-side and ``same`` padding, groups, no bias)
+the ``window`` hypotheses name the mistakes of each hyperparameter, and a contract rule a db returned by a layer
+without a bias.
+
 The package is one module per rule family (``contract``, ``shapes``, ``forward``, ``patterns``, ``loops``,
-``transforms``, ``facts``, ``hypotheses``, ``places``) over ``evidence`` (what rules read), ``geometry`` and
+``transforms``, ``facts``, ``hypotheses``, ``places``, ``window``) over ``evidence`` (what rules read), ``geometry`` and
 ``wording``; ``RULES`` below is the table of contents, in the order the rules run. A new rule goes into its
 family's module and into ``RULES``; a new label into ``evidence.LABELS``. ``batch`` holds the one hint made
 across a batch's checks (a condition shared by the checks that crashed), applied after a batch has finished.
@@ -46,8 +51,8 @@ across a batch's checks (a condition shared by the checks that crashed), applied
 
 from __future__ import annotations
 
-from convcheck.diagnosis.contract import rule_crop_shape, rule_repeatability
-from convcheck.diagnosis.evidence import LABELS, MATCH_SLACK, Evidence, Rule
+from convcheck.diagnosis.contract import rule_bias_without_bias, rule_crop_shape, rule_repeatability
+from convcheck.diagnosis.evidence import LABELS, MATCH_SLACK, Evidence, Rule, basic_only
 from convcheck.diagnosis.facts import rule_all_zero, rule_only_bias
 from convcheck.diagnosis.forward import (
     rule_forward_activation,
@@ -75,45 +80,51 @@ from convcheck.diagnosis.shapes import (
     rule_weight_layout,
 )
 from convcheck.diagnosis.transforms import rule_constant_ratio, rule_dw_rearranged, rule_dx_shifted
+from convcheck.diagnosis.window import rule_grouped_dw, rule_same_padding, rule_window_dx
 from convcheck.results import CheckResult, Hint
 
 __all__ = ["LABELS", "MATCH_SLACK", "RULES", "diagnose"]
 
 #: The rules, in order: contract (shapes, dtypes), forward (patterns), transforms, only-bias, all-zero, hypotheses,
-#: places.
+#: places. Rules whose formulas assume the seed's 2-D square, symmetric geometry are ``basic_only``; the
+#: ``window`` rules speak for the rest of the space.
 RULES: tuple[Rule, ...] = (
-    rule_crop_shape,
-    rule_fixed_crop,
-    rule_input_size,
-    rule_output_size,
-    rule_bias_shape,
-    rule_weight_layout,
+    rule_bias_without_bias,
+    basic_only(rule_crop_shape),
+    basic_only(rule_fixed_crop),
+    basic_only(rule_input_size),
+    basic_only(rule_output_size),
+    basic_only(rule_bias_shape),
+    basic_only(rule_weight_layout),
     rule_integer_mask,
     rule_dtype_buffers,
     rule_repeatability,
-    rule_forward_hypotheses,
-    rule_forward_bias,
-    rule_forward_activation,
-    rule_forward_windows,
-    rule_forward_rearranged,
-    rule_forward_diagonal,
-    rule_forward_one_index,
-    rule_forward_reordered,
-    rule_constant_ratio,
-    rule_dx_shifted,
-    rule_dw_rearranged,
-    rule_only_bias,
+    rule_same_padding,
+    basic_only(rule_forward_hypotheses),
+    basic_only(rule_forward_bias),
+    basic_only(rule_forward_activation),
+    basic_only(rule_forward_windows),
+    basic_only(rule_forward_rearranged),
+    basic_only(rule_forward_diagonal),
+    basic_only(rule_forward_one_index),
+    basic_only(rule_forward_reordered),
+    rule_window_dx,
+    rule_grouped_dw,
+    basic_only(rule_constant_ratio),
+    basic_only(rule_dx_shifted),
+    basic_only(rule_dw_rearranged),
+    basic_only(rule_only_bias),
     rule_all_zero,
     rule_activation_mask,
-    rule_dout_order,
-    rule_dx_hypotheses,
-    rule_assigned_in_loop,
-    rule_first_sample_only,
-    rule_dx_overlap,
-    rule_dx_tail,
-    rule_dx_last_windows,
-    rule_dx_stride,
-    rule_dx_frame,
+    basic_only(rule_dout_order),
+    basic_only(rule_dx_hypotheses),
+    basic_only(rule_assigned_in_loop),
+    basic_only(rule_first_sample_only),
+    basic_only(rule_dx_overlap),
+    basic_only(rule_dx_tail),
+    basic_only(rule_dx_last_windows),
+    basic_only(rule_dx_stride),
+    basic_only(rule_dx_frame),
 )
 
 

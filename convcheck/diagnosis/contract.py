@@ -58,3 +58,22 @@ def rule_repeatability(ev: Evidence) -> Hint | None:
                 "outside it (see the contract problem)",
             )
     return None
+
+
+def rule_bias_without_bias(ev: Evidence) -> Hint | None:
+    """A layer without a bias returned a db with entries (or another value than None): it computed ``Σ dZ``
+    anyway. With ``bias: false`` b has no entries, so neither may db (None for a user's layer)."""
+    s = ev.shape
+    if s.bias:
+        return None
+    for finding in ev.result.contract:
+        if finding.tensor != "db" or finding.kind not in (FindingKind.SHAPE, FindingKind.NOT_AN_ARRAY):
+            continue
+        got = f"shape {finding.shape}" if finding.shape is not None else "a value"
+        return Hint(
+            "no bias",
+            f"db has {got} for a layer without a bias (bias: false): the backward computes db = Σ dZ although "
+            "the forward adds no b; return None for db when there is no bias",
+            ("bias",),
+        )
+    return None

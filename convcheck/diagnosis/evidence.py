@@ -7,6 +7,7 @@ db ``(C_out,)``, output ``(N, OH, OW, C_out)``; ``R = N·OH·OW`` rows of the im
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -17,6 +18,7 @@ from convcheck import activation as act
 from convcheck import reference
 from convcheck.bugs.col2im import col2im_variant
 from convcheck.data import make_data
+from convcheck.geometry import Window
 from convcheck.layer import im2col, pad
 from convcheck.results import CheckResult, ForwardResult, Hint, TensorResult
 from convcheck.spec import Activation, CheckSpec, ConvShape
@@ -26,6 +28,7 @@ from convcheck.tolerance import SAFETY, resolve, rounding_sigma, unit_roundoff
 LABELS = (
     "accumulate",
     "activation mask",
+    "asymmetric padding",
     "batch loop",
     "bias reduction",
     "bias shape",
@@ -33,23 +36,32 @@ LABELS = (
     "channel loop",
     "channel order",
     "col2im accumulate",
+    "depthwise",
+    "dilated stride",
+    "dilation",
     "dtype",
     "flipped kernel",
     "forward activation",
     "forward bias",
+    "group channels",
+    "group order",
     "input size",
     "integer mask",
+    "kernel axes",
     "layout",
     "never written",
+    "no bias",
     "output size",
     "padding",
     "repeatability",
     "reshape order",
     "row order",
+    "same padding",
     "scaling",
     "shift",
     "sign",
     "stride",
+    "stride axes",
     "transposed",
     "unsupported geometry",
     "window index",
@@ -204,6 +216,10 @@ class Point:
             dcols, s.x_shape, s.filter_size, s.stride, s.padding, place_stride=place_stride, accumulate=accumulate
         )
 
+    def masked_by_input(self, dz: np.ndarray) -> np.ndarray:
+        """dx with ``dM = dZ·Wᵀ`` masked by the input's sign (``M > 0``): a ReLU mask on the wrong side."""
+        return self.fold((dz @ self.weights.T) * (self.cols > 0))
+
     def gradients(self, dz: np.ndarray) -> dict[str, np.ndarray]:
         """``dx, dw, db`` for a given ``dZ`` (``(R, C_out)``), computed the correct way."""
         return {
@@ -213,16 +229,22 @@ class Point:
         }
 
     def forward(
-        self, w: np.ndarray | None = None, b: np.ndarray | None = None, activation: Activation | None = None
+        self,
+        w: np.ndarray | None = None,
+        b: np.ndarray | None = None,
+        activation: Activation | None = None,
+        window: Window | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The reference output with some parameters replaced, and the tolerance a correct layer gets for it."""
+        """The reference output with some parameters (or the window) replaced, and the tolerance a correct layer
+        gets for it."""
         s = self.shape
         w = self.w if w is None else np.ascontiguousarray(w)
         b = self.b if b is None else b
         activation = self.activation if activation is None else activation
-        out = reference.forward(self.x, w, b, s.window, activation)
+        window = s.window if window is None else window
+        out = reference.forward(self.x, w, b, window, activation)
         spec = self.spec
-        sigma = rounding_sigma(self.x, w, b, out, s.window, unit_roundoff(spec.dtype))
+        sigma = rounding_sigma(self.x, w, b, out, window, unit_roundoff(spec.dtype))
         allowed = resolve(spec.dtype, spec.eps, spec.rtol, spec.atol).atol + SAFETY * sigma
         return out, allowed
 
@@ -294,3 +316,14 @@ class Evidence:
 
 #: A rule reads the evidence and returns a hint, or None when its pattern is not there.
 Rule = Callable[[Evidence], Hint | None]
+
+
+def basic_only(rule: Rule) -> Rule:
+    """``rule`` on the seed's geometry only (``ConvShape.is_basic``: 2-D, square kernel, one stride and padding,
+    no dilation, one group, a bias); None elsewhere. For rules whose formulas, regions and words assume it."""
+
+    @functools.wraps(rule)
+    def guarded(ev: Evidence) -> Hint | None:
+        return rule(ev) if ev.shape.is_basic else None
+
+    return guarded

@@ -5,6 +5,7 @@ mistakes). Gradient hypotheses are only tried when the layer's forward matches t
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 
@@ -13,12 +14,30 @@ from convcheck.bugs.col2im import col2im_assign_by_window
 from convcheck.bugs.row_order import dm_read_channels_first, dm_read_channels_last
 from convcheck.diagnosis.evidence import Evidence, Gradient, Point
 from convcheck.diagnosis.geometry import last_windows, overlap_evidence, stride_evidence
+from convcheck.diagnosis.window import nd_point
 from convcheck.diagnosis.wording import names, plural, where_rows_cols
 from convcheck.results import Hint
 from convcheck.spec import Activation
 
 
-def _activation_candidates(point: Point) -> list[tuple[str, dict[str, np.ndarray]]]:
+class ActivationPoint(Protocol):
+    """What the activation hypotheses read of a point: the seed's ``Point``, or ``window.NdPoint`` for any other
+    geometry. ``da``, ``z``: ``(R, C_out)``; ``gradients(dz)``: dx, dw and db for that dZ, computed correctly."""
+
+    activation: Activation
+
+    @property
+    def da(self) -> np.ndarray: ...
+
+    @property
+    def z(self) -> np.ndarray: ...
+
+    def gradients(self, dz: np.ndarray) -> dict[str, np.ndarray]: ...
+
+    def masked_by_input(self, dz: np.ndarray) -> np.ndarray: ...
+
+
+def _activation_candidates(point: ActivationPoint) -> list[tuple[str, dict[str, np.ndarray]]]:
     """Gradients that common activation-derivative mistakes produce, with what each mistake is."""
     a = point.activation
     da, z = point.da, point.z
@@ -36,7 +55,7 @@ def _activation_candidates(point: Point) -> list[tuple[str, dict[str, np.ndarray
             ),
             (
                 "masked by the input's sign (x > 0: the mask applied on the wrong side of the layer), dZ unmasked",
-                {"input": point.fold((da @ point.weights.T) * (point.cols > 0))},
+                {"input": point.masked_by_input(da)},
             ),
         ]
     if a is Activation.LEAKY_RELU:
@@ -63,9 +82,9 @@ def rule_activation_mask(ev: Evidence) -> Hint | None:
     ``dZ = dA ⊙ act'(Z)`` is where errors follow the output's sign: a missing ReLU mask lets the gradient
     through where the output is 0, an inverted one only there, a mask from dout's sign or from the input
     zeroes other entries. Each candidate is the exact gradient of that mistake at this point; every failing
-    tensor must equal one of them.
+    tensor must equal one of them. Any geometry: the seed's point, or ``NdPoint`` for the rest of the space.
     """
-    point = ev.gradient_point
+    point: ActivationPoint | None = ev.gradient_point if ev.shape.is_basic else nd_point(ev)
     failed = ev.failed()
     if point is None or not failed:
         return None

@@ -6,6 +6,8 @@ Text documents, written to files (or stdout), all behind one interface, ``base.D
 
 - ``json``: the ``--json`` document (plain dicts through the standard library's ``json``).
 - ``junit``: the ``--junit`` XML.
+- ``html``: the ``--html`` report, one self-contained page (its pieces in ``html_parts``: escaped elements and
+  the SVG heatmaps; its style sheet and script in ``html_assets``).
 - ``annotations``: GitHub Actions ``::error`` lines for failed checks.
 - ``documents``: the table of the formats above that go to files (``DOCUMENTS``) and ``write_documents``.
 
@@ -20,7 +22,7 @@ The terminal (Rich renderables for a console):
 Shared pieces: ``base`` (indices in the user's layout, counts, the one-line failure message), ``grids`` (the
 numpy grids the heatmaps draw), ``files`` (``write_atomic``).
 
-Adding a format (HTML, say) is one module: write ``render/html.py`` with ``render(results, run) -> str`` built
-from ``base`` and ``grids``; add it to ``documents.DOCUMENTS`` and give ``cli.run`` an option naming its path.
+Adding a format is one module: write ``render/NAME.py`` with ``render(results, run) -> str`` built from ``base``
+and ``grids``; add it to ``documents.DOCUMENTS`` and give ``cli.run`` an option naming its path.
 Findings, hints and notes are shown as their ``str()``; never parse them.
 """

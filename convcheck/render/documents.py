@@ -8,14 +8,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from convcheck.render import json, junit
+from convcheck.render import html, json, junit
 from convcheck.render.base import Document, Run
 from convcheck.render.files import write_atomic
 from convcheck.results import CheckResult
 
 __all__ = ["DOCUMENTS", "write_documents"]
 
-DOCUMENTS: dict[str, Document] = {"json": json.render, "junit": junit.render}
+DOCUMENTS: dict[str, Document] = {"json": json.render, "junit": junit.render, "html": html.render}
 
 
 def write_documents(results: Sequence[CheckResult], run: Run, paths: Mapping[str, str | Path | None]) -> list[OSError]:

@@ -117,6 +117,8 @@ def forward_grid(result: CheckResult) -> np.ndarray | None:
     f = result.forward
     if f is None or f.output is None or f.reference is None or f.output.shape != f.reference.shape:
         return None
+    if f.output.ndim != 4:  # (N, OH, OW, C_out) only: a 1-D or 3-D output has no (OH, OW) grid to draw
+        return None
     error = np.abs(np.asarray(f.output, dtype=np.float64) - f.reference)
     error = np.where(np.isfinite(error), error, np.inf)
     allowed = f.allowed if f.allowed > 0 else 1.0
