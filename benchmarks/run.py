@@ -8,15 +8,22 @@ comparison times its candidates *interleaved* (one run of each in turn, repeated
 run: a ratio then compares runs taken seconds apart, not minutes. The load average before and after is printed; a
 figure taken while it was above ~0.5 is suspect.
 
-Benchmarks (targets from issue 7):
+Benchmarks (each ratio printed next to its target; a row whose baseline is missing says why and is skipped):
 - ``backward``: the built-in layer's backward on the seed layer vs its GEMM floor (the two matrix products
   alone), torch's float64 conv2d backward (when torch is installed) and the seed's loop algorithm
   (``benchmarks/seed_loop.py``).
-- ``full``: ``run_check`` of the seed layer with every entry checked: wall time, forward passes vs the 402,496 of
-  per-entry differences.
-- ``quick``: the quick tier (``directional``; ``sampled`` for reference) vs torch ``gradcheck(fast_mode=True)``.
-- ``startup``: ``convcheck --help`` vs ``python -c "import numpy, typer, rich, yaml"`` (subprocesses).
-- ``sweep``: ``convcheck run`` on a generated sweep of 320 small layers, ``--jobs 1`` vs ``--jobs 2``.
+- ``full``: ``run_check`` of the seed layer with every entry checked, against its forward passes times one plain
+  vectorized im2col forward of the same layer (``plain_forward``, no reuse, timed in the same run).
+- ``user``: the same full check of a user's numpy layer (``examples/im2col_nhwc.py``, run in its own process as
+  every user's layer is), against its forward passes times one call of that layer's forward in this process.
+- ``quick``: the quick tier (``directional``; ``sampled`` for reference) vs torch ``gradcheck(fast_mode=True)``,
+  warm, interleaved, best of at least 10.
+- ``startup``: ``python -m convcheck --help`` vs ``python -c "import numpy, typer, rich, yaml"`` (subprocesses,
+  from this source tree: nothing needs to be installed).
+- ``sweep``: ``convcheck run --jobs 2`` on a generated sweep of 320 small layers, checks per second of this tree
+  against the tree of ``--baseline`` (a git revision, extracted with ``git archive``), same run; ``--jobs 1`` too.
+- ``user-sweep``: the same for 96 small layers of ``examples/im2col_nhwc.py`` (each check in its own process),
+  ``--jobs 2``, this tree against ``--baseline``.
 - ``memory``: peak resident memory of a process that runs the seed layer's full check.
 
 OpenBLAS: where ``OPENBLAS_CORETYPE`` is set (``/work/.library/env/README.md``), a current numpy runs slower
@@ -48,7 +55,7 @@ sys.path.insert(0, str(HERE.parent))
 
 import seed_loop  # noqa: E402 - after the path set-up above
 
-from convcheck import checker, numeric, parallel  # noqa: E402
+from convcheck import checker, numeric, parallel, reference  # noqa: E402
 from convcheck.data import make_data  # noqa: E402
 from convcheck.layer import MatrixConvLayer  # noqa: E402
 from convcheck.spec import Activation, CheckSpec, ConvShape, Method  # noqa: E402
@@ -58,7 +65,14 @@ SEED_SHAPE = ConvShape(
     batch=8, in_height=32, in_width=48, in_depth=16, out_depth=32, filter_size=3, stride=1, padding=1
 )
 PYTHON = sys.executable
-CONVCHECK = str(Path(PYTHON).with_name("convcheck"))
+ROOT = HERE.parent
+#: The revision the ``sweep`` benchmark compares with by default: main before the speed work on user layers.
+BASELINE = "b1caa8f"
+
+
+def convcheck_command(root: Path) -> tuple[list[str], dict[str, str]]:
+    """``python -m convcheck`` run from the source tree at ``root`` (argv prefix and environment)."""
+    return [PYTHON, "-m", "convcheck"], {**os.environ, "PYTHONPATH": str(root)}
 
 
 @dataclass
@@ -78,15 +92,20 @@ class Row:
 
 
 def interleaved(
-    candidates: dict[str, Callable[[], object]], rounds: int, every: dict[str, int] | None = None, burst: int = 3
+    candidates: dict[str, Callable[[], object]],
+    rounds: int,
+    every: dict[str, int] | None = None,
+    burst: int = 3,
+    bursts: dict[str, int] | None = None,
 ) -> dict:
     """Best wall time (seconds) of each candidate over ``rounds`` rounds, after a warm-up.
 
     Each round runs every candidate ``burst`` times in a row: the candidates alternate within seconds, while the
     first run of a burst absorbs what the previous candidate left behind (its thread pools still spinning, a cold
-    cache). ``every[name] = m`` runs that candidate only every m-th round (slow baselines).
+    cache). ``every[name] = m`` runs that candidate only every m-th round (slow baselines); ``bursts[name]``
+    overrides ``burst`` for one candidate (a fast one beside a slow one).
     """
-    every = every or {}
+    every, bursts = every or {}, bursts or {}
     for fn in candidates.values():
         fn()
     best = dict.fromkeys(candidates, float("inf"))
@@ -94,18 +113,22 @@ def interleaved(
         for name, fn in candidates.items():
             if index % every.get(name, 1):
                 continue
-            for _ in range(burst):
+            for _ in range(bursts.get(name, burst)):
                 start = time.perf_counter()
                 fn()
                 best[name] = min(best[name], time.perf_counter() - start)
     return best
 
 
-def command_best(commands: dict[str, list[str]], rounds: int, env: dict | None = None) -> dict:
-    """Best wall time of each command (a subprocess), interleaved; each must exit 0."""
+def command_best(commands: dict[str, tuple[list[str], dict[str, str] | None]], rounds: int) -> dict:
+    """Best wall time of each command ``(argv, environment)`` (a subprocess), interleaved; each must exit 0.
+
+    (Not CPU time: ``convcheck run``'s workers die with it rather than being reaped, so the CPU they and the
+    checks' processes used never reaches this process's ``RUSAGE_CHILDREN``.)
+    """
     best = dict.fromkeys(commands, float("inf"))
     for _ in range(rounds):
-        for name, argv in commands.items():
+        for name, (argv, env) in commands.items():
             start = time.perf_counter()
             done = subprocess.run(argv, capture_output=True, text=True, env=env)
             elapsed = time.perf_counter() - start
@@ -118,6 +141,9 @@ def command_best(commands: dict[str, list[str]], rounds: int, env: dict | None =
 def seed_data():
     spec = CheckSpec("seed-layer", SEED_SHAPE, method=Method.FULL)
     return spec, make_data(spec)
+
+
+SKIP_TORCH = "skipped: torch is not installed"
 
 
 def torch_or_none():
@@ -191,6 +217,8 @@ def bench_backward(rounds: int) -> list[Row]:
         ratio = ms["backward"] / ms["torch"]
         rows.insert(2, Row("backward", f"torch {torch.__version__} conv2d+relu backward", ms["torch"], "ms"))
         rows.append(Row("backward", "backward / torch", ratio, "×", "≤ 1.25", ratio <= 1.25))
+    else:
+        rows.append(Row("backward", "backward / torch", float("nan"), "×", "≤ 1.25", None, SKIP_TORCH))
     return rows
 
 
@@ -227,9 +255,27 @@ def _with_workers(workers: int):
     return run
 
 
+def plain_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, padding: int) -> np.ndarray:
+    """relu(conv(x, w) + b) by one plain vectorized im2col: pad, gather every window (a strided view copied into
+    the ``(N·OH·OW, k·k·C_in)`` matrix), one matrix product. No reuse between calls: the yardstick a check's
+    forward passes are measured in. ``x: (N, H, W, C_in)``, ``w: (k, k, C_in, C_out)``, ``b: (C_out,)``."""
+    n, _, _, c_in = x.shape
+    k, _, _, c_out = w.shape
+    padded = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (k, k), axis=(1, 2))[:, ::stride, ::stride]
+    _, oh, ow = windows.shape[:3]
+    matrix = windows.transpose(0, 1, 2, 4, 5, 3).reshape(n * oh * ow, k * k * c_in)
+    z = matrix @ w.reshape(k * k * c_in, c_out) + b
+    return np.maximum(z, 0).reshape(n, oh, ow, c_out)
+
+
 def bench_full(rounds: int) -> list[Row]:
-    spec, _ = seed_data()
+    spec, data = seed_data()
+    s = SEED_SHAPE
     results = {}
+    expected = MatrixConvLayer(s.stride, s.padding, Activation.RELU).forward(data.x, data.w, data.b)[0]
+    if not np.allclose(plain_forward(data.x, data.w, data.b, s.stride, s.padding), expected, rtol=1e-12, atol=1e-12):
+        raise AssertionError("the plain forward and the built-in layer disagree")
 
     def shipped():
         results["shipped"] = checker.run_check(spec)
@@ -239,19 +285,26 @@ def bench_full(rounds: int) -> list[Row]:
     def one_thread():
         results["one thread"] = one(spec)
 
-    best = interleaved({"shipped": shipped, "one thread": one_thread}, rounds, burst=1)
+    _, cache = MatrixConvLayer(s.stride, s.padding, Activation.RELU).forward(data.x, data.w, data.b)
+    candidates = {
+        "shipped": shipped,
+        "one thread": one_thread,
+        "plain forward": lambda: plain_forward(data.x, data.w, data.b, s.stride, s.padding),
+        "GEMM": lambda: cache.cols @ cache.weights,  # a forward pass's matrix product alone, BLAS on every core
+    }
+    best = interleaved(candidates, rounds, burst=1, bursts={"plain forward": 20, "GEMM": 20})
     passes = results["shipped"].forward_passes
     entrywise = numeric.entrywise_passes(SEED_SHAPE)
     status = {name: r.status.value for name, r in results.items()}
-    rows = [
+    threads = parallel.engine_workers(MatrixConvLayer(), SEED_SHAPE)
+    ratio = best["shipped"] / (passes * best["plain forward"])
+    return [
         Row(
             "full",
             "run_check, seed layer, every entry",
             best["shipped"],
             "s",
-            "≤ 2.0",
-            best["shipped"] <= 2.0,
-            f"status {status['shipped']}; engine on {parallel.engine_workers(MatrixConvLayer(), SEED_SHAPE)} threads",
+            note=f"status {status['shipped']}; engine on {threads} threads",
         ),
         Row(
             "full",
@@ -260,30 +313,132 @@ def bench_full(rounds: int) -> list[Row]:
             "s",
             note=f"status {status['one thread']}; {best['one thread'] / best['shipped']:.2f}× the time",
         ),
+        Row("full", "one plain im2col forward (plain_forward)", 1e3 * best["plain forward"], "ms"),
         Row("full", "forward passes used", passes, "", note=f"grouped formula {numeric.grouped_passes(SEED_SHAPE)}"),
         Row("full", "per-entry differences would need", entrywise, "", note=f"{entrywise / passes:.0f}× more"),
+        Row("full", "full check / (passes × plain forward)", ratio, "×", "≤ 0.6", ratio <= 0.6),
+        Row(
+            "full",
+            "its GEMM floor: one forward's matrix product / plain forward",
+            best["GEMM"] / best["plain forward"],
+            "×",
+            note=f"{1e3 * best['GEMM']:.2f} ms: the check's passes cannot cost less than this share",
+        ),
     ]
-    return rows
+
+
+USER_LAYER = ROOT / "examples" / "im2col_nhwc.py"
+
+
+def bench_user(rounds: int) -> list[Row]:
+    from convcheck.isolation.check import isolated_check
+    from convcheck.spec import ImplRef
+
+    spec = CheckSpec("seed-user", SEED_SHAPE, method=Method.FULL, impl=ImplRef(str(USER_LAYER)))
+    data = make_data(spec)
+    sys.path.insert(0, str(USER_LAYER.parent))
+    import im2col_nhwc  # the same file the check loads in its own process
+
+    results = {}
+
+    def check():
+        results["check"] = isolated_check(spec)
+
+    def forward():
+        return im2col_nhwc.forward(data.x.copy(), data.w.copy(), data.b.copy(), 1, 1)
+
+    best = interleaved({"check": check, "forward": forward}, rounds, burst=1, bursts={"forward": 10})
+    result = results["check"]
+    ratio = best["check"] / (result.forward_passes * best["forward"])
+    return [
+        *_round_trips(max(3, rounds)),
+        Row("user", "full check, examples/im2col_nhwc.py, seed geometry", best["check"], "s", note=result.status.value),
+        Row("user", "one forward of that layer (this process)", 1e3 * best["forward"], "ms"),
+        Row("user", "forward passes used", result.forward_passes, ""),
+        Row("user", "full check / (passes × one forward)", ratio, "×", "≤ 0.65", ratio <= 0.65),
+    ]
+
+
+def _round_trips(rounds: int) -> list[Row]:
+    """A small user layer's check with its forward calls by batches and one at a time: requests to the layer's
+    process and CPU seconds of both processes (this one's and the layer's own, which it reports), best of
+    ``rounds``: CPU time, unlike wall time, does not depend on what else the machine runs."""
+    from convcheck.isolation import session
+    from convcheck.spec import ImplRef
+
+    spec = CheckSpec(
+        "small-user", ConvShape(2, 12, 16, 4, 6, 3, 1, 1), method=Method.FULL, impl=ImplRef(str(USER_LAYER))
+    )
+    batched = session.RemoteLayer.forward_many
+    best: dict[bool, tuple[int, float]] = {}
+    for _ in range(rounds):
+        for batches in (False, True):
+            if not batches:
+                del session.RemoteLayer.forward_many  # the engine then calls forward one point at a time
+            try:
+                with session.remote_layer(spec, None) as layer:
+                    start = time.process_time()
+                    checker.run_check(spec, layer=layer)
+                    cpu = time.process_time() - start + layer.child_seconds()
+                    assert layer.session is not None
+                    requests = layer.session.channel.sent
+            finally:
+                session.RemoteLayer.forward_many = batched
+            if batches not in best or cpu < best[batches][1]:
+                best[batches] = (requests, cpu)
+    (one_requests, one_cpu), (many_requests, many_cpu) = best[False], best[True]
+    return [
+        Row("user", "small user layer: requests, one call at a time", one_requests, ""),
+        Row("user", "small user layer: requests, by batches", many_requests, ""),
+        Row(
+            "user",
+            "small user layer: CPU, one at a time / by batches",
+            one_cpu / many_cpu,
+            "×",
+            note=f"{1e3 * one_cpu:.0f} ms / {1e3 * many_cpu:.0f} ms, both processes",
+        ),
+    ]
 
 
 def bench_quick(rounds: int) -> list[Row]:
     s = SEED_SHAPE
     directional = CheckSpec("seed-directional", s, method=Method.DIRECTIONAL)
     sampled = CheckSpec("seed-sampled", s, method=Method.SAMPLED)
+    _, data = seed_data()
+    layer = MatrixConvLayer(s.stride, s.padding, Activation.RELU)
+    _, cache = layer.forward(data.x, data.w, data.b)
+    results = {}
+
+    def quick():
+        results["directional"] = checker.run_check(directional)
+
     candidates = {
-        "directional": lambda: checker.run_check(directional),
+        "directional": quick,
         "sampled": lambda: checker.run_check(sampled),
+        # the quick tier's own calls, to price its floor
+        "forward": lambda: layer.forward(data.x.copy(), data.w, data.b),
+        "backward": lambda: layer.backward(data.dout, cache),
+        "reference": lambda: reference.forward(data.x, data.w, data.b, s.window, Activation.RELU),
     }
     torch = torch_or_none()
     if torch is not None:
         candidates["torch"] = _torch_gradcheck(torch)
-    best = interleaved(candidates, rounds, every={"sampled": max(1, rounds // 2)})
+    # torch needs several calls to warm up (about 500 ms cold, 40 ms warm): a burst of 4 keeps its warm runs.
+    best = interleaved(candidates, rounds, every={"sampled": max(1, rounds // 2)}, burst=4)
     ms = {name: 1e3 * t for name, t in best.items()}
-    rows = [Row("quick", f"run_check, method {name}", ms[name], "ms") for name in candidates if name != "torch"]
+    rows = [Row("quick", f"run_check, method {name}", ms[name], "ms") for name in ("directional", "sampled")]
+    # Its forward calls (the engine's passes but the contract's one it reuses, 2 in the contract, 1 for the noise
+    # bound), 4 backwards (3 in the contract, 1 for the noise bound) and 2 reference convolutions.
+    calls = results["directional"].forward_passes - 1 + 2 + 1
+    floor = calls * ms["forward"] + 4 * ms["backward"] + 2 * ms["reference"]
+    rows.append(Row("quick", f"its floor: {calls} forwards, 4 backwards, 2 reference convolutions", floor, "ms"))
     if "torch" in ms:
         rows.append(Row("quick", f"torch {torch.__version__} gradcheck(fast_mode=True)", ms["torch"], "ms"))
         ratio = ms["directional"] / ms["torch"]
-        rows.append(Row("quick", "directional / torch fast gradcheck", ratio, "×", "≤ 0.6", ratio <= 0.6))
+        rows.append(Row("quick", "directional / torch fast gradcheck", ratio, "×", "≤ 2", ratio <= 2))
+        rows.append(Row("quick", "its floor / torch fast gradcheck", floor / ms["torch"], "×"))
+    else:
+        rows.append(Row("quick", "directional / torch fast gradcheck", float("nan"), "×", "≤ 2", None, SKIP_TORCH))
     return rows
 
 
@@ -304,28 +459,36 @@ def _torch_gradcheck(torch) -> Callable[[], object]:
 
 
 def bench_startup(rounds: int) -> list[Row]:
-    commands = {
-        "convcheck --help": [CONVCHECK, "--help"],
-        "import numpy, typer, rich, yaml": [PYTHON, "-c", "import numpy, typer, rich, yaml"],
-    }
-    best = command_best(commands, rounds)
-    probe = subprocess.run(
-        [PYTHON, "-c", "import sys, convcheck, convcheck.cli; print(int('numpy' in sys.modules))"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    # Both commands read compiled bytecode, as from an installed package: a fresh cache folder (nothing is
+    # written into the source tree), filled by one untimed run of each, whatever PYTHONDONTWRITEBYTECODE says.
+    with tempfile.TemporaryDirectory() as cache:
+        prefix, env = convcheck_command(ROOT)
+        env = {key: value for key, value in env.items() if key != "PYTHONDONTWRITEBYTECODE"}
+        env["PYTHONPYCACHEPREFIX"] = cache
+        commands = {
+            "convcheck --help": ([*prefix, "--help"], env),
+            "import numpy, typer, rich, yaml": ([PYTHON, "-c", "import numpy, typer, rich, yaml"], env),
+        }
+        command_best(commands, 1)
+        best = command_best(commands, rounds)
+        probe = subprocess.run(
+            [PYTHON, "-c", "import sys, convcheck, convcheck.cli; print(int('numpy' in sys.modules))"],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+        )
     numpy_loaded = probe.stdout.strip() == "1"
     ratio = best["convcheck --help"] / best["import numpy, typer, rich, yaml"]
     return [
-        Row("startup", "convcheck --help", 1e3 * best["convcheck --help"], "ms"),
+        Row("startup", "python -m convcheck --help", 1e3 * best["convcheck --help"], "ms"),
         Row(
             "startup",
             "python -c 'import numpy, typer, rich, yaml'",
             1e3 * best["import numpy, typer, rich, yaml"],
             "ms",
         ),
-        Row("startup", "--help / import line", ratio, "×", "≤ 0.6", ratio <= 0.6),
+        Row("startup", "--help / import line", ratio, "×", "≤ 0.5", ratio <= 0.5),
         Row(
             "startup",
             "numpy imported by `import convcheck, convcheck.cli`",
@@ -356,25 +519,83 @@ checks:
 """
 
 
-def bench_sweep(rounds: int) -> list[Row]:
+def bench_sweep(rounds: int, baseline: str = BASELINE) -> list[Row]:
+    return _sweep("sweep", SWEEP_CONFIG, rounds, baseline, jobs=(1, 2))
+
+
+USER_SWEEP_CONFIG = """\
+# 96 small layers of a user's numpy layer, each in its own process (generated by benchmarks/run.py).
+defaults:
+  method: full
+  seed: 0
+  impl: {impl}
+checks:
+  - name: user-sweep
+    batch: [2, 4]
+    in_height: [12, 16]
+    in_width: 16
+    in_depth: [4, 6]
+    out_depth: [6, 8]
+    filter_size: [1, 3, 5]
+    stride: [1, 2]
+    padding: 1
+"""
+
+
+def bench_user_sweep(rounds: int, baseline: str = BASELINE) -> list[Row]:
+    return _sweep("user-sweep", USER_SWEEP_CONFIG.format(impl=USER_LAYER), rounds, baseline, jobs=(2,))
+
+
+def _sweep(name: str, text: str, rounds: int, baseline: str, jobs: tuple[int, ...]) -> list[Row]:
+    """``convcheck run`` of a generated sweep with this tree (``--jobs`` each of ``jobs``) and with the tree at
+    ``baseline`` (``--jobs 2``), interleaved: wall and CPU seconds."""
     with tempfile.TemporaryDirectory() as folder:
-        config = Path(folder) / "sweep.yaml"
-        # filter_size lists 3 twice on purpose? No: sweeps reject duplicates; use distinct seeds instead.
-        config.write_text(SWEEP_CONFIG.replace("filter_size: [1, 2, 3, 4, 5]", "filter_size: [1, 2, 3, 4, 5]"))
+        config = Path(folder) / f"{name}.yaml"
+        config.write_text(text)
         count = _count_checks(config)
-        commands = {f"--jobs {n}": [CONVCHECK, "run", str(config), "--jobs", str(n), "--quiet"] for n in (1, 2)}
+        commands = {}
+        for n in jobs:
+            prefix, env = convcheck_command(ROOT)
+            commands[f"--jobs {n}"] = ([*prefix, "run", str(config), "--jobs", str(n), "--quiet"], env)
+        before, why = _extract(baseline, Path(folder) / "baseline")
+        if before is not None:
+            prefix, env = convcheck_command(before)
+            commands["baseline --jobs 2"] = ([*prefix, "run", str(config), "--jobs", "2", "--quiet"], env)
         try:
             best = command_best(commands, rounds)
         except RuntimeError as exc:
-            return [
-                Row("sweep", "convcheck run --jobs", float("nan"), "s", "≥ 1.6× faster with 2", None, str(exc)[:200])
-            ]
-    speedup = best["--jobs 1"] / best["--jobs 2"]
-    return [
-        Row("sweep", f"convcheck run, {count} layers, --jobs 1", best["--jobs 1"], "s"),
-        Row("sweep", f"convcheck run, {count} layers, --jobs 2", best["--jobs 2"], "s"),
-        Row("sweep", "--jobs 1 / --jobs 2", speedup, "×", "≥ 1.6", speedup >= 1.6),
+            return [Row(name, "convcheck run --jobs", float("nan"), "s", "", None, str(exc)[:200])]
+    rows = [
+        Row(name, f"convcheck run, {count} layers, --jobs {n}", best[f"--jobs {n}"], "s", note=_rate(count, best, n))
+        for n in jobs
     ]
+    if 1 in jobs:
+        speedup = best["--jobs 1"] / best["--jobs 2"]
+        rows.append(Row(name, "--jobs 1 / --jobs 2", speedup, "×", "≥ 1.6", speedup >= 1.6))
+    if before is None:
+        rows.append(Row(name, "checks per second, --jobs 2, vs baseline", float("nan"), "×", "≥ 2", None, why))
+        return rows
+    gain = best["baseline --jobs 2"] / best["--jobs 2"]
+    rows.insert(len(jobs), Row(name, f"the same at {baseline} (baseline), --jobs 2", best["baseline --jobs 2"], "s"))
+    rows.append(Row(name, f"checks per second, --jobs 2, vs {baseline}", gain, "×", "≥ 2", gain >= 2))
+    return rows
+
+
+def _rate(count: int, best: dict, jobs: int) -> str:
+    return f"{count / best[f'--jobs {jobs}']:.0f} checks/s"
+
+
+def _extract(revision: str, folder: Path) -> tuple[Path | None, str]:
+    """This repository's tree at ``revision`` in ``folder`` (``git archive``), or None and why not."""
+    folder.mkdir()
+    try:
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", "--format=tar", revision], capture_output=True, check=True
+        )
+        subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, capture_output=True, check=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        return None, f"skipped: no tree at {revision} ({exc})"
+    return folder, ""
 
 
 def _count_checks(config: Path) -> int:
@@ -435,9 +656,11 @@ def bench_memory(_rounds: int) -> list[Row]:
 BENCHMARKS = {
     "backward": (bench_backward, 50),
     "full": (bench_full, 3),
-    "quick": (bench_quick, 6),
+    "user": (bench_user, 2),
+    "quick": (bench_quick, 10),
     "startup": (bench_startup, 10),
     "sweep": (bench_sweep, 2),
+    "user-sweep": (bench_user_sweep, 2),
     "memory": (bench_memory, 1),
 }
 
@@ -492,6 +715,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=sorted(BENCHMARKS), help="run only these benchmarks")
     parser.add_argument("--rounds", type=float, default=1.0, help="scale every benchmark's rounds (e.g. 0.5)")
     parser.add_argument("--json", type=Path, help="also write the figures and machine facts as JSON")
+    parser.add_argument("--baseline", default=BASELINE, help=f"git revision the sweep compares with ({BASELINE})")
     args = parser.parse_args(argv)
 
     facts = machine_facts()
@@ -502,7 +726,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.only or BENCHMARKS:
         fn, rounds = BENCHMARKS[name]
         start = time.perf_counter()
-        found = fn(max(1, round(rounds * args.rounds)))
+        scaled = max(1, round(rounds * args.rounds))
+        found = fn(scaled, args.baseline) if name in ("sweep", "user-sweep") else fn(scaled)
         print(f"{name} ({time.perf_counter() - start:.0f} s)")
         print_rows(found)
         rows.extend(found)

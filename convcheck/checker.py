@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import time
@@ -19,6 +20,7 @@ from convcheck.diagnosis import diagnose
 from convcheck.layer import MatrixConvLayer
 from convcheck.methods import choose_method, forward_seconds, measure, planned_passes
 from convcheck.numeric import Engine
+from convcheck.numeric.engine import ManyFn
 from convcheck.points import PointSample
 from convcheck.protocol import ConvLayer
 from convcheck.results import (
@@ -129,7 +131,10 @@ def _run(spec: CheckSpec, layer: ConvLayer | None, data: CheckData | None, start
     out, grads, contract = outcome.out, outcome.gradients, outcome.problems
 
     shape = spec.shape
-    forward_result = None if out is None else forward_verdict(spec, data.x, data.w, data.b, out, forward_tol)
+    # Σ|x|·|w| + |b| once: the rounding model of the forward verdict and of the engine both use it.
+    point64 = (data.x.astype(np.float64), data.w.astype(np.float64), data.b.astype(np.float64))
+    scale = None if out is None else reference.magnitude(*point64, shape.window)
+    forward_result = None if out is None else forward_verdict(spec, data.x, data.w, data.b, out, forward_tol, scale)
     if grads is None:
         return _finish(spec, start, None, 0, forward_tol, (), forward_result, contract, [])
 
@@ -141,7 +146,7 @@ def _run(spec: CheckSpec, layer: ConvLayer | None, data: CheckData | None, start
         )
         method, note = choose_method(spec, seconds)
         notes.append(note)
-    engine, tol, precision = _engine(layer, data, spec)
+    engine, tol, precision = _engine(layer, data, spec, out, scale)
     if precision is not None:
         notes.append(precision)
     bounds = analytic_noise(data.x, data.w, data.b, data.dout, shape.window, u, spec.activation)
@@ -174,14 +179,21 @@ def refused(spec: CheckSpec, seconds: float, exc: UserCodeError) -> CheckResult:
 
 
 def forward_verdict(
-    spec: CheckSpec, x: np.ndarray, w: np.ndarray, b: np.ndarray, out: np.ndarray, tol: Tolerance
+    spec: CheckSpec,
+    x: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray,
+    out: np.ndarray,
+    tol: Tolerance,
+    magnitude: np.ndarray | None = None,
 ) -> ForwardResult:
-    """The layer's output ``out: (N, OH, OW, C_out)`` at the point ``x, w, b`` against the reference convolution."""
+    """The layer's output ``out: (N, OH, OW, C_out)`` at the point ``x, w, b`` against the reference convolution
+    (``magnitude``: ``reference.magnitude`` at that point, when already computed)."""
     shape = spec.shape
     expected = reference.forward(
         x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), shape.window, spec.activation
     )
-    sigma = rounding_sigma(x, w, b, expected, shape.window, unit_roundoff(spec.dtype))
+    sigma = rounding_sigma(x, w, b, expected, shape.window, unit_roundoff(spec.dtype), magnitude)
     return judge_forward(out, expected, sigma, tol)
 
 
@@ -230,9 +242,13 @@ def own_forward_note(gradients: tuple[TensorResult, ...]) -> Note:
     )
 
 
-def _engine(layer: ConvLayer, data: CheckData, spec: CheckSpec) -> tuple[Engine, Tolerance, Note | None]:
+def _engine(
+    layer: ConvLayer, data: CheckData, spec: CheckSpec, out: np.ndarray | None, magnitude: np.ndarray | None
+) -> tuple[Engine, Tolerance, Note | None]:
     """The finite-difference engine, in float64 whenever the layer computes in float64 when given it, its
-    tolerances, and a note saying how a float32 layer was differenced.
+    tolerances, and a note saying how a float32 layer was differenced. ``out``: the layer's output at the point
+    (the contract's first call), the engine's first evaluation there unless the arrays are promoted;
+    ``magnitude``: ``reference.magnitude`` at the point.
 
     A float32 layer is differenced at the same float32-valued point with float64 arrays (see
     ``convcheck.tolerance``), unless it returns float32 anyway; then float32 differences are all there is.
@@ -254,6 +270,7 @@ def _engine(layer: ConvLayer, data: CheckData, spec: CheckSpec) -> tuple[Engine,
     hook = _progress_hook.get()
     planned = planned_passes(spec)[1] + 2
     progress = None if hook is None else (lambda done: hook(spec.name, done, max(planned, done)))
+    many, batch = _batches(layer, spec)
     engine = Engine(
         forward=forward,
         x=arrays[0],
@@ -266,8 +283,21 @@ def _engine(layer: ConvLayer, data: CheckData, spec: CheckSpec) -> tuple[Engine,
         unit_roundoff=unit_roundoff(numeric_dtype),
         workers=parallel.engine_workers(layer, spec.shape),
         progress=progress,
+        many=many,
+        batch=batch,
+        base=out if arrays[0] is data.x else None,
+        magnitude=magnitude,
     )
     return engine, tol, note
+
+
+def _batches(layer: ConvLayer, spec: CheckSpec) -> tuple[ManyFn | None, int]:
+    """A layer in another process measures batches of perturbed points per request, on ``fanout_workers``."""
+    forward_many = getattr(layer, "forward_many", None)
+    if forward_many is None:
+        return None, 1
+    workers = parallel.fanout_workers(spec.shape)
+    return functools.partial(forward_many, workers=workers), int(layer.batch_groups())  # type: ignore[attr-defined]
 
 
 def _rounding_kinks(data: CheckData, spec: CheckSpec) -> tuple[np.ndarray, ...] | None:

@@ -46,6 +46,11 @@ _held = False
 
 #: Multiply-adds per forward pass below which a check's groups are measured on one thread (``engine_workers``).
 PARALLEL_MIN_MACS = 5_000_000
+#: Multiply-adds per forward pass below which a user's layer's batches are evaluated in one process.
+FANOUT_MIN_MACS = 5_000_000
+
+#: Set by ``one_blas_thread_environment`` for the process it starts: the cores that process may keep busy.
+CORES_VARIABLE = "CONVCHECK_CORES"
 
 
 def available_cores() -> int:
@@ -75,18 +80,40 @@ def engine_workers(layer: object, shape: ConvShape) -> int:
     return available_cores() if macs >= PARALLEL_MIN_MACS else 1
 
 
+def fanout_workers(shape: ConvShape) -> int:
+    """Processes that evaluate a user's layer's batches of perturbed points (``convcheck.numeric.fanout``): the
+    cores this process may keep busy for layers of at least ``FANOUT_MIN_MACS`` multiply-adds per forward pass,
+    else 1 (the batch is evaluated in the layer's own process: a fork costs more than a small layer's batch).
+
+    Those cores are every core, or in a process started with one BLAS thread its share of them
+    (``CORES_VARIABLE``: all of them for the one worker of ``--jobs 1``, one each under ``--jobs N``).
+    """
+    macs = math.prod(shape.out_shape) * shape.fan_in
+    if macs < FANOUT_MIN_MACS:
+        return 1
+    if not blas_pinned():
+        return available_cores()
+    try:
+        share = int(os.environ.get(CORES_VARIABLE, "1"))
+    except ValueError:
+        share = 1
+    return max(1, min(share, available_cores()))
+
+
 def blas_pinned() -> bool:
     """Whether the environment holds BLAS to one thread (this process runs beside others that use the cores)."""
     return any(os.environ.get(name) == "1" for name in BLAS_THREAD_VARIABLES)
 
 
 @contextmanager
-def one_blas_thread_environment() -> Iterator[None]:
+def one_blas_thread_environment(cores: int = 1) -> Iterator[None]:
     """``BLAS_THREAD_VARIABLES`` = 1 inside the block, restored after it: start a child process in it, and the
-    child (which inherits the environment) loads BLAS with one thread."""
+    child (which inherits the environment) loads BLAS with one thread. ``cores``: the cores that child may keep
+    busy with processes of its own (``CORES_VARIABLE``; a ``--jobs 1`` worker has the machine to itself)."""
     with _ENVIRONMENT_LOCK:
-        saved = {name: os.environ.get(name) for name in BLAS_THREAD_VARIABLES}
+        saved = {name: os.environ.get(name) for name in (*BLAS_THREAD_VARIABLES, CORES_VARIABLE)}
         os.environ.update(dict.fromkeys(BLAS_THREAD_VARIABLES, "1"))
+        os.environ[CORES_VARIABLE] = str(max(1, cores))
         try:
             yield
         finally:

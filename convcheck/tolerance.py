@@ -83,15 +83,24 @@ def resolve(
 
 
 def rounding_sigma(
-    x: np.ndarray, w: np.ndarray, b: np.ndarray, out: np.ndarray, window: Window, u: float
+    x: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray,
+    out: np.ndarray,
+    window: Window,
+    u: float,
+    magnitude: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per output element, the rounding noise ``σ = u·(√n·A + |out| + max A)`` of one evaluation (module docstring).
 
     Args:
         x: (N, *S, C_in), w: (*kernel, C_in/g, C_out), b: (C_out,) or (0,), out: (N, *O, C_out).
         window: the layer's geometry (``ConvShape.window``).
+        magnitude: ``A = reference.magnitude`` of these x, w and b in float64, when already known (a check needs
+            it for its forward verdict and its engine alike).
     """
-    magnitude = reference.magnitude(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), window)
+    if magnitude is None:
+        magnitude = reference.magnitude(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), window)
     terms = math.prod(w.shape[:-1]) + 1  # the products of one window and the bias
     # The floor covers layers whose rounding is global rather than per window (an FFT convolution spreads every
     # output's rounding over all of them, so an output of an all-padding window is off by ~u times the largest

@@ -39,7 +39,10 @@ def numbers(result: CheckResult) -> str:
 
 
 def checked_remotely(spec: CheckSpec, *, lookahead: bool) -> tuple[CheckResult, Lookahead, int]:
+    """The check with the engine's points sent one call at a time (as when a batch falls back), so that what
+    is measured is the lookahead alone; batches of points (``forward_many``) are tested in test_fanout."""
     with remote_layer(spec, None, lookahead=lookahead) as layer:
+        layer.forward_many = None  # type: ignore[assignment,method-assign]
         result = run_check(spec, layer=layer)
         exchanges = layer.session.exchanges if layer.session is not None else 0
         return result, layer.ahead, exchanges
@@ -76,7 +79,9 @@ def test_the_engines_calls_are_predicted_exactly(method):
     the check needs few more exchanges than the contract's audited calls and one per ``depth`` planned calls."""
     spec = spec_of("good_nhwc.py", method=method)
     result, ahead, exchanges = checked_remotely(spec, lookahead=True)
-    assert result.status is Status.PASS and ahead.misses == 0
+    # At most one miss: the base point's repeat, sent ahead with the base, which the engine no longer makes
+    # when it takes the contract's output there as its first evaluation (a wasted call, never a wrong number).
+    assert result.status is Status.PASS and ahead.misses <= 1
     assert exchanges <= 5 + 2 + result.forward_passes // ahead.depth + 2 * 3  # contract, base, plans, b and ends
 
 

@@ -156,10 +156,10 @@ def _serve(conn: multiprocessing.connection.Connection) -> None:
 class _Worker:
     """A worker process, its end of the pipe, and the check it is running."""
 
-    def __init__(self, context: Any) -> None:
+    def __init__(self, context: Any, cores: int = 1) -> None:
         self.conn, child = context.Pipe(duplex=True)
         self.process = context.Process(target=_worker_main, args=(child,), name="convcheck-worker")
-        with parallel.one_blas_thread_environment():  # the child inherits it, before numpy loads there
+        with parallel.one_blas_thread_environment(cores):  # the child inherits it, before numpy loads there
             self.process.start()
         child.close()
         self.index: int | None = None
@@ -244,7 +244,7 @@ class _Pool:
             if idle is None:
                 if len(self.workers) >= self.size:
                     return
-                idle = _Worker(self.context)
+                idle = _Worker(self.context, max(1, parallel.available_cores() // self.size))
                 self.workers.append(idle)
             index = self.pending.popleft()
             try:

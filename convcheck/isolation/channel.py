@@ -168,6 +168,20 @@ class Outgoing:
             self.inline += value.nbytes
         return meta
 
+    def reserve(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> tuple[dict[str, Any], np.ndarray] | None:
+        """Room for an array in the sender's half, to be filled in place (by this process or one forked from it):
+        its description and a writable view, or None when it does not fit."""
+        dtype = np.dtype(dtype)
+        count = math.prod(shape)
+        nbytes = count * dtype.itemsize
+        start = -(-self.cursor // _ALIGN) * _ALIGN
+        if start + nbytes > self.end:
+            return None
+        self.cursor = start + nbytes
+        view = np.frombuffer(self.arena.memory, dtype=dtype, count=count, offset=start).reshape(shape)
+        meta = {"dtype": dtype.str, "shape": list(shape), "nbytes": nbytes, "at": "shared", "offset": start}
+        return meta, view
+
 
 def crosses(value: object) -> bool:
     """Whether ``value`` can be sent as an array (a numeric numpy array)."""

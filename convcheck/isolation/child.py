@@ -38,6 +38,7 @@ import numpy as np
 
 from convcheck.isolation.channel import Arena, Channel, Outgoing, ProtocolViolation, crosses, decode_array
 from convcheck.isolation.compiled import use_in_child
+from convcheck.isolation.many import serve_many
 from convcheck.spec import ImplRef
 from convcheck.user.adapter import describe
 from convcheck.user.arguments import keywords_for
@@ -181,6 +182,8 @@ class _Server:
             outgoing = Outgoing(self.arena, 1)
             if request.get("op") == "calls":
                 reply = {"kind": "replies", "replies": self._calls(request.get("calls"), blobs, outgoing)}
+            elif request.get("op") == "many":
+                reply, outgoing = self._many(request, blobs)
             else:
                 reply = self._call(request, blobs, outgoing)
             if not self._channel_alive():
@@ -279,6 +282,15 @@ class _Server:
             known = {k: _tuples(v) for k, v in keywords_for(function, values, self.signature).items()}
             self.keyword_cache[key] = known
         return known
+
+    def _many(self, request: dict[str, Any], blobs: memoryview) -> tuple[dict[str, Any], Outgoing]:
+        """A batch of forward calls at perturbed points (``convcheck.isolation.many``)."""
+        self.role = "forward"
+        function = self.functions["forward"]
+        keywords = keywords_for(function, dict(request.get("keywords") or {}), self.signature)
+        bound = {k: _tuples(v) for k, v in keywords.items()}
+        forward = lambda *args: function(*(_tuples(a) for a in args), **bound)  # noqa: E731
+        return serve_many(request, blobs, self.arena, forward)
 
     def _watch_output(self, returned: object, reply: dict[str, Any]) -> None:
         """Keep the first array forward returned and a copy of it; tell the parent once a later call changed it

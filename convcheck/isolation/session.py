@@ -12,6 +12,10 @@ Speed: the engine's calls are predicted and sent ahead, many to one request (``i
 memory is kept from one check to the next (``channel.ArenaPool``). Several sessions for one check (the
 perturbation groups measured by several processes, each answering into its own half of its arena) fit the same
 design: the engine's order of groups decides where each result goes, so estimates stay bit-identical.
+A user's layer measures its perturbed points by batches (``RemoteLayer.forward_many``,
+``convcheck.isolation.many``): one request carries the base arrays and a batch of changes, the child evaluates
+them (on a pool of processes forked from it for a large layer) and answers with every output in its half of the
+arena, in the engine's order of groups, so estimates stay bit-identical.
 """
 
 from __future__ import annotations
@@ -38,11 +42,14 @@ from convcheck.isolation.channel import KEY_BYTES, Arena, ArenaPool, Channel, Ou
 from convcheck.isolation.child import EXIT_LAST_WORDS, child_main
 from convcheck.isolation.compiled import code_for
 from convcheck.isolation.forkserver import fork_server
+from convcheck.isolation.many import encode_points
+from convcheck.numeric.fanout import Point
 from convcheck.spec import CheckSpec, DType, ImplRef, Signature
 from convcheck.tolerance import resolve
 from convcheck.user.adapter import Foreign, ForeignException, LoadedImpl, UserCache, UserLayer
-from convcheck.user.arguments import window_keywords
+from convcheck.user.arguments import call_values, window_keywords
 from convcheck.user.errors import Frame, ImplementationError, UserFault, display_path
+from convcheck.user.shapes import layer_dims
 
 __all__ = ["IsolationFault", "RemoteLayer", "Session", "probe", "remote_layer"]
 
@@ -53,6 +60,7 @@ AHEAD_BYTES = 2**23  # and at most as many as fit this many bytes of float64 arr
 _FORKING = threading.Lock()
 ARENAS = ArenaPool()  # the shared memory of this process's sessions, kept from one check to the next
 _BYTES_PER_ENTRY = 16  # room per array entry in shared memory (complex128); larger replies go inline
+MANY_OUTPUTS = 12  # float64 outputs a batch of forward calls (``RemoteLayer.forward_many``) can answer with
 
 
 class IsolationFault(UserFault):
@@ -144,13 +152,26 @@ class Session:
     # -- calls ----------------------------------------------------------------------------------------------
 
     def call(
-        self, role: str, args: list[Any], audit: bool, keywords: dict[str, Any] | None = None
+        self,
+        role: str,
+        args: list[Any],
+        audit: bool,
+        keywords: dict[str, Any] | None = None,
+        many: tuple[list[Point], int, dict[str, Any]] | None = None,
     ) -> tuple[dict[str, Any], memoryview]:
         """Call the user's ``role`` function with ``args`` (arrays, ``RemoteCache`` or JSON values); ``keywords``:
-        the values of the keywords the child passes where the function takes them (``keywords_for``)."""
+        the values of the keywords the child passes where the function takes them (``keywords_for``).
+        ``many = (points, workers, out)``: forward at each of those changes of ``args`` instead, every output of
+        the shape and dtype ``out`` describes (``isolation.many``)."""
         self.role = role
         outgoing = Outgoing(self.arena, 0)
-        request = {"op": "call", **self._request(role, args, audit, keywords, outgoing), "release": self._release()}
+        request = {
+            "op": "call",
+            **self._request(role, args, audit, keywords, outgoing, nones=many is not None),
+            "release": self._release(),
+        }
+        if many is not None:
+            request.update(op="many", points=encode_points(many[0], outgoing), workers=many[1], out=many[2])
         reply, blobs = self._exchange(request, outgoing)
         return self.answer(reply), blobs
 
@@ -191,7 +212,12 @@ class Session:
 
     @staticmethod
     def _request(
-        role: str, args: list[Any], audit: bool, keywords: dict[str, Any] | None, outgoing: Outgoing
+        role: str,
+        args: list[Any],
+        audit: bool,
+        keywords: dict[str, Any] | None,
+        outgoing: Outgoing,
+        nones: bool = False,
     ) -> dict[str, Any]:
         encoded: list[dict[str, Any]] = []
         for arg in args:
@@ -199,6 +225,8 @@ class Session:
                 encoded.append({"array": outgoing.array(arg)})
             elif isinstance(arg, RemoteCache):
                 encoded.append({"cache": arg.number})
+            elif arg is None and nones:
+                encoded.append({"none": True})
             else:
                 encoded.append({"value": arg})
         request = {"role": role, "args": encoded, "audit": audit}
@@ -394,7 +422,13 @@ class RemoteLayer(UserLayer):
         # The function is in the child: it picks the keywords its forward takes from these (``keywords_for``).
         self._keywords = {}
         self._offered = window_keywords(shape.window)
-        self.entries = sum(math.prod(s) for s in (shape.x_shape, shape.w_shape, (shape.out_depth,), shape.out_shape))
+        outputs = math.prod(shape.out_shape)
+        self.entries = sum(math.prod(s) for s in (shape.x_shape, shape.w_shape, (shape.out_depth,))) + outputs
+        # Room for a batch of outputs in the child's half (``forward_many``): at least MANY_OUTPUTS in float64.
+        self.entries = max(self.entries, MANY_OUTPUTS * outputs // 2)
+        self._positions: dict[int, np.ndarray] = {}
+        self._out_shape = shape.out_shape
+        self._out_kind: dict[str, Any] | None = None  # shape and dtype of the last array forward returned
         self.memory_limit = memory_limit
         self.session: Session | None = None
         self.output_reused = False  # the child saw forward overwrite the first array it returned
@@ -417,16 +451,71 @@ class RemoteLayer(UserLayer):
             self.session = Session(self.impl.ref, self.entries, self.memory_limit, ahead=self.ahead.depth)
         return self.session
 
+    def batch_groups(self) -> int:
+        """Groups (two forward calls each) whose outputs fit one answer of ``forward_many`` in float64."""
+        half = _BYTES_PER_ENTRY * self.entries  # at least (the arena's halves are twice that)
+        return max(1, half // (8 * math.prod(self._out_shape) + 64) // 2)
+
+    def forward_many(self, params: list[np.ndarray], points: list[Point], workers: int) -> list[np.ndarray] | None:
+        """The engine's outputs (NHWC) of forward at each of ``points`` (changes of ``params`` = x, w, b), from
+        one request: the child evaluates them on ``workers`` processes (``convcheck.numeric.fanout``). Each output
+        is checked, converted and offered to the forward-point sample as one ``forward`` call's would be.
+        None when the child could not answer that way (the caller makes the calls one at a time)."""
+        x, w, b = params
+        base = (self._to_user(x, "x"), self._to_user(w, "w"))
+        bu = b.reshape(self._bias_shape(x.ndim, w.shape[-1])).copy() if self.bias else None
+        if self._out_kind is None or any(p.tensor == 2 and bu is None for p in points):
+            return None
+        moved = [Point(p.tensor, self._user_positions(p.tensor, params)[p.where], p.values) for p in points]
+        session = self._session()
+        arrays = [a for a in (*base, bu) if a is not None] + [a for p in moved for a in (p.where, p.values)]
+        if sum(a.nbytes + 64 for a in arrays) > session.arena.half:
+            return None  # the request must lie in shared memory (where the child's workers read it)
+        stride, padding = call_values(self.window, x.shape[1:-1], w.shape[:-2])
+        extra, keywords = self._hyperparameters(stride, padding)
+        reply, blobs = session.call(
+            "forward", [*base, bu, *extra], False, keywords, many=(moved, workers, self._out_kind)
+        )
+        metas = reply.get("outputs")
+        if not isinstance(metas, list) or len(metas) != len(points):
+            return None
+        dims = layer_dims(x.shape, w.shape, self.window)
+        outputs = []
+        for point, meta in zip(points, metas, strict=True):
+            out = session.array(meta, blobs)
+            self._check_array("out", "forward's out", "out", out, dims)
+            outputs.append(self._to_engine(out, "out"))
+            if self.points is not None:
+                flat = params[point.tensor].reshape(-1)
+                original = flat[point.where].copy()
+                flat[point.where] = point.values
+                self.points.offer(x, w, b, outputs[-1])
+                flat[point.where] = original
+        return outputs
+
+    def _user_positions(self, tensor: int, params: list[np.ndarray]) -> np.ndarray:
+        """For each flat index of engine tensor ``tensor``, the flat index of the same entry in the user's array."""
+        if tensor not in self._positions:
+            shape = params[tensor].shape
+            engine_order = np.arange(math.prod(shape)).reshape(shape)
+            user = engine_order.reshape(-1) if tensor == 2 else self._to_user(engine_order, "xw"[tensor]).reshape(-1)
+            positions = np.empty_like(user)
+            positions[user] = np.arange(user.size)
+            self._positions[tensor] = positions
+        return self._positions[tensor]
+
+    def _hyperparameters(self, stride: object, padding: object) -> tuple[list[Any], dict[str, Any]]:
+        """The arguments after x, w and b, and the keywords offered, in the user's signature."""
+        if self.signature is Signature.CS231N:
+            needed = {name: value for name, value in self._offered.items() if value != 1}
+            return [{"stride": stride, "pad": padding, **needed}], {}
+        return [stride, padding], self._offered
+
     def _call_forward(
         self, xu: np.ndarray, wu: np.ndarray, bu: np.ndarray | None, stride: object, padding: object
     ) -> object:
         session = self._session()
-        keywords: dict[str, Any] = {}
-        if self.signature is Signature.CS231N:
-            needed = {name: value for name, value in self._offered.items() if value != 1}
-            extra: list[Any] = [{"stride": stride, "pad": padding, **needed}]
-        else:
-            extra, keywords = [stride, padding], self._offered
+        extra, keywords = self._hyperparameters(stride, padding)
         handed = tuple(a for a in (xu, wu, bu) if a is not None)
         if self._audit is None:
             reply, blobs = self._unaudited(session, (xu, wu, bu), extra, keywords)
@@ -436,7 +525,10 @@ class RemoteLayer(UserLayer):
         self._copy_back(reply.get("modified"), handed, blobs)
         number = reply.get("cache")
         cache = RemoteCache(int(number), session, handed) if isinstance(number, int) else None
-        return self._value(reply.get("value"), blobs, cache)
+        value = self._value(reply.get("value"), blobs, cache)
+        if isinstance(value, tuple | list) and value and isinstance(value[0], np.ndarray):
+            self._out_kind = {"shape": list(value[0].shape), "dtype": value[0].dtype.str}
+        return value
 
     def forward(self, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, UserCache]:
         self._engine_call = (x, w, b)  # the arrays the engine asked for, for ``ahead`` (in its own layout)

@@ -20,11 +20,15 @@ a step 16× smaller; what still straddles is counted as a kink.
 Speed. The forward passes dominate; around them each group costs a few passes over ``out``-sized arrays. Groups are
 independent, so with ``workers > 1`` they are measured on that many threads (``convcheck.parallel``), each with its
 own copy of the parameters, and stored in their original order: the estimate does not depend on ``workers``.
+A layer whose forward runs in another process (a user's layer) may instead offer ``many``: the outputs of a whole
+batch of perturbed points from one request (``numeric.fanout`` measures them on several processes there); the
+engine reduces them in the groups' order, exactly as if it had made the calls one at a time.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -34,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from convcheck import parallel
+from convcheck.numeric.fanout import Point
 from convcheck.numeric.groups import Group, Ownership, single_entry_groups, tensor_groups
 from convcheck.numeric.reduce import Measurement, NotLocalError, Reductions
 from convcheck.results import Tensor
@@ -41,6 +46,9 @@ from convcheck.spec import Activation, ConvShape
 from convcheck.tolerance import SAFETY, rounding_sigma
 
 ForwardFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+#: ``many(params, points)``: the outputs of forward at each of ``points`` (changes of the base ``params``, x, w and
+#: b, flat indices as the engine has them), in order; None when they could not be had that way.
+ManyFn = Callable[[list[np.ndarray], list[Point]], list[np.ndarray] | None]
 
 RETRY_SHRINK = 16.0  # step reduction when re-measuring entries that straddled a kink
 
@@ -125,6 +133,11 @@ class Engine:
         workers: threads measuring groups at once, for ``grouped`` and ``entrywise`` (each calls ``forward`` on its
             own copies of x, w and b, so ``forward`` must be safe to call from several threads; convcheck's own
             layer is; ``parallel.engine_workers`` chooses). The results do not depend on it.
+        many: optional; forward passes by batches (``ManyFn``), ``batch`` groups (two passes each) per request.
+            Used instead of threads; the results do not depend on it either.
+        base: optional; what ``forward`` returned at exactly (x, w, b) (a call made before, counted as a pass):
+            the first of the two evaluations at the point, whose comparison proves the forward deterministic.
+        magnitude: optional; ``reference.magnitude(x, w, b)`` in float64, if the caller has it (noise model).
     """
 
     forward: ForwardFn
@@ -139,14 +152,20 @@ class Engine:
     forward_passes: int = 0
     workers: int = 1
     progress: Callable[[int], None] | None = field(default=None, repr=False)  # called with the passes done so far
+    many: ManyFn | None = field(default=None, repr=False)
+    batch: int = 1
+    base: np.ndarray | None = field(default=None, repr=False)  # forward's output at (x, w, b), when already had
+    magnitude: np.ndarray | None = field(default=None, repr=False)  # ``reference.magnitude`` at (x, w, b), if known
     f0: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._params = [self.x.copy(), self.w.copy(), self.b.copy()]
         self._count_lock = threading.Lock()
-        self.f0 = self._evaluate(self._params)
+        # The first of the two evaluations at the point may be one made before (the contract's first call).
+        self.f0 = self._evaluate(self._params) if self.base is None else self._counted(self.base)
         again = self._evaluate(self._params)
-        sigma = rounding_sigma(self.x, self.w, self.b, self.f0, self.shape.window, self.unit_roundoff)
+        window, u = self.shape.window, self.unit_roundoff
+        sigma = rounding_sigma(self.x, self.w, self.b, self.f0, window, u, self.magnitude)
         self._exact_scaling = _is_power_of_two(self.eps)
         if not np.array_equal(self.f0, again, equal_nan=True):
             raise NotLocalError(
@@ -174,18 +193,37 @@ class Engine:
         ``params`` are the (x, w, b) copies to perturb (the engine's own by default); they are restored after.
         """
         params = self._params if params is None else params
-        param = params[group.tensor]
-        flat = param.reshape(-1)
-        where = group.entries if group.span is None else group.span
-        original = flat[where].copy()
-        step_dir = np.ones_like(original) if group.direction is None else group.direction[where]
-        plus = (original + eps * step_dir).astype(param.dtype, copy=False)
-        minus = (original - eps * step_dir).astype(param.dtype, copy=False)
+        flat = params[group.tensor].reshape(-1)
+        where, original, plus, minus = self._steps(group, eps, params)
         flat[where] = plus
         f_plus = self._evaluate(params)
         flat[where] = minus
         f_minus = self._evaluate(params)
         flat[where] = original
+        return self._reduce(group, eps, (original, plus, minus), f_plus, f_minus)
+
+    def _steps(
+        self, group: Group, eps: float, params: list[np.ndarray]
+    ) -> tuple[np.ndarray | slice, np.ndarray, np.ndarray, np.ndarray]:
+        """``(where, original, plus, minus)``: the flat positions a group changes and their values at θ, θ ± eps."""
+        param = params[group.tensor]
+        where = group.entries if group.span is None else group.span
+        original = param.reshape(-1)[where].copy()
+        step_dir = np.ones_like(original) if group.direction is None else group.direction[where]
+        plus = (original + eps * step_dir).astype(param.dtype, copy=False)
+        minus = (original - eps * step_dir).astype(param.dtype, copy=False)
+        return where, original, plus, minus
+
+    def _reduce(
+        self,
+        group: Group,
+        eps: float,
+        values: tuple[np.ndarray, np.ndarray, np.ndarray],
+        f_plus: np.ndarray,
+        f_minus: np.ndarray,
+    ) -> Measurement:
+        """One group's measurement from its two outputs; ``values``: the entries' (original, plus, minus)."""
+        original, plus, minus = values
         if group.direction is None:
             # The steps actually taken (exact for power-of-two eps and ordinary data; measured to be safe).
             step_plus = plus.astype(np.float64) - original.astype(np.float64)
@@ -203,7 +241,11 @@ class Engine:
     def _measure_all(
         self, groups: Iterable[Group], eps: float, threads: bool = True
     ) -> Iterator[tuple[Group, Measurement]]:
-        """``(group, measurement)`` in the order of ``groups``, measured on ``workers`` threads (if ``threads``)."""
+        """``(group, measurement)`` in the order of ``groups``: by batches (``many``), on ``workers`` threads (if
+        ``threads``), or one at a time."""
+        if self.many is not None:
+            yield from self._measure_batches(groups, eps)
+            return
         if self.workers <= 1 or not threads:
             for group in groups:
                 yield group, self._measure(group, eps)
@@ -214,6 +256,34 @@ class Engine:
             workers=self.workers,
             local=lambda: [p.copy() for p in self._params],
         )
+
+    def _measure_batches(self, groups: Iterable[Group], eps: float) -> Iterator[tuple[Group, Measurement]]:
+        """``batch`` groups per request to ``many``; a batch it cannot measure is measured one call at a time."""
+        assert self.many is not None
+        source = iter(groups)
+        while chunk := list(itertools.islice(source, max(1, self.batch))):
+            steps = [self._steps(group, eps, self._params) for group in chunk]
+            points = []
+            for group, (where, _, plus, minus) in zip(chunk, steps, strict=True):
+                at = np.arange(where.start or 0, where.stop) if isinstance(where, slice) else np.asarray(where)
+                points += [Point(group.tensor, at, plus), Point(group.tensor, at, minus)]
+            outputs = self.many(self._params, points)
+            if outputs is None:
+                for group in chunk:
+                    yield group, self._measure(group, eps)
+                continue
+            for k, (group, (_, original, plus, minus)) in enumerate(zip(chunk, steps, strict=True)):
+                f_plus, f_minus = (self._counted(outputs[2 * k + j]) for j in (0, 1))
+                yield group, self._reduce(group, eps, (original, plus, minus), f_plus, f_minus)
+
+    def _counted(self, out: np.ndarray) -> np.ndarray:
+        """An output ``many`` returned, counted as one forward pass (as ``_evaluate`` counts its calls)."""
+        with self._count_lock:
+            self.forward_passes += 1
+            done = self.forward_passes
+        if self.progress is not None:
+            self.progress(done)
+        return np.asarray(out, dtype=np.float64)
 
     def _exact_steps(self, group: Group, eps: float, step_plus: np.ndarray, step_minus: np.ndarray) -> bool:
         """True when every step taken is the nominal ``eps`` and ``eps`` and ``self.eps`` are powers of two."""

@@ -105,10 +105,7 @@ class Reductions:
             Ownership.CHANNEL: absg.sum(axis=positions),
             Ownership.ALL: float(absg.sum()),
         }
-
-    @property
-    def smooth(self) -> bool:
-        return not self.activation.piecewise_linear
+        self.smooth = not activation.piecewise_linear  # read several times per group: looked up once
 
     def exact(self, group: Group, count: int, f_plus: np.ndarray, f_minus: np.ndarray, eps: float) -> Measurement:
         """``general`` when every step is exactly ``eps``, a power of two: the same numbers in fewer passes.

@@ -1,0 +1,119 @@
+"""Both sides of a batch request: the outputs of the user's forward at many perturbed points in one round trip.
+
+The engine's perturbed points differ from one base point in a few entries of one tensor. ``RemoteLayer`` sends the
+base arrays once with the changes (``Session.call`` with ``many``); the child evaluates every point
+(``serve_many``, by ``numeric.fanout`` in its own process or on a pool of processes forked from it) and answers
+with every output in shared memory, in order. The parent then treats each output exactly as the answer of one
+forward call: the same shape check, layout conversion and forward-point sample, so a batch changes neither a
+verdict nor an estimate.
+
+Anything unexpected in the child (no room, an exception, an output of another shape or dtype than the last one
+the parent received, a worker that died) answers ``outputs: None``, and the engine measures that batch one
+call at a time, where the problem is reported as it always is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from convcheck.isolation.channel import Arena, Outgoing, decode_array
+from convcheck.numeric.fanout import Batch, Point, Pool
+
+__all__ = ["encode_points", "serve_many"]
+
+
+def encode_points(points: list[Point], outgoing: Outgoing) -> list[dict[str, Any]]:
+    """The points' descriptions, their index and value arrays placed by ``outgoing``."""
+    return [{"tensor": p.tensor, "where": outgoing.array(p.where), "values": outgoing.array(p.values)} for p in points]
+
+
+def serve_many(
+    request: dict[str, Any],
+    blobs: memoryview,
+    arena: Arena,
+    forward: Callable[..., object],
+) -> tuple[dict[str, Any], Outgoing]:
+    """The child's answer to a batch request: ``{"kind": "returned", "outputs": [descriptions] or None}``.
+
+    ``forward(*args)``: the user's forward with its hyperparameters bound. Every output must have the shape and
+    dtype of the request's ``out`` (those of the last output the parent received). With ``workers > 1`` the
+    points are evaluated by this process's ``Pool`` (forked at the first such request, kept for the next ones);
+    a request whose arrays did not all fit in shared memory is evaluated here (the workers cannot see them).
+    """
+    outgoing = Outgoing(arena, 1)
+    failed = {"kind": "returned", "outputs": None}
+    try:
+        out = request["out"]
+        shape, dtype = tuple(int(n) for n in out["shape"]), np.dtype(str(out["dtype"]))
+    except (KeyError, TypeError, ValueError):
+        return failed, outgoing
+    count = len(request.get("points", []))
+    reserved = [outgoing.reserve(shape, dtype) for _ in range(count)]
+    if any(r is None for r in reserved):
+        return failed, outgoing
+    slots = [r[0] for r in reserved if r is not None]
+    workers = int(request.get("workers", 1))
+    if workers > 1 and count > 1 and not _inline(request):
+        message = json.dumps({**request, "slots": slots}).encode()
+        ok = _pool(workers, arena, forward).run(message, count)
+    else:
+        ok = _batch({**request, "slots": slots}, arena, blobs, forward).run(range(count))
+    return ({"kind": "returned", "outputs": slots} if ok else failed), outgoing
+
+
+_pools: dict[int, Pool] = {}  # this process's pool, by worker count (the child serves one check: at most one)
+
+
+def _pool(workers: int, arena: Arena, forward: Callable[..., object]) -> Pool:
+    pool = _pools.get(workers)
+    if pool is None or pool.owner != os.getpid():
+        pool = _pools[workers] = Pool(workers, lambda message: _batch(json.loads(message), arena, _NO_BLOBS, forward))
+    return pool
+
+
+_NO_BLOBS = memoryview(b"")
+
+
+def _inline(request: dict[str, Any]) -> bool:
+    """Whether any array of the request travelled inline (in the socket's bytes, which only this process has)."""
+    metas = [arg["array"] for arg in request.get("args", []) if "array" in arg]
+    metas += [p[key] for p in request.get("points", []) for key in ("where", "values")]
+    return any(meta.get("at") != "shared" for meta in metas)
+
+
+def _batch(request: dict[str, Any], arena: Arena, blobs: memoryview, forward: Callable[..., object]) -> Batch:
+    """The batch a request describes (``request["slots"]``: where the outputs go, in this side's half)."""
+    base: list[np.ndarray | None] = []
+    extra: list[Any] = []
+    for arg in request.get("args", []):
+        if "array" in arg:
+            base.append(decode_array(arg["array"], arena, 0, blobs, copy=False))  # copied for every call
+        elif "none" in arg:
+            base.append(None)
+        else:
+            extra.append(arg.get("value"))
+    points = [
+        Point(
+            int(p["tensor"]),
+            decode_array(p["where"], arena, 0, blobs, copy=False),
+            decode_array(p["values"], arena, 0, blobs, copy=False),
+        )
+        for p in request.get("points", [])
+    ]
+    slots = [decode_array(meta, arena, 1, blobs, copy=False) for meta in request["slots"]]
+    out = request["out"]
+    shape, dtype = tuple(int(n) for n in out["shape"]), np.dtype(str(out["dtype"]))
+
+    def accept(returned: object) -> np.ndarray | None:
+        if isinstance(returned, tuple | list) and len(returned) == 2:
+            value = returned[0]
+            if isinstance(value, np.ndarray) and value.shape == shape and value.dtype == dtype:
+                return value
+        return None
+
+    return Batch(lambda args: forward(*args, *extra), base, points, slots, accept)
