@@ -25,7 +25,15 @@ if TYPE_CHECKING:
 
 
 def check_layer(spec: CheckSpec, data: CheckData | None = None) -> CheckResult:
-    """Check the layer ``spec`` names (``spec.impl``; None: convcheck's built-in matrix layer)."""
+    """Check the layer ``spec`` names (``spec.impl``; None: convcheck's built-in matrix layer).
+
+    A torch or JAX layer runs in its own process, as ``convcheck run`` runs it (this process never imports the
+    framework); ``data`` must then be None (the check draws its seeded point there). Other layers run here.
+    """
+    if spec.impl is not None and spec.impl.framework is not None and data is None:
+        from convcheck.isolation.check import isolated_check
+
+        return isolated_check(spec)
     return run_check(spec, data=data)
 
 

@@ -204,6 +204,14 @@ def test_a_framework_layer_is_never_run_in_convcheck_s_own_process() -> None:
 
 
 @needs_torch
+def test_the_python_api_checks_a_framework_layer_in_its_own_process() -> None:
+    from convcheck.api import check_layer
+
+    result = check_layer(spec_of(torch_ref("ConvReLU")))
+    assert result.status is Status.PASS, describe(result)
+
+
+@needs_torch
 def test_torch_gets_the_arrays_without_a_copy_in_the_checks_dtype() -> None:
     code = f"""
 import numpy as np

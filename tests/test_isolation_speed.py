@@ -298,3 +298,18 @@ def test_memory_the_layer_frees_is_reused_without_page_faults():
     mapped afresh), and almost none in a check's process (``child._keep_freed_memory``)."""
     kept, default = faults_reported("kept"), faults_reported("defaults")
     assert kept < 200 < 2000 < default
+
+
+def test_the_fork_server_sends_every_field_of_the_layers_reference():
+    import dataclasses
+    from pathlib import Path
+
+    from convcheck.isolation.forkserver import ref_from_json, ref_to_json
+    from convcheck.spec import Framework, ImplRef, Signature
+
+    ref = ImplRef(
+        "layers.py", "fwd", "bwd", Signature.CS231N, Path("/tmp"), Framework.TORCH, "Conv", "Module", "cuda:1"
+    )
+    assert all(getattr(ref, f.name) != f.default for f in dataclasses.fields(ImplRef))  # every field set
+    assert ref_from_json(ref_to_json(ref)) == ref
+    assert ref_from_json(ref_to_json(ImplRef("layers.py"))) == ImplRef("layers.py")

@@ -34,9 +34,9 @@ from typing import Any, NoReturn
 from convcheck.isolation.channel import Arena
 from convcheck.isolation.child import child_main
 from convcheck.isolation.compiled import code_for
-from convcheck.spec import ImplRef, Signature
+from convcheck.spec import Framework, ImplRef, Signature
 
-__all__ = ["ForkServer", "available", "fork_server"]
+__all__ = ["ForkServer", "available", "fork_server", "ref_from_json", "ref_to_json"]
 
 _MESSAGE_BYTES = 1 << 16
 _PR_SET_DUMPABLE = 4
@@ -75,7 +75,7 @@ class ForkServer:
             "op": "spawn",
             "key": key.hex(),
             "half": arena.half,
-            "ref": _ref_to_json(ref),
+            "ref": ref_to_json(ref),
             "memory_limit": memory_limit,
         }
         reply = self._ask(request, [sock.fileno(), arena.fd])
@@ -183,7 +183,7 @@ def _spawn(request: dict[str, Any], fds: list[int], children: set[int]) -> dict[
         return {"error": "the descriptors did not arrive"}
     sock = socket.socket(fileno=fds[0])
     arena = Arena.attach(fds[1], int(request["half"]))
-    ref = _ref_from_json(request["ref"])
+    ref = ref_from_json(request["ref"])
     compiled = code_for(ref)
     limit = request.get("memory_limit")
     server = os.getpid()
@@ -215,7 +215,7 @@ def _wait(request: dict[str, Any], children: set[int]) -> dict[str, Any]:
     return {"status": status}
 
 
-def _ref_to_json(ref: ImplRef) -> dict[str, Any]:
+def ref_to_json(ref: ImplRef) -> dict[str, Any]:
     base = None if ref.base_dir is None else str(ref.base_dir)
     return {
         "module": ref.module,
@@ -223,10 +223,14 @@ def _ref_to_json(ref: ImplRef) -> dict[str, Any]:
         "backward": ref.backward,
         "signature": ref.signature.value,
         "base_dir": base,
+        "framework": None if ref.framework is None else ref.framework.value,
+        "function": ref.function,
+        "class_name": ref.class_name,
+        "device": ref.device,
     }
 
 
-def _ref_from_json(data: dict[str, Any]) -> ImplRef:
+def ref_from_json(data: dict[str, Any]) -> ImplRef:
     base = data.get("base_dir")
     return ImplRef(
         str(data["module"]),
@@ -234,4 +238,8 @@ def _ref_from_json(data: dict[str, Any]) -> ImplRef:
         backward=str(data["backward"]),
         signature=Signature(data["signature"]),
         base_dir=None if base is None else Path(base),
+        framework=None if data.get("framework") is None else Framework(data["framework"]),
+        function=None if data.get("function") is None else str(data["function"]),
+        class_name=None if data.get("class_name") is None else str(data["class_name"]),
+        device=None if data.get("device") is None else str(data["device"]),
     )
