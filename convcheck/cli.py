@@ -395,9 +395,10 @@ def validate(configs: ValidateArgument = None, color: ColorOption = "auto") -> N
     """
     out, err = _console(False, Color(color)), _console(True, Color(color))
     specs = _load(_default_configs(configs, err, "validating"), err)
-    from convcheck.user.static import static_problems
+    from convcheck.user.static import keyword_problems, static_problems
 
     problems = {str(p): p for ref in dict.fromkeys(s.impl for s in specs if s.impl) for p in static_problems(ref)}
+    problems |= {str(p): p for s in specs if s.impl for p in keyword_problems(s.impl, s.shape.window)}
     for problem in problems.values():
         _problem(err, str(problem))
     out.print(_validate_table(specs, out.width))

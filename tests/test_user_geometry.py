@@ -102,6 +102,22 @@ def test_a_check_needing_a_keyword_the_forward_lacks_is_refused_saying_so(
         load_layer(spec)
 
 
+@pytest.mark.parametrize(("extra", "word"), [("dilation: 2\n", "dilation=2"), ("groups: 2\n", "groups=2")])
+def test_the_isolated_run_and_validate_refuse_it_alike(tmp_path: Path, extra: str, word: str) -> None:
+    from convcheck.isolation.check import isolated_check
+    from convcheck.user.static import keyword_problems
+
+    text = "batch: 1\nin_height: 6\nin_width: 6\nin_depth: 2\nout_depth: 2\nfilter_size: 2\n" + extra
+    spec = spec_of(text, tmp_path, NO_KEYWORDS)
+    assert spec.impl is not None
+    result = isolated_check(spec)  # the forward would raise if it were called: it never is
+    assert result.status is Status.ERROR and f"needs {word}, but forward(x, w, b, stride, padding)" in str(result.error)
+    (problem,) = keyword_problems(spec.impl, spec.shape.window)
+    assert problem.line == 2 and f"needs {word}, but forward(x, w, b, stride, padding)" in problem.message
+    plain = spec_of(text.replace(extra, ""), tmp_path, NO_KEYWORDS)
+    assert plain.impl is not None and keyword_problems(plain.impl, plain.shape.window) == []
+
+
 def test_without_keywords_a_seed_geometry_still_runs(tmp_path: Path) -> None:
     text = "batch: 1\nin_height: 6\nin_width: 6\nin_depth: 2\nout_depth: 2\nfilter_size: 2\n"
     load_layer(spec_of(text, tmp_path, NO_KEYWORDS))  # nothing needed: no error

@@ -41,7 +41,7 @@ from convcheck.isolation.compiled import use_in_child
 from convcheck.isolation.many import serve_many
 from convcheck.spec import ImplRef
 from convcheck.user.adapter import describe
-from convcheck.user.arguments import keywords_for
+from convcheck.user.arguments import accepted_keywords, keywords_for
 from convcheck.user.errors import (
     Frame,
     ImplementationError,
@@ -205,7 +205,8 @@ class _Server:
         if not self._channel_alive():  # the module closed it at import time
             self._last_words()
             return False
-        self.channel.send({"kind": "ready", "origin": impl.origin})
+        accepts, shown = accepted_keywords(impl.forward, impl.ref.signature)
+        self.channel.send({"kind": "ready", "origin": impl.origin, "accepts": accepts, "forward_signature": shown})
         return True
 
     # -- one call -------------------------------------------------------------------------------------------

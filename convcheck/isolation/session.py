@@ -47,7 +47,7 @@ from convcheck.numeric.fanout import Point
 from convcheck.spec import CheckSpec, DType, ImplRef, Signature
 from convcheck.tolerance import resolve
 from convcheck.user.adapter import Foreign, ForeignException, LoadedImpl, UserCache, UserLayer
-from convcheck.user.arguments import call_values, window_keywords
+from convcheck.user.arguments import call_values, refused_keywords, window_keywords
 from convcheck.user.errors import Frame, ImplementationError, UserFault, display_path
 from convcheck.user.shapes import layer_dims
 
@@ -148,6 +148,10 @@ class Session:
         if reply.get("kind") != "ready":
             raise self._violation(ProtocolViolation("no ready message"))
         self.origin = str(reply.get("origin", ref.module))
+        accepts = reply.get("accepts")
+        # The forward's own keywords (None: any), for a check that needs dilation or groups (``refused_keywords``).
+        self.accepts = [str(name) for name in accepts] if isinstance(accepts, list) else None
+        self.forward_signature = str(reply.get("forward_signature", "(...)"))
 
     # -- calls ----------------------------------------------------------------------------------------------
 
@@ -449,6 +453,9 @@ class RemoteLayer(UserLayer):
     def _session(self) -> Session:
         if self.session is None:
             self.session = Session(self.impl.ref, self.entries, self.memory_limit, ahead=self.ahead.depth)
+            refused = refused_keywords(self.session.accepts, self.session.forward_signature, self.window)
+            if refused:  # as ``UserLayer.for_shape`` refuses it in one process: never silently left out
+                raise ImplementationError(refused, file=None)
         return self.session
 
     def batch_groups(self) -> int:

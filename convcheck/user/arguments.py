@@ -17,7 +17,14 @@ from typing import Any
 from convcheck.geometry import Window
 from convcheck.spec import BiasShape, Layout, Signature
 
-__all__ = ["bias_shape", "call_values", "keyword_arguments", "needed_keywords"]
+__all__ = [
+    "accepted_keywords",
+    "bias_shape",
+    "call_values",
+    "keyword_arguments",
+    "needed_keywords",
+    "refused_keywords",
+]
 
 _KEYWORDS = ("dilation", "groups")
 
@@ -85,9 +92,20 @@ def keyword_arguments(forward: Callable[..., Any], window: Window, signature: Si
     return {name: value for name, value in values.items() if name in accepted}
 
 
-def needed_keywords(forward: Callable[..., Any], window: Window, signature: Signature) -> str | None:
-    """Why the forward cannot run this check (it takes no ``dilation``/``groups`` the check needs), or None."""
+def accepted_keywords(forward: Callable[..., Any], signature: Signature) -> tuple[list[str] | None, str]:
+    """What a forward takes of ``dilation``/``groups`` (None: any, or its signature cannot be read) and its
+    signature as text, for a process that does not have the function (``refused_keywords``)."""
     accepted = _accepts(forward) if signature is Signature.CONVCHECK else None
+    try:
+        shown = str(inspect.signature(forward))
+    except (TypeError, ValueError):
+        shown = "(...)"
+    return (None if accepted is None else sorted(accepted)), shown
+
+
+def refused_keywords(accepted: Sequence[str] | None, shown: str, window: Window) -> str | None:
+    """Why a forward that takes ``accepted`` of the keywords (None: any) cannot run a check with ``window`` (it
+    takes no ``dilation``/``groups`` the check needs), or None. ``shown``: its signature, e.g. ``(x, w, b, s, p)``."""
     missing = [name for name in _needed(window) if accepted is not None and name not in accepted]
     if not missing:
         return None
@@ -95,10 +113,15 @@ def needed_keywords(forward: Callable[..., Any], window: Window, signature: Sign
     wanted = ", ".join(f"{name}={values[name]}" for name in missing)
     names = " and ".join(missing)
     return (
-        f"this check needs {wanted}, but forward{inspect.signature(forward)} takes no {names} keyword: add "
+        f"this check needs {wanted}, but forward{shown} takes no {names} keyword: add "
         f"{', '.join(f'{name}=1' for name in missing)} to its parameters (convcheck passes {names} as keyword "
         f"arguments), or check it with {' and '.join(f'{name}: 1' for name in missing)}"
     )
+
+
+def needed_keywords(forward: Callable[..., Any], window: Window, signature: Signature) -> str | None:
+    """Why the forward cannot run this check (it takes no ``dilation``/``groups`` the check needs), or None."""
+    return refused_keywords(*accepted_keywords(forward, signature), window)
 
 
 def bias_shape(kind: BiasShape, layout: Layout, ndim: int, c_out: int) -> tuple[int, ...]:

@@ -15,10 +15,12 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
+from convcheck.geometry import Window
 from convcheck.spec import ImplRef, Signature
+from convcheck.user.arguments import refused_keywords
 from convcheck.user.errors import display_path
 
-__all__ = ["StaticProblem", "static_problems"]
+__all__ = ["StaticProblem", "keyword_problems", "static_problems"]
 
 
 @dataclass(frozen=True)
@@ -131,3 +133,23 @@ def static_problems(ref: ImplRef) -> list[StaticProblem]:
         *_check_function(bound.get(ref.backward), ref.backward, "backward", "backward(dout, cache)", 2, shown),
     ]
     return problems
+
+
+def keyword_problems(ref: ImplRef, window: Window) -> list[StaticProblem]:
+    """The check needs ``dilation`` or ``groups`` (not 1) and the forward's ``def`` takes no such keyword (nor
+    ``**kwargs``): what ``run`` would refuse, said by ``validate``. Empty when the source cannot say (a function
+    bound another way, a framework layer, the CS231n signature, which gets them in ``conv_param``)."""
+    path = _source_file(ref) if ref.framework is None and ref.signature is Signature.CONVCHECK else None
+    if path is None or not path.is_file():
+        return []
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except (SyntaxError, OSError, ValueError):
+        return []  # static_problems reports it
+    binding = _bindings(tree.body).get(ref.forward)
+    if not isinstance(binding, ast.FunctionDef | ast.AsyncFunctionDef):
+        return []
+    args = binding.args
+    accepted = None if args.kwarg is not None else [a.arg for a in (*args.args, *args.kwonlyargs)]
+    refused = refused_keywords(accepted, f"({ast.unparse(args)})", window)
+    return [] if refused is None else [StaticProblem(display_path(path), binding.lineno, refused)]
