@@ -51,6 +51,7 @@ SEED_BUGS_ANYWHERE = {
     "weights-row-order": lambda s: s.groups == 1,
     "weights-channels-swapped": lambda s: s.groups == 1,
     "weights-product-transposed": lambda s: s.groups == 1,
+    "dout-transposed": lambda s: s.dims == 2,
 }
 NO_BIAS_3X5 = ConvShape(2, 7, 9, 3, 4, (3, 5), 2, 2, bias=False)
 RECT_2D = ConvShape(2, 7, 9, 3, 4, (3, 5), 1, 1)

@@ -108,7 +108,7 @@ class DoutTransposed(StepwiseLayer):
     """Turns dout into matrix form by walking ``(n, ow, oh)``: rows no longer line up with ``M``'s windows."""
 
     def dout_matrix(self, dout: np.ndarray, cache: MatrixCache) -> np.ndarray:
-        return dout.transpose(0, 2, 1, 3).reshape(-1, cache.weights.shape[1])
+        return dout.transpose(0, 2, 1, 3).reshape(-1, cache.w_shape[-1])
 
 
 def _last_window_touches_input(shape: ConvShape) -> bool:

@@ -111,14 +111,21 @@ def rule_activation_mask(ev: Evidence) -> Hint | None:
 
 
 def rule_dout_order(ev: Evidence) -> Hint | None:
-    """The gradients equal those for dout walked in (n, ow, oh) order: dout transposed into matrix form."""
-    point = ev.gradient_point
+    """The gradients equal those for dout walked in (n, ow, oh) order: dout transposed into matrix form.
+
+    Any 2-D layer: the seed's point on its geometry, ``NdPoint`` on the others (a rectangular kernel, per-axis
+    strides, dilation, groups, no bias), where the match allows the dtype's roundoff as the ``window`` rules do.
+    """
     failed = ev.failed()
-    if point is None or not failed or ev.shape.out_height == 1 or ev.shape.out_width == 1:
+    s = ev.shape
+    if not failed or s.dims != 2 or s.out_height == 1 or s.out_width == 1:
         return None
-    da = point.dout.transpose(0, 2, 1, 3).reshape(point.da.shape)
-    preds = point.gradients(da if point.slope is None else da * point.slope)
-    if not all(t.equals(preds[t.name]) for t in failed):
+    preds = _dout_transposed(ev)
+    if preds is None:
+        return None
+    dtype = ev.result.spec.dtype
+    same = (lambda t: t.equals(preds[t.name])) if s.is_basic else (lambda t: matches(t, preds[t.name], dtype))
+    if not all(same(t) for t in failed):
         return None
     return Hint(
         "transposed",
@@ -127,6 +134,21 @@ def rule_dout_order(ev: Evidence) -> Hint | None:
         "rows no longer match M's windows",
         tuple(t.name for t in failed),
     )
+
+
+def _dout_transposed(ev: Evidence) -> dict[str, np.ndarray] | None:
+    """dx, dw and db at the verified point with dout read in (n, ow, oh) order (None without a point)."""
+    if ev.shape.is_basic:
+        point = ev.gradient_point
+        if point is None:
+            return None
+        da = point.dout.transpose(0, 2, 1, 3).reshape(point.da.shape)
+        return point.gradients(da if point.slope is None else da * point.slope)
+    p = nd_point(ev)
+    if p is None:
+        return None
+    da = p.da.reshape(ev.shape.out_shape).transpose(0, 2, 1, 3).reshape(p.da.shape)
+    return p.gradients(p.layer.through_activation(da, p.cache))
 
 
 #: A dx hypothesis: its label, dx as the mistake computes it (lazily), and the evidence to print (lazily).
