@@ -4,7 +4,7 @@
 
 Two spaces of layers (``--space``; ``both`` alternates them, layer by layer):
 
-- ``seed``: the 2-D square-kernel layers — k 1..7, s 1..4, p 0..k−1, H and W 1..12 (unequal allowed);
+- ``2d``: the 2-D square-kernel layers — k 1..7, s 1..4, p 0..k−1, H and W 1..12 (unequal allowed);
 - ``nd``: the whole space — 1, 2 or 3 spatial axes, per-axis kernel 1..5, stride 1..3 and dilation 1..3, padding
   per side 0..3 (asymmetric), ``same`` or ``valid``, groups 1..4 (depthwise among them), with or without a bias;
   sizes 1..10 per axis (1..6 in 3-D), drawn again until the geometry is possible.
@@ -28,11 +28,11 @@ from convcheck.data import integer_data
 from convcheck.spec import Activation, CheckSpec, ConvShape, DType, Method
 
 ACTIVATIONS = (Activation.RELU, Activation.NONE, Activation.LEAKY_RELU, Activation.TANH, Activation.SIGMOID)
-SPACES = ("seed", "nd", "both")
+SPACES = ("2d", "nd", "both")
 
 
-def seed_layer(rng: np.random.Generator) -> ConvShape:
-    """A possible 2-D square-kernel layer (the seed's space)."""
+def square_layer(rng: np.random.Generator) -> ConvShape:
+    """A possible 2-D square-kernel layer (one stride, one padding on every side)."""
     while True:
         k = int(rng.integers(1, 8))
         s = int(rng.integers(1, 5))
@@ -67,10 +67,10 @@ def nd_layer(rng: np.random.Generator) -> ConvShape:
             return shape
 
 
-def random_layer(index: int, space: str = "seed") -> tuple[CheckSpec, bool]:
+def random_layer(index: int, space: str = "2d") -> tuple[CheckSpec, bool]:
     rng = np.random.default_rng([2026, index])
     nd = space == "nd" or (space == "both" and index % 2 == 1)
-    shape = nd_layer(rng) if nd else seed_layer(rng)
+    shape = nd_layer(rng) if nd else square_layer(rng)
     activation = ACTIVATIONS[int(rng.integers(0, len(ACTIVATIONS)))]
     integer = bool(rng.integers(0, 3) == 0)
     spec = CheckSpec(name=f"layer-{index}", shape=shape, activation=activation, method=Method.FULL, seed=index)

@@ -247,7 +247,7 @@ def _row_order_and_placement(point: Point, t: Gradient) -> list[_Candidate]:
 
 
 def _nd_dx_candidates(p: NdPoint) -> list[_Candidate]:
-    """The seed's dx mistakes on any geometry, in the order they are tried."""
+    """The textbook layer's dx mistakes on any geometry, in the order they are tried."""
     return [*_nd_kernel_and_accumulation(p), *_nd_placement(p)]
 
 
