@@ -112,6 +112,11 @@ def main(
     """convcheck: is my conv layer's backward pass right?"""
 
 
+def _problem(err: Console, text: str) -> None:
+    """One problem: on a terminal wrapped between words, elsewhere one line (``file:line:col: …`` for grep)."""
+    err.print(text, markup=False, soft_wrap=not err.is_terminal)
+
+
 def _load(paths: list[Path], err: Console) -> list[CheckSpec]:
     """Load and validate configs; on any error print every problem and exit 2 (nothing is run)."""
     from convcheck.config import load_configs
@@ -119,7 +124,7 @@ def _load(paths: list[Path], err: Console) -> list[CheckSpec]:
     loaded = load_configs(paths)
     if loaded.errors:
         for error in loaded.errors:
-            err.print(str(error), markup=False, soft_wrap=True)
+            _problem(err, str(error))
         files = len({e.file for e in loaded.errors})
         err.print(
             f"{len(loaded.errors)} problem{'s' if len(loaded.errors) != 1 else ''} in {files} "
@@ -128,7 +133,7 @@ def _load(paths: list[Path], err: Console) -> list[CheckSpec]:
         )
         raise typer.Exit(ExitCode.INVALID)
     for warning in loaded.warnings:  # valid values that make a check meaningless (a huge rtol or atol)
-        err.print(str(warning), markup=False, soft_wrap=True)
+        _problem(err, str(warning))
     if not loaded.specs:
         err.print("no checks found in " + ", ".join(str(p) for p in paths), markup=False)
         raise typer.Exit(ExitCode.INVALID)
@@ -184,7 +189,8 @@ def run(
     convcheck init writes), else the folder ./configs/.
 
     Exit code 0 when every check passes, 1 when any check fails or its implementation errors, 2 when a
-    config or the command line is invalid (nothing is run), 3 for a bug in convcheck itself, 130 when interrupted.
+    config or the command line is invalid (nothing is run), 3 for a bug in convcheck itself, 4 or 5 (0 or 1, but
+    a --json, --junit, --html or --plot file could not be written), 130 when interrupted.
 
     Examples:
 
@@ -199,13 +205,13 @@ def run(
     _run(RunOptions(**locals()))  # the parameters are RunOptions' fields, by name
 
 
-def _default_configs(given: list[Path] | None, err: Console) -> list[Path]:
+def _default_configs(given: list[Path] | None, err: Console, verb: str = "running") -> list[Path]:
     """The configs given, or ``./convcheck.yaml``, else ``./configs/``; says which it chose. None here exits 2."""
     if given:
         return given
     for candidate in (Path("convcheck.yaml"), Path("configs")):
         if candidate.exists():
-            err.print(f"no config given: running {candidate}{'/' if candidate.is_dir() else ''}", markup=False)
+            err.print(f"no config given: {verb} {candidate}{'/' if candidate.is_dir() else ''}", markup=False)
             return [candidate]
     err.print(
         "no config given, and no convcheck.yaml or configs/ here: name a config (convcheck run my.yaml), "
@@ -388,13 +394,13 @@ def validate(configs: ValidateArgument = None, color: ColorOption = "auto") -> N
       convcheck validate configs/smoke.yaml
     """
     out, err = _console(False, Color(color)), _console(True, Color(color))
-    specs = _load(_default_configs(configs, err), err)
+    specs = _load(_default_configs(configs, err, "validating"), err)
     from convcheck.user.static import static_problems
 
     problems = {str(p): p for ref in dict.fromkeys(s.impl for s in specs if s.impl) for p in static_problems(ref)}
     for problem in problems.values():
-        err.print(str(problem), markup=False, soft_wrap=True)
-    out.print(_validate_table(specs))
+        _problem(err, str(problem))
+    out.print(_validate_table(specs, out.width))
     if problems:
         err.print(
             f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in implementations; nothing was run.",
@@ -404,28 +410,11 @@ def validate(configs: ValidateArgument = None, color: ColorOption = "auto") -> N
     out.print(f"{len(specs)} check{'s' if len(specs) != 1 else ''} valid", markup=False)
 
 
-def _validate_table(specs: list[CheckSpec]) -> Any:
-    from rich.table import Table
-    from rich.text import Text
-
+def _validate_table(specs: list[CheckSpec], width: int) -> Any:
     from convcheck.methods import planned_passes
-    from convcheck.render.table import layer_cell, output_cell
+    from convcheck.render.plan import plan_table
 
-    table = Table(header_style="bold")
-    for column in ("check", "layer", "output", "activation", "dtype", "method", "passes"):
-        table.add_column(column, justify="right" if column == "passes" else "left", overflow="fold")
-    for s in specs:
-        method, passes = planned_passes(s)
-        table.add_row(
-            Text(s.name),
-            layer_cell(s),
-            output_cell(s),
-            s.activation.value,
-            s.dtype.value,
-            method,
-            f"{passes:,}",
-        )
-    return table
+    return plan_table(specs, [planned_passes(s) for s in specs], width)
 
 
 @app.command()

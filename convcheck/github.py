@@ -88,8 +88,8 @@ def _row(check: Mapping[str, Any]) -> str:
 
 
 def _error_cell(gradient: Mapping[str, Any] | None) -> str:
-    """A gradient's max relative error; bold when it is over tolerance."""
-    if not gradient:
+    """A gradient's max relative error; bold when it is over tolerance; empty for a tensor without entries."""
+    if not gradient or gradient.get("total") == 0:
         return ""
     value = gradient.get("max_rel_error")
     text = f"{value:.1e}" if isinstance(value, int | float) and math.isfinite(value) else str(value)

@@ -438,12 +438,33 @@ def _axes_text(values: tuple[object, ...]) -> str:
     return "x".join(f"({v[0]},{v[1]})" if isinstance(v, tuple) else str(v) for v in values)
 
 
+class Framework(str, Enum):
+    """The deep-learning framework a layer is written in (``impl: {framework: …}``); numpy layers have none.
+
+    ``torch``: a ``torch.autograd.Function``, a function whose graph has a custom backward, or an ``nn.Module``;
+    gradients from ``torch.autograd.grad``. ``jax``: a function (typically with ``jax.custom_vjp``); gradients
+    from ``jax.vjp``.
+    """
+
+    TORCH = "torch"
+    JAX = "jax"
+
+    @property
+    def default_layout(self) -> Layout:
+        """The layout the framework's own convolutions use: NCHW for torch, channels-last for JAX."""
+        return Layout.NCHW if self is Framework.TORCH else Layout.NHWC
+
+
 @dataclass(frozen=True)
 class ImplRef:
     """Where to find a user's implementation.
 
     ``module`` is a path to a ``.py`` file (resolved against ``base_dir``, the config file's folder) or an
-    importable module name. ``forward``/``backward`` name the functions in it.
+    importable module name. ``forward``/``backward`` name the functions in it. A framework layer
+    (``framework`` set) is instead one object of the module: the function (or ``torch.autograd.Function``)
+    named ``function``, or the ``torch.nn.Module`` subclass named ``class_name``, run on ``device`` (``cpu``,
+    ``cuda``, ``cuda:1``, a JAX backend; None: the framework's default). The device is part of the reference
+    because the process that runs the layer (``convcheck.isolation``) receives the reference alone.
     """
 
     module: str
@@ -451,8 +472,15 @@ class ImplRef:
     backward: str = "backward"
     signature: Signature = Signature.CONVCHECK
     base_dir: Path | None = None
+    framework: Framework | None = None
+    function: str | None = None
+    class_name: str | None = None
+    device: str | None = None
 
     def describe(self) -> str:
+        if self.framework is not None:
+            where = f" on {self.device}" if self.device is not None else ""
+            return f"{self.module}:{self.function or self.class_name} ({self.framework.value}{where})"
         names = "" if (self.forward, self.backward) == ("forward", "backward") else f":{self.forward}/{self.backward}"
         sig = "" if self.signature is Signature.CONVCHECK else f" ({self.signature.value})"
         return f"{self.module}{names}{sig}"

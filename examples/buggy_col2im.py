@@ -39,7 +39,7 @@ def col2im(dmatrix, x_pad_shape, k, stride, out_h, out_w):
     dx_pad = np.zeros(x_pad_shape, dtype=dmatrix.dtype)
     for i in range(out_h):
         for j in range(out_w):
-            # BUG: `=` where the seed has `+=`: where windows overlap, only the last window's gradient survives.
+            # BUG: `=` where a correct col2im has `+=`: where windows overlap, only the last window's gradient survives.
             dx_pad[:, i * stride : i * stride + k, j * stride : j * stride + k, :] = windows[:, i, j]
     return dx_pad
 

@@ -58,7 +58,9 @@ def test_run_without_arguments_falls_back_to_configs_then_says_what_to_do(tmp_pa
         "batch: 1\nin_height: 4\nin_width: 4\nin_depth: 1\nout_depth: 1\nfilter_size: 3\n"
     )
     found = invoke("run")
-    assert found.exit_code == ExitCode.OK and "configs" in found.stderr
+    assert found.exit_code == ExitCode.OK and "no config given: running configs/" in found.stderr
+    checked = invoke("validate")  # validate says what it validates: nothing is run
+    assert checked.exit_code == ExitCode.OK and "no config given: validating configs/" in checked.stderr
 
 
 BROKEN = {
@@ -176,7 +178,8 @@ def test_no_project_history_words_in_what_users_read():
     from convcheck.diagnosis import hypotheses  # noqa: F401 - its hint sentences are read below
 
     texts = {f"help {c}": invoke(*c, "-h").stdout for c in [(), *((c,) for c in COMMANDS)]}
-    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+    bundled = [*sorted((ROOT / "configs").glob("*.yaml")), *sorted((ROOT / "examples").glob("*.*"))]
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *bundled]:
         texts[str(path.relative_to(ROOT))] = path.read_text()
     texts["bug descriptions"] = "\n".join(bugs.get(b).description for b in bugs.ids())
     for package in ("diagnosis", "user"):

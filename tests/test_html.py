@@ -385,3 +385,13 @@ def test_a_green_run_says_so_and_has_no_panels():
     page = Page(html.render(results, Run(version="0")))
     assert page.text("verdict") == "✓ every check passed (2)" and page.text("exit-code").startswith("exit code 0:")
     assert not page.all("details") and not page.all("svg") and not page.text("sweep")
+
+
+def test_a_layer_without_a_bias_has_no_bias_error_in_its_row():
+    from convcheck.checker import run_check
+    from convcheck.spec import CheckSpec, ConvShape
+
+    result = run_check(CheckSpec(name="no-bias-term", shape=ConvShape(1, 5, 5, 2, 2, 3, 1, 1, bias=False)))
+    assert result.status is Status.PASS
+    row = Page(html.render([result], Run(version="0"))).text("row-0")
+    assert "—" in row and len(re.findall(r"\d\.\de[+-]\d\d", row)) == 2, row  # input and weights only

@@ -129,6 +129,12 @@ def test_an_output_size_formula_is_named(dims: tuple[int, ...], words: str) -> N
     assert hint.label == "output size" and words in hint.text
 
 
+def test_right_positions_with_wrong_channels_name_no_size_formula() -> None:
+    stride_one = ConvShape(2, 6, 6, 3, 4, 3, 1, 1)  # at stride 1 "without the stride" is the right size
+    hints = diagnose(_result(stride_one, _shape("out", 2, 6, 6, 1)))
+    assert all(hint.label != "output size" for hint in hints)
+
+
 def test_shapes_are_read_in_the_users_layout() -> None:
     nchw = ConvShape(2, 5, 6, 2, 3, 3, 1, 0)
     (crop,) = diagnose(_result(nchw, _shape("dx", 2, 2, 0, 0), layout=Layout.NCHW))

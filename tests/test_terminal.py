@@ -194,3 +194,46 @@ def test_a_failure_only_in_the_forward_shows_in_its_row(results):
     assert not row.forward.ok
     text = _render([row], 80, terminal=False, color=False)
     assert f"{row.forward.max_abs_error:.1e}" in text.splitlines()[2]  # the row, under header and rule
+
+
+def test_a_layer_without_a_bias_shows_no_bias_error():
+    """No bias means no bias entries: its column says ``—``, never an error of 0 that was never measured."""
+    result = run_check(CheckSpec("no-bias-term", ConvShape(2, 5, 6, 2, 3, 3, 1, 1, bias=False), method=Method.FULL))
+    assert result.passed and result.gradient(TENSORS[2]).total == 0
+    header, _, row = _render([result], 120, terminal=False, color=False).splitlines()[:3]
+    cells = dict(zip(header.split()[2:], row.split()[3:], strict=False))  # after "✓ pass" and the name
+    assert cells["bias"] == "—" and cells["input"] != "—" and cells["weights"] != "—"
+
+
+def test_every_geometry_key_of_a_sweep_name_is_shortened_alike():
+    """Names shorten with the letters the layer column uses (k3 s2 d2 g4): dilation and groups too."""
+    shape = ConvShape(2, 6, 7, 4, 4, 3)
+    names = [f"depthwise-layer[stride={s},dilation={d},groups={g}]" for s in (1, 2) for d in (1, 2) for g in (1, 4)]
+    results = [error_result(CheckSpec(name, shape), 0.1, "forward raised ValueError: boom") for name in names]
+    layout = layout_for(results, 80)
+    assert layout.legend == "s = stride, d = dilation, g = groups"
+    assert layout.names[-1].replace("\n", "") == "depthwise-layer[s=2,d=2,g=4]"
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_validate_table_fits_and_keeps_every_name_method_and_cost(width):
+    from pathlib import Path
+
+    from convcheck.config import load_configs
+    from convcheck.methods import planned_passes
+    from convcheck.render.plan import plan_table
+
+    specs = load_configs([Path(__file__).resolve().parent.parent / "configs"]).specs
+    planned = [planned_passes(s) for s in specs]
+    console = Console(width=width, file=io.StringIO(), legacy_windows=False)
+    console.print(plan_table(specs, planned, width))
+    text = console.file.getvalue()
+    lines = text.splitlines()
+    assert all(cell_len(line.rstrip()) <= width for line in lines), max(lines, key=cell_len)
+    legend = " ".join(text.split("names shortened: ")[1].split()) if "names shortened: " in text else ""
+    short = {key: abbreviation for abbreviation, key in (item.split(" = ") for item in legend.split(", ") if item)}
+    column = "".join(line.split(" ", 1)[0] for line in lines)  # the check column, its wrapped lines joined
+    for spec, (method, passes) in zip(specs, planned, strict=True):
+        shown = re.sub(r"([\[,])([a-z_]+)=", lambda m: f"{m.group(1)}{short.get(m.group(2), m.group(2))}=", spec.name)
+        assert shown in column, (width, spec.name)
+        assert re.search(rf"{re.escape(method)}\s+{re.escape(f'{passes:,}')}\s*$", text, re.M), (width, spec.name)

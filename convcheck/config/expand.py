@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping
+from dataclasses import replace
 from enum import Enum
 from typing import Any
 
@@ -96,7 +97,7 @@ def _expand(check: CheckNode, settings: dict[str, Setting], doc: Doc) -> tuple[l
         values = dict(fixed)
         values.update((setting.key, setting.values[i]) for setting, i in zip(swept, combo, strict=True))
         name = base + _brackets(swept, combo)
-        found = geometry_problems(values)
+        found = geometry_problems(values) + _framework_problems(values)
         chosen = {setting.key: i for setting, i in zip(swept, combo, strict=True)}
         for key, message, allowed in found:
             problems.setdefault((key, chosen.get(key, 0), message, allowed), []).append(name)
@@ -211,6 +212,20 @@ def _out_mismatch(shape: ConvShape, i: int, axis: str, given: object) -> tuple[s
     return (f"out_{axis}", message, f"{out}, or leave out_{axis} out")
 
 
+def _framework_problems(values: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """What a framework layer needs of the other keys: ``device`` is a torch or JAX layer's (a numpy layer runs
+    where numpy runs), and an ``nn.Module`` is constructed as ``torch.nn.Conv2d`` is, its weight
+    ``(C_out, C_in/groups, *k)``: nchw."""
+    impl = values.get("impl")
+    framework = isinstance(impl, ImplRef) and impl.framework is not None
+    if values.get("device") is not None and not framework:
+        return [("device", "device applies to torch and jax layers only (impl: {framework: …})", "no device here")]
+    if framework and isinstance(impl, ImplRef) and impl.class_name is not None and values.get("layout") == "nhwc":
+        message = "an nn.Module layer is constructed as torch.nn.Conv2d is (x NCHW, weight (C_out, C_in, kh, kw))"
+        return [("layout", message, "nchw (the default for torch), or function: for a channels-last layer")]
+    return []
+
+
 def _shape(values: Mapping[str, Any]) -> ConvShape:
     """The layer of one combination from its ``Target.SHAPE`` keys (a 1-D layer's height is 1)."""
     given = {key: values[key] for key, info in CHECK_KEYS.items() if info.target is Target.SHAPE and key in values}
@@ -219,9 +234,16 @@ def _shape(values: Mapping[str, Any]) -> ConvShape:
 
 
 def _build_spec(name: str, values: Mapping[str, Any], source: SourceLocation) -> CheckSpec:
-    """The spec of one valid combination; keys absent from ``values`` take CheckSpec's defaults."""
+    """The spec of one valid combination; keys absent from ``values`` take CheckSpec's defaults (a framework
+    layer's layout: its framework's; its ``device`` goes into its ``ImplRef``)."""
+    impl = values.get("impl")
     shape = _shape(values)
     given = {key: values[key] for key, info in CHECK_KEYS.items() if info.target is Target.SPEC and key in values}
+    if isinstance(impl, ImplRef) and impl.framework is not None:
+        given["impl"] = replace(impl, device=values.get("device"))
+        if "layout" not in values:
+            values = {**values, "layout": impl.framework.default_layout}
+            given["layout"] = values["layout"]
     return CheckSpec(name=name, shape=shape, source=source, config=_config_dict(name, shape, values), **given)
 
 
@@ -256,6 +278,9 @@ def _impl_json(ref: object) -> object:
     """An impl as the config would write it: ``builtin``, the module alone, or the full mapping."""
     if not isinstance(ref, ImplRef):
         return "builtin"
+    if ref.framework is not None:
+        key = "function" if ref.function is not None else "class"
+        return {"framework": ref.framework.value, "module": ref.module, key: ref.function or ref.class_name}
     if (ref.forward, ref.backward, ref.signature) == ("forward", "backward", Signature.CONVCHECK):
         return ref.module
     return {

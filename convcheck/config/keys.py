@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
-from convcheck.spec import Activation, BiasShape, DType, Layout, Method, Signature
+from convcheck.spec import Activation, BiasShape, DType, Framework, Layout, Method, Signature
 
 
 class Kind(str, Enum):
@@ -28,6 +28,7 @@ class Kind(str, Enum):
     MEMORY = "memory"  # bytes, or a size such as '2GB'
     BOOL = "bool"  # true or false
     EXPECTED_ERROR = "expected error"  # an exception class name, or a mapping {type, match}
+    DEVICE = "device"  # cpu, cuda, cuda:N, … (a framework layer's device)
 
 
 class Target(str, Enum):
@@ -57,7 +58,8 @@ _VALUE_TEXTS = {
     Kind.DIMS: "1, 2 or 3",
     Kind.IMPL: (
         "'builtin', a path to a .py file (relative to the config file), an importable module name, "
-        "or a mapping {module, forward, backward, signature: convcheck|cs231n}"
+        "or a mapping {module, forward, backward, signature: convcheck|cs231n}, "
+        "or {framework: torch|jax, function: FILE.py:NAME} / {framework: torch, module: FILE.py, class: NAME}"
     ),
     Kind.MEMORY: f"a number of bytes (integer ≥ 1 and ≤ {MAX_MEMORY}) or a string such as '2GB' or '512MiB'",
     Kind.BOOL: "true or false",
@@ -65,6 +67,7 @@ _VALUE_TEXTS = {
         "an exception class name such as ValueError, or a mapping {type: ValueError, match: REGEX} "
         "(match: a regular expression searched for in the error's message)"
     ),
+    Kind.DEVICE: "cpu, cuda, cuda:N (torch), or a JAX backend such as cpu, gpu, gpu:N",
 }
 
 
@@ -233,8 +236,14 @@ CHECK_KEYS: Mapping[str, KeyInfo] = {
         KeyInfo("rtol", Kind.NUMBER, "relative tolerance; default: by dtype", minimum=0, maximum=MAX_TOLERANCE),
         KeyInfo("atol", Kind.NUMBER, "absolute tolerance; default: by dtype", minimum=0, maximum=MAX_TOLERANCE),
         KeyInfo("impl", Kind.IMPL, "implementation to check", default="builtin"),
-        _choice("layout", Layout, "nhwc", "memory layout of the implementation's arrays"),
+        _choice("layout", Layout, "nhwc", "memory layout of the implementation's arrays; default nchw for torch"),
         _choice("bias_shape", BiasShape, "flat", "shape of the implementation's b and db"),
+        KeyInfo(
+            "device",
+            Kind.DEVICE,
+            "device a torch or jax layer runs on; default: the framework's",
+            target=Target.NONE,  # part of the impl's ImplRef (the isolated process gets the reference alone)
+        ),
         KeyInfo(
             "timeout",
             Kind.NUMBER,
@@ -274,6 +283,9 @@ IMPL_ALLOWED: Mapping[str, str] = {
     "forward": "a Python function name",
     "backward": "a Python function name",
     "signature": ", ".join(member.value for member in Signature),
+    "framework": ", ".join(member.value for member in Framework),
+    "function": "a function or torch.autograd.Function, as NAME (with module:) or FILE.py:NAME",
+    "class": "a torch.nn.Module subclass, as NAME (with module:) or FILE.py:NAME",
 }
 IMPL_KEYS = tuple(IMPL_ALLOWED)
 SUITE_KEYS = ("defaults", "checks")  # the top-level keys of a file that lists its checks

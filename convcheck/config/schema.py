@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from convcheck.config.frameworks import DEVICE_PATTERN
 from convcheck.config.keys import (
     CHECK_KEYS,
     EXPECTED_ERROR_ALLOWED,
@@ -24,7 +25,7 @@ from convcheck.config.keys import (
     Kind,
 )
 from convcheck.config.values import IDENTIFIER_PATTERN, MEMORY_PATTERN, PADDING_PATTERN, SIZE_PATTERN
-from convcheck.spec import Signature
+from convcheck.spec import Framework, Signature
 
 SCHEMA_DIALECT = "http://json-schema.org/draft-07/schema#"
 
@@ -112,6 +113,8 @@ def _value_schema(info: KeyInfo) -> dict[str, Any]:
         return {"type": "integer", "enum": [1, 2, 3]}
     if info.kind is Kind.TEXT:
         return {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH}
+    if info.kind is Kind.DEVICE:
+        return {"type": "string", "pattern": DEVICE_PATTERN}
     if info.kind is Kind.MEMORY:
         number = {"type": "integer", "minimum": 1, **_maximum(info)}
         return {"anyOf": [number, {"type": "string", "pattern": MEMORY_PATTERN}]}
@@ -176,7 +179,25 @@ def _impl_schema() -> dict[str, Any]:
                 "required": ["module"],
                 "additionalProperties": False,
             },
+            _framework_impl_schema(),
         ]
+    }
+
+
+def _framework_impl_schema() -> dict[str, Any]:
+    named = {"type": "string", "pattern": r"^([^:]+:)?[A-Za-z_][A-Za-z0-9_]*$"}
+    return {
+        "description": "a torch or JAX layer: function: FILE.py:NAME, or module: FILE.py with function/class: NAME",
+        "type": "object",
+        "properties": {
+            "framework": {"type": "string", "enum": [member.value for member in Framework]},
+            "module": {"description": "a path to a .py file or a module name", "type": "string", "minLength": 1},
+            "function": {"description": "a function or torch.autograd.Function", **named},
+            "class": {"description": "a torch.nn.Module subclass (torch only)", **named},
+        },
+        "required": ["framework"],
+        "anyOf": [{"required": ["function"]}, {"required": ["class"]}],
+        "additionalProperties": False,
     }
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from convcheck.config.document import CheckNode
 from convcheck.config.errors import ConfigError, describe, hint, join, shorten
+from convcheck.config.frameworks import FRAMEWORK_ONLY_KEYS, device_problem, framework_impl
 from convcheck.config.keys import (
     CHECK_KEYS,
     EXPECTED_ERROR_ALLOWED,
@@ -347,6 +348,11 @@ def _text_value(info: KeyInfo, raw: object) -> object:
     return raw
 
 
+def _device_value(info: KeyInfo, raw: object) -> object:
+    problem = device_problem(raw)
+    return raw if problem is None else _Problem(problem)
+
+
 def _bool_value(info: KeyInfo, raw: object) -> object:
     if not isinstance(raw, bool):
         return _Problem(f"expected true or false, got {describe(raw)}")
@@ -394,6 +400,7 @@ _SCALAR_PARSERS: Mapping[Kind, Callable[[KeyInfo, object], object]] = {
     Kind.DIMS: _dims_value,
     Kind.TEXT: _text_value,
     Kind.MEMORY: _memory_value,
+    Kind.DEVICE: _device_value,
     Kind.BOOL: _bool_value,
 }  # Kind.IMPL and Kind.EXPECTED_ERROR are a mapping or a string and have their own parsers
 
@@ -432,10 +439,14 @@ def _parse_impl(info: KeyInfo, node: Node, field: str, doc: Doc) -> object:
             if problem is not None:
                 errors.append(doc.error(entry.node, sub, problem, IMPL_ALLOWED[key]))
             names[key] = entry.node.value
-    if "module" not in raw:
-        errors.append(doc.error(node, join(field, "module"), "missing required key 'module'", IMPL_ALLOWED["module"]))
     if errors:
         return _Failed(errors)
+    if any(key in raw for key in FRAMEWORK_ONLY_KEYS):
+        return _framework_ref(framework_impl(names, raw, node, field, doc), node, field, doc)
+    if "module" not in raw:
+        return _Failed(
+            [doc.error(node, join(field, "module"), "missing required key 'module'", IMPL_ALLOWED["module"])]
+        )
     return ImplRef(
         module=names["module"],
         forward=names.get("forward", "forward"),
@@ -443,6 +454,16 @@ def _parse_impl(info: KeyInfo, node: Node, field: str, doc: Doc) -> object:
         signature=Signature(names.get("signature", Signature.CONVCHECK.value)),
         base_dir=doc.base_dir,
     )
+
+
+def _framework_ref(parsed: ImplRef | list[ConfigError], node: Node, field: str, doc: Doc) -> object:
+    """A framework ``ImplRef`` whose module exists, or :class:`_Failed`."""
+    if not isinstance(parsed, ImplRef):
+        return _Failed(parsed)
+    problem = _module_problem(parsed.module, doc.base_dir)
+    if problem is not None:
+        return _Failed([doc.error(node, field, problem, IMPL_ALLOWED["module"])])
+    return parsed
 
 
 def _parse_expected_error(info: KeyInfo, node: Node, field: str, doc: Doc) -> object:
@@ -489,6 +510,8 @@ def _expected_field_problem(key: str, value: str) -> str | None:
 def _impl_field_problem(key: str, value: str, base_dir: Path) -> str | None:
     if len(value) > MAX_TEXT_LENGTH:
         return f"is {len(value)} characters long; at most {MAX_TEXT_LENGTH} are allowed"
+    if key in FRAMEWORK_ONLY_KEYS:
+        return None  # checked together, by convcheck.config.frameworks
     if key == "module":
         return _module_problem(value, base_dir)
     if key == "signature":

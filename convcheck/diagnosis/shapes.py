@@ -121,7 +121,7 @@ def rule_output_size(ev: Evidence) -> Hint | None:
     """The output's spatial size is what a known wrong formula gives, or one axis's size computed from the other."""
     got = spatial(ev, "out")
     s = ev.shape
-    if got is None:
+    if got is None or got == (s.out_height, s.out_width):  # the positions are right (the channels may not be)
         return None
     k, st, p = s.filter_size, s.stride, s.padding
     oh, ow = s.out_height, s.out_width

@@ -47,7 +47,7 @@ from convcheck.user.errors import (
     is_library,
     shorten,
 )
-from convcheck.user.loader import load_functions  # imported here, before the fork: the child only uses it
+from convcheck.user.loader import load_impl  # imported here, before the fork: the child only uses it
 
 __all__ = ["EXIT_LAST_WORDS", "child_main", "frame_to_json"]
 
@@ -156,7 +156,7 @@ class _Server:
 
     def _load(self) -> bool:
         try:
-            impl = load_functions(self.ref)
+            impl = load_impl(self.ref)
         except ImplementationError as exc:
             self.channel.send({"kind": "load_failed", "message": str(exc), "file": exc.file, "line": exc.line})
             return False

@@ -129,7 +129,7 @@ def _number(value: float | None) -> str:
 
 
 def _gradient_cell(g: TensorResult | None) -> Markup:
-    if g is None:
+    if g is None or g.total == 0:  # not compared, or no entries (the bias of a layer without one)
         return element("td", "—", class_="num", data_sort="")
     shown = "nan" if math.isnan(g.max_rel_error) else f"{g.max_rel_error:.1e}"
     mark = "" if g.passed else f" {FAIL_MARK}"

@@ -26,15 +26,20 @@ from convcheck.spec import CheckSpec, Layout
 __all__ = [
     "ABBREVIATIONS",
     "CAPTION",
+    "GAP",
+    "NAME_CAP",
     "OPTIONAL",
     "REQUIRED",
     "TableLayout",
+    "abbreviate",
     "error_cell",
     "layer_cell",
     "layout_for",
+    "legend_for",
     "output_cell",
     "results_table",
     "verdict_cell",
+    "wrap_name",
 ]
 
 #: Columns every width shows, in order (``check`` is the name).
@@ -46,6 +51,9 @@ ABBREVIATIONS = {
     "stride": "s",
     "padding": "p",
     "filter_size": "k",
+    "dilation": "d",
+    "groups": "g",
+    "in_frames": "f",
     "batch": "n",
     "in_height": "h",
     "in_width": "w",
@@ -82,9 +90,10 @@ def verdict_cell(r: CheckResult) -> Text:
 
 
 def error_cell(g: TensorResult | None) -> Text:
-    """A gradient's max relative error in full ``1.8e-08`` form (red when it failed); ``—`` when not compared.
-    For ``directional`` it is the error of its random projections (the caption says so)."""
-    if g is None:
+    """A gradient's max relative error in full ``1.8e-08`` form (red when it failed); ``—`` when not compared,
+    or when the tensor has no entries (the bias of a layer without one). For ``directional`` it is the error of its
+    random projections (the caption says so)."""
+    if g is None or g.total == 0:
         return Text("—", style="dim")
     return Text(_fmt(g.max_rel_error), style="" if g.passed else "bold red")
 
@@ -134,7 +143,7 @@ def _cells(r: CheckResult) -> dict[str, Text]:
     }
 
 
-def _abbreviate(name: str) -> tuple[str, set[str]]:
+def abbreviate(name: str) -> tuple[str, set[str]]:
     """``k3[stride=2,padding=1]`` → ``k3[s=2,p=1]`` and the keys shortened."""
     used: set[str] = set()
 
@@ -148,7 +157,7 @@ def _abbreviate(name: str) -> tuple[str, set[str]]:
     return re.sub(r"([\[,])([a-z_]+)=", short, name), used
 
 
-def _wrap(name: str, width: int) -> str:
+def wrap_name(name: str, width: int) -> str:
     """Lines of at most ``width`` cells, broken after ``[`` and ``,`` where possible (Rich folds what is left)."""
     pieces = re.findall(r"[^\[,]*[\[,]|[^\[,]+$", name) or [name]
     lines = [""]
@@ -157,6 +166,11 @@ def _wrap(name: str, width: int) -> str:
             lines.append("")
         lines[-1] += piece
     return "\n".join(lines)
+
+
+def legend_for(keys: set[str]) -> str:
+    """The legend of the abbreviated keys, in ``ABBREVIATIONS`` order: ``s = stride, p = padding``."""
+    return ", ".join(f"{ABBREVIATIONS[k]} = {k}" for k in sorted(keys, key=list(ABBREVIATIONS).index))
 
 
 @dataclass(frozen=True)
@@ -184,7 +198,7 @@ def layout_for(results: Sequence[CheckResult], width: int | None) -> TableLayout
     widths = _widths([_cells(r) for r in results])
     full = [r.name for r in results]
     natural = max([cell_len("check"), *(cell_len(n) for n in full)])
-    shortened = [_abbreviate(n) for n in full]
+    shortened = [abbreviate(n) for n in full]
     names = [n for n, _ in shortened]
     fitted = max([cell_len("check"), *(cell_len(n) for n in names)])
     limit = width if width is not None else 10**6
@@ -198,10 +212,9 @@ def layout_for(results: Sequence[CheckResult], width: int | None) -> TableLayout
     room = max(limit - used, 6)
     if natural <= room:
         return TableLayout(tuple(columns), tuple(full), natural)
-    keys = sorted(set().union(*(k for _, k in shortened)), key=list(ABBREVIATIONS).index)
-    legend = ", ".join(f"{ABBREVIATIONS[k]} = {k}" for k in keys)
+    legend = legend_for(set().union(*(k for _, k in shortened)))
     if fitted > room:
-        names = [_wrap(n, room) for n in names]
+        names = [wrap_name(n, room) for n in names]
     return TableLayout(tuple(columns), tuple(names), min(fitted, room), legend)
 
 

@@ -35,8 +35,9 @@ from convcheck.user.errors import (
     is_library,
     shorten,
 )
+from convcheck.user.frameworks import load_framework
 
-__all__ = ["load_functions", "load_layer"]
+__all__ = ["load_framework_impl", "load_functions", "load_impl", "load_layer"]
 
 _MODULE_CACHE: dict[tuple[str, int, int], ModuleType] = {}
 
@@ -48,14 +49,28 @@ def load_layer(spec: CheckSpec) -> ConvLayer:
     The user's layer computes the activation itself; ``spec.activation`` is what the reference applies.
 
     Raises:
-        ImplementationError: the implementation cannot be loaded (see ``load_functions``), or its forward takes
-            no ``dilation``/``groups`` the check needs.
+        ImplementationError: the implementation cannot be loaded (see ``load_functions``), its forward takes
+            no ``dilation``/``groups`` the check needs, or it is a torch or JAX layer (those run only in a process
+            of their own: ``convcheck.isolation.check.isolated_check``, as the command runs every user layer).
     """
     shape = spec.shape
     if spec.impl is None or spec.impl.module == "builtin":
         return MatrixConvLayer.for_shape(shape, spec.activation)
+    if spec.impl.framework is not None:
+        raise ImplementationError(
+            f"a {spec.impl.framework.value} layer runs in a process of its own (the framework is imported there, "
+            "never in convcheck's): check it with convcheck.isolation.check.isolated_check(spec) or the command"
+        )
     impl = load_functions(spec.impl)
     return UserLayer.for_shape(impl, shape, spec.layout, spec.bias_shape)
+
+
+def load_impl(ref: ImplRef) -> LoadedImpl:
+    """The functions ``ref`` names: ``load_framework_impl`` for a torch or JAX layer, else ``load_functions``.
+
+    What the isolated process (``convcheck.isolation.child``) loads, from the reference alone.
+    """
+    return load_framework_impl(ref) if ref.framework is not None else load_functions(ref)
 
 
 def load_functions(ref: ImplRef) -> LoadedImpl:
@@ -84,6 +99,24 @@ def load_functions(ref: ImplRef) -> LoadedImpl:
     _check_arity(forward, "forward", 4 if ref.signature is Signature.CS231N else 5, forward_call, ref, origin)
     _check_arity(backward, "backward", 2, "backward(dout, cache)", ref, origin)
     return LoadedImpl(forward, backward, ref, module, origin, roots)
+
+
+def load_framework_impl(ref: ImplRef) -> LoadedImpl:
+    """A torch or JAX layer (``ref.framework``) as numpy functions (``convcheck.user.frameworks``), on
+    ``ref.device``; its hyperparameters come with each call, as a numpy layer's do.
+
+    The framework is imported before the user's module (JAX's float64 switch must precede its arrays): seconds,
+    which is why only the process that runs the layer does it.
+
+    Raises:
+        ImplementationError: the module cannot be loaded, or the object it names is not a layer of the
+            framework, or the device does not exist here (see the framework's ``load``).
+    """
+    assert ref.framework is not None
+    adapter = load_framework(ref.framework)
+    module, origin, roots = _load_file(ref) if _looks_like_path(ref.module) else _load_module_name(ref)
+    impl: LoadedImpl = adapter.load(ref, module, origin, roots)
+    return impl
 
 
 def _looks_like_path(module: str) -> bool:

@@ -120,6 +120,10 @@ def static_problems(ref: ImplRef) -> list[StaticProblem]:
     except (OSError, ValueError) as exc:
         return [StaticProblem(shown, None, f"cannot read the implementation: {exc}")]
     bound = _bindings(tree.body)
+    if ref.framework is not None:  # a torch or JAX layer is one object; its kind shows only when it is imported
+        name = ref.function or ref.class_name
+        role = "function" if ref.function is not None else "class"
+        return [] if name in bound else [StaticProblem(shown, None, f"defines no {role} {name!r} (the {role} named)")]
     cs231n = ref.signature is Signature.CS231N
     forward_call = "forward(x, w, b, conv_param)" if cs231n else "forward(x, w, b, stride, padding)"
     problems = [
