@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from strategies import nd_geometries
+from strategies import geometries, nd_geometries
 
 from convcheck import bugs, reference
 from convcheck.bugs import CATALOGUE, PlantedBug
-from convcheck.bugs.fold import fold_variant, reads_input, rewires_fold
+from convcheck.bugs.col2im import col2im_variant
+from convcheck.bugs.fold import fold_assigning, fold_variant, reads_input, rewires_fold
 from convcheck.checker import run_check
 from convcheck.diagnosis import RULES
 from convcheck.diagnosis.evidence import Evidence
@@ -33,6 +34,32 @@ ND_HINTS = {bug.hint for bug in ND_BUGS}
 TORCH_STYLE = ConvShape.nd(1, (7, 9), 4, 8, (3, 5), (2, 1), "same", 2, 4, False)
 ODD_SAME_1D = ConvShape.nd(2, (11,), 3, 3, 4, 2, "same", 1, 3)
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+#: The seed's 2-D mistakes whose layer runs on the whole space (``make_for``), and which geometries the mistake
+#: is defined on: a bias reduction needs a bias; the dW layout mistakes are written for one weight matrix.
+SEED_BUGS_ANYWHERE = {
+    "col2im-assign": lambda s: True,
+    "col2im-ignores-stride": lambda s: True,
+    "col2im-row-order": lambda s: True,
+    "col2im-last-window-dropped": lambda s: True,
+    "padding-crop-off-by-one": lambda s: True,
+    "kernel-flipped-backward": lambda s: True,
+    "bias-grad-mean": lambda s: s.bias,
+    "bias-grad-one-sample": lambda s: s.bias,
+    "grads-scaled-by-batch": lambda s: True,
+    "weights-row-order": lambda s: s.groups == 1,
+    "weights-channels-swapped": lambda s: s.groups == 1,
+    "weights-product-transposed": lambda s: s.groups == 1,
+    "dout-transposed": lambda s: s.dims == 2,
+}
+NO_BIAS_3X5 = ConvShape(2, 7, 9, 3, 4, (3, 5), 2, 2, bias=False)
+RECT_2D = ConvShape(2, 7, 9, 3, 4, (3, 5), 1, 1)
+NO_BIAS_2D = ConvShape(2, 6, 7, 3, 4, 3, 1, 1, bias=False)
+
+
+SEED_ANYWHERE = tuple(map(bugs.get, SEED_BUGS_ANYWHERE))
+SEED_HINTS = {bug.hint for bug in SEED_ANYWHERE}
 
 
 def _data(shape: ConvShape, seed: int = 0) -> tuple[np.ndarray, ...]:
@@ -111,11 +138,12 @@ def test_the_checker_fails_it_exactly_where_exposed_and_names_it(bug: PlantedBug
     shape=nd_geometries(max_size=6),
     activation=st.sampled_from(list(Activation)),
     dtype=st.sampled_from(list(DType)),
-    bug=st.sampled_from((None, *ND_BUGS)),
+    bug=st.sampled_from((None, *ND_BUGS, *SEED_ANYWHERE)),
 )
 def test_no_rule_raises_or_speaks_for_a_correct_layer(shape, activation, dtype, bug: PlantedBug | None) -> None:
     """Each rule runs on its own (``diagnose`` would skip a rule that raises): on the whole space none raises, a
-    correct layer gets no hint from any, and a buggy one gets at most its own."""
+    correct layer gets no hint from any, and a buggy one (of the new hyperparameters, or one of the seed's
+    mistakes built on this geometry) gets hints only from the mistakes the rules name on the whole space."""
     spec = CheckSpec("rules", shape, activation, Method.FULL, dtype)
     layer = MatrixConvLayer.for_shape(shape, activation) if bug is None else bug.make_for(shape, activation)
     result = run_check(spec, layer=layer)
@@ -125,7 +153,8 @@ def test_no_rule_raises_or_speaks_for_a_correct_layer(shape, activation, dtype, 
         assert hints == [] and result.diagnosis == (), (shape.describe(), [str(h) for h in hints])
     else:
         labels = {label for hint in result.diagnosis for label in hint.label.split(" / ")}
-        assert labels <= ND_HINTS | {"never written"}, (shape.describe(), [str(h) for h in hints])
+        allowed = ND_HINTS | {"never written"} | (SEED_HINTS | {"activation mask"} if bug in SEED_ANYWHERE else set())
+        assert labels <= allowed, (shape.describe(), [str(h) for h in hints])
 
 
 def test_the_shared_fold_with_its_knobs_at_rest_is_the_layers_fold() -> None:
@@ -186,3 +215,71 @@ def test_activation_mistakes_are_named_on_every_geometry(bug: PlantedBug) -> Non
             continue
         assert result.status is Status.FAIL, spec.name
         assert [h.label for h in result.diagnosis] == ["activation mask"], (spec.name, result.diagnosis)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.parametrize("bug_id", SEED_BUGS_ANYWHERE)
+@given(shape=nd_geometries(max_size=6), dtype=st.sampled_from(list(DType)))
+@example(shape=NO_BIAS_2D, dtype=DType.FLOAT32)
+@example(shape=RECT_2D, dtype=DType.FLOAT32)
+@example(shape=NO_BIAS_3X5, dtype=DType.FLOAT64)
+@example(shape=TORCH_STYLE, dtype=DType.FLOAT32)
+@example(shape=ODD_SAME_1D, dtype=DType.FLOAT32)
+def test_the_seeds_mistakes_are_named_on_every_geometry_that_exposes_them(bug_id: str, shape, dtype) -> None:
+    """The seed's 2-D mistakes built on the whole space (a bias-free layer, a 3x5 kernel, 1-D, 3-D, dilation,
+    groups, ``same`` padding): where the buggy layer's gradients differ from the correct layer's, the checker
+    fails it and names it with the seed's hint (alone, or with a mistake giving the identical gradient on this
+    layer); where they do not, it passes with no hint."""
+    bug = bugs.get(bug_id)
+    if not SEED_BUGS_ANYWHERE[bug_id](shape):
+        return
+    spec = CheckSpec("seed-bug", shape, Activation.NONE, Method.FULL, dtype)
+    result = run_check(spec, layer=bug.make_for(shape, spec.activation))
+    shown = differing(bug, shape)
+    assert shown <= set(bug.tensors), (shape.describe(), shown)
+    labels = [label for hint in result.diagnosis for label in hint.label.split(" / ")]
+    if not shown:
+        assert result.status is Status.PASS and labels == [], (shape.describe(), labels)
+        return
+    assert result.status is Status.FAIL, (shape.describe(), result.error)
+    assert bug.hint in labels or _same_as_named(bug, shape, labels), (
+        shape.describe(),
+        [str(h) for h in result.diagnosis],
+    )
+
+
+def _gradients(bug: PlantedBug, shape: ConvShape) -> tuple[np.ndarray, ...]:
+    x, w, b, g = _data(shape)
+    layer = bug.make_for(shape, Activation.NONE)
+    return layer.backward(g, layer.forward(x, w, b)[1])
+
+
+def _same_as_named(bug: PlantedBug, shape: ConvShape, labels: list[str]) -> bool:
+    """Whether, on this layer, a mistake the hint names gives exactly the gradients ``bug`` gives (two mistakes
+    that coincide on a tiny layer, e.g. a dilation put into the stride and a dropped last window when the last
+    window then falls outside the input): the hint is then right, and the test builds that mistake to prove it."""
+    mine = _gradients(bug, shape)
+    candidates = [b for b in (*ND_BUGS, *map(bugs.get, SEED_BUGS_ANYWHERE)) if b.hint in labels and b is not bug]
+    return any(
+        all(a.shape == e.shape and np.allclose(a, e, rtol=1e-12, atol=1e-12) for a, e in zip(mine, theirs, strict=True))
+        for theirs in (_gradients(other, shape) for other in candidates if not other.breaks_contract)
+    )
+
+
+@given(shape=geometries(max_size=6))
+@settings(max_examples=30, deadline=None)
+def test_the_n_d_assigning_fold_is_the_seeds_on_its_geometry(shape: ConvShape) -> None:
+    """The seed's col2im mistakes, written once for the whole space, are the seed's formulas on its geometry."""
+    rows = shape.batch * int(np.prod(shape.spatial_out))
+    dcols = np.random.default_rng(2).standard_normal((rows, int(np.prod(shape.kernel)) * shape.in_depth))
+    k, s, p = shape.filter_size, shape.stride, shape.padding
+    np.testing.assert_array_equal(
+        fold_assigning(dcols, shape.x_shape, shape.kernel, shape.window),
+        col2im_variant(dcols, shape.x_shape, k, s, p, accumulate=False),
+    )
+    np.testing.assert_allclose(
+        fold_variant(dcols, shape.x_shape, shape.kernel, shape.window, starts=(1, 1)),
+        col2im_variant(dcols, shape.x_shape, k, s, p, place_stride=1),
+        rtol=1e-13,
+        atol=1e-13,
+    )

@@ -24,8 +24,11 @@ dilation, per-axis kernels and strides, per-side and ``same`` padding, groups, n
 and its ``BUGS`` entries; ``stepwise`` is the correct layer they start from, ``planted`` the entry type,
 ``col2im``, ``row_order`` and ``fold`` the wrong formulas the diagnosis hypotheses share. An entry with
 ``any_geometry`` is built with ``make_for(shape, …)`` and its ``exposes`` reads only per-axis values; the others
-are the seed's layers (``make(stride, padding, …)``). A new bug goes into its family's module; ``CATALOGUE``
-below lists the families in the order the selftest shows.
+are the seed's layers (``make(stride, padding, …)``); those whose mistake means the same on any layer (col2im
+assigning, ignoring the stride, reading rows in another order, dropping the last window, the crop one row
+early, the flipped kernel, the bias reductions, the batch scaling, dW's layout without groups) also run on any
+geometry through ``make_for``, their ``exposes`` still describing the seed's layers. A new bug goes into its
+family's module; ``CATALOGUE`` below lists the families in the order the selftest shows.
 """
 
 from __future__ import annotations

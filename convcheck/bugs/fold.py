@@ -45,6 +45,28 @@ def fold_variant(
     Returns:
         ``dx: x_shape``, in ``dcols``'s dtype; rows a wrong placement sends past the padded input are lost.
     """
+    return _fold_loop(dcols, x_shape, kernel, window, starts, taps, kernel_read, crop, accumulate=True)
+
+
+def fold_assigning(dcols: np.ndarray, x_shape: Sequence[int], kernel: Sequence[int], window: Window) -> np.ndarray:
+    """``fold_variant`` writing ``=`` instead of ``+=``, kernel offset after kernel offset in row-major order, so
+    where windows overlap the last offset wins: the seed's ``col2im_variant(accumulate=False)`` on any geometry."""
+    return _fold_loop(dcols, x_shape, kernel, window, None, None, None, None, accumulate=False)
+
+
+def _fold_loop(
+    dcols: np.ndarray,
+    x_shape: Sequence[int],
+    kernel: Sequence[int],
+    window: Window,
+    starts: Sequence[int] | None,
+    taps: Sequence[int] | None,
+    kernel_read: Sequence[int] | None,
+    crop: Sequence[int] | None,
+    *,
+    accumulate: bool,
+) -> np.ndarray:
+    """The loop ``fold_variant`` and ``fold_assigning`` share (knobs as in ``fold_variant``)."""
     n, *sizes, c = x_shape
     pads = window.resolve_pads(sizes, kernel)
     outs = window.output_sizes(sizes, kernel)
@@ -69,10 +91,44 @@ def fold_variant(
         axes = zip(offset, taps, starts, outs, strict=True)
         slab: tuple[slice, ...] = (slice(None), *(slice(j * t, j * t + st * (o - 1) + 1, st) for j, t, st, o in axes))
         tap: tuple[slice | int, ...] = (*every, *offset)
-        target[slab] += rows[tap]
+        if accumulate:
+            target[slab] += rows[tap]
+        else:
+            target[slab] = rows[tap]
     kept = tuple(slice(first, first + size) for first, size in zip(crop, sizes, strict=True))
     inside: tuple[slice, ...] = (slice(None), *kept, slice(None))
     return np.ascontiguousarray(dpadded[inside])
+
+
+def flipped_weights(weights: np.ndarray, w_shape: Sequence[int], groups: int) -> np.ndarray:
+    """The layer's weight matrix (``(∏k·C_in, C_out)``, per group ``(g, ∏k·C_in/g, C_out/g)``) of the kernel
+    rotated 180° (every spatial axis reversed): what a backward written as a true convolution multiplies dZ by."""
+    dims = len(w_shape) - 2
+    c_out = w_shape[-1]
+    w = weights.reshape(tuple(w_shape)) if groups == 1 else weights.transpose(1, 0, 2).reshape(tuple(w_shape))
+    flipped = w[(slice(None, None, -1),) * dims]
+    if groups == 1:
+        return np.ascontiguousarray(flipped.reshape(-1, c_out))
+    return np.ascontiguousarray(flipped.reshape(-1, groups, c_out // groups).transpose(1, 0, 2))
+
+
+def crop_off_by_one(window: Window, sizes: Sequence[int], kernel: Sequence[int]) -> tuple[int, ...]:
+    """The first padded row the crop keeps per axis when it starts one row early (``before − 1``) wherever there
+    is padding before, as ``dpad[:, p − 1 : p − 1 + H]`` does; an axis without padding before is cropped right."""
+    return tuple(before - 1 if before else 0 for before, _ in window.resolve_pads(sizes, kernel))
+
+
+def last_windows_dropped(dcols: np.ndarray, batch: int, outs: Sequence[int], axes: Sequence[int]) -> np.ndarray:
+    """``dcols`` with the rows of the last window along each axis in ``axes`` zeroed: what a window loop of
+    ``(S + before + after − span) // s`` iterations, without the ``+ 1``, leaves of dM (a copy; any groups)."""
+    lead = dcols.shape[:-2]  # (g,) with groups, () without
+    kept = dcols.reshape(*lead, batch, *outs, dcols.shape[-1]).copy()
+    first = len(lead) + 1
+    for axis in axes:
+        index: list[slice | int] = [slice(None)] * kept.ndim
+        index[first + axis] = outs[axis] - 1
+        kept[tuple(index)] = 0
+    return kept.reshape(dcols.shape)
 
 
 def swap_height_width(values: Sequence[int]) -> tuple[int, ...]:

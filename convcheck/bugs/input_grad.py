@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from convcheck.bugs.col2im import col2im_variant
+from convcheck.bugs.fold import (
+    crop_off_by_one,
+    flipped_weights,
+    fold_assigning,
+    fold_variant,
+    last_windows_dropped,
+)
 from convcheck.bugs.planted import PlantedBug
 from convcheck.bugs.row_order import dm_read_channels_first
 from convcheck.bugs.stepwise import StepwiseLayer, fold_uncropped
 from convcheck.layer import MatrixCache
-from convcheck.spec import ConvShape, output_size
+from convcheck.spec import ConvShape
 
 #: Rows per block in ``dx-chunk-remainder-dropped`` (a memory-saving backward that processes dM in blocks).
 CHUNK_ROWS = 16
@@ -19,18 +25,21 @@ CHUNK_ROWS = 16
 
 @dataclass(frozen=True)
 class Col2imAssign(StepwiseLayer):
-    """col2im writes ``=`` instead of ``+=``: where windows overlap, the last window's gradient wins."""
+    """col2im writes ``=`` instead of ``+=``: where windows overlap, the last window's gradient wins (any
+    geometry: the kernel offsets are visited in row-major order, as the seed's loop does)."""
 
     def fold(self, dcols: np.ndarray, cache: MatrixCache) -> np.ndarray:
-        return col2im_variant(dcols, cache.x_shape, cache.w_shape[0], self.stride, self.padding, accumulate=False)
+        return fold_assigning(dcols, cache.x_shape, cache.w_shape[:-2], self.window_of(cache))
 
 
 @dataclass(frozen=True)
 class Col2imIgnoresStride(StepwiseLayer):
-    """col2im places window ``i`` at row ``i`` rather than ``i·stride`` (written and tested with stride 1)."""
+    """col2im places window ``i`` at row ``i`` rather than ``i·stride`` (written and tested with stride 1), along
+    every axis."""
 
     def fold(self, dcols: np.ndarray, cache: MatrixCache) -> np.ndarray:
-        return col2im_variant(dcols, cache.x_shape, cache.w_shape[0], self.stride, self.padding, place_stride=1)
+        kernel = cache.w_shape[:-2]
+        return fold_variant(dcols, cache.x_shape, kernel, self.window_of(cache), starts=(1,) * len(kernel))
 
 
 @dataclass(frozen=True)
@@ -38,35 +47,29 @@ class Col2imRowOrder(StepwiseLayer):
     """Backward reads each row of dM as (c_in, kh, kw), PyTorch's order, not im2col's (kh, kw, c_in)."""
 
     def fold(self, dcols: np.ndarray, cache: MatrixCache) -> np.ndarray:
-        k, _, c_in, _ = cache.w_shape
-        return super().fold(dm_read_channels_first(dcols, k, c_in), cache)
+        *kernel, c_in, _ = cache.w_shape
+        return super().fold(dm_read_channels_first(dcols, kernel, c_in), cache)
 
 
 @dataclass(frozen=True)
 class Col2imLastWindowDropped(StepwiseLayer):
-    """col2im loops over ``(H + 2p − k) // s`` window rows and columns, forgetting the ``+ 1``."""
+    """col2im loops over ``(H + 2p − k) // s`` window rows and columns, forgetting the ``+ 1`` (along every axis)."""
 
     def fold(self, dcols: np.ndarray, cache: MatrixCache) -> np.ndarray:
-        n, h, w, _ = cache.x_shape
-        k = cache.w_shape[0]
-        oh, ow = output_size(h, k, self.stride, self.padding), output_size(w, k, self.stride, self.padding)
-        kept = dcols.reshape(n, oh, ow, -1).copy()
-        kept[:, oh - 1, :, :] = 0
-        kept[:, :, ow - 1, :] = 0
-        return super().fold(kept.reshape(dcols.shape), cache)
+        outs = self.window_of(cache).output_sizes(cache.x_shape[1:-1], cache.w_shape[:-2])
+        kept = last_windows_dropped(dcols, cache.x_shape[0], outs, range(len(outs)))
+        return super().fold(kept, cache)
 
 
 @dataclass(frozen=True)
 class PaddingCropOffByOne(StepwiseLayer):
-    """Crops ``dpad[:, p - 1 : p - 1 + H]`` (likewise W): keeps a padded row and column, drops the last."""
+    """Crops ``dpad[:, p - 1 : p - 1 + H]`` (likewise W): keeps a padded row and column, drops the last (any
+    geometry: one row early along every axis with padding before; axes without it are cropped right)."""
 
     def fold(self, dcols: np.ndarray, cache: MatrixCache) -> np.ndarray:
-        if self.padding == 0:
-            return super().fold(dcols, cache)
-        _, h, w, _ = cache.x_shape
-        start = self.padding - 1
-        dpadded = fold_uncropped(dcols, cache, self.stride, self.padding)
-        return np.ascontiguousarray(dpadded[:, start : start + h, start : start + w, :])
+        window, kernel = self.window_of(cache), cache.w_shape[:-2]
+        crop = crop_off_by_one(window, cache.x_shape[1:-1], kernel)
+        return fold_variant(dcols, cache.x_shape, kernel, window, crop=crop)
 
 
 @dataclass(frozen=True)
@@ -80,11 +83,12 @@ class PaddingCropSeed(StepwiseLayer):
 
 @dataclass(frozen=True)
 class KernelFlippedBackward(StepwiseLayer):
-    """dx computed as a true convolution: ``dM = dZ·W_flippedᵀ`` with the kernel rotated 180°."""
+    """dx computed as a true convolution: ``dM = dZ·W_flippedᵀ`` with the kernel rotated 180° (every spatial
+    axis reversed; per group with groups)."""
 
     def cols_grad(self, dz: np.ndarray, cache: MatrixCache) -> np.ndarray:
-        flipped = cache.weights.reshape(cache.w_shape)[::-1, ::-1].reshape(cache.weights.shape)
-        return dz @ flipped.T
+        flipped = flipped_weights(cache.weights, cache.w_shape, self.window_of(cache).groups)
+        return super().cols_grad(dz, replace(cache, weights=flipped))
 
 
 @dataclass(frozen=True)
@@ -104,7 +108,7 @@ class DoutTransposed(StepwiseLayer):
     """Turns dout into matrix form by walking ``(n, ow, oh)``: rows no longer line up with ``M``'s windows."""
 
     def dout_matrix(self, dout: np.ndarray, cache: MatrixCache) -> np.ndarray:
-        return dout.transpose(0, 2, 1, 3).reshape(-1, cache.weights.shape[1])
+        return dout.transpose(0, 2, 1, 3).reshape(-1, cache.w_shape[-1])
 
 
 def _last_window_touches_input(shape: ConvShape) -> bool:

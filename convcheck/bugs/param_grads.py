@@ -26,7 +26,7 @@ class WeightsChannelsSwapped(StepwiseLayer):
     """Swaps ``dw``'s channel axes to ``(C_out, C_in)`` and reshapes back to ``w``'s shape, scrambling it."""
 
     def weights_grad(self, dz: np.ndarray, cache: MatrixCache) -> np.ndarray:
-        return super().weights_grad(dz, cache).swapaxes(2, 3).reshape(cache.w_shape)
+        return super().weights_grad(dz, cache).swapaxes(-2, -1).reshape(cache.w_shape)
 
 
 @dataclass(frozen=True)

@@ -82,9 +82,8 @@ class StepwiseLayer(MatrixConvLayer):
         return split_groups(dz, groups) @ cache.weights.transpose(0, 2, 1)
 
     def fold(self, dcols: np.ndarray, cache: MatrixCache) -> np.ndarray:
-        """col2im with accumulation, then the padding crop: ``(R, K)`` → ``(N, H, W, C_in)``."""
-        if self.window is None:
-            return col2im(dcols, cache.x_shape, cache.w_shape[0], self.stride, self.padding)
+        """col2im with accumulation, then the padding crop: ``(R, K)`` → ``(N, H, W, C_in)`` (any kernel: the seed's
+        ints with a rectangular kernel too)."""
         return fold(dcols, cache.x_shape, cache.w_shape[:-2], self.window_of(cache))
 
 

@@ -37,10 +37,14 @@ Shapes follow ``convcheck.spec`` (internal NHWC): dx ``(N, H, W, C_in)``, dw ``(
 db ``(C_out,)``, output ``(N, OH, OW, C_out)``; ``R = N·OH·OW`` rows of the im2col matrix ``M`` in
 ``(n, oh, ow)`` order, each window laid out ``(kh, kw, c_in)``.
 
-The seed's rules understand its 2-D square, symmetric geometry and are ``basic_only`` (silent elsewhere); for
-the rest of the space (dilation, per-axis kernels and strides, per-side and ``same`` padding, groups, no bias)
-the ``window`` hypotheses name the mistakes of each hyperparameter, and a contract rule a db returned by a layer
-without a bias.
+Rules whose mistake means the same on any layer run on the whole space (1-3 axes, per-axis kernels and strides,
+dilation, per-side and ``same`` padding, groups, no bias): the transforms (a constant ratio, dx shifted per axis,
+dw rearranged, without groups), only db wrong, the activation hypotheses, and the dx hypotheses (flipped kernel,
+col2im assigning, row order, stride, crop, last window; dout transposed on any 2-D layer), which use
+``window.NdPoint`` off the seed's geometry. Rules whose formulas, regions or words assume the seed's 2-D square,
+symmetric geometry (the shape-contract, forward, loop and place rules) are ``basic_only`` (silent elsewhere);
+there the ``window`` hypotheses name the mistakes of each new hyperparameter, and a contract rule a db returned
+by a layer without a bias.
 
 The package is one module per rule family (``contract``, ``shapes``, ``forward``, ``patterns``, ``loops``,
 ``transforms``, ``facts``, ``hypotheses``, ``places``, ``window``) over ``evidence`` (what rules read), ``geometry`` and
@@ -86,8 +90,8 @@ from convcheck.results import CheckResult, Hint
 __all__ = ["LABELS", "MATCH_SLACK", "RULES", "diagnose"]
 
 #: The rules, in order: contract (shapes, dtypes), forward (patterns), transforms, only-bias, all-zero, hypotheses,
-#: places. Rules whose formulas assume the seed's 2-D square, symmetric geometry are ``basic_only``; the
-#: ``window`` rules speak for the rest of the space.
+#: places. Rules whose formulas assume the seed's 2-D square, symmetric geometry are ``basic_only``; the others
+#: read the whole space, and the ``window`` rules name the new hyperparameters' mistakes.
 RULES: tuple[Rule, ...] = (
     rule_bias_without_bias,
     basic_only(rule_crop_shape),
@@ -110,14 +114,14 @@ RULES: tuple[Rule, ...] = (
     basic_only(rule_forward_reordered),
     rule_window_dx,
     rule_grouped_dw,
-    basic_only(rule_constant_ratio),
-    basic_only(rule_dx_shifted),
-    basic_only(rule_dw_rearranged),
-    basic_only(rule_only_bias),
+    rule_constant_ratio,
+    rule_dx_shifted,
+    rule_dw_rearranged,
+    rule_only_bias,
     rule_all_zero,
     rule_activation_mask,
-    basic_only(rule_dout_order),
-    basic_only(rule_dx_hypotheses),
+    rule_dout_order,
+    rule_dx_hypotheses,
     basic_only(rule_assigned_in_loop),
     basic_only(rule_first_sample_only),
     basic_only(rule_dx_overlap),

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from convcheck.diagnosis.evidence import Evidence
+from convcheck.diagnosis.window import nd_point
 from convcheck.diagnosis.wording import names, plural
 from convcheck.results import Hint
 
@@ -13,14 +16,16 @@ def rule_only_bias(ev: Evidence) -> Hint | None:
     """Only db is wrong while dx and dw are right: dZ is right, so the reduction ``db = Σ dZ`` is not.
 
     With the point known, a partial sum db equals exactly (one sample only) is named, and explains db. A db
-    that is exactly zero is left to ``rule_all_zero`` unless such a partial sum explains it.
+    that is exactly zero is left to ``rule_all_zero`` unless such a partial sum explains it. Any geometry with a
+    bias (``∏O`` output positions per sample; ``OH·OW`` in 2-D).
     """
     db = ev.failing("bias")
     dx, dw = ev.get("input"), ev.get("weights")
     if db is None or dx is None or dw is None or dx.failed or dw.failed or not ev.forward_ok:
         return None
     s = ev.shape
-    point = ev.point
+    positions = s.batch * math.prod(s.spatial_out)
+    point = ev.point if s.is_basic else nd_point(ev)
     if point is not None and s.batch > 1:
         per_sample = point.dz.reshape(s.batch, -1, s.out_depth).sum(axis=1)
         for n in range(s.batch):
@@ -28,15 +33,15 @@ def rule_only_bias(ev: Evidence) -> Hint | None:
                 return Hint(
                     "bias reduction",
                     f"dx and dw are right (so dZ is), and db equals the sum over sample {n} alone: db must sum dZ "
-                    f"over all N·OH·OW = {s.batch * s.out_height * s.out_width} output positions",
+                    f"over all N·∏O = {positions} output positions",
                     ("bias",),
                 )
     if not np.any(db.analytic[db.checked]):
         return None
     return Hint(
         "bias reduction",
-        f"dx and dw are right (so dZ is) but db is not: db must be the sum of dZ over all N·OH·OW = "
-        f"{s.batch * s.out_height * s.out_width} output positions (every position adds the bias)",
+        f"dx and dw are right (so dZ is) but db is not: db must be the sum of dZ over all N·∏O = {positions} output "
+        "positions (every position adds the bias)",
     )
 
 

@@ -5,19 +5,25 @@ mistakes). Gradient hypotheses are only tried when the layer's forward matches t
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Protocol
 
 import numpy as np
 
 from convcheck import activation as act
 from convcheck.bugs.col2im import col2im_assign_by_window
+from convcheck.bugs.fold import crop_off_by_one, flipped_weights, fold_assigning, last_windows_dropped
 from convcheck.bugs.row_order import dm_read_channels_first, dm_read_channels_last
 from convcheck.diagnosis.evidence import Evidence, Gradient, Point
 from convcheck.diagnosis.geometry import last_windows, overlap_evidence, stride_evidence
-from convcheck.diagnosis.window import nd_point
+from convcheck.diagnosis.window import NdPoint, matches, nd_point
 from convcheck.diagnosis.wording import names, plural, where_rows_cols
 from convcheck.results import Hint
 from convcheck.spec import Activation
+
+#: A candidate changes dx when some entry moves by more than this fraction of the correct dx's largest entry
+#: (exact rewirings move entries by the scale itself; roundoff moves them by 1e-16 of it).
+CHANGE = 1e-9
 
 
 class ActivationPoint(Protocol):
@@ -105,14 +111,21 @@ def rule_activation_mask(ev: Evidence) -> Hint | None:
 
 
 def rule_dout_order(ev: Evidence) -> Hint | None:
-    """The gradients equal those for dout walked in (n, ow, oh) order: dout transposed into matrix form."""
-    point = ev.gradient_point
+    """The gradients equal those for dout walked in (n, ow, oh) order: dout transposed into matrix form.
+
+    Any 2-D layer: the seed's point on its geometry, ``NdPoint`` on the others (a rectangular kernel, per-axis
+    strides, dilation, groups, no bias), where the match allows the dtype's roundoff as the ``window`` rules do.
+    """
     failed = ev.failed()
-    if point is None or not failed or ev.shape.out_height == 1 or ev.shape.out_width == 1:
+    s = ev.shape
+    if not failed or s.dims != 2 or s.out_height == 1 or s.out_width == 1:
         return None
-    da = point.dout.transpose(0, 2, 1, 3).reshape(point.da.shape)
-    preds = point.gradients(da if point.slope is None else da * point.slope)
-    if not all(t.equals(preds[t.name]) for t in failed):
+    preds = _dout_transposed(ev)
+    if preds is None:
+        return None
+    dtype = ev.result.spec.dtype
+    same = (lambda t: t.equals(preds[t.name])) if s.is_basic else (lambda t: matches(t, preds[t.name], dtype))
+    if not all(same(t) for t in failed):
         return None
     return Hint(
         "transposed",
@@ -121,6 +134,21 @@ def rule_dout_order(ev: Evidence) -> Hint | None:
         "rows no longer match M's windows",
         tuple(t.name for t in failed),
     )
+
+
+def _dout_transposed(ev: Evidence) -> dict[str, np.ndarray] | None:
+    """dx, dw and db at the verified point with dout read in (n, ow, oh) order (None without a point)."""
+    if ev.shape.is_basic:
+        point = ev.gradient_point
+        if point is None:
+            return None
+        da = point.dout.transpose(0, 2, 1, 3).reshape(point.da.shape)
+        return point.gradients(da if point.slope is None else da * point.slope)
+    p = nd_point(ev)
+    if p is None:
+        return None
+    da = p.da.reshape(ev.shape.out_shape).transpose(0, 2, 1, 3).reshape(p.da.shape)
+    return p.gradients(p.layer.through_activation(da, p.cache))
 
 
 #: A dx hypothesis: its label, dx as the mistake computes it (lazily), and the evidence to print (lazily).
@@ -184,14 +212,14 @@ def _row_order_and_placement(point: Point, t: Gradient) -> list[_Candidate]:
     return [
         (
             "row order",
-            lambda: point.fold(dm_read_channels_first(dcols, k, c)),
+            lambda: point.fold(dm_read_channels_first(dcols, (k, k), c)),
             lambda: (
                 "analytic dx equals col2im reading each row of dM as (c_in, kh, kw), though im2col wrote (kh, kw, c_in)"
             ),
         ),
         (
             "row order",
-            lambda: point.fold(dm_read_channels_last(dcols, k, c)),
+            lambda: point.fold(dm_read_channels_last(dcols, (k, k), c)),
             lambda: (
                 "analytic dx equals col2im reading each row of dM as (kh, kw, c_in), though it was written as "
                 "(c_in, kh, kw)"
@@ -218,10 +246,120 @@ def _row_order_and_placement(point: Point, t: Gradient) -> list[_Candidate]:
     ]
 
 
+def _nd_dx_candidates(p: NdPoint) -> list[_Candidate]:
+    """The textbook layer's dx mistakes on any geometry, in the order they are tried."""
+    return [*_nd_kernel_and_accumulation(p), *_nd_placement(p)]
+
+
+def _nd_kernel_and_accumulation(p: NdPoint) -> list[_Candidate]:
+    """dM with the kernel rotated 180° along every axis; a fold assigning (=) kernel offset after kernel offset;
+    dM's rows read in the other channel order (per group with groups)."""
+    s = p.shape
+    flipped = replace(p.cache, weights=flipped_weights(p.cache.weights, s.w_shape, s.groups))
+    per_group = s.in_depth // s.groups
+    return [
+        (
+            "flipped kernel",
+            lambda: p.fold(p.layer.cols_grad(p.dz, flipped)),
+            lambda: (
+                "analytic dx equals the backward with the kernel reversed along every spatial axis (dM = "
+                "dZ·W_flippedᵀ): a true convolution where the forward cross-correlates"
+            ),
+        ),
+        (
+            "col2im accumulate",
+            lambda: fold_assigning(p.dcols, s.x_shape, s.kernel, s.window),
+            lambda: (
+                "analytic dx equals col2im assigning (=) each kernel offset's gradient, so the last one wins where "
+                "windows overlap: accumulate (+=)"
+            ),
+        ),
+        (
+            "row order",
+            lambda: p.fold(dm_read_channels_first(p.dcols, s.kernel, per_group)),
+            lambda: (
+                "analytic dx equals col2im reading each row of dM as (c_in, *kernel), though im2col wrote "
+                "(*kernel, c_in)"
+            ),
+        ),
+        (
+            "row order",
+            lambda: p.fold(dm_read_channels_last(p.dcols, s.kernel, per_group)),
+            lambda: (
+                "analytic dx equals col2im reading each row of dM as (*kernel, c_in), though it was written as "
+                "(c_in, *kernel)"
+            ),
+        ),
+    ]
+
+
+def _nd_placement(p: NdPoint) -> list[_Candidate]:
+    """Windows placed 1 row apart; the crop one row early; the last window along each axis dropped."""
+    s = p.shape
+    outs = s.spatial_out
+    several = [axis for axis, o in enumerate(outs) if o > 1]
+    return [
+        (
+            "stride",
+            lambda: p.fold(starts=(1,) * s.dims),
+            lambda: (
+                f"analytic dx equals col2im placing window o at row o instead of o·stride: the stride "
+                f"({'x'.join(map(str, s.strides))}) is missing from col2im's window placement"
+            ),
+        ),
+        (
+            "padding",
+            lambda: p.fold(crop=crop_off_by_one(s.window, s.spatial_in, s.kernel)),
+            lambda: (
+                "analytic dx equals the padded gradient cropped from one row before the padding before "
+                f"({', '.join(str(b) for b, _ in s.pads)} per axis): crop dpad[before : before + size], not "
+                "dpad[before − 1 : …]"
+            ),
+        ),
+        (
+            "border",
+            lambda: p.fold(last_windows_dropped(p.dcols, s.batch, outs, several)),
+            lambda: (
+                "analytic dx equals col2im without the last window along each axis: the window loop stops one "
+                "short, (S + before + after − span) // s iterations without the + 1"
+            ),
+        ),
+    ]
+
+
+def _rule_nd_dx(ev: Evidence, t: Gradient) -> Hint | None:
+    """``rule_dx_hypotheses`` outside the seed's geometry: each candidate is tried only where it changes dx (its
+    dx differs from the correct one), and matched as the ``window`` rules match (float32 roundoff of the
+    prediction's scale allowed)."""
+    p = nd_point(ev)
+    if p is None:
+        return None
+    right = p.fold()
+    scale = float(np.max(np.abs(right), initial=0.0))
+    matched: list[tuple[str, Callable[[], str]]] = []
+    for label, predict, text in _nd_dx_candidates(p):
+        predicted = predict()
+        changes = np.max(np.abs(predicted - right), initial=0.0) > CHANGE * scale
+        if changes and matches(t, predicted, ev.result.spec.dtype):
+            matched.append((label, text))
+    if not matched:
+        return None
+    # Two mistakes can give the identical dx on a small layer (a dropped last window and an assigning col2im both
+    # keep one window's gradient where two overlap): name both.
+    labels = list(dict.fromkeys(label for label, _ in matched))
+    note = "" if len(labels) == 1 else f" (on this layer {' and '.join(labels[1:])} give the same dx)"
+    return Hint(" / ".join(labels), matched[0][1]() + note, ("input",))
+
+
 def rule_dx_hypotheses(ev: Evidence) -> Hint | None:
     """dx equals what a flipped kernel, an assigning col2im, a permuted dM row order, a placement without the
-    stride or a loop missing its last window produce at this point (each tried only where it changes dx)."""
+    stride or a loop missing its last window produce at this point (each tried only where it changes dx).
+
+    Outside the seed's geometry (per-axis kernels and strides, dilation, groups, no bias, 1-D and 3-D) the
+    flipped kernel and the assigning col2im are tried, at the ``NdPoint``."""
     t = ev.failing("input")
+    if t is not None and not ev.shape.is_basic:
+        return _rule_nd_dx(ev, t)
     point = ev.gradient_point
     if t is None or point is None:
         return None

@@ -39,7 +39,7 @@ from convcheck.tolerance import unit_roundoff
 ROUNDING_UNITS = 64.0
 
 
-def _matches(t: Gradient, predicted: np.ndarray, dtype: DType) -> bool:
+def matches(t: Gradient, predicted: np.ndarray, dtype: DType) -> bool:
     """``t.equals(predicted)`` with ``ROUNDING_UNITS`` of the dtype's roundoff of ``max |predicted|`` added."""
     predicted = np.asarray(predicted, dtype=np.float64)
     scale = ROUNDING_UNITS * unit_roundoff(dtype) * float(np.max(np.abs(predicted), initial=0.0))
@@ -200,7 +200,7 @@ def rule_window_dx(ev: Evidence) -> Hint | None:
     matched = [
         (label, text)
         for label, predict, text in (*_window_candidates(p), *_group_candidates(p))
-        if _matches(t, predict(), dtype)
+        if matches(t, predict(), dtype)
     ]
     if not matched:
         return None
@@ -218,7 +218,7 @@ def rule_grouped_dw(ev: Evidence) -> Hint | None:
     if t is None or p is None or p.dw_groups is None:
         return None
     s = p.shape
-    if not _matches(t, grouped_dw_unordered(p.dw_groups, s.w_shape), ev.result.spec.dtype):
+    if not matches(t, grouped_dw_unordered(p.dw_groups, s.w_shape), ev.result.spec.dtype):
         return None
     g = s.groups
     return Hint(
