@@ -35,7 +35,7 @@ sys.path.insert(0, str(HERE.parent))
 from run import SEED_SHAPE, Row, print_rows, seed_data  # noqa: E402 - after the path set-up above
 
 from convcheck.checker import run_check  # noqa: E402
-from convcheck.isolation.session import remote_layer  # noqa: E402
+from convcheck.isolation.remote import remote_layer  # noqa: E402
 from convcheck.spec import CheckSpec, ConvShape, Framework, ImplRef, Layout, Method  # noqa: E402
 
 __all__ = ["bench_framework"]

@@ -363,27 +363,27 @@ def _round_trips(rounds: int) -> list[Row]:
     """A small user layer's check with its forward calls by batches and one at a time: requests to the layer's
     process and CPU seconds of both processes (this one's and the layer's own, which it reports), best of
     ``rounds``: CPU time, unlike wall time, does not depend on what else the machine runs."""
-    from convcheck.isolation import session
+    from convcheck.isolation import remote
     from convcheck.spec import ImplRef
 
     spec = CheckSpec(
         "small-user", ConvShape(2, 12, 16, 4, 6, 3, 1, 1), method=Method.FULL, impl=ImplRef(str(USER_LAYER))
     )
-    batched = session.RemoteLayer.forward_many
+    batched = remote.RemoteLayer.forward_many
     best: dict[bool, tuple[int, float]] = {}
     for _ in range(rounds):
         for batches in (False, True):
             if not batches:
-                del session.RemoteLayer.forward_many  # the engine then calls forward one point at a time
+                del remote.RemoteLayer.forward_many  # the engine then calls forward one point at a time
             try:
-                with session.remote_layer(spec, None) as layer:
+                with remote.remote_layer(spec, None) as layer:
                     start = time.process_time()
                     checker.run_check(spec, layer=layer)
                     cpu = time.process_time() - start + layer.child_seconds()
                     assert layer.session is not None
                     requests = layer.session.channel.sent
             finally:
-                session.RemoteLayer.forward_many = batched
+                remote.RemoteLayer.forward_many = batched
             if batches not in best or cpu < best[batches][1]:
                 best[batches] = (requests, cpu)
     (one_requests, one_cpu), (many_requests, many_cpu) = best[False], best[True]

@@ -17,7 +17,7 @@ import pytest
 
 from convcheck import parallel, tolerance
 from convcheck.checker import run_check
-from convcheck.isolation import session
+from convcheck.isolation import remote
 from convcheck.isolation.check import isolated_check
 from convcheck.layer import MatrixConvLayer
 from convcheck.numeric import Engine, NotLocalError
@@ -268,14 +268,14 @@ CASES = [
 def test_a_users_layer_measured_by_batches_on_several_processes_gets_the_in_process_result(monkeypatch, spec, workers):
     monkeypatch.setattr(parallel, "fanout_workers", lambda shape: workers)
     used: list[bool] = []
-    original = session.RemoteLayer.forward_many
+    original = remote.RemoteLayer.forward_many
 
     def watched(self, *args, **kwargs):
         outputs = original(self, *args, **kwargs)
         used.append(outputs is not None)
         return outputs
 
-    monkeypatch.setattr(session.RemoteLayer, "forward_many", watched)
+    monkeypatch.setattr(remote.RemoteLayer, "forward_many", watched)
     isolated = isolated_check(spec)
     assert fingerprint(isolated) == fingerprint(run_check(spec))
     if isolated.gradients:
@@ -285,14 +285,14 @@ def test_a_users_layer_measured_by_batches_on_several_processes_gets_the_in_proc
 def test_the_forward_point_sample_keeps_the_same_calls_with_batches(monkeypatch):
     spec = _spec("good_nhwc.py")
     samples = []
-    original = session.RemoteLayer.forward_many
+    original = remote.RemoteLayer.forward_many
 
     for batched in (False, True):
         if batched:
-            monkeypatch.setattr(session.RemoteLayer, "forward_many", original, raising=False)
+            monkeypatch.setattr(remote.RemoteLayer, "forward_many", original, raising=False)
         else:
-            monkeypatch.delattr(session.RemoteLayer, "forward_many")
-        with session.remote_layer(spec, None) as layer:
+            monkeypatch.delattr(remote.RemoteLayer, "forward_many")
+        with remote.remote_layer(spec, None) as layer:
             run_check(spec, layer=layer)
             assert layer.points is not None
             samples.append([(p.number, p.x.tobytes(), p.w.tobytes(), p.out.tobytes()) for p in layer.points.points])

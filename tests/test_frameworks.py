@@ -22,7 +22,7 @@ from convcheck.checker import default_max_memory, run_check
 from convcheck.config import load_text
 from convcheck.data import CheckData
 from convcheck.exitcodes import ExitCode
-from convcheck.isolation.session import remote_layer
+from convcheck.isolation.remote import remote_layer
 from convcheck.results import CheckResult, FindingKind, Status
 from convcheck.spec import CheckSpec, ConvShape, DType, Framework, ImplRef, Layout
 from convcheck.user.errors import ImplementationError

@@ -19,7 +19,7 @@ from convcheck.checker import run_check
 from convcheck.data import make_data
 from convcheck.exitcodes import ExitCode
 from convcheck.isolation.check import isolated_check
-from convcheck.isolation.session import RemoteLayer
+from convcheck.isolation.remote import RemoteLayer
 from convcheck.points import PointSample
 from convcheck.results import CheckResult, FindingKind, Status
 from convcheck.spec import Activation, CheckSpec, ConvShape, DType, ImplRef, Layout, Method, Signature

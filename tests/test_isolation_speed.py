@@ -17,7 +17,7 @@ from convcheck.checker import run_check
 from convcheck.isolation import compiled, forkserver
 from convcheck.isolation.ahead import GIVE_UP, Lookahead, mirrored
 from convcheck.isolation.check import isolated_check
-from convcheck.isolation.session import remote_layer
+from convcheck.isolation.remote import remote_layer
 from convcheck.results import CheckResult, Status
 from convcheck.spec import Activation, CheckSpec, ConvShape, DType, ImplRef, Layout, Method
 
@@ -255,7 +255,7 @@ import numpy as np
 from pathlib import Path
 from convcheck.data import make_data
 from convcheck.isolation import child
-from convcheck.isolation.session import remote_layer
+from convcheck.isolation.remote import remote_layer
 from convcheck.spec import CheckSpec, ConvShape, ImplRef
 
 if sys.argv[1] == "defaults":  # glibc's initial thresholds, fixed

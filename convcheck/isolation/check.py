@@ -8,7 +8,7 @@ is killed when the check ends. A built-in check runs as it always does.
 from __future__ import annotations
 
 from convcheck.checker import default_max_memory, run_check
-from convcheck.isolation.session import remote_layer
+from convcheck.isolation.remote import remote_layer
 from convcheck.results import CheckResult
 from convcheck.spec import CheckSpec
 

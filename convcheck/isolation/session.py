@@ -30,28 +30,31 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from types import ModuleType
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from convcheck.isolation.ahead import Lookahead
 from convcheck.isolation.channel import KEY_BYTES, Arena, ArenaPool, Channel, Outgoing, ProtocolViolation, decode_array
 from convcheck.isolation.child import EXIT_LAST_WORDS, child_main
 from convcheck.isolation.compiled import code_for
 from convcheck.isolation.forkserver import fork_server
 from convcheck.isolation.many import encode_points
 from convcheck.numeric.fanout import Point
-from convcheck.spec import CheckSpec, DType, ImplRef, Signature
-from convcheck.tolerance import resolve
-from convcheck.user.adapter import Foreign, ForeignException, LoadedImpl, UserCache, UserLayer
-from convcheck.user.arguments import call_values, refused_keywords, window_keywords
-from convcheck.user.errors import Frame, ImplementationError, UserFault, display_path
-from convcheck.user.shapes import layer_dims
+from convcheck.spec import ImplRef
+from convcheck.user.adapter import ForeignException
+from convcheck.user.errors import Frame, ImplementationError, UserFault
 
-__all__ = ["IsolationFault", "RemoteLayer", "Session", "probe", "remote_layer"]
+__all__ = [
+    "AHEAD_BYTES",
+    "AHEAD_CALLS",
+    "BYTES_PER_ENTRY",
+    "MANY_OUTPUTS",
+    "IsolationFault",
+    "RemoteCache",
+    "Session",
+    "probe",
+]
 
 WAKE_SECONDS = 0.1  # how often a session off the main thread wakes while it waits for its child
 END_GRACE = 2.0  # seconds a child that stopped answering has to exit before it is killed
@@ -59,7 +62,7 @@ AHEAD_CALLS = 16  # at most this many forward calls sent ahead with one (``isola
 AHEAD_BYTES = 2**23  # and at most as many as fit this many bytes of float64 arrays (large layers: one)
 _FORKING = threading.Lock()
 ARENAS = ArenaPool()  # the shared memory of this process's sessions, kept from one check to the next
-_BYTES_PER_ENTRY = 16  # room per array entry in shared memory (complex128); larger replies go inline
+BYTES_PER_ENTRY = 16  # room per array entry in shared memory (complex128); larger replies go inline
 MANY_OUTPUTS = 12  # float64 outputs a batch of forward calls (``RemoteLayer.forward_many``) can answer with
 
 
@@ -103,7 +106,7 @@ class Session:
 
     def __init__(self, ref: ImplRef, entries: int, memory_limit: int | None, ahead: int = 0) -> None:
         self.arena_returned = False
-        self.arena = ARENAS.take(max(2 * _BYTES_PER_ENTRY, 8 * (ahead + 2)) * entries + 4096)
+        self.arena = ARENAS.take(max(2 * BYTES_PER_ENTRY, 8 * (ahead + 2)) * entries + 4096)
         key = secrets.token_bytes(KEY_BYTES)
         mine, theirs = socket.socketpair()
         self.server = fork_server()
@@ -398,223 +401,6 @@ class RemoteCache:
         self.number = number
         self.handed = handed  # this side's arrays the forward was given (in-place changes are copied onto them)
         weakref.finalize(self, session.released.append, number)
-
-
-class RemoteLayer(UserLayer):
-    """A ``UserLayer`` whose user functions run in a ``Session``'s child (see the module docstring).
-
-    The session starts at the first call, so that a check refused before it calls the layer (an impossible
-    shape, too little memory) never starts a process; ``close`` ends it.
-    """
-
-    def __init__(self, spec: CheckSpec, memory_limit: int | None, *, lookahead: bool = True) -> None:
-        ref = spec.impl
-        assert ref is not None
-        shape = spec.shape
-        impl = LoadedImpl(_unreachable, _unreachable, ref, ModuleType(ref.module), display_path(ref.module))
-        uniform = shape.window.uniform(shape.spatial_in, shape.kernel)
-        stride, padding = uniform if uniform is not None else (shape.strides, shape.pads)
-        super().__init__(
-            impl,
-            stride=stride,
-            padding=padding,
-            layout=spec.layout,
-            window=shape.window,
-            bias=shape.bias,
-            bias_shape=spec.bias_shape,
-        )
-        # The function is in the child: it picks the keywords its forward takes from these (``keywords_for``).
-        self._keywords = {}
-        self._offered = window_keywords(shape.window)
-        outputs = math.prod(shape.out_shape)
-        self.entries = sum(math.prod(s) for s in (shape.x_shape, shape.w_shape, (shape.out_depth,))) + outputs
-        # Room for a batch of outputs in the child's half (``forward_many``): at least MANY_OUTPUTS in float64.
-        self.entries = max(self.entries, MANY_OUTPUTS * outputs // 2)
-        self._positions: dict[int, np.ndarray] = {}
-        self._out_shape = shape.out_shape
-        self._out_kind: dict[str, Any] | None = None  # shape and dtype of the last array forward returned
-        self.memory_limit = memory_limit
-        self.session: Session | None = None
-        self.output_reused = False  # the child saw forward overwrite the first array it returned
-        self.lookahead = lookahead
-        depth = max(1, min(AHEAD_CALLS, AHEAD_BYTES // (8 * max(1, self.entries))))
-        steps = [resolve(dtype, spec.eps, spec.rtol, spec.atol).eps for dtype in (DType.FLOAT64, spec.dtype)]
-        self.ahead = Lookahead(shape, spec.seed, steps, depth, lambda number: self._session().released.append(number))
-        self._engine_call: tuple[np.ndarray, ...] = ()
-
-    def child_seconds(self) -> float:
-        """CPU seconds the child has spent so far (for the cost estimate of ``auto``)."""
-        return 0.0 if self.session is None else self.session.child_cpu()
-
-    def close(self) -> None:
-        if self.session is not None:
-            self.session.close()
-
-    def _session(self) -> Session:
-        if self.session is None:
-            self.session = Session(self.impl.ref, self.entries, self.memory_limit, ahead=self.ahead.depth)
-            refused = refused_keywords(self.session.accepts, self.session.forward_signature, self.window)
-            if refused:  # as ``UserLayer.for_shape`` refuses it in one process: never silently left out
-                raise ImplementationError(refused, file=None)
-        return self.session
-
-    def batch_groups(self) -> int:
-        """Groups (two forward calls each) whose outputs fit one answer of ``forward_many`` in float64."""
-        half = _BYTES_PER_ENTRY * self.entries  # at least (the arena's halves are twice that)
-        return max(1, half // (8 * math.prod(self._out_shape) + 64) // 2)
-
-    def forward_many(self, params: list[np.ndarray], points: list[Point], workers: int) -> list[np.ndarray] | None:
-        """The engine's outputs (NHWC) of forward at each of ``points`` (changes of ``params`` = x, w, b), from
-        one request: the child evaluates them on ``workers`` processes (``convcheck.numeric.fanout``). Each output
-        is checked, converted and offered to the forward-point sample as one ``forward`` call's would be.
-        None when the child could not answer that way (the caller makes the calls one at a time)."""
-        x, w, b = params
-        base = (self._to_user(x, "x"), self._to_user(w, "w"))
-        bu = b.reshape(self._bias_shape(x.ndim, w.shape[-1])).copy() if self.bias else None
-        if self._out_kind is None or any(p.tensor == 2 and bu is None for p in points):
-            return None
-        moved = [Point(p.tensor, self._user_positions(p.tensor, params)[p.where], p.values) for p in points]
-        session = self._session()
-        arrays = [a for a in (*base, bu) if a is not None] + [a for p in moved for a in (p.where, p.values)]
-        if sum(a.nbytes + 64 for a in arrays) > session.arena.half:
-            return None  # the request must lie in shared memory (where the child's workers read it)
-        stride, padding = call_values(self.window, x.shape[1:-1], w.shape[:-2])
-        extra, keywords = self._hyperparameters(stride, padding)
-        reply, blobs = session.call(
-            "forward", [*base, bu, *extra], False, keywords, many=(moved, workers, self._out_kind)
-        )
-        metas = reply.get("outputs")
-        if not isinstance(metas, list) or len(metas) != len(points):
-            return None
-        dims = layer_dims(x.shape, w.shape, self.window)
-        outputs = []
-        for point, meta in zip(points, metas, strict=True):
-            out = session.array(meta, blobs)
-            self._check_array("out", "forward's out", "out", out, dims)
-            outputs.append(self._to_engine(out, "out"))
-            if self.points is not None:
-                flat = params[point.tensor].reshape(-1)
-                original = flat[point.where].copy()
-                flat[point.where] = point.values
-                self.points.offer(x, w, b, outputs[-1])
-                flat[point.where] = original
-        return outputs
-
-    def _user_positions(self, tensor: int, params: list[np.ndarray]) -> np.ndarray:
-        """For each flat index of engine tensor ``tensor``, the flat index of the same entry in the user's array."""
-        if tensor not in self._positions:
-            shape = params[tensor].shape
-            engine_order = np.arange(math.prod(shape)).reshape(shape)
-            user = engine_order.reshape(-1) if tensor == 2 else self._to_user(engine_order, "xw"[tensor]).reshape(-1)
-            positions = np.empty_like(user)
-            positions[user] = np.arange(user.size)
-            self._positions[tensor] = positions
-        return self._positions[tensor]
-
-    def _hyperparameters(self, stride: object, padding: object) -> tuple[list[Any], dict[str, Any]]:
-        """The arguments after x, w and b, and the keywords offered, in the user's signature."""
-        if self.signature is Signature.CS231N:
-            needed = {name: value for name, value in self._offered.items() if value != 1}
-            return [{"stride": stride, "pad": padding, **needed}], {}
-        return [stride, padding], self._offered
-
-    def _call_forward(
-        self, xu: np.ndarray, wu: np.ndarray, bu: np.ndarray | None, stride: object, padding: object
-    ) -> object:
-        session = self._session()
-        extra, keywords = self._hyperparameters(stride, padding)
-        handed = tuple(a for a in (xu, wu, bu) if a is not None)
-        if self._audit is None:
-            reply, blobs = self._unaudited(session, (xu, wu, bu), extra, keywords)
-        else:
-            reply, blobs = session.call("forward", [xu, wu, bu, *extra], True, keywords)
-        self.output_reused = self.output_reused or reply.get("output_reused") is True
-        self._copy_back(reply.get("modified"), handed, blobs)
-        number = reply.get("cache")
-        cache = RemoteCache(int(number), session, handed) if isinstance(number, int) else None
-        value = self._value(reply.get("value"), blobs, cache)
-        if isinstance(value, tuple | list) and value and isinstance(value[0], np.ndarray):
-            self._out_kind = {"shape": list(value[0].shape), "dtype": value[0].dtype.str}
-        return value
-
-    def forward(self, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, UserCache]:
-        self._engine_call = (x, w, b)  # the arrays the engine asked for, for ``ahead`` (in its own layout)
-        return super().forward(x, w, b)
-
-    def _unaudited(
-        self, session: Session, arrays: tuple[np.ndarray | None, ...], extra: list[Any], keywords: dict[str, Any]
-    ) -> tuple[dict[str, Any], memoryview]:
-        """An unaudited forward call: answered from the calls sent ahead with an earlier one when it is the next
-        of them, else sent with the calls expected to follow it (``isolation.ahead``)."""
-        engine = self._engine_call
-        kept = self.ahead.take(engine, session.exchanges)
-        if kept is not None:
-            return session.answer(kept[0]), kept[1]
-        following = self.ahead.ahead(engine) if self.lookahead else []
-        if not following:
-            return session.call("forward", [*arrays, *extra], False, keywords)
-        calls = [("forward", [*arrays, *extra], keywords)]
-        calls += [("forward", [*self._user_arrays(*point), *extra], keywords) for point in following]
-        replies, blobs = session.calls(calls)
-        self.ahead.keep(following, replies, blobs, session.exchanges)
-        return session.answer(replies[0]), blobs
-
-    def _user_arrays(self, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray | None, ...]:
-        """The engine's ``(x, w, b)`` as ``UserLayer.forward`` hands them to the user's function."""
-        bu = b.reshape(self._bias_shape(x.ndim, w.shape[-1])).copy() if self.bias else None
-        return self._to_user(x, "x"), self._to_user(w, "w"), bu
-
-    def _call_backward(self, du: np.ndarray, user_cache: Any) -> object:
-        session = self._session()
-        if not isinstance(user_cache, RemoteCache):
-            raise TypeError("the cache of a remote layer is a handle its forward returned")
-        reply, blobs = session.call("backward", [du, user_cache], self._audit is not None)
-        self._copy_back(reply.get("modified"), (du,), blobs)
-        self._copy_back(reply.get("cached_modified"), user_cache.handed, blobs)
-        return self._value(reply.get("value"), blobs, None)
-
-    def _copy_back(self, changes: object, targets: tuple[np.ndarray, ...], blobs: memoryview) -> None:
-        if not isinstance(changes, dict):
-            return
-        assert self.session is not None
-        for key, meta in changes.items():
-            index = int(key) if str(key).isdigit() else -1
-            if not 0 <= index < len(targets):
-                continue
-            value = self.session.array(meta, blobs)
-            if value.shape == targets[index].shape:
-                np.copyto(targets[index], value, casting="unsafe")
-
-    def _value(self, value: object, blobs: memoryview, cache: RemoteCache | None) -> object:
-        """What the user's function returned, rebuilt from its description (arrays, None, descriptions)."""
-        assert self.session is not None
-        if not isinstance(value, dict):
-            return Foreign("nothing convcheck could read")
-        if "array" in value:
-            return self.session.array(value["array"], blobs)
-        if "none" in value:
-            return None
-        if "sequence" in value and isinstance(value.get("items"), list):
-            items = [self._item(v, blobs, cache) for v in value["items"]]
-            return list(items) if value["sequence"] == "list" else tuple(items)
-        return Foreign(str(value.get("describe", "something convcheck could not read")))
-
-    def _item(self, value: object, blobs: memoryview, cache: RemoteCache | None) -> object:
-        return cache if isinstance(value, dict) and "kept" in value else self._value(value, blobs, None)
-
-
-def _unreachable(*_: object) -> None:  # pragma: no cover - a RemoteLayer never calls its impl's functions here
-    raise AssertionError("the user's functions run in the child")
-
-
-@contextmanager
-def remote_layer(spec: CheckSpec, memory_limit: int | None, *, lookahead: bool = True) -> Iterator[RemoteLayer]:
-    """A ``RemoteLayer`` for ``spec`` whose process is ended when the block is left, however it is left."""
-    layer = RemoteLayer(spec, memory_limit, lookahead=lookahead)
-    try:
-        yield layer
-    finally:
-        layer.close()
 
 
 def probe(ref: ImplRef) -> None:
