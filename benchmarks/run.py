@@ -46,6 +46,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -653,6 +654,17 @@ def bench_memory(_rounds: int) -> list[Row]:
     ]
 
 
+def bench_framework(rounds: int) -> list[Row]:
+    """``benchmarks/frameworks.py``'s figures, or one row saying why there are none."""
+    import importlib
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return [Row("framework", "skipped: torch is not installed (pip install 'convcheck[torch]')", 0.0, "")]
+    frameworks: Any = importlib.import_module("frameworks")
+    return list(frameworks.bench_framework(rounds))
+
+
 BENCHMARKS = {
     "backward": (bench_backward, 50),
     "full": (bench_full, 3),
@@ -662,6 +674,9 @@ BENCHMARKS = {
     "sweep": (bench_sweep, 2),
     "user-sweep": (bench_user_sweep, 2),
     "memory": (bench_memory, 1),
+    # The large layer as a torch autograd.Function: convcheck vs gradcheck (benchmarks/frameworks.py, which
+    # imports this module, hence imported when run); skipped with a reason where torch is not installed.
+    "framework": (bench_framework, 1),
 }
 
 
