@@ -11,6 +11,7 @@ an assignment) is accepted as it is.
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,14 +143,25 @@ def keyword_problems(ref: ImplRef, window: Window) -> list[StaticProblem]:
     path = _source_file(ref) if ref.framework is None and ref.signature is Signature.CONVCHECK else None
     if path is None or not path.is_file():
         return []
+    found = _forward_def(path, path.stat().st_mtime_ns, ref.forward)
+    if found is None:
+        return []
+    line, accepted, shown = found
+    refused = refused_keywords(accepted, shown, window)
+    return [] if refused is None else [StaticProblem(display_path(path), line, refused)]
+
+
+@functools.lru_cache(maxsize=64)
+def _forward_def(path: Path, mtime_ns: int, name: str) -> tuple[int, list[str] | None, str] | None:
+    """The line, keyword parameters (None with ``**kwargs``) and parameter text of ``name``'s ``def`` in the file:
+    read once per file version, however many checks of a sweep ask (``mtime_ns`` is part of the key)."""
     try:
         tree = ast.parse(path.read_bytes(), filename=str(path))
     except (SyntaxError, OSError, ValueError):
-        return []  # static_problems reports it
-    binding = _bindings(tree.body).get(ref.forward)
+        return None  # static_problems reports it
+    binding = _bindings(tree.body).get(name)
     if not isinstance(binding, ast.FunctionDef | ast.AsyncFunctionDef):
-        return []
+        return None
     args = binding.args
     accepted = None if args.kwarg is not None else [a.arg for a in (*args.args, *args.kwonlyargs)]
-    refused = refused_keywords(accepted, f"({ast.unparse(args)})", window)
-    return [] if refused is None else [StaticProblem(display_path(path), binding.lineno, refused)]
+    return binding.lineno, accepted, f"({ast.unparse(args)})"
