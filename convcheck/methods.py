@@ -20,7 +20,9 @@ from convcheck.spec import CheckSpec, Method
 
 AUTO_BUDGET = 60.0  # seconds of forward passes ``auto`` may spend on an every-entry check
 SAMPLED_ENTRIES = 64  # entries per tensor for ``sampled``
-DIRECTIONAL_PROJECTIONS = 4  # random projections per tensor for ``directional``
+DIRECTIONAL_PROJECTIONS = (
+    1  # random Gaussian projections per tensor for ``directional`` (one suffices: ``Engine.directional``)
+)
 ENTRYWISE_FALLBACK_LIMIT = 20_000  # passes above which a failed grouping falls back to ``sampled``, not ``entrywise``
 WARM_CALLS = 3  # timed forward calls behind ``auto``'s cost estimate (after the contract run has warmed the layer)
 

@@ -399,16 +399,32 @@ class Engine:
         projections: int,
         rng: np.random.Generator,
     ) -> Estimate:
-        """Compare ``⟨∇L, v⟩`` with one central difference along random ±1 directions ``v``."""
+        """Compare ``⟨∇L, v⟩`` with one central difference along random Gaussian directions ``v``.
+
+        Gaussian, not ±1: a wrong gradient ``∇L + e`` (``e ≠ 0``) passes one projection only where ``⟨e, v⟩``
+        falls inside the tolerance, and ``⟨e, v⟩ = 0`` has probability zero for a Gaussian ``v`` (for ±1 entries it
+        has probability up to 1/2: two swapped entries cancel whenever their signs agree), so one projection per
+        tensor is as strong as several. The analytic side projects onto the steps actually taken
+        (``(θ⁺ − θ⁻)/2ε``, not ``v``: ``θ ± ε·v`` rounds), and its rounding bound is ``Σ|v_i|·bound_i``.
+        """
         param = self._params[tensor]
         grad = np.asarray(analytic, dtype=np.float64).reshape(-1)
-        directions = [rng.choice(np.array([-1.0, 1.0]), size=param.size) for _ in range(projections)]
-        noise = np.full(projections, float(np.sum(analytic_noise)))
+        bound = np.asarray(analytic_noise, dtype=np.float64).reshape(-1)
         tensor = Tensor(tensor)
-        est = Estimate.empty(tensor.label, (projections,), np.array([grad @ v for v in directions]), noise)
-        est = dataclasses.replace(est, projections=projections)
         all_entries = np.arange(param.size)
-        groups = [Group(tensor, all_entries, Ownership.ALL, direction=v, span=slice(0, param.size)) for v in directions]
+        groups = [
+            Group(
+                tensor, all_entries, Ownership.ALL, direction=rng.standard_normal(param.size), span=slice(0, param.size)
+            )
+            for _ in range(projections)
+        ]
+        taken = []
+        for group in groups:
+            _, _, plus, minus = self._steps(group, self.eps, self._params)
+            taken.append((plus.astype(np.float64) - minus.astype(np.float64)) / (2.0 * self.eps))
+        noise = np.array([float(np.abs(v) @ bound) for v in taken])
+        est = Estimate.empty(tensor.label, (projections,), np.array([grad @ v for v in taken]), noise)
+        est = dataclasses.replace(est, projections=projections)
         # A few projections of the whole tensor: one thread, BLAS on every core (threads measured no faster here).
         for p, (_, m) in enumerate(self._measure_all(groups, self.eps, threads=False)):
             self._store(est, np.array([p]), m)
