@@ -10,14 +10,15 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from strategies import nd_geometries, wide_geometries
 
-from convcheck import methods
+from convcheck import methods, reference
 from convcheck.bugs import CATALOGUE, PlantedBug
 from convcheck.checker import run_check
-from convcheck.data import integer_data
+from convcheck.data import integer_data, make_data
 from convcheck.layer import MatrixConvLayer
 from convcheck.results import CheckResult
 from convcheck.selftest import DEFAULT_SWEEP, GEOMETRY_SWEEP, sweep_of, with_dtype
 from convcheck.spec import Activation, CheckSpec, ConvShape, DType, Method
+from convcheck.tolerance import analytic_noise, unit_roundoff
 
 
 def failing(result: CheckResult) -> set[str]:
@@ -100,3 +101,27 @@ def test_the_quick_tier_passes_correct_layers_of_the_whole_space(case):
     spec = CheckSpec("quick nd", shape, activation=activation, dtype=dtype, method=Method.DIRECTIONAL, seed=seed)
     result = run_check(spec, data=integer_data(spec) if integer else None)
     assert result.passed, (shape.describe(), result.gradients, result.error)
+
+
+@pytest.mark.parametrize("activation", [Activation.RELU, Activation.TANH, Activation.SIGMOID])
+@pytest.mark.parametrize("dtype", list(DType))
+@pytest.mark.parametrize(
+    "shape", [ConvShape(2, 6, 7, 3, 4, 3, 2, 1), TORCH_STYLE, ConvShape.nd(2, (11,), 3, 3, 4, 2, "same", 1, 3)]
+)
+def test_projection_bounds_are_the_projections_of_the_per_entry_bounds(shape, dtype, activation):
+    """``methods.projection_bounds`` (forwards of the linear layer, by the adjoint identity) equals
+    ``Σ|v_i|·bound_i`` for the per-entry bounds the every-entry methods use."""
+    spec = CheckSpec("bounds", shape, activation=activation, dtype=dtype, method=Method.DIRECTIONAL)
+    data = make_data(spec)
+    layer = MatrixConvLayer.for_shape(shape, activation)
+    grads = layer.backward(data.dout, layer.forward(data.x, data.w, data.b)[1])
+    u = unit_roundoff(dtype)
+    x, w, b = (a.astype(np.float64) for a in (data.x, data.w, data.b))
+    magnitude = reference.magnitude(x, w, b, shape.window)
+    projected = methods.projection_bounds(data.x, data.w, data.dout, grads, spec, u, magnitude)
+    bounds = analytic_noise(data.x, data.w, data.b, data.dout, shape.window, u, activation)
+    rng = np.random.default_rng(0)
+    for bound_of, bound, grad in zip(projected, bounds, grads, strict=True):
+        v = rng.standard_normal(grad.size)
+        expected = float(np.abs(v) @ (bound + u * np.abs(grad.astype(np.float64))).reshape(-1))
+        assert bound_of(v) == pytest.approx(expected, rel=1e-12, abs=0.0)

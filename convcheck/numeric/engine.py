@@ -395,40 +395,50 @@ class Engine:
         self,
         tensor: Tensor | int,
         analytic: np.ndarray,
-        analytic_noise: np.ndarray,
+        analytic_noise: np.ndarray | Callable[[np.ndarray], float],
         projections: int,
         rng: np.random.Generator,
     ) -> Estimate:
-        """Compare ``⟨∇L, v⟩`` with one central difference along random Gaussian directions ``v``.
-
-        Gaussian, not ±1: a wrong gradient ``∇L + e`` (``e ≠ 0``) passes one projection only where ``⟨e, v⟩``
-        falls inside the tolerance, and ``⟨e, v⟩ = 0`` has probability zero for a Gaussian ``v`` (for ±1 entries it
-        has probability up to 1/2: two swapped entries cancel whenever their signs agree), so one projection per
-        tensor is as strong as several. The analytic side projects onto the steps actually taken
-        (``(θ⁺ − θ⁻)/2ε``, not ``v``: ``θ ± ε·v`` rounds), and its rounding bound is ``Σ|v_i|·bound_i``.
-        """
-        param = self._params[tensor]
-        grad = np.asarray(analytic, dtype=np.float64).reshape(-1)
-        bound = np.asarray(analytic_noise, dtype=np.float64).reshape(-1)
-        tensor = Tensor(tensor)
-        all_entries = np.arange(param.size)
+        """Compare ``⟨∇L, v⟩`` with one central difference along random Gaussian directions ``v``
+        (``projected`` says why Gaussian, and how the analytic side and its rounding bound are taken)."""
+        tensor, size = Tensor(tensor), self._params[tensor].size
+        entries, span = np.arange(size), slice(0, size)
         groups = [
-            Group(
-                tensor, all_entries, Ownership.ALL, direction=rng.standard_normal(param.size), span=slice(0, param.size)
-            )
+            Group(tensor, entries, Ownership.ALL, direction=rng.standard_normal(size), span=span)
             for _ in range(projections)
         ]
-        taken = []
-        for group in groups:
-            _, _, plus, minus = self._steps(group, self.eps, self._params)
-            taken.append((plus.astype(np.float64) - minus.astype(np.float64)) / (2.0 * self.eps))
-        noise = np.array([float(np.abs(v) @ bound) for v in taken])
-        est = Estimate.empty(tensor.label, (projections,), np.array([grad @ v for v in taken]), noise)
-        est = dataclasses.replace(est, projections=projections)
+        steps = [self._steps(group, self.eps, self._params)[2:] for group in groups]
+        taken = [(plus.astype(np.float64) - minus.astype(np.float64)) / (2.0 * self.eps) for plus, minus in steps]
+        est = projected(tensor, analytic, analytic_noise, taken)
         # A few projections of the whole tensor: one thread, BLAS on every core (threads measured no faster here).
         for p, (_, m) in enumerate(self._measure_all(groups, self.eps, threads=False)):
             self._store(est, np.array([p]), m)
         return est
+
+
+def projected(
+    tensor: Tensor,
+    analytic: np.ndarray,
+    analytic_noise: np.ndarray | Callable[[np.ndarray], float],
+    taken: list[np.ndarray],
+) -> Estimate:
+    """An empty estimate of the projections of ``analytic`` onto the directions ``taken`` (flat).
+
+    Gaussian directions, not ±1: a wrong gradient ``∇L + e`` (``e ≠ 0``) passes a projection only where ``⟨e, v⟩``
+    falls inside the tolerance, and ``⟨e, v⟩ = 0`` has probability zero for a Gaussian ``v`` (for ±1 entries it
+    has probability up to 1/2: two swapped entries cancel whenever their signs agree), so one projection per
+    tensor is as strong as several. The analytic side projects onto the steps actually taken
+    (``(θ⁺ − θ⁻)/2ε``, not ``v``: ``θ ± ε·v`` rounds), and its rounding bound is ``Σ|v_i|·bound_i``
+    (``analytic_noise``: the per-entry bounds, or a function of the direction that gives that sum).
+    """
+    grad = np.asarray(analytic, dtype=np.float64).reshape(-1)
+    if callable(analytic_noise):
+        noise = np.array([analytic_noise(v) for v in taken])
+    else:
+        bound = np.asarray(analytic_noise, dtype=np.float64).reshape(-1)
+        noise = np.array([float(np.abs(v) @ bound) for v in taken])
+    est = Estimate.empty(tensor.label, (len(taken),), np.array([grad @ v for v in taken]), noise)
+    return dataclasses.replace(est, projections=len(taken))
 
 
 def _is_power_of_two(value: float) -> bool:
