@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from convcheck import parallel
+from convcheck.bits import same_bits
 from convcheck.numeric.fanout import Point
 from convcheck.numeric.groups import Group, Ownership, single_entry_groups, tensor_groups
 from convcheck.numeric.reduce import Measurement, NotLocalError, Reductions
@@ -167,7 +168,7 @@ class Engine:
         window, u = self.shape.window, self.unit_roundoff
         sigma = rounding_sigma(self.x, self.w, self.b, self.f0, window, u, self.magnitude)
         self._exact_scaling = _is_power_of_two(self.eps)
-        if not np.array_equal(self.f0, again, equal_nan=True):
+        if not (same_bits(self.f0, again) or np.array_equal(self.f0, again, equal_nan=True)):
             raise NotLocalError(
                 "the forward pass is not deterministic: two calls with the same arrays gave different outputs "
                 f"(max difference {np.nanmax(np.abs(self.f0 - again)):.3g})"
