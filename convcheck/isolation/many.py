@@ -17,14 +17,49 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
 from convcheck.isolation.channel import Arena, Outgoing, decode_array
 from convcheck.numeric.fanout import Batch, Point, Pool
 
-__all__ = ["encode_points", "serve_many"]
+__all__ = ["Pending", "encode_points", "serve_many"]
+
+T = TypeVar("T")
+
+
+class Pending(Generic[T]):
+    """The answer to a request already sent, received once: by ``get`` or, if something else must use the channel
+    first, by ``settle`` (``Session.call_later``). While the child and its workers measure one batch, the engine
+    reduces the batch before it, on the same cores; the answers come back in the order they were asked for, so
+    nothing computed from them changes.
+
+    Args:
+        receive: receives the answer and returns what is kept of it (copied out of shared memory: the next
+            exchange overwrites it).
+    """
+
+    def __init__(self, receive: Callable[[], T]) -> None:
+        self._receive: Callable[[], T] | None = receive
+        self._value: T | None = None
+        self._error: BaseException | None = None
+
+    def settle(self) -> None:
+        """Receive the answer now if it has not been; an exception doing so is kept for ``get``."""
+        receive, self._receive = self._receive, None
+        if receive is not None:
+            try:
+                self._value = receive()
+            except Exception as exc:  # noqa: BLE001 - raised where the answer is asked for (``get``)
+                self._error = exc
+
+    def get(self) -> T:
+        """What ``receive`` returned (received now if it was not yet), or the exception it raised."""
+        self.settle()
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]  # set by settle when there was no error
 
 
 def encode_points(points: list[Point], outgoing: Outgoing) -> list[dict[str, Any]]:
