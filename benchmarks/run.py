@@ -15,7 +15,9 @@ Benchmarks (each ratio printed next to its target; a row whose baseline is missi
 - ``full``: ``run_check`` of the seed layer with every entry checked, against its forward passes times one plain
   vectorized im2col forward of the same layer (``plain_forward``, no reuse, timed in the same run).
 - ``user``: the same full check of a user's numpy layer (``examples/im2col_nhwc.py``, run in its own process as
-  every user's layer is), against its forward passes times one call of that layer's forward in this process.
+  every user's layer is), against its forward passes times one call of that layer's forward in this process;
+  beside it its floor (the same passes alone, split over one process per core: ``forwards_on_processes``) and
+  the check on one timeline (``benchmarks/user_timeline.py``: CPU per process, the workers' busy share).
 - ``quick``: the quick tier (``directional``; ``sampled`` for reference) vs torch ``gradcheck(fast_mode=True)``,
   warm, interleaved, best of at least 10.
 - ``startup``: ``python -m convcheck --help`` vs ``python -c "import numpy, typer, rich, yaml"`` (subprocesses,
@@ -374,6 +376,36 @@ def bench_user(rounds: int) -> list[Row]:
             floor,
             "×",
             note=f"{best['floor']:.2f} s: {passes} forwards split over {cores} processes, one BLAS thread each",
+        ),
+        *_timeline(),
+    ]
+
+
+def _timeline() -> list[Row]:
+    """The same check on one timeline (``benchmarks/user_timeline.py``, in a process of its own): CPU seconds of
+    each process and how much of the batches' time the workers computed and this side reduced at once."""
+    done = subprocess.run([PYTHON, str(HERE / "user_timeline.py"), "--json"], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"user_timeline.py exited {done.returncode}: {done.stderr[-2000:]}")
+    found = json.loads(done.stdout)
+    cpu, shares = found["cpu_s"], found["busy_share_of_batches_span"]
+    workers = sum(v for k, v in cpu.items() if k.startswith("worker "))
+    return [
+        Row(
+            "user",
+            "timeline: CPU, the check's process / layer's / its workers",
+            cpu["this process"],
+            "s",
+            note=f"{cpu['layer process (its own)']:.2f} s / {workers:.2f} s; of the first, reductions "
+            f"{cpu['reductions (this process)']:.2f} s; {found['wall_s']:.2f} s wall",
+        ),
+        Row(
+            "user",
+            "timeline: both workers computing, share of the batches' time",
+            shares["both workers computing"],
+            "",
+            note=f"some worker {shares['some worker computing']:.2f}; reducing {shares['reducing']:.2f}, "
+            f"{shares['reducing while a worker computes']:.2f} of it while a worker computes",
         ),
     ]
 

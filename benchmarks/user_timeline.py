@@ -37,7 +37,9 @@ LAYER = HERE.parent / "examples" / "im2col_nhwc.py"
 
 def probe(owner: Any, name: str, role: str, log: Path) -> None:
     """Log ``(pid, role, start, end, cpu)`` of every call of ``owner.name`` (in any process forked after this)."""
-    original: Callable[..., Any] = getattr(owner, name)
+    original: Callable[..., Any] | None = getattr(owner, name, None)
+    if original is None:  # an older tree (run against a baseline) without this function
+        return
 
     def logged(*args: Any, **kwargs: Any) -> Any:
         start, cpu = time.perf_counter(), time.thread_time()
@@ -94,14 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     entries = [json.loads(line) for line in log.read_text(encoding="ascii").splitlines()]
     me = os.getpid()
     workers = sorted({pid for pid, role, *_ in entries if role == "worker"})
-    spans = {
-        name: busy([(s, e) for pid, role, s, e, _ in entries if keep(pid, role)])
-        for name, keep in {
-            "reduce": lambda pid, role: pid == me and role == "reduce",
-            "workers (any)": lambda pid, role: role == "worker",
-            **{f"worker {k}": (lambda pid, role, w=w: pid == w and role == "worker") for k, w in enumerate(workers)},
-        }.items()
-    }
+
+    def spans_of(pids: set[int], role: str) -> list[tuple[float, float]]:
+        return busy([(s, e) for pid, kind, s, e, _ in entries if pid in pids and kind == role])
+
+    spans = {"reduce": spans_of({me}, "reduce"), "workers (any)": spans_of(set(workers), "worker")}
+    spans.update({f"worker {k}": spans_of({w}, "worker") for k, w in enumerate(workers)})
     batches = (spans["workers (any)"][0][0], spans["workers (any)"][-1][1]) if workers else (start, start)
     window = batches[1] - batches[0]
     both = overlap(spans["worker 0"], spans["worker 1"]) if len(workers) >= 2 else 0.0

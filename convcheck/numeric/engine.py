@@ -283,11 +283,7 @@ class Engine:
         """Each group's steps and what ``many`` answered for its ± points (the outputs, or a function giving them)."""
         assert self.many is not None
         steps = [self._steps(group, eps, self._params) for group in chunk]
-        points = []
-        for group, (where, _, plus, minus) in zip(chunk, steps, strict=True):
-            at = np.arange(where.start or 0, where.stop) if isinstance(where, slice) else np.asarray(where)
-            points += [Point(group.tensor, at, plus), Point(group.tensor, at, minus)]
-        return steps, self.many(self._params, points)
+        return steps, self.many(self._params, _points(chunk, steps))
 
     def _counted(self, out: np.ndarray) -> np.ndarray:
         """An output ``many`` returned, counted as one forward pass (as ``_evaluate`` counts its calls)."""
@@ -426,6 +422,15 @@ class Engine:
         for p, (_, m) in enumerate(self._measure_all(groups, self.eps, threads=False)):
             self._store(est, np.array([p]), m)
         return est
+
+
+def _points(chunk: list[Group], steps: list[Steps]) -> list[Point]:
+    """The ``+`` and ``−`` point of each group of a batch, as changes of the base (flat positions in the tensor)."""
+    points = []
+    for group, (where, _, plus, minus) in zip(chunk, steps, strict=True):
+        at = np.arange(where.start or 0, where.stop) if isinstance(where, slice) else np.asarray(where)
+        points += [Point(group.tensor, at, plus), Point(group.tensor, at, minus)]
+    return points
 
 
 def _is_power_of_two(value: float) -> bool:
