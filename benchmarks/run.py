@@ -397,7 +397,8 @@ def _timeline() -> list[Row]:
             cpu["this process"],
             "s",
             note=f"{cpu['layer process (its own)']:.2f} s / {workers:.2f} s; of the first, reductions "
-            f"{cpu['reductions (this process)']:.2f} s; {found['wall_s']:.2f} s wall",
+            f"{cpu['reductions (this process)']:.2f} s; {found['wall_s']:.2f} s wall, of which "
+            f"{found['before_first_batch_s']:.2f} s before the first batch, {found['after_last_batch_s']:.2f} s after",
         ),
         Row(
             "user",

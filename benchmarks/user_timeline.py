@@ -120,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
             "reductions (this process)": sum(c for pid, role, _, _, c in entries if pid == me and role == "reduce"),
         },
         "batches_span_s": window,
+        "before_first_batch_s": batches[0] - start,  # the contract, the forward check, the engine's first calls
+        "after_last_batch_s": start + wall - batches[1],  # the verdicts and the forward-point audit
         "busy_share_of_batches_span": {
             "both workers computing": both / window if window else 0.0,
             "some worker computing": sum(e - s for s, e in spans["workers (any)"]) / window if window else 0.0,
