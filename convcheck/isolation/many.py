@@ -1,11 +1,12 @@
 """Both sides of a batch request: the outputs of the user's forward at many perturbed points in one round trip.
 
 The engine's perturbed points differ from one base point in a few entries of one tensor. ``RemoteLayer`` sends the
-base arrays once with the changes (``Session.call`` with ``many``); the child evaluates every point
-(``serve_many``, by ``numeric.fanout`` in its own process or on a pool of processes forked from it) and answers
-with every output in shared memory, in order. The parent then treats each output exactly as the answer of one
-forward call: the same shape check, layout conversion and forward-point sample, so a batch changes neither a
-verdict nor an estimate.
+base arrays once with the changes (``Session.call_later``); the child evaluates every point (``serve_many``, by
+``numeric.fanout`` in its own process or on a pool of processes forked from it) and answers with every output in
+shared memory, in order. The answer is received when the engine asks for it (``Pending``): meanwhile the engine
+reduces the batch before, so the parent's reductions and the child's forwards run on the cores at once. The
+parent then treats each output exactly as the answer of one forward call: the same shape check, layout
+conversion and forward-point sample, in the same order, so a batch changes neither a verdict nor an estimate.
 
 Anything unexpected in the child (no room, an exception, an output of another shape or dtype than the last one
 the parent received, a worker that died) answers ``outputs: None``, and the engine measures that batch one
