@@ -403,10 +403,11 @@ def _timeline() -> list[Row]:
         Row(
             "user",
             "timeline: both workers computing, share of the batches' time",
-            shares["both workers computing"],
-            "",
-            note=f"some worker {shares['some worker computing']:.2f}; reducing {shares['reducing']:.2f}, "
-            f"{shares['reducing while a worker computes']:.2f} of it while a worker computes",
+            100 * shares["both workers computing"],
+            "%",
+            note=f"some worker {100 * shares['some worker computing']:.0f} %; reducing "
+            f"{100 * shares['reducing']:.0f} %, {100 * shares['reducing while a worker computes']:.0f} % while a "
+            "worker computes",
         ),
     ]
 
