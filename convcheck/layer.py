@@ -34,7 +34,7 @@ import math
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -285,6 +285,66 @@ def _unfold(
     return held[2]
 
 
+@dataclass
+class _Workspace:
+    """One thread's buffers for ``MatrixConvLayer.output``: the padded input (its border zero for good), the window
+    view of it, the im2col matrix unfolded from it and the input's bits it was unfolded from."""
+
+    key: tuple
+    padded: np.ndarray  # (N, *Sp, C), written only inside the padding
+    inside: tuple[slice, ...]
+    windows: np.ndarray  # read-only window view of ``padded``, ``unfold``'s layout
+    cols: np.ndarray  # (g, R, ∏k·C/g): never handed out, rewritten when the input changes
+    bits: np.ndarray  # the input's bits ``cols`` holds (``x.view(uint)``)
+
+
+_workspaces = threading.local()
+
+
+def _workspace(
+    x: np.ndarray, kernel: tuple[int, ...], window: Window, pads: Pads, out_sizes: tuple[int, ...]
+) -> _Workspace:
+    """This thread's workspace for inputs like ``x``, made the first time (its ``bits`` then match no input)."""
+    key = (x.shape, x.dtype.str, kernel, window.strides, window.dilations, pads, window.groups)
+    held: _Workspace | None = getattr(_workspaces, "held", None)
+    if held is not None and held.key == key:
+        return held
+    _workspaces.held = None  # let the previous buffers go first
+    n, *sizes, c = x.shape
+    padded = np.zeros((n, *(s + lo + hi for s, (lo, hi) in zip(sizes, pads, strict=True)), c), x.dtype)
+    groups, per_group = window.groups, c // window.groups
+    sn, *steps, sc = padded.strides
+    shape = (groups, n, *out_sizes, *kernel, per_group)
+    window_strides = (
+        sc * per_group,
+        sn,
+        *(step * s for step, s in zip(steps, window.strides, strict=True)),
+        *(step * d for step, d in zip(steps, window.dilations, strict=True)),
+        sc,
+    )
+    cols = np.empty((groups, n * math.prod(out_sizes), math.prod(kernel) * per_group), x.dtype)
+    bits = np.empty(x.shape, f"u{x.dtype.itemsize}")
+    inside = (slice(None), *_crop(sizes, pads), slice(None))
+    held = _Workspace(key, padded, inside, _view(padded, shape, window_strides), cols, bits)
+    held.bits.flat[0] = ~x.view(bits.dtype).flat[0]  # differs from x: the first call unfolds
+    _workspaces.held = held
+    return held
+
+
+def _unfolded_output(
+    x: np.ndarray, kernel: tuple[int, ...], window: Window, pads: Pads, out_sizes: tuple[int, ...]
+) -> np.ndarray:
+    """``unfold(pad(x, pads), …)`` in this thread's workspace: the same copies into buffers kept between calls,
+    skipped while ``x`` holds the bits of the last input (``_unfold`` without its per-call allocations)."""
+    space = _workspace(x, kernel, window, pads, out_sizes)
+    bits = x.view(space.bits.dtype)
+    if not bool((bits == space.bits).all()):
+        space.padded[space.inside] = x
+        np.copyto(space.cols.reshape(space.windows.shape), space.windows)
+        np.copyto(space.bits, bits)
+    return space.cols[0] if window.groups == 1 else space.cols
+
+
 def _cores() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -363,6 +423,29 @@ class MatrixConvLayer:
         cache = MatrixCache(cols, weights, z, a, x.shape, w.shape, has_bias)
         return a.reshape(x.shape[0], *out_sizes, c_out), cache
 
+    def output(self, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """``forward(x, w, b)[0]``, bit for bit, without the cache: what a finite-difference engine calls hundreds of
+        times. The padded input and its im2col matrix live in buffers this thread keeps between calls (rewritten
+        only when ``x`` changes), and the activation is applied in place: the same operations on the same values
+        as ``forward``, minus its allocations and bookkeeping. Not for subclasses that change ``forward``
+        (``output_function`` checks)."""
+        window = self.geometry(x.ndim - 2)
+        kernel, c_out, groups = tuple(w.shape[:-2]), w.shape[-1], window.groups
+        pads, out_sizes, _ = _plan(window, x.shape[1:-1], kernel)
+        if not x.flags.c_contiguous or x.dtype.itemsize not in (1, 2, 4, 8) or x.size == 0:
+            return self.forward(x, w, b)[0]
+        cols = _unfolded_output(x, kernel, window, pads, out_sizes)
+        if groups == 1:
+            z = cols @ w.reshape(-1, c_out)
+        else:
+            weights = np.ascontiguousarray(w.reshape(-1, groups, c_out // groups).transpose(1, 0, 2))
+            z = np.matmul(cols, weights).transpose(1, 0, 2).reshape(-1, c_out)
+        if b.size > 0:
+            z += b
+        if self.activation is not Activation.NONE:
+            act.apply(self.activation, z, out=z)
+        return z.reshape(x.shape[0], *out_sizes, c_out)
+
     def backward(self, dout: np.ndarray, cache: MatrixCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``dout: (N, *O, C_out)`` → ``(dx, dw, db)`` shaped like ``(x, w, b)``."""
         c_out = cache.w_shape[-1]
@@ -394,3 +477,11 @@ class MatrixConvLayer:
             return fold(dz @ cache.weights.T, cache.x_shape, kernel, window)
         dz_groups = dz.reshape(-1, window.groups, cache.w_shape[-1] // window.groups).transpose(1, 0, 2)
         return fold(dz_groups @ cache.weights.transpose(0, 2, 1), cache.x_shape, kernel, window)
+
+
+def output_function(layer: object) -> Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None:
+    """``layer.output`` when ``layer`` is a ``MatrixConvLayer`` whose ``forward`` is the built-in one (its output is
+    then ``forward``'s, bit for bit), else None: a subclass with its own forward is differenced through that."""
+    if isinstance(layer, MatrixConvLayer) and type(layer).forward is MatrixConvLayer.forward:
+        return layer.output
+    return None
