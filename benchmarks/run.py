@@ -59,6 +59,8 @@ import seed_loop  # noqa: E402 - after the path set-up above
 from convcheck import checker, numeric, parallel, reference  # noqa: E402
 from convcheck.data import make_data  # noqa: E402
 from convcheck.layer import MatrixConvLayer  # noqa: E402
+from convcheck.numeric.audit import AUDIT_ENTRIES  # noqa: E402
+from convcheck.numeric.groups import input_groups  # noqa: E402
 from convcheck.spec import Activation, CheckSpec, ConvShape, Method  # noqa: E402
 from convcheck.user.shapes import TO_NCHW  # noqa: E402
 
@@ -270,6 +272,42 @@ def plain_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, padd
     return np.maximum(z, 0).reshape(n, oh, ow, c_out)
 
 
+def forward_floor(data, shape: ConvShape, input_passes: int, other_passes: int, workers: int) -> Callable[[], object]:
+    """The honest floor of a full check's forward passes: ``input_passes`` passes that unfold a changed input
+    (copy it into a padded buffer, one strided copy of its windows into the im2col matrix) and ``other_passes``
+    that reuse the matrix, each then one matrix product, the bias and the ReLU in place, every buffer allocated
+    once; on ``workers`` threads with one BLAS thread each (``parallel.ordered_map``), or on this thread with BLAS
+    on every core (``workers`` 1). Nothing a check does besides its passes (reductions, the checker) is in it."""
+    n, h, w, c = shape.x_shape
+    k, s, p = shape.filter_size, shape.stride, shape.padding
+    oh, ow = shape.out_height, shape.out_width
+    weights, bias = data.w.reshape(-1, shape.out_depth), data.b
+
+    def buffers() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        padded = np.zeros((n, h + 2 * p, w + 2 * p, c))
+        sn, sh, sw, sc = padded.strides
+        windows = np.lib.stride_tricks.as_strided(
+            padded, (n, oh, ow, k, k, c), (sn, sh * s, sw * s, sh, sw, sc), writeable=False
+        )
+        return padded, windows, np.empty((n * oh * ow, k * k * c))
+
+    def one_pass(unfolds: bool, state: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+        padded, windows, cols = state
+        if unfolds:  # the input changed: copy it in and unfold it again (into the same matrix)
+            np.copyto(padded[:, p : p + h, p : p + w], data.x)
+            np.copyto(cols.reshape(windows.shape), windows)
+        z = cols @ weights
+        z += bias
+        np.maximum(z, 0, out=z)
+
+    plan = [True] * input_passes + [False] * other_passes
+    if workers == 1:
+        state = buffers()
+        one_pass(True, state)
+        return lambda: [one_pass(unfolds, state) for unfolds in plan]
+    return lambda: list(parallel.ordered_map(one_pass, plan, workers=workers, local=buffers))
+
+
 def bench_full(rounds: int) -> list[Row]:
     spec, data = seed_data()
     s = SEED_SHAPE
@@ -293,8 +331,25 @@ def bench_full(rounds: int) -> list[Row]:
         "plain forward": lambda: plain_forward(data.x, data.w, data.b, s.stride, s.padding),
         "GEMM": lambda: cache.cols @ cache.weights,  # a forward pass's matrix product alone, BLAS on every core
     }
+    # The check's passes that change the input: two per input group and per audited input entry.
+    input_passes = 2 * (sum(1 for _ in input_groups(s)) + AUDIT_ENTRIES)
+    floors: dict[int, Callable[[], object]] = {}
+
+    def floor(workers: int) -> Callable[[], object]:
+        def run() -> object:  # built at its first call, once the check has said how many passes it made
+            if workers not in floors:
+                other = results["shipped"].forward_passes - input_passes
+                floors[workers] = forward_floor(data, s, input_passes, other, workers)
+            return floors[workers]()
+
+        return run
+
+    candidates["floor, 2 threads"] = floor(2)
+    candidates["floor, 1 thread"] = floor(1)
     best = interleaved(candidates, rounds, burst=1, bursts={"plain forward": 20, "GEMM": 20})
     passes = results["shipped"].forward_passes
+    floor_best = min(best["floor, 2 threads"], best["floor, 1 thread"])
+    floor_ratio = floor_best / (passes * best["plain forward"])
     entrywise = numeric.entrywise_passes(SEED_SHAPE)
     status = {name: r.status.value for name, r in results.items()}
     threads = parallel.engine_workers(MatrixConvLayer(), SEED_SHAPE)
@@ -318,6 +373,15 @@ def bench_full(rounds: int) -> list[Row]:
         Row("full", "forward passes used", passes, "", note=f"grouped formula {numeric.grouped_passes(SEED_SHAPE)}"),
         Row("full", "per-entry differences would need", entrywise, "", note=f"{entrywise / passes:.0f}× more"),
         Row("full", "full check / (passes × plain forward)", ratio, "×", "≤ 0.6", ratio <= 0.6),
+        Row(
+            "full",
+            "floor: its passes alone (forward_floor) / (passes × plain forward)",
+            floor_ratio,
+            "×",
+            note=f"{floor_best:.2f} s ({best['floor, 2 threads']:.2f} s on 2 threads, {best['floor, 1 thread']:.2f} s "
+            f"on 1 with BLAS on every core; {input_passes} of {passes} passes unfold); check / floor "
+            f"{best['shipped'] / floor_best:.2f}",
+        ),
         Row(
             "full",
             "its GEMM floor: one forward's matrix product / plain forward",

@@ -106,6 +106,10 @@ class Reductions:
             Ownership.ALL: float(absg.sum()),
         }
         self.smooth = not activation.piecewise_linear  # read several times per group: looked up once
+        # Successive groups share their owner arrays (every channel of an input class, every weight group): what
+        # depends on the owners alone is kept for the last one seen (held by reference, so compared by identity).
+        self._owned: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (owner, owned mask, owner[owned])
+        self._constants: tuple[np.ndarray, Ownership, int, np.ndarray, np.ndarray] | None = None
 
     def exact(self, group: Group, count: int, f_plus: np.ndarray, f_minus: np.ndarray, eps: float) -> Measurement:
         """``general`` when every step is exactly ``eps``, a power of two: the same numbers in fewer passes.
@@ -276,17 +280,28 @@ class Reductions:
             )
 
     def _owner_constants(self, group: Group, count: int) -> tuple[np.ndarray, np.ndarray]:
-        """Per local entry: ``Σ (G·σ)²`` and ``Σ |G|`` over the outputs it owns."""
+        """Per local entry: ``Σ (G·σ)²`` and ``Σ |G|`` over the outputs it owns (only read by the caller)."""
         if group.ownership is Ownership.ALL:
             return np.array([self._gs2[Ownership.ALL]]), np.array([self._absg[Ownership.ALL]])
-        return (
-            self.owner_sum(group, count, None, self._gs2[group.ownership]),
-            self.owner_sum(group, count, None, self._absg[group.ownership]),
-        )
+        held = self._constants
+        if held is not None and held[0] is group.owner and held[1] is group.ownership and held[2] == count:
+            return held[3], held[4]
+        gs2 = self.owner_sum(group, count, None, self._gs2[group.ownership])
+        absg = self.owner_sum(group, count, None, self._absg[group.ownership])
+        assert group.owner is not None
+        self._constants = (group.owner, group.ownership, count, gs2, absg)
+        return gs2, absg
 
-    @staticmethod
+    def _owned_slots(self, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(owner >= 0, owner[owner >= 0])`` for a position or output group's owners, kept for the last seen."""
+        held = self._owned
+        if held is None or held[0] is not owner:
+            owned = owner >= 0
+            held = self._owned = (owner, owned, owner[owned])
+        return held[1], held[2]
+
     def owner_sum(
-        group: Group, count: int, per_output: np.ndarray | None, axis_sums: np.ndarray | float | None
+        self, group: Group, count: int, per_output: np.ndarray | None, axis_sums: np.ndarray | float | None
     ) -> np.ndarray:
         """Sum ``per_output: (N, *O, C_out)`` over the outputs of each local entry (or take ``axis_sums``,
         the per-position, per-channel or total sums, when they are already known)."""
@@ -306,8 +321,8 @@ class Reductions:
         owner = group.owner
         assert owner is not None
         if group.ownership in (Ownership.POSITION, Ownership.OUTPUT):
-            owned = owner >= 0
-            return np.bincount(owner[owned], weights=sums[owned], minlength=count)
+            owned, slots = self._owned_slots(owner)
+            return np.bincount(slots, weights=sums[owned], minlength=count)
         if count == len(owner):
             return sums[owner].astype(np.float64)
         return np.bincount(owner, weights=sums, minlength=count)
