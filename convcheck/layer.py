@@ -287,28 +287,30 @@ def _unfold(
 
 @dataclass
 class _Workspace:
-    """One thread's buffers for ``MatrixConvLayer.output``: the padded input (its border zero for good), the window
-    view of it, the im2col matrix unfolded from it and the input's bits it was unfolded from."""
+    """One thread's buffers for ``MatrixConvLayer.output`` of one layer at one shape: the padded input (its border
+    zero for good), the window view of it, the im2col matrix unfolded from it and the input bits it holds, and
+    what ``output`` works out per shape (so that a call for the same layer and shapes starts from it)."""
 
-    key: tuple
+    layer: MatrixConvLayer
+    shapes: tuple  # (x.shape, x.dtype, w.shape)
     padded: np.ndarray  # (N, *Sp, C), written only inside the padding
     inside: tuple[slice, ...]
     windows: np.ndarray  # read-only window view of ``padded``, ``unfold``'s layout
     cols: np.ndarray  # (g, R, ∏k·C/g): never handed out, rewritten when the input changes
     bits: np.ndarray  # the input's bits ``cols`` holds (``x.view(uint)``)
+    out_shape: tuple[int, ...]  # (N, *O, C_out)
+    groups: int
 
 
 _workspaces = threading.local()
 
 
-def _workspace(
-    x: np.ndarray, kernel: tuple[int, ...], window: Window, pads: Pads, out_sizes: tuple[int, ...]
-) -> _Workspace:
-    """This thread's workspace for inputs like ``x``, made the first time (its ``bits`` then match no input)."""
-    key = (x.shape, x.dtype.str, kernel, window.strides, window.dilations, pads, window.groups)
-    held: _Workspace | None = getattr(_workspaces, "held", None)
-    if held is not None and held.key == key:
-        return held
+def _workspace(layer: MatrixConvLayer, x: np.ndarray, w: np.ndarray) -> _Workspace:
+    """This thread's workspace for ``layer`` at the shapes of ``x`` and ``w``, made anew when they change (its
+    ``bits`` then match no input, so the first call unfolds)."""
+    window = layer.geometry(x.ndim - 2)
+    kernel = tuple(w.shape[:-2])
+    pads, out_sizes, _ = _plan(window, x.shape[1:-1], kernel)
     _workspaces.held = None  # let the previous buffers go first
     n, *sizes, c = x.shape
     padded = np.zeros((n, *(s + lo + hi for s, (lo, hi) in zip(sizes, pads, strict=True)), c), x.dtype)
@@ -324,25 +326,20 @@ def _workspace(
     )
     cols = np.empty((groups, n * math.prod(out_sizes), math.prod(kernel) * per_group), x.dtype)
     bits = np.empty(x.shape, f"u{x.dtype.itemsize}")
-    inside = (slice(None), *_crop(sizes, pads), slice(None))
-    held = _Workspace(key, padded, inside, _view(padded, shape, window_strides), cols, bits)
-    held.bits.flat[0] = ~x.view(bits.dtype).flat[0]  # differs from x: the first call unfolds
+    bits.flat[0] = ~x.view(bits.dtype).flat[0]  # differs from x: the first call unfolds
+    held = _Workspace(
+        layer,
+        (x.shape, x.dtype, w.shape),
+        padded,
+        (slice(None), *_crop(sizes, pads), slice(None)),
+        _view(padded, shape, window_strides),
+        cols,
+        bits,
+        (n, *out_sizes, w.shape[-1]),
+        groups,
+    )
     _workspaces.held = held
     return held
-
-
-def _unfolded_output(
-    x: np.ndarray, kernel: tuple[int, ...], window: Window, pads: Pads, out_sizes: tuple[int, ...]
-) -> np.ndarray:
-    """``unfold(pad(x, pads), …)`` in this thread's workspace: the same copies into buffers kept between calls,
-    skipped while ``x`` holds the bits of the last input (``_unfold`` without its per-call allocations)."""
-    space = _workspace(x, kernel, window, pads, out_sizes)
-    bits = x.view(space.bits.dtype)
-    if not bool((bits == space.bits).all()):
-        space.padded[space.inside] = x
-        np.copyto(space.cols.reshape(space.windows.shape), space.windows)
-        np.copyto(space.bits, bits)
-    return space.cols[0] if window.groups == 1 else space.cols
 
 
 def _cores() -> int:
@@ -425,26 +422,31 @@ class MatrixConvLayer:
 
     def output(self, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
         """``forward(x, w, b)[0]``, bit for bit, without the cache: what a finite-difference engine calls hundreds of
-        times. The padded input and its im2col matrix live in buffers this thread keeps between calls (rewritten
-        only when ``x`` changes), and the activation is applied in place: the same operations on the same values
-        as ``forward``, minus its allocations and bookkeeping. Not for subclasses that change ``forward``
-        (``output_function`` checks)."""
-        window = self.geometry(x.ndim - 2)
-        kernel, c_out, groups = tuple(w.shape[:-2]), w.shape[-1], window.groups
-        pads, out_sizes, _ = _plan(window, x.shape[1:-1], kernel)
+        times. The padded input and its im2col matrix live in buffers this thread keeps between calls (the window
+        copy made again only when ``x``'s bits changed), and the activation is applied in place: the same
+        operations on the same values as ``forward``, minus its allocations and bookkeeping. Not for subclasses
+        that change ``forward`` (``output_function`` checks)."""
         if not x.flags.c_contiguous or x.dtype.itemsize not in (1, 2, 4, 8) or x.size == 0:
             return self.forward(x, w, b)[0]
-        cols = _unfolded_output(x, kernel, window, pads, out_sizes)
+        space: _Workspace | None = getattr(_workspaces, "held", None)
+        if space is None or space.layer is not self or space.shapes != (x.shape, x.dtype, w.shape):
+            space = _workspace(self, x, w)
+        bits = x.view(space.bits.dtype)
+        if not bool((bits == space.bits).all()):
+            space.padded[space.inside] = x
+            np.copyto(space.cols.reshape(space.windows.shape), space.windows)
+            np.copyto(space.bits, bits)
+        groups, c_out = space.groups, space.out_shape[-1]
         if groups == 1:
-            z = cols @ w.reshape(-1, c_out)
+            z = space.cols[0] @ w.reshape(-1, c_out)
         else:
             weights = np.ascontiguousarray(w.reshape(-1, groups, c_out // groups).transpose(1, 0, 2))
-            z = np.matmul(cols, weights).transpose(1, 0, 2).reshape(-1, c_out)
+            z = np.matmul(space.cols, weights).transpose(1, 0, 2).reshape(-1, c_out)
         if b.size > 0:
             z += b
         if self.activation is not Activation.NONE:
             act.apply(self.activation, z, out=z)
-        return z.reshape(x.shape[0], *out_sizes, c_out)
+        return z.reshape(space.out_shape)
 
     def backward(self, dout: np.ndarray, cache: MatrixCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``dout: (N, *O, C_out)`` → ``(dx, dw, db)`` shaped like ``(x, w, b)``."""
