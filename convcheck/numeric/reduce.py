@@ -206,10 +206,12 @@ class Reductions:
         if not (sums or test_crossings or unowned is not None):
             return _Scan(None, None)
         fp, fm = f_plus.reshape(positions, c_out), f_minus.reshape(positions, c_out)
+        rows = max(1, SCAN_BLOCK // c_out)
+        if positions <= rows:  # one block: the same operations on whole arrays, without the block machinery
+            return self._scan_whole(group, fp, fm, unowned, by_position, sums, test_crossings, (f_plus, f_minus))
         per_position = np.empty(positions) if by_position else None
         per_channel = None  # Σ over the positions so far (channel groups)
         crossed = np.empty((positions, c_out), dtype=bool) if test_crossings else None
-        rows = max(1, SCAN_BLOCK // c_out)
         chained = np.empty((min(rows, positions) + 1, c_out)) if sums and per_position is None else None
         work = np.empty((3, min(rows, positions), c_out))
         g = self.g.reshape(positions, c_out)
@@ -235,6 +237,33 @@ class Reductions:
                     group, block, work[1, :size], work[2, :size], fp, fm, unowned, crossed, f_plus, f_minus
                 )
         return _Scan(per_position if per_position is not None else per_channel, crossed)
+
+    def _scan_whole(
+        self,
+        group: Group,
+        fp: np.ndarray,
+        fm: np.ndarray,
+        unowned: np.ndarray | None,
+        by_position: bool,
+        sums: bool,
+        test_crossings: bool,
+        outputs: tuple[np.ndarray, np.ndarray],
+    ) -> _Scan:
+        """``_scan`` when every position fits one block (``fp``, ``fm``: (positions, C_out)): each block's steps
+        once, on arrays of their own (the sums reduce the same rows in the same order)."""
+        c_out = self.g.shape[-1]
+        found = None
+        if sums:
+            diff = fp - fm
+            diff *= self.g.reshape(-1, c_out)
+            found = diff.sum(axis=-1) if by_position else diff.sum(axis=0)
+        crossed = None
+        if test_crossings or unowned is not None:
+            everything = slice(None)
+            rise, fall = np.empty_like(fp), np.empty_like(fp)
+            crossed = np.empty(fp.shape, dtype=bool) if test_crossings else None
+            self._scan_block(group, everything, rise, fall, fp, fm, unowned, crossed, *outputs)
+        return _Scan(found, crossed)
 
     def _scan_block(
         self,
