@@ -138,7 +138,7 @@ class Reductions:
             gp = gi * ((fp - f0) / eps)
             gm = gi * ((f0 - fm) / eps)
             mid = gi * (fp - fm) / (2.0 * eps)
-            counted = self._widen(group, count, idx, gp, gm, mid, m.lo, m.hi)
+            counted = _widen(group, count, idx, gp, gm, mid, m.lo, m.hi)
             if not self.smooth:
                 m.crossed = counted
         return m
@@ -156,13 +156,13 @@ class Reductions:
         """Per local entry, from the steps actually taken (``step_plus``, ``step_minus``: per entry)."""
         g = self.g
         span = step_plus + step_minus  # per local entry
-        span_out = self._per_output_steps(group, span)
+        span_out = _per_output_steps(group, span)
         central = self.owner_sum(group, count, g * (f_plus - f_minus) / span_out, None)
         m = self._start(group, count, central, span)
         if self.smooth and group.direction is None:
             return m
-        d_plus = (f_plus - self.f0) / self._per_output_steps(group, step_plus)
-        d_minus = (self.f0 - f_minus) / self._per_output_steps(group, step_minus)
+        d_plus = (f_plus - self.f0) / _per_output_steps(group, step_plus)
+        d_minus = (self.f0 - f_minus) / _per_output_steps(group, step_minus)
         spread = np.abs(d_plus - d_minus)
         crossed = np.ones_like(spread, dtype=bool) if self.smooth else spread > self.threshold * (self.eps / eps)
         if crossed.any():
@@ -171,7 +171,7 @@ class Reductions:
             gm = g[idx] * d_minus[idx]
             span_at = span_out if np.isscalar(span_out) else np.broadcast_to(span_out, g.shape)[idx]
             mid = g[idx] * (f_plus[idx] - f_minus[idx]) / span_at
-            counted = self._widen(group, count, idx, gp, gm, mid, m.lo, m.hi)
+            counted = _widen(group, count, idx, gp, gm, mid, m.lo, m.hi)
             if not self.smooth:
                 m.crossed = counted
         return m
@@ -356,48 +356,48 @@ class Reductions:
             return sums[owner].astype(np.float64)
         return np.bincount(owner, weights=sums, minlength=count)
 
-    @staticmethod
-    def _per_output_steps(group: Group, steps: np.ndarray) -> np.ndarray | float:
-        """Broadcast each local entry's step to the outputs it owns."""
-        if np.all(steps == steps[0]):
-            return float(steps[0])
-        if group.ownership is Ownership.POSITION:
-            padded = np.append(steps, steps[0])  # index −1 (no owner) picks a harmless value
-            return padded[group.owner][..., None]
-        if group.ownership is Ownership.OUTPUT:
-            return np.append(steps, steps[0])[group.owner]
-        if group.ownership is Ownership.CHANNEL:
-            return steps[group.owner]
-        return float(steps[0])
-
     def _truncation(self, group: Group, span: np.ndarray, absg: np.ndarray) -> np.ndarray:
         """Taylor remainder of a central difference per local entry: ``ε²/6 · sup|act'''| · |∂z/∂θ|³`` per
         output, summed with weights ``|G|`` (``absg``); ``span`` is ``2ε`` per entry."""
         bound = THIRD_DERIVATIVE_BOUND[self.activation] * self.slope_bound[group.tensor] ** 3
         return (span / 2) ** 2 / 6 * bound * absg
 
-    @staticmethod
-    def _widen(
-        group: Group,
-        count: int,
-        idx: tuple[np.ndarray, ...],
-        gp: np.ndarray,
-        gm: np.ndarray,
-        mid: np.ndarray,
-        lo: np.ndarray,
-        hi: np.ndarray,
-    ) -> np.ndarray:
-        """Widen ``lo``/``hi`` in place by the outputs ``idx`` judged by their interval: ``G·d⁺`` and ``G·d⁻``
-        (``gp``, ``gm``) around their central term ``mid``. Returns how many such outputs each entry owns.
 
-        An output no perturbed entry reaches belongs to no entry (locality is checked apart) and is skipped.
-        """
-        slots = _slots_of(group, idx)
-        owned = slots >= 0
-        slots, gp, gm, mid = slots[owned], gp[owned], gm[owned], mid[owned]
-        lo += np.bincount(slots, weights=np.minimum(gp, gm) - mid, minlength=count)
-        hi += np.bincount(slots, weights=np.maximum(gp, gm) - mid, minlength=count)
-        return np.bincount(slots, minlength=count)
+def _per_output_steps(group: Group, steps: np.ndarray) -> np.ndarray | float:
+    """Broadcast each local entry's step to the outputs it owns."""
+    if np.all(steps == steps[0]):
+        return float(steps[0])
+    if group.ownership is Ownership.POSITION:
+        padded = np.append(steps, steps[0])  # index −1 (no owner) picks a harmless value
+        return padded[group.owner][..., None]
+    if group.ownership is Ownership.OUTPUT:
+        return np.append(steps, steps[0])[group.owner]
+    if group.ownership is Ownership.CHANNEL:
+        return steps[group.owner]
+    return float(steps[0])
+
+
+def _widen(
+    group: Group,
+    count: int,
+    idx: tuple[np.ndarray, ...],
+    gp: np.ndarray,
+    gm: np.ndarray,
+    mid: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+) -> np.ndarray:
+    """Widen ``lo``/``hi`` in place by the outputs ``idx`` judged by their interval: ``G·d⁺`` and ``G·d⁻``
+    (``gp``, ``gm``) around their central term ``mid``. Returns how many such outputs each entry owns.
+
+    An output no perturbed entry reaches belongs to no entry (locality is checked apart) and is skipped.
+    """
+    slots = _slots_of(group, idx)
+    owned = slots >= 0
+    slots, gp, gm, mid = slots[owned], gp[owned], gm[owned], mid[owned]
+    lo += np.bincount(slots, weights=np.minimum(gp, gm) - mid, minlength=count)
+    hi += np.bincount(slots, weights=np.maximum(gp, gm) - mid, minlength=count)
+    return np.bincount(slots, minlength=count)
 
 
 def _slots_of(group: Group, idx: tuple[np.ndarray, ...]) -> np.ndarray:
