@@ -13,7 +13,8 @@ Benchmarks (each ratio printed next to its target; a row whose baseline is missi
   alone), torch's float64 conv2d backward (when torch is installed) and the seed's loop algorithm
   (``benchmarks/seed_loop.py``).
 - ``full``: ``run_check`` of the seed layer with every entry checked, against its forward passes times one plain
-  vectorized im2col forward of the same layer (``plain_forward``, no reuse, timed in the same run).
+  vectorized im2col forward of the same layer (``plain_forward``, no reuse, timed in the same run), and the floor
+  of those passes (``forward_floor``: only their matrix products, bias, ReLU and the unfolding of changed inputs).
 - ``user``: the same full check of a user's numpy layer (``examples/im2col_nhwc.py``, run in its own process as
   every user's layer is), against its forward passes times one call of that layer's forward in this process.
 - ``quick``: the quick tier (``directional``; ``sampled`` for reference) vs torch ``gradcheck(fast_mode=True)``,
@@ -21,7 +22,8 @@ Benchmarks (each ratio printed next to its target; a row whose baseline is missi
 - ``startup``: ``python -m convcheck --help`` vs ``python -c "import numpy, typer, rich, yaml"`` (subprocesses,
   from this source tree: nothing needs to be installed).
 - ``sweep``: ``convcheck run --jobs 2`` on a generated sweep of 320 small layers, checks per second of this tree
-  against the tree of ``--baseline`` (a git revision, extracted with ``git archive``), same run; ``--jobs 1`` too.
+  against the tree of ``--baseline`` (a git revision, extracted with ``git archive``), same run; ``--jobs 1`` too;
+  and the CPU time per check of every 4th of those layers in one process, this tree against the baseline.
 - ``user-sweep``: the same for 96 small layers of ``examples/im2col_nhwc.py`` (each check in its own process),
   ``--jobs 2``, this tree against ``--baseline``.
 - ``memory``: peak resident memory of a process that runs the seed layer's full check.
@@ -585,7 +587,60 @@ checks:
 
 
 def bench_sweep(rounds: int, baseline: str = BASELINE) -> list[Row]:
-    return _sweep("sweep", SWEEP_CONFIG, rounds, baseline, jobs=(1, 2))
+    return _sweep("sweep", SWEEP_CONFIG, rounds, baseline, jobs=(1, 2)) + _sweep_cpu(rounds, baseline)
+
+
+CHECK_CPU_PROBE = textwrap.dedent(
+    """
+    import json, sys, time
+    sys.path.insert(0, {root!r})
+    from convcheck.checker import run_check
+    from convcheck.config import load_file
+    specs = load_file({config!r}).specs[::{step}]
+    for spec in specs[:4]:
+        run_check(spec)
+    start = time.process_time()
+    for spec in specs:
+        run_check(spec)
+    print(json.dumps([(time.process_time() - start) / len(specs), len(specs)]))
+    """
+)
+
+
+def _sweep_cpu(rounds: int, baseline: str, step: int = 4) -> list[Row]:
+    """CPU seconds per check of every ``step``-th layer of the sweep, run one after another in one process with
+    one BLAS thread (what each ``--jobs`` worker spends per check), this tree against ``baseline``, interleaved,
+    best of ``rounds``. Unlike wall time, it hardly moves with the other processes on the machine."""
+    with tempfile.TemporaryDirectory() as folder:
+        config = Path(folder) / "sweep.yaml"
+        config.write_text(SWEEP_CONFIG)
+        before, why = _extract(baseline, Path(folder) / "baseline")
+        trees = {"this tree": ROOT, **({} if before is None else {baseline: before})}
+        best, count = dict.fromkeys(trees, float("inf")), 0
+        env = {**os.environ, **dict.fromkeys(parallel.BLAS_THREAD_VARIABLES, "1")}
+        for _ in range(max(2, rounds)):
+            for name, tree in trees.items():
+                probe = CHECK_CPU_PROBE.format(root=str(tree), config=str(config), step=step)
+                done = subprocess.run([PYTHON, "-c", probe], capture_output=True, text=True, env=env, cwd=tree)
+                if done.returncode != 0:
+                    return [Row("sweep", "CPU per check", float("nan"), "ms", note=done.stderr[-200:])]
+                seconds, count = json.loads(done.stdout.strip().splitlines()[-1])
+                best[name] = min(best[name], seconds)
+    rows = [Row("sweep", f"CPU per check, {count} of the layers in one process", 1e3 * best["this tree"], "ms")]
+    if before is None:
+        return [*rows, Row("sweep", "CPU per check, baseline / this tree", float("nan"), "×", "", None, why)]
+    gain = best[baseline] / best["this tree"]
+    return [
+        *rows,
+        Row("sweep", f"the same at {baseline} (baseline)", 1e3 * best[baseline], "ms"),
+        Row(
+            "sweep",
+            f"CPU per check, {baseline} / this tree",
+            gain,
+            "×",
+            note="the share of --jobs 2's wall spent in checks shrinks by this",
+        ),
+    ]
 
 
 USER_SWEEP_CONFIG = """\
