@@ -302,7 +302,9 @@ class _Workspace:
     groups: int
 
 
-_workspaces = threading.local()
+# Thread id → its workspace, oldest first. At most one per core is kept (as for ``_unfolded``, whose entry for the
+# same thread a new workspace replaces): the main thread's goes once a check's worker threads have made theirs.
+_workspaces: dict[int, _Workspace] = {}
 
 
 def _workspace(layer: MatrixConvLayer, x: np.ndarray, w: np.ndarray) -> _Workspace:
@@ -311,7 +313,10 @@ def _workspace(layer: MatrixConvLayer, x: np.ndarray, w: np.ndarray) -> _Workspa
     window = layer.geometry(x.ndim - 2)
     kernel = tuple(w.shape[:-2])
     pads, out_sizes, _ = _plan(window, x.shape[1:-1], kernel)
-    _workspaces.held = None  # let the previous buffers go first
+    thread = threading.get_ident()
+    with _unfolded_lock:  # let this thread's previous buffers go first
+        _workspaces.pop(thread, None)
+        _unfolded.pop(thread, None)
     n, *sizes, c = x.shape
     padded = np.zeros((n, *(s + lo + hi for s, (lo, hi) in zip(sizes, pads, strict=True)), c), x.dtype)
     groups, per_group = window.groups, c // window.groups
@@ -338,7 +343,10 @@ def _workspace(layer: MatrixConvLayer, x: np.ndarray, w: np.ndarray) -> _Workspa
         (n, *out_sizes, w.shape[-1]),
         groups,
     )
-    _workspaces.held = held
+    with _unfolded_lock:
+        _workspaces[thread] = held
+        while len(_workspaces) > _KEEP_UNFOLDED:
+            del _workspaces[next(iter(_workspaces))]
     return held
 
 
@@ -428,7 +436,7 @@ class MatrixConvLayer:
         that change ``forward`` (``output_function`` checks)."""
         if not x.flags.c_contiguous or x.dtype.itemsize not in (1, 2, 4, 8) or x.size == 0:
             return self.forward(x, w, b)[0]
-        space: _Workspace | None = getattr(_workspaces, "held", None)
+        space = _workspaces.get(threading.get_ident())
         if space is None or space.layer is not self or space.shapes != (x.shape, x.dtype, w.shape):
             space = _workspace(self, x, w)
         bits = x.view(space.bits.dtype)
