@@ -11,7 +11,7 @@ predicted and sent ahead (``isolation.ahead``).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
@@ -21,7 +21,7 @@ import numpy as np
 from convcheck.isolation.ahead import Lookahead
 from convcheck.isolation.session import AHEAD_BYTES, AHEAD_CALLS, BYTES_PER_ENTRY, MANY_OUTPUTS, RemoteCache, Session
 from convcheck.numeric.fanout import Point
-from convcheck.spec import CheckSpec, DType, Signature
+from convcheck.spec import CheckSpec, DType, Layout, Signature
 from convcheck.tolerance import resolve
 from convcheck.user.adapter import Foreign, LoadedImpl, UserCache, UserLayer
 from convcheck.user.arguments import call_values, refused_keywords, window_keywords
@@ -68,6 +68,8 @@ class RemoteLayer(UserLayer):
         self.session: Session | None = None
         self.output_reused = False  # the child saw forward overwrite the first array it returned
         self.lookahead = lookahead
+        self.pipelined = True  # a batch's outputs are received when the engine asks for them (``forward_many``)
+        self._blocks = [_Block(), _Block()]  # where batches' outputs are copied to, in turn
         depth = max(1, min(AHEAD_CALLS, AHEAD_BYTES // (8 * max(1, self.entries))))
         steps = [resolve(dtype, spec.eps, spec.rtol, spec.atol).eps for dtype in (DType.FLOAT64, spec.dtype)]
         self.ahead = Lookahead(shape, spec.seed, steps, depth, lambda number: self._session().released.append(number))
@@ -94,11 +96,15 @@ class RemoteLayer(UserLayer):
         half = BYTES_PER_ENTRY * self.entries  # at least (the arena's halves are twice that)
         return max(1, half // (8 * math.prod(self._out_shape) + 64) // 2)
 
-    def forward_many(self, params: list[np.ndarray], points: list[Point], workers: int) -> list[np.ndarray] | None:
+    def forward_many(
+        self, params: list[np.ndarray], points: list[Point], workers: int
+    ) -> Callable[[], list[np.ndarray] | None] | None:
         """The engine's outputs (NHWC) of forward at each of ``points`` (changes of ``params`` = x, w, b), from
-        one request: the child evaluates them on ``workers`` processes (``convcheck.numeric.fanout``). Each output
-        is checked, converted and offered to the forward-point sample as one ``forward`` call's would be.
-        None when the child could not answer that way (the caller makes the calls one at a time)."""
+        one request: the child evaluates them on ``workers`` processes (``convcheck.numeric.fanout``). The request
+        is sent now; the function returned receives the outputs (the engine reduces the previous batch meanwhile).
+        Each output is checked, converted and offered to the forward-point sample as one ``forward`` call's would
+        be. None, or a function that returns None, when the child could not answer that way (the caller makes
+        the calls one at a time). ``pipelined = False``: the outputs are received before this returns."""
         x, w, b = params
         base = (self._to_user(x, "x"), self._to_user(w, "w"))
         bu = b.reshape(self._bias_shape(x.ndim, w.shape[-1])).copy() if self.bias else None
@@ -111,18 +117,30 @@ class RemoteLayer(UserLayer):
             return None  # the request must lie in shared memory (where the child's workers read it)
         stride, padding = call_values(self.window, x.shape[1:-1], w.shape[:-2])
         extra, keywords = self._hyperparameters(stride, padding)
-        reply, blobs = session.call(
-            "forward", [*base, bu, *extra], False, keywords, many=(moved, workers, self._out_kind)
-        )
-        metas = reply.get("outputs")
-        if not isinstance(metas, list) or len(metas) != len(points):
-            return None
+        request = ([*base, bu, *extra], keywords, (moved, workers, self._out_kind))
+        self._blocks.reverse()  # this batch's outputs go to the block the batch before the last one used
+        block = self._blocks[0]
+        copies = session.call_later(*request, lambda reply, blobs: block.read(session, reply, blobs))
+
+        def outputs() -> list[np.ndarray] | None:
+            received = copies()
+            if received is None or len(received) != len(points):
+                return None
+            return self._accepted(received, params, points)
+
+        if not self.pipelined:
+            done = outputs()
+            return lambda: done
+        return outputs
+
+    def _accepted(self, received: list[np.ndarray], params: list[np.ndarray], points: list[Point]) -> list[np.ndarray]:
+        """The outputs the child sent for ``points``, checked, in the engine's layout, offered to the sample."""
+        x, w, b = params
         dims = layer_dims(x.shape, w.shape, self.window)
         outputs = []
-        for point, meta in zip(points, metas, strict=True):
-            out = session.array(meta, blobs)
+        for point, out in zip(points, received, strict=True):
             self._check_array("out", "forward's out", "out", out, dims)
-            outputs.append(self._to_engine(out, "out"))
+            outputs.append(out if self.layout is Layout.NHWC else self._to_engine(out, "out"))  # ``_Block``'s
             if self.points is not None:
                 flat = params[point.tensor].reshape(-1)
                 original = flat[point.where].copy()
@@ -232,6 +250,33 @@ class RemoteLayer(UserLayer):
 
     def _item(self, value: object, blobs: memoryview, cache: RemoteCache | None) -> object:
         return cache if isinstance(value, dict) and "kept" in value else self._value(value, blobs, None)
+
+
+class _Block:
+    """Where a batch's outputs are copied out of shared memory: one array kept from batch to batch.
+
+    A fresh array per output would cost a page fault per 4 KiB of it in this process (its memory is handed back
+    to the system between batches) and a second copy for the engine's layout; the engine reads a batch's outputs
+    before it asks for the batch after the next one, so two blocks, used in turn, are never overwritten early.
+    """
+
+    def __init__(self) -> None:
+        self.memory = np.empty(0)
+
+    def read(self, session: Session, reply: dict[str, Any], blobs: memoryview) -> list[np.ndarray] | None:
+        """The outputs of a batch, copied out of shared memory (None when the child could not answer that way)."""
+        metas = reply.get("outputs")
+        if not isinstance(metas, list):
+            return None
+        views = [session.array(meta, blobs, copy=False) for meta in metas]
+        if not views or any(v.shape != views[0].shape or v.dtype != views[0].dtype for v in views):
+            return [v.copy() for v in views]  # refused by the shape check (``_accepted``)
+        shape, dtype = (len(views), *views[0].shape), views[0].dtype
+        if self.memory.dtype != dtype or self.memory.shape[1:] != shape[1:] or len(self.memory) < len(views):
+            self.memory = np.empty(shape, dtype)
+        for k, view in enumerate(views):
+            np.copyto(self.memory[k], view)
+        return list(self.memory[: len(views)])
 
 
 def _unreachable(*_: object) -> None:  # pragma: no cover - a RemoteLayer never calls its impl's functions here
