@@ -212,13 +212,9 @@ class Engine:
         param = params[group.tensor]
         where = group.entries if group.span is None else group.span
         original = param.reshape(-1)[where].copy()
-        if group.direction is None:  # a step of eps·1 along each entry: ``original ± eps``, the same numbers
-            plus = (original + eps).astype(param.dtype, copy=False)
-            minus = (original - eps).astype(param.dtype, copy=False)
-        else:
-            step_dir = group.direction[where]
-            plus = (original + eps * step_dir).astype(param.dtype, copy=False)
-            minus = (original - eps * step_dir).astype(param.dtype, copy=False)
+        step = eps if group.direction is None else eps * group.direction[where]  # eps·1: the same numbers
+        plus = (original + step).astype(param.dtype, copy=False)
+        minus = (original - step).astype(param.dtype, copy=False)
         return where, original, plus, minus
 
     def _reduce(
