@@ -13,7 +13,8 @@ Benchmarks (each ratio printed next to its target; a row whose baseline is missi
   alone), torch's float64 conv2d backward (when torch is installed) and the seed's loop algorithm
   (``benchmarks/seed_loop.py``).
 - ``full``: ``run_check`` of the seed layer with every entry checked, against its forward passes times one plain
-  vectorized im2col forward of the same layer (``plain_forward``, no reuse, timed in the same run).
+  vectorized im2col forward of the same layer (``plain_forward``, no reuse, timed in the same run), and the floor
+  of those passes (``forward_floor``: only their matrix products, bias, ReLU and the unfolding of changed inputs).
 - ``user``: the same full check of a user's numpy layer (``examples/im2col_nhwc.py``, run in its own process as
   every user's layer is), against its forward passes times one call of that layer's forward in this process;
   beside it its floor (the same passes alone, split over one process per core: ``forwards_on_processes``) and
@@ -23,7 +24,8 @@ Benchmarks (each ratio printed next to its target; a row whose baseline is missi
 - ``startup``: ``python -m convcheck --help`` vs ``python -c "import numpy, typer, rich, yaml"`` (subprocesses,
   from this source tree: nothing needs to be installed).
 - ``sweep``: ``convcheck run --jobs 2`` on a generated sweep of 320 small layers, checks per second of this tree
-  against the tree of ``--baseline`` (a git revision, extracted with ``git archive``), same run; ``--jobs 1`` too.
+  against the tree of ``--baseline`` (a git revision, extracted with ``git archive``), same run; ``--jobs 1`` too;
+  and the CPU time per check of every 4th of those layers in one process, this tree against the baseline.
 - ``user-sweep``: the same for 96 small layers of ``examples/im2col_nhwc.py`` (each check in its own process),
   ``--jobs 2``, this tree against ``--baseline``.
 - ``memory``: peak resident memory of a process that runs the seed layer's full check.
@@ -61,6 +63,8 @@ import seed_loop  # noqa: E402 - after the path set-up above
 from convcheck import checker, numeric, parallel, reference  # noqa: E402
 from convcheck.data import make_data  # noqa: E402
 from convcheck.layer import MatrixConvLayer  # noqa: E402
+from convcheck.numeric.audit import AUDIT_ENTRIES  # noqa: E402
+from convcheck.numeric.groups import input_groups  # noqa: E402
 from convcheck.spec import Activation, CheckSpec, ConvShape, Method  # noqa: E402
 from convcheck.user.shapes import TO_NCHW  # noqa: E402
 
@@ -272,6 +276,42 @@ def plain_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, padd
     return np.maximum(z, 0).reshape(n, oh, ow, c_out)
 
 
+def forward_floor(data, shape: ConvShape, input_passes: int, other_passes: int, workers: int) -> Callable[[], object]:
+    """The honest floor of a full check's forward passes: ``input_passes`` passes that unfold a changed input
+    (copy it into a padded buffer, one strided copy of its windows into the im2col matrix) and ``other_passes``
+    that reuse the matrix, each then one matrix product, the bias and the ReLU in place, every buffer allocated
+    once; on ``workers`` threads with one BLAS thread each (``parallel.ordered_map``), or on this thread with BLAS
+    on every core (``workers`` 1). Nothing a check does besides its passes (reductions, the checker) is in it."""
+    n, h, w, c = shape.x_shape
+    k, s, p = shape.filter_size, shape.stride, shape.padding
+    oh, ow = shape.out_height, shape.out_width
+    weights, bias = data.w.reshape(-1, shape.out_depth), data.b
+
+    def buffers() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        padded = np.zeros((n, h + 2 * p, w + 2 * p, c))
+        sn, sh, sw, sc = padded.strides
+        windows = np.lib.stride_tricks.as_strided(
+            padded, (n, oh, ow, k, k, c), (sn, sh * s, sw * s, sh, sw, sc), writeable=False
+        )
+        return padded, windows, np.empty((n * oh * ow, k * k * c))
+
+    def one_pass(unfolds: bool, state: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+        padded, windows, cols = state
+        if unfolds:  # the input changed: copy it in and unfold it again (into the same matrix)
+            np.copyto(padded[:, p : p + h, p : p + w], data.x)
+            np.copyto(cols.reshape(windows.shape), windows)
+        z = cols @ weights
+        z += bias
+        np.maximum(z, 0, out=z)
+
+    plan = [True] * input_passes + [False] * other_passes
+    if workers == 1:
+        state = buffers()
+        one_pass(True, state)
+        return lambda: [one_pass(unfolds, state) for unfolds in plan]
+    return lambda: list(parallel.ordered_map(one_pass, plan, workers=workers, local=buffers))
+
+
 def bench_full(rounds: int) -> list[Row]:
     spec, data = seed_data()
     s = SEED_SHAPE
@@ -295,8 +335,25 @@ def bench_full(rounds: int) -> list[Row]:
         "plain forward": lambda: plain_forward(data.x, data.w, data.b, s.stride, s.padding),
         "GEMM": lambda: cache.cols @ cache.weights,  # a forward pass's matrix product alone, BLAS on every core
     }
+    # The check's passes that change the input: two per input group and per audited input entry.
+    input_passes = 2 * (sum(1 for _ in input_groups(s)) + AUDIT_ENTRIES)
+    floors: dict[int, Callable[[], object]] = {}
+
+    def floor(workers: int) -> Callable[[], object]:
+        def run() -> object:  # built at its first call, once the check has said how many passes it made
+            if workers not in floors:
+                other = results["shipped"].forward_passes - input_passes
+                floors[workers] = forward_floor(data, s, input_passes, other, workers)
+            return floors[workers]()
+
+        return run
+
+    candidates["floor, 2 threads"] = floor(2)
+    candidates["floor, 1 thread"] = floor(1)
     best = interleaved(candidates, rounds, burst=1, bursts={"plain forward": 20, "GEMM": 20})
     passes = results["shipped"].forward_passes
+    floor_best = min(best["floor, 2 threads"], best["floor, 1 thread"])
+    floor_ratio = floor_best / (passes * best["plain forward"])
     entrywise = numeric.entrywise_passes(SEED_SHAPE)
     status = {name: r.status.value for name, r in results.items()}
     threads = parallel.engine_workers(MatrixConvLayer(), SEED_SHAPE)
@@ -320,6 +377,15 @@ def bench_full(rounds: int) -> list[Row]:
         Row("full", "forward passes used", passes, "", note=f"grouped formula {numeric.grouped_passes(SEED_SHAPE)}"),
         Row("full", "per-entry differences would need", entrywise, "", note=f"{entrywise / passes:.0f}× more"),
         Row("full", "full check / (passes × plain forward)", ratio, "×", "≤ 0.6", ratio <= 0.6),
+        Row(
+            "full",
+            "floor: its passes alone (forward_floor) / (passes × plain forward)",
+            floor_ratio,
+            "×",
+            note=f"{floor_best:.2f} s ({best['floor, 2 threads']:.2f} s on 2 threads, {best['floor, 1 thread']:.2f} s "
+            f"on 1 with BLAS on every core; {input_passes} of {passes} passes unfold); check / floor "
+            f"{best['shipped'] / floor_best:.2f}",
+        ),
         Row(
             "full",
             "its GEMM floor: one forward's matrix product / plain forward",
@@ -649,7 +715,60 @@ checks:
 
 
 def bench_sweep(rounds: int, baseline: str = BASELINE) -> list[Row]:
-    return _sweep("sweep", SWEEP_CONFIG, rounds, baseline, jobs=(1, 2))
+    return _sweep("sweep", SWEEP_CONFIG, rounds, baseline, jobs=(1, 2)) + _sweep_cpu(rounds, baseline)
+
+
+CHECK_CPU_PROBE = textwrap.dedent(
+    """
+    import json, sys, time
+    sys.path.insert(0, {root!r})
+    from convcheck.checker import run_check
+    from convcheck.config import load_file
+    specs = load_file({config!r}).specs[::{step}]
+    for spec in specs[:4]:
+        run_check(spec)
+    start = time.process_time()
+    for spec in specs:
+        run_check(spec)
+    print(json.dumps([(time.process_time() - start) / len(specs), len(specs)]))
+    """
+)
+
+
+def _sweep_cpu(rounds: int, baseline: str, step: int = 4) -> list[Row]:
+    """CPU seconds per check of every ``step``-th layer of the sweep, run one after another in one process with
+    one BLAS thread (what each ``--jobs`` worker spends per check), this tree against ``baseline``, interleaved,
+    best of ``rounds``. Unlike wall time, it hardly moves with the other processes on the machine."""
+    with tempfile.TemporaryDirectory() as folder:
+        config = Path(folder) / "sweep.yaml"
+        config.write_text(SWEEP_CONFIG)
+        before, why = _extract(baseline, Path(folder) / "baseline")
+        trees = {"this tree": ROOT, **({} if before is None else {baseline: before})}
+        best, count = dict.fromkeys(trees, float("inf")), 0
+        env = {**os.environ, **dict.fromkeys(parallel.BLAS_THREAD_VARIABLES, "1")}
+        for _ in range(max(2, rounds)):
+            for name, tree in trees.items():
+                probe = CHECK_CPU_PROBE.format(root=str(tree), config=str(config), step=step)
+                done = subprocess.run([PYTHON, "-c", probe], capture_output=True, text=True, env=env, cwd=tree)
+                if done.returncode != 0:
+                    return [Row("sweep", "CPU per check", float("nan"), "ms", note=done.stderr[-200:])]
+                seconds, count = json.loads(done.stdout.strip().splitlines()[-1])
+                best[name] = min(best[name], seconds)
+    rows = [Row("sweep", f"CPU per check, {count} of the layers in one process", 1e3 * best["this tree"], "ms")]
+    if before is None:
+        return [*rows, Row("sweep", "CPU per check, baseline / this tree", float("nan"), "×", "", None, why)]
+    gain = best[baseline] / best["this tree"]
+    return [
+        *rows,
+        Row("sweep", f"the same at {baseline} (baseline)", 1e3 * best[baseline], "ms"),
+        Row(
+            "sweep",
+            f"CPU per check, {baseline} / this tree",
+            gain,
+            "×",
+            note="the share of --jobs 2's wall spent in checks shrinks by this",
+        ),
+    ]
 
 
 USER_SWEEP_CONFIG = """\

@@ -34,7 +34,7 @@ import math
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -285,6 +285,71 @@ def _unfold(
     return held[2]
 
 
+@dataclass
+class _Workspace:
+    """One thread's buffers for ``MatrixConvLayer.output`` of one layer at one shape: the padded input (its border
+    zero for good), the window view of it, the im2col matrix unfolded from it and the input bits it holds, and
+    what ``output`` works out per shape (so that a call for the same layer and shapes starts from it)."""
+
+    layer: MatrixConvLayer
+    shapes: tuple  # (x.shape, x.dtype, w.shape)
+    padded: np.ndarray  # (N, *Sp, C), written only inside the padding
+    inside: tuple[slice, ...]
+    windows: np.ndarray  # read-only window view of ``padded``, ``unfold``'s layout
+    cols: np.ndarray  # (g, R, ∏k·C/g): never handed out, rewritten when the input changes
+    bits: np.ndarray  # the input's bits ``cols`` holds (``x.view(uint)``)
+    out_shape: tuple[int, ...]  # (N, *O, C_out)
+    groups: int
+
+
+# Thread id → its workspace, oldest first. At most one per core is kept (as for ``_unfolded``, whose entry for the
+# same thread a new workspace replaces): the main thread's goes once a check's worker threads have made theirs.
+_workspaces: dict[int, _Workspace] = {}
+
+
+def _workspace(layer: MatrixConvLayer, x: np.ndarray, w: np.ndarray) -> _Workspace:
+    """This thread's workspace for ``layer`` at the shapes of ``x`` and ``w``, made anew when they change (its
+    ``bits`` then match no input, so the first call unfolds)."""
+    window = layer.geometry(x.ndim - 2)
+    kernel = tuple(w.shape[:-2])
+    pads, out_sizes, _ = _plan(window, x.shape[1:-1], kernel)
+    thread = threading.get_ident()
+    with _unfolded_lock:  # let this thread's previous buffers go first
+        _workspaces.pop(thread, None)
+        _unfolded.pop(thread, None)
+    n, *sizes, c = x.shape
+    padded = np.zeros((n, *(s + lo + hi for s, (lo, hi) in zip(sizes, pads, strict=True)), c), x.dtype)
+    groups, per_group = window.groups, c // window.groups
+    sn, *steps, sc = padded.strides
+    shape = (groups, n, *out_sizes, *kernel, per_group)
+    window_strides = (
+        sc * per_group,
+        sn,
+        *(step * s for step, s in zip(steps, window.strides, strict=True)),
+        *(step * d for step, d in zip(steps, window.dilations, strict=True)),
+        sc,
+    )
+    cols = np.empty((groups, n * math.prod(out_sizes), math.prod(kernel) * per_group), x.dtype)
+    bits = np.empty(x.shape, f"u{x.dtype.itemsize}")
+    bits.flat[0] = ~x.view(bits.dtype).flat[0]  # differs from x: the first call unfolds
+    held = _Workspace(
+        layer,
+        (x.shape, x.dtype, w.shape),
+        padded,
+        (slice(None), *_crop(sizes, pads), slice(None)),
+        _view(padded, shape, window_strides),
+        cols,
+        bits,
+        (n, *out_sizes, w.shape[-1]),
+        groups,
+    )
+    with _unfolded_lock:
+        _workspaces[thread] = held
+        while len(_workspaces) > _KEEP_UNFOLDED:
+            del _workspaces[next(iter(_workspaces))]
+    return held
+
+
 def _cores() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -363,6 +428,34 @@ class MatrixConvLayer:
         cache = MatrixCache(cols, weights, z, a, x.shape, w.shape, has_bias)
         return a.reshape(x.shape[0], *out_sizes, c_out), cache
 
+    def output(self, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """``forward(x, w, b)[0]``, bit for bit, without the cache: what a finite-difference engine calls hundreds of
+        times. The padded input and its im2col matrix live in buffers this thread keeps between calls (the window
+        copy made again only when ``x``'s bits changed), and the activation is applied in place: the same
+        operations on the same values as ``forward``, minus its allocations and bookkeeping. Not for subclasses
+        that change ``forward`` (``output_function`` checks)."""
+        if not x.flags.c_contiguous or x.dtype.itemsize not in (1, 2, 4, 8) or x.size == 0:
+            return self.forward(x, w, b)[0]
+        space = _workspaces.get(threading.get_ident())
+        if space is None or space.layer is not self or space.shapes != (x.shape, x.dtype, w.shape):
+            space = _workspace(self, x, w)
+        bits = x.view(space.bits.dtype)
+        if not bool((bits == space.bits).all()):
+            space.padded[space.inside] = x
+            np.copyto(space.cols.reshape(space.windows.shape), space.windows)
+            np.copyto(space.bits, bits)
+        groups, c_out = space.groups, space.out_shape[-1]
+        if groups == 1:
+            z = space.cols[0] @ w.reshape(-1, c_out)
+        else:
+            weights = np.ascontiguousarray(w.reshape(-1, groups, c_out // groups).transpose(1, 0, 2))
+            z = np.matmul(space.cols, weights).transpose(1, 0, 2).reshape(-1, c_out)
+        if b.size > 0:
+            z += b
+        if self.activation is not Activation.NONE:
+            act.apply(self.activation, z, out=z)
+        return z.reshape(space.out_shape)
+
     def backward(self, dout: np.ndarray, cache: MatrixCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``dout: (N, *O, C_out)`` → ``(dx, dw, db)`` shaped like ``(x, w, b)``."""
         c_out = cache.w_shape[-1]
@@ -394,3 +487,11 @@ class MatrixConvLayer:
             return fold(dz @ cache.weights.T, cache.x_shape, kernel, window)
         dz_groups = dz.reshape(-1, window.groups, cache.w_shape[-1] // window.groups).transpose(1, 0, 2)
         return fold(dz_groups @ cache.weights.transpose(0, 2, 1), cache.x_shape, kernel, window)
+
+
+def output_function(layer: object) -> Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None:
+    """``layer.output`` when ``layer`` is a ``MatrixConvLayer`` whose ``forward`` is the built-in one (its output is
+    then ``forward``'s, bit for bit), else None: a subclass with its own forward is differenced through that."""
+    if isinstance(layer, MatrixConvLayer) and type(layer).forward is MatrixConvLayer.forward:
+        return layer.output
+    return None

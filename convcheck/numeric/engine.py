@@ -213,9 +213,9 @@ class Engine:
         param = params[group.tensor]
         where = group.entries if group.span is None else group.span
         original = param.reshape(-1)[where].copy()
-        step_dir = np.ones_like(original) if group.direction is None else group.direction[where]
-        plus = (original + eps * step_dir).astype(param.dtype, copy=False)
-        minus = (original - eps * step_dir).astype(param.dtype, copy=False)
+        step = eps if group.direction is None else eps * group.direction[where]  # eps·1: the same numbers
+        plus = (original + step).astype(param.dtype, copy=False)
+        minus = (original - step).astype(param.dtype, copy=False)
         return where, original, plus, minus
 
     def _reduce(
@@ -230,8 +230,8 @@ class Engine:
         original, plus, minus = values
         if group.direction is None:
             # The steps actually taken (exact for power-of-two eps and ordinary data; measured to be safe).
-            step_plus = plus.astype(np.float64) - original.astype(np.float64)
-            step_minus = original.astype(np.float64) - minus.astype(np.float64)
+            step_plus = np.subtract(plus, original, dtype=np.float64)
+            step_minus = np.subtract(original, minus, dtype=np.float64)
         else:
             step_plus = np.full(1, eps)
             step_minus = np.full(1, eps)
@@ -301,7 +301,7 @@ class Engine:
             return False
         if group.direction is not None:
             return True  # a projection's step is eps by construction
-        return bool(np.all(step_plus == eps) and np.all(step_minus == eps))
+        return bool((step_plus == eps).all() and (step_minus == eps).all())
 
     def check_separable(self) -> None:
         """Two or three extra passes that test what the per-group locality check cannot see: that output batch item

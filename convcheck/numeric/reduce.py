@@ -106,6 +106,10 @@ class Reductions:
             Ownership.ALL: float(absg.sum()),
         }
         self.smooth = not activation.piecewise_linear  # read several times per group: looked up once
+        # Successive groups share their owner arrays (every channel of an input class, every weight group): what
+        # depends on the owners alone is kept for the last one seen (held by reference, so compared by identity).
+        self._owned: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (owner, owned mask, owner[owned])
+        self._constants: tuple[np.ndarray, Ownership, int, np.ndarray, np.ndarray] | None = None
 
     def exact(self, group: Group, count: int, f_plus: np.ndarray, f_minus: np.ndarray, eps: float) -> Measurement:
         """``general`` when every step is exactly ``eps``, a power of two: the same numbers in fewer passes.
@@ -134,7 +138,7 @@ class Reductions:
             gp = gi * ((fp - f0) / eps)
             gm = gi * ((f0 - fm) / eps)
             mid = gi * (fp - fm) / (2.0 * eps)
-            counted = self._widen(group, count, idx, gp, gm, mid, m.lo, m.hi)
+            counted = _widen(group, count, idx, gp, gm, mid, m.lo, m.hi)
             if not self.smooth:
                 m.crossed = counted
         return m
@@ -152,13 +156,13 @@ class Reductions:
         """Per local entry, from the steps actually taken (``step_plus``, ``step_minus``: per entry)."""
         g = self.g
         span = step_plus + step_minus  # per local entry
-        span_out = self._per_output_steps(group, span)
+        span_out = _per_output_steps(group, span)
         central = self.owner_sum(group, count, g * (f_plus - f_minus) / span_out, None)
         m = self._start(group, count, central, span)
         if self.smooth and group.direction is None:
             return m
-        d_plus = (f_plus - self.f0) / self._per_output_steps(group, step_plus)
-        d_minus = (self.f0 - f_minus) / self._per_output_steps(group, step_minus)
+        d_plus = (f_plus - self.f0) / _per_output_steps(group, step_plus)
+        d_minus = (self.f0 - f_minus) / _per_output_steps(group, step_minus)
         spread = np.abs(d_plus - d_minus)
         crossed = np.ones_like(spread, dtype=bool) if self.smooth else spread > self.threshold * (self.eps / eps)
         if crossed.any():
@@ -167,7 +171,7 @@ class Reductions:
             gm = g[idx] * d_minus[idx]
             span_at = span_out if np.isscalar(span_out) else np.broadcast_to(span_out, g.shape)[idx]
             mid = g[idx] * (f_plus[idx] - f_minus[idx]) / span_at
-            counted = self._widen(group, count, idx, gp, gm, mid, m.lo, m.hi)
+            counted = _widen(group, count, idx, gp, gm, mid, m.lo, m.hi)
             if not self.smooth:
                 m.crossed = counted
         return m
@@ -202,10 +206,12 @@ class Reductions:
         if not (sums or test_crossings or unowned is not None):
             return _Scan(None, None)
         fp, fm = f_plus.reshape(positions, c_out), f_minus.reshape(positions, c_out)
+        rows = max(1, SCAN_BLOCK // c_out)
+        if positions <= rows:  # one block: the same operations on whole arrays, without the block machinery
+            return self._scan_whole(group, fp, fm, unowned, by_position, sums, test_crossings, (f_plus, f_minus))
         per_position = np.empty(positions) if by_position else None
         per_channel = None  # Σ over the positions so far (channel groups)
         crossed = np.empty((positions, c_out), dtype=bool) if test_crossings else None
-        rows = max(1, SCAN_BLOCK // c_out)
         chained = np.empty((min(rows, positions) + 1, c_out)) if sums and per_position is None else None
         work = np.empty((3, min(rows, positions), c_out))
         g = self.g.reshape(positions, c_out)
@@ -231,6 +237,33 @@ class Reductions:
                     group, block, work[1, :size], work[2, :size], fp, fm, unowned, crossed, f_plus, f_minus
                 )
         return _Scan(per_position if per_position is not None else per_channel, crossed)
+
+    def _scan_whole(
+        self,
+        group: Group,
+        fp: np.ndarray,
+        fm: np.ndarray,
+        unowned: np.ndarray | None,
+        by_position: bool,
+        sums: bool,
+        test_crossings: bool,
+        outputs: tuple[np.ndarray, np.ndarray],
+    ) -> _Scan:
+        """``_scan`` when every position fits one block (``fp``, ``fm``: (positions, C_out)): each block's steps
+        once, on arrays of their own (the sums reduce the same rows in the same order)."""
+        c_out = self.g.shape[-1]
+        found = None
+        if sums:
+            diff = fp - fm
+            diff *= self.g.reshape(-1, c_out)
+            found = diff.sum(axis=-1) if by_position else diff.sum(axis=0)
+        crossed = None
+        if test_crossings or unowned is not None:
+            everything = slice(None)
+            rise, fall = np.empty_like(fp), np.empty_like(fp)
+            crossed = np.empty(fp.shape, dtype=bool) if test_crossings else None
+            self._scan_block(group, everything, rise, fall, fp, fm, unowned, crossed, *outputs)
+        return _Scan(found, crossed)
 
     def _scan_block(
         self,
@@ -276,17 +309,28 @@ class Reductions:
             )
 
     def _owner_constants(self, group: Group, count: int) -> tuple[np.ndarray, np.ndarray]:
-        """Per local entry: ``Σ (G·σ)²`` and ``Σ |G|`` over the outputs it owns."""
+        """Per local entry: ``Σ (G·σ)²`` and ``Σ |G|`` over the outputs it owns (only read by the caller)."""
         if group.ownership is Ownership.ALL:
             return np.array([self._gs2[Ownership.ALL]]), np.array([self._absg[Ownership.ALL]])
-        return (
-            self.owner_sum(group, count, None, self._gs2[group.ownership]),
-            self.owner_sum(group, count, None, self._absg[group.ownership]),
-        )
+        held = self._constants
+        if held is not None and held[0] is group.owner and held[1] is group.ownership and held[2] == count:
+            return held[3], held[4]
+        gs2 = self.owner_sum(group, count, None, self._gs2[group.ownership])
+        absg = self.owner_sum(group, count, None, self._absg[group.ownership])
+        assert group.owner is not None
+        self._constants = (group.owner, group.ownership, count, gs2, absg)
+        return gs2, absg
 
-    @staticmethod
+    def _owned_slots(self, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(owner >= 0, owner[owner >= 0])`` for a position or output group's owners, kept for the last seen."""
+        held = self._owned
+        if held is None or held[0] is not owner:
+            owned = owner >= 0
+            held = self._owned = (owner, owned, owner[owned])
+        return held[1], held[2]
+
     def owner_sum(
-        group: Group, count: int, per_output: np.ndarray | None, axis_sums: np.ndarray | float | None
+        self, group: Group, count: int, per_output: np.ndarray | None, axis_sums: np.ndarray | float | None
     ) -> np.ndarray:
         """Sum ``per_output: (N, *O, C_out)`` over the outputs of each local entry (or take ``axis_sums``,
         the per-position, per-channel or total sums, when they are already known)."""
@@ -306,25 +350,11 @@ class Reductions:
         owner = group.owner
         assert owner is not None
         if group.ownership in (Ownership.POSITION, Ownership.OUTPUT):
-            owned = owner >= 0
-            return np.bincount(owner[owned], weights=sums[owned], minlength=count)
+            owned, slots = self._owned_slots(owner)
+            return np.bincount(slots, weights=sums[owned], minlength=count)
         if count == len(owner):
             return sums[owner].astype(np.float64)
         return np.bincount(owner, weights=sums, minlength=count)
-
-    @staticmethod
-    def _per_output_steps(group: Group, steps: np.ndarray) -> np.ndarray | float:
-        """Broadcast each local entry's step to the outputs it owns."""
-        if np.all(steps == steps[0]):
-            return float(steps[0])
-        if group.ownership is Ownership.POSITION:
-            padded = np.append(steps, steps[0])  # index −1 (no owner) picks a harmless value
-            return padded[group.owner][..., None]
-        if group.ownership is Ownership.OUTPUT:
-            return np.append(steps, steps[0])[group.owner]
-        if group.ownership is Ownership.CHANNEL:
-            return steps[group.owner]
-        return float(steps[0])
 
     def _truncation(self, group: Group, span: np.ndarray, absg: np.ndarray) -> np.ndarray:
         """Taylor remainder of a central difference per local entry: ``ε²/6 · sup|act'''| · |∂z/∂θ|³`` per
@@ -332,28 +362,42 @@ class Reductions:
         bound = THIRD_DERIVATIVE_BOUND[self.activation] * self.slope_bound[group.tensor] ** 3
         return (span / 2) ** 2 / 6 * bound * absg
 
-    @staticmethod
-    def _widen(
-        group: Group,
-        count: int,
-        idx: tuple[np.ndarray, ...],
-        gp: np.ndarray,
-        gm: np.ndarray,
-        mid: np.ndarray,
-        lo: np.ndarray,
-        hi: np.ndarray,
-    ) -> np.ndarray:
-        """Widen ``lo``/``hi`` in place by the outputs ``idx`` judged by their interval: ``G·d⁺`` and ``G·d⁻``
-        (``gp``, ``gm``) around their central term ``mid``. Returns how many such outputs each entry owns.
 
-        An output no perturbed entry reaches belongs to no entry (locality is checked apart) and is skipped.
-        """
-        slots = _slots_of(group, idx)
-        owned = slots >= 0
-        slots, gp, gm, mid = slots[owned], gp[owned], gm[owned], mid[owned]
-        lo += np.bincount(slots, weights=np.minimum(gp, gm) - mid, minlength=count)
-        hi += np.bincount(slots, weights=np.maximum(gp, gm) - mid, minlength=count)
-        return np.bincount(slots, minlength=count)
+def _per_output_steps(group: Group, steps: np.ndarray) -> np.ndarray | float:
+    """Broadcast each local entry's step to the outputs it owns."""
+    if np.all(steps == steps[0]):
+        return float(steps[0])
+    if group.ownership is Ownership.POSITION:
+        padded = np.append(steps, steps[0])  # index −1 (no owner) picks a harmless value
+        return padded[group.owner][..., None]
+    if group.ownership is Ownership.OUTPUT:
+        return np.append(steps, steps[0])[group.owner]
+    if group.ownership is Ownership.CHANNEL:
+        return steps[group.owner]
+    return float(steps[0])
+
+
+def _widen(
+    group: Group,
+    count: int,
+    idx: tuple[np.ndarray, ...],
+    gp: np.ndarray,
+    gm: np.ndarray,
+    mid: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+) -> np.ndarray:
+    """Widen ``lo``/``hi`` in place by the outputs ``idx`` judged by their interval: ``G·d⁺`` and ``G·d⁻``
+    (``gp``, ``gm``) around their central term ``mid``. Returns how many such outputs each entry owns.
+
+    An output no perturbed entry reaches belongs to no entry (locality is checked apart) and is skipped.
+    """
+    slots = _slots_of(group, idx)
+    owned = slots >= 0
+    slots, gp, gm, mid = slots[owned], gp[owned], gm[owned], mid[owned]
+    lo += np.bincount(slots, weights=np.minimum(gp, gm) - mid, minlength=count)
+    hi += np.bincount(slots, weights=np.maximum(gp, gm) - mid, minlength=count)
+    return np.bincount(slots, minlength=count)
 
 
 def _slots_of(group: Group, idx: tuple[np.ndarray, ...]) -> np.ndarray:
