@@ -19,7 +19,14 @@ from typing import Any
 import numpy as np
 
 from convcheck.isolation.ahead import Lookahead
-from convcheck.isolation.session import AHEAD_BYTES, AHEAD_CALLS, BYTES_PER_ENTRY, MANY_OUTPUTS, RemoteCache, Session
+from convcheck.isolation.session import (
+    AHEAD_BYTES,
+    AHEAD_CALLS,
+    MANY_OUTPUTS,
+    RemoteCache,
+    Session,
+    arena_half,
+)
 from convcheck.numeric.fanout import Point
 from convcheck.spec import CheckSpec, DType, Signature
 from convcheck.tolerance import resolve
@@ -28,7 +35,13 @@ from convcheck.user.arguments import call_values, refused_keywords, window_keywo
 from convcheck.user.errors import ImplementationError, display_path
 from convcheck.user.shapes import layer_dims
 
-__all__ = ["RemoteLayer", "remote_layer"]
+__all__ = ["MANY_GROUPS", "RemoteLayer", "remote_layer"]
+
+#: At most this many groups (two forward calls each) per batch the engine hands ``forward_many``. A batch is sent
+#: in as few requests as the shared memory holds (``_chunks``): each request is a round trip, two context switches
+#: and the base arrays copied in and decoded again, ~0.3 ms of CPU on the two sides together for a small layer.
+MANY_GROUPS = 64
+_SLACK = 64  # bytes of alignment per array in shared memory (``channel._ALIGN``)
 
 
 class RemoteLayer(UserLayer):
@@ -90,15 +103,17 @@ class RemoteLayer(UserLayer):
         return self.session
 
     def batch_groups(self) -> int:
-        """Groups (two forward calls each) whose outputs fit one answer of ``forward_many`` in float64."""
-        half = BYTES_PER_ENTRY * self.entries  # at least (the arena's halves are twice that)
-        return max(1, half // (8 * math.prod(self._out_shape) + 64) // 2)
+        """Groups (two forward calls each) per batch of ``forward_many``: as many as whose outputs fit the child's
+        half of the shared memory in float64, at most ``MANY_GROUPS``."""
+        half = arena_half(self.entries, self.ahead.depth)  # at least (a kept arena may be larger)
+        return max(1, min(MANY_GROUPS, half // (8 * math.prod(self._out_shape) + _SLACK) // 2))
 
     def forward_many(self, params: list[np.ndarray], points: list[Point], workers: int) -> list[np.ndarray] | None:
         """The engine's outputs (NHWC) of forward at each of ``points`` (changes of ``params`` = x, w, b), from
-        one request: the child evaluates them on ``workers`` processes (``convcheck.numeric.fanout``). Each output
-        is checked, converted and offered to the forward-point sample as one ``forward`` call's would be.
-        None when the child could not answer that way (the caller makes the calls one at a time)."""
+        as few requests as the shared memory holds (``_chunks``): the child evaluates them on ``workers``
+        processes (``convcheck.numeric.fanout``). Each output is checked, converted and offered to the
+        forward-point sample as one ``forward`` call's would be. None when the child could not answer that way
+        (the caller makes the calls one at a time)."""
         x, w, b = params
         base = (self._to_user(x, "x"), self._to_user(w, "w"))
         bu = b.reshape(self._bias_shape(x.ndim, w.shape[-1])).copy() if self.bias else None
@@ -106,21 +121,27 @@ class RemoteLayer(UserLayer):
             return None
         moved = [Point(p.tensor, self._user_positions(p.tensor, params)[p.where], p.values) for p in points]
         session = self._session()
-        arrays = [a for a in (*base, bu) if a is not None] + [a for p in moved for a in (p.where, p.values)]
-        if sum(a.nbytes + 64 for a in arrays) > session.arena.half:
-            return None  # the request must lie in shared memory (where the child's workers read it)
         stride, padding = call_values(self.window, x.shape[1:-1], w.shape[:-2])
         extra, keywords = self._hyperparameters(stride, padding)
-        reply, blobs = session.call(
-            "forward", [*base, bu, *extra], False, keywords, many=(moved, workers, self._out_kind)
-        )
-        metas = reply.get("outputs")
-        if not isinstance(metas, list) or len(metas) != len(points):
-            return None
         dims = layer_dims(x.shape, w.shape, self.window)
+        base_args = [*base, bu]
+        base_bytes = sum(a.nbytes + _SLACK for a in base_args if a is not None)
+        out_bytes = math.prod(int(n) for n in self._out_kind["shape"]) * np.dtype(self._out_kind["dtype"]).itemsize
+        answers: list[np.ndarray] = []
+        for start, stop in _chunks(moved, session.arena.half - base_bytes, session.arena.half, out_bytes + _SLACK):
+            # as few requests as shared memory holds (the child's workers read it there); each answer is copied
+            # out before the next request overwrites the arena
+            reply, blobs = session.call(
+                "forward", [*base_args, *extra], False, keywords, many=(moved[start:stop], workers, self._out_kind)
+            )
+            metas = reply.get("outputs")
+            if not isinstance(metas, list) or len(metas) != stop - start:
+                return None
+            answers += [session.array(meta, blobs) for meta in metas]
+        if len(answers) != len(points):
+            return None  # not even one point fits: one call at a time
         outputs = []
-        for point, meta in zip(points, metas, strict=True):
-            out = session.array(meta, blobs)
+        for point, out in zip(points, answers, strict=True):  # only once every point is in, as one request's were
             self._check_array("out", "forward's out", "out", out, dims)
             outputs.append(self._to_engine(out, "out"))
             if self.points is not None:
@@ -232,6 +253,25 @@ class RemoteLayer(UserLayer):
 
     def _item(self, value: object, blobs: memoryview, cache: RemoteCache | None) -> object:
         return cache if isinstance(value, dict) and "kept" in value else self._value(value, blobs, None)
+
+
+def _chunks(points: list[Point], room: int, half: int, per_output: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of consecutive runs of ``points`` whose arrays fit in ``room`` bytes (the parent's half,
+    after the base arrays) and whose outputs fit in ``half`` bytes (the child's), ``per_output`` bytes each; empty
+    when a single point does not fit."""
+    runs: list[tuple[int, int]] = []
+    start, used = 0, 0
+    for k, point in enumerate(points):
+        size = point.where.nbytes + point.values.nbytes + 2 * _SLACK
+        if size > room or per_output > half:
+            return []
+        if used + size > room or (k - start + 1) * per_output > half:
+            runs.append((start, k))
+            start, used = k, 0
+        used += size
+    if start < len(points):
+        runs.append((start, len(points)))
+    return runs
 
 
 def _unreachable(*_: object) -> None:  # pragma: no cover - a RemoteLayer never calls its impl's functions here
