@@ -68,7 +68,7 @@ app = typer.Typer(
         "Examples:\n\n"
         "  convcheck init   (writes convcheck.yaml and layers.py)\n\n"
         "  convcheck run    (runs ./convcheck.yaml)\n\n"
-        "  convcheck run configs/seed.yaml\n\n"
+        "  convcheck run configs/textbook.yaml\n\n"
         "  convcheck run configs/ --json report.json --junit report.xml\n\n"
         "  convcheck validate configs/smoke.yaml"
     ),
@@ -196,7 +196,7 @@ def run(
 
       convcheck run
 
-      convcheck run configs/seed.yaml
+      convcheck run configs/textbook.yaml
 
       convcheck run configs/ --jobs 2 --junit report.xml --html report.html
 

@@ -196,7 +196,7 @@ def test_every_bundled_config_runs_and_passes():
 def test_python_dash_m_and_help_examples():
     env = {**os.environ, **ENV}
     out = subprocess.run([sys.executable, "-m", "convcheck", "--help"], capture_output=True, text=True, env=env)
-    assert out.returncode == ExitCode.OK and "convcheck run configs/seed.yaml" in out.stdout
+    assert out.returncode == ExitCode.OK and "convcheck run configs/textbook.yaml" in out.stdout
     for command in ("run", "validate", "init", "schema", "selftest"):
         help_text = invoke(command, "--help").stdout
         assert "Examples" in help_text, command

@@ -67,12 +67,12 @@ def test_bad_config_reports_each_problem_with_line_and_field(path: Path) -> None
 
 
 def test_a_broken_file_does_not_stop_the_others() -> None:
-    result = load_configs([BAD / "many_problems.yaml", CONFIGS / "seed.yaml", BAD / "groups_not_dividing.yaml"])
+    result = load_configs([BAD / "many_problems.yaml", CONFIGS / "textbook.yaml", BAD / "groups_not_dividing.yaml"])
     assert {error.file for error in result.errors} == {
         str(BAD / "many_problems.yaml"),
         str(BAD / "groups_not_dividing.yaml"),
     }
-    assert [spec.name for spec in result.specs] == ["seed-layer"]
+    assert [spec.name for spec in result.specs] == ["textbook-layer"]
     assert not result.ok
 
 
@@ -97,8 +97,8 @@ def test_every_shipped_config_loads_cleanly(path: Path) -> None:
 
 
 def test_seed_config_is_the_seed_layer() -> None:
-    (spec,) = load_file(CONFIGS / "seed.yaml").specs
-    assert spec.name == "seed-layer"
+    (spec,) = load_file(CONFIGS / "textbook.yaml").specs
+    assert spec.name == "textbook-layer"
     assert spec.shape.x_shape == (8, 32, 48, 16)
     assert spec.shape.w_shape == (3, 3, 16, 32)
     assert (spec.shape.stride, spec.shape.padding, spec.activation) == (1, 1, Activation.RELU)
@@ -134,9 +134,9 @@ def test_features_config_uses_every_key_except_impl_files() -> None:
 
 
 def test_sweep_is_the_cartesian_product_in_key_order_named_after_its_values() -> None:
-    specs = only_specs("name: seed-layer\npadding: [0, 1]\n" + LAYER + "stride: [1, 2, 3]\n")
+    specs = only_specs("name: textbook-layer\npadding: [0, 1]\n" + LAYER + "stride: [1, 2, 3]\n")
     assert [spec.name for spec in specs] == [
-        f"seed-layer[stride={s},padding={p}]" for s, p in itertools.product((1, 2, 3), (0, 1))
+        f"textbook-layer[stride={s},padding={p}]" for s, p in itertools.product((1, 2, 3), (0, 1))
     ]
     assert [(spec.shape.stride, spec.shape.padding) for spec in specs] == list(itertools.product((1, 2, 3), (0, 1)))
 

@@ -44,7 +44,7 @@ def test_quick_start_has_exactly_two_commands_and_ci_uses_the_test_one():
     quick = README.split("## Quick start", 1)[1].split("\n## ", 1)[0]
     commands = re.findall(r"```bash\n(.+?)\n```", quick)
     assert len(commands) == 2
-    assert "convcheck run configs/seed.yaml" in commands[0]
+    assert "convcheck run configs/textbook.yaml" in commands[0]
     test_command = commands[1].split("&& ")[-1]
     ci = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
     assert test_command in ci

@@ -164,7 +164,7 @@ def test_color_always_never_and_no_color(tmp_path):
     assert always.exit_code == never.exit_code == ExitCode.OK
 
 
-# "seed" as the random-seed key (seed: 0, --seed, seeded) and configs/seed.yaml are fine; "the seed" as the
+# "seed" as the random-seed key (seed: 0, --seed, seeded) is fine; "the seed" as the
 # textbook page this project started from is not.
 JARGON = re.compile(
     r"\bthe seed(?:'s)?\b(?! (?:key|of|value|\d|=|:|given|used|it|is|0))|\bseed (?:layer|loop)\b|"

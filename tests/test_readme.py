@@ -64,7 +64,7 @@ def _mask(text: str) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    ("name", "config"), [("buggy-col2im", "examples/buggy_col2im.yaml"), ("seed-layer", "configs/seed.yaml")]
+    ("name", "config"), [("buggy-col2im", "examples/buggy_col2im.yaml"), ("textbook-layer", "configs/textbook.yaml")]
 )
 def test_the_sample_screens_are_what_the_command_prints(name, config):
     sample = next(b for b in _blocks(README, "text") if name in b)
