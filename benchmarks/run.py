@@ -15,7 +15,9 @@ Benchmarks (each ratio printed next to its target; a row whose baseline is missi
 - ``full``: ``run_check`` of the seed layer with every entry checked, against its forward passes times one plain
   vectorized im2col forward of the same layer (``plain_forward``, no reuse, timed in the same run).
 - ``user``: the same full check of a user's numpy layer (``examples/im2col_nhwc.py``, run in its own process as
-  every user's layer is), against its forward passes times one call of that layer's forward in this process.
+  every user's layer is), against its forward passes times one call of that layer's forward in this process;
+  beside it its floor (the same passes alone, split over one process per core: ``forwards_on_processes``) and
+  the check on one timeline (``benchmarks/user_timeline.py``: CPU per process, the workers' busy share).
 - ``quick``: the quick tier (``directional``; ``sampled`` for reference) vs torch ``gradcheck(fast_mode=True)``,
   warm, interleaved, best of at least 10.
 - ``startup``: ``python -m convcheck --help`` vs ``python -c "import numpy, typer, rich, yaml"`` (subprocesses,
@@ -348,16 +350,103 @@ def bench_user(rounds: int) -> list[Row]:
     def forward():
         return im2col_nhwc.forward(data.x.copy(), data.w.copy(), data.b.copy(), 1, 1)
 
-    best = interleaved({"check": check, "forward": forward}, rounds, burst=1, bursts={"forward": 10})
+    check()  # the passes the floor runs (as many as the check makes)
+    passes = results["check"].forward_passes
+    arrays = (data.x, data.w, data.b)
+    cores = parallel.available_cores()
+    candidates = {
+        "check": check,
+        "forward": forward,
+        "floor": lambda: forwards_on_processes(im2col_nhwc.forward, arrays, passes, cores),
+    }
+    best = interleaved(candidates, rounds, burst=1, bursts={"forward": 10})
     result = results["check"]
-    ratio = best["check"] / (result.forward_passes * best["forward"])
+    per_pass = result.forward_passes * best["forward"]
+    ratio = best["check"] / per_pass
+    floor = best["floor"] / per_pass
     return [
         *_round_trips(max(3, rounds)),
         Row("user", "full check, examples/im2col_nhwc.py, seed geometry", best["check"], "s", note=result.status.value),
         Row("user", "one forward of that layer (this process)", 1e3 * best["forward"], "ms"),
         Row("user", "forward passes used", result.forward_passes, ""),
         Row("user", "full check / (passes × one forward)", ratio, "×", "≤ 0.65", ratio <= 0.65),
+        Row(
+            "user",
+            f"its floor: the passes alone on {cores} processes / (passes × one forward)",
+            floor,
+            "×",
+            note=f"{best['floor']:.2f} s: {passes} forwards split over {cores} processes, one BLAS thread each",
+        ),
+        *_timeline(),
     ]
+
+
+def _timeline() -> list[Row]:
+    """The same check on one timeline (``benchmarks/user_timeline.py``, in a process of its own): CPU seconds of
+    each process and how much of the batches' time the workers computed and this side reduced at once."""
+    done = subprocess.run([PYTHON, str(HERE / "user_timeline.py"), "--json"], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"user_timeline.py exited {done.returncode}: {done.stderr[-2000:]}")
+    found = json.loads(done.stdout)
+    cpu, shares = found["cpu_s"], found["busy_share_of_batches_span"]
+    workers = sum(v for k, v in cpu.items() if k.startswith("worker "))
+    return [
+        Row(
+            "user",
+            "timeline: CPU, the check's process / layer's / its workers",
+            cpu["this process"],
+            "s",
+            note=f"{cpu['layer process (its own)']:.2f} s / {workers:.2f} s; of the first, reductions "
+            f"{cpu['reductions (this process)']:.2f} s; {found['wall_s']:.2f} s wall, of which "
+            f"{found['before_first_batch_s']:.2f} s before the first batch, {found['after_last_batch_s']:.2f} s after",
+        ),
+        Row(
+            "user",
+            "timeline: both workers computing, share of the batches' time",
+            100 * shares["both workers computing"],
+            "%",
+            note=f"some worker {100 * shares['some worker computing']:.0f} %; reducing "
+            f"{100 * shares['reducing']:.0f} %, {100 * shares['reducing while a worker computes']:.0f} % while a "
+            "worker computes",
+        ),
+    ]
+
+
+def forwards_on_processes(forward: Callable[..., Any], arrays: tuple[np.ndarray, ...], passes: int, cores: int) -> None:
+    """``passes`` calls of ``forward(x, w, b, 1, 1)`` split over ``cores`` processes forked for it, as a check's
+    pool of workers makes them (``numeric.fanout``: worker j makes calls j, j + cores, …, on fresh copies of the
+    arrays, with one BLAS thread and the layer process's malloc settings) and nothing else: no request, no
+    reduction, no copy back. The wall time of this is what the check's forward passes cannot go below."""
+    pids = []
+    for j in range(cores):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - in the forked process
+            code = 1
+            try:
+                _keep_freed_memory()
+                with parallel.limited_blas(1):
+                    kept = None  # where each output is written, as into a worker's slot
+                    for _ in range(j, passes, cores):
+                        out = forward(*(a.copy() for a in arrays), 1, 1)[0]
+                        kept = np.empty_like(out) if kept is None else kept
+                        kept[...] = out
+                code = 0
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    for pid in pids:
+        _, status = os.waitpid(pid, 0)
+        if status != 0:
+            raise RuntimeError(f"a floor process ended with status {status}")
+
+
+def _keep_freed_memory() -> None:
+    """The layer process's malloc settings (``isolation/child.py``: mmap threshold 32 MiB, trim threshold 1 GiB)."""
+    import ctypes
+
+    mallopt = ctypes.CDLL(None).mallopt
+    mallopt(-3, 32 * 2**20)  # M_MMAP_THRESHOLD
+    mallopt(-1, 2**30)  # M_TRIM_THRESHOLD
 
 
 def _round_trips(rounds: int) -> list[Row]:

@@ -315,7 +315,7 @@ def test_the_fork_server_sends_every_field_of_the_layers_reference():
     assert ref_from_json(ref_to_json(ImplRef("layers.py"))) == ImplRef("layers.py")
 
 
-# -- a batch in as few requests as shared memory holds ---------------------------------------------------------
+# -- batches of up to MANY_GROUPS groups --------------------------------------------------------------------------
 
 
 def batch_requests(spec: CheckSpec) -> tuple[CheckResult, int]:
@@ -336,29 +336,11 @@ def batch_requests(spec: CheckSpec) -> tuple[CheckResult, int]:
     ],
     ids=lambda s: f"{s.name}-{s.method.value}-{s.dtype.value}",
 )
-def test_a_batch_larger_than_shared_memory_goes_in_several_requests_and_changes_no_number(spec, monkeypatch):
-    from convcheck.isolation import session
-    from convcheck.isolation.channel import ArenaPool
+def test_larger_batches_take_fewer_requests_and_change_no_number(spec, monkeypatch):
+    from convcheck.isolation import remote
 
-    roomy, roomy_requests = batch_requests(spec)
-    monkeypatch.setattr(session, "ARENAS", ArenaPool(keep=0))  # fresh arenas, sized by the patched formula
-    monkeypatch.setattr(session, "arena_half", lambda entries, ahead: 16 * 1024)  # ~10 outputs of SHAPE a request
-    cramped, cramped_requests = batch_requests(spec)
-    assert numbers(cramped) == numbers(roomy) == numbers(run_check(spec))
-    assert cramped_requests > roomy_requests
-
-
-def test_the_runs_of_points_cover_every_point_in_order_and_each_fits():
-    from convcheck.isolation.remote import _SLACK, _chunks
-    from convcheck.numeric.fanout import Point
-
-    rng = np.random.default_rng(0)
-    points = [Point(0, np.arange(m), rng.standard_normal(m)) for m in rng.integers(1, 40, size=50)]
-    for room, half, per_output in [(4096, 10**6, 100), (10**6, 1000, 100), (10**6, 10**6, 8), (800, 500, 100)]:
-        runs = _chunks(points, room, half, per_output)
-        assert [k for start, stop in runs for k in range(start, stop)] == list(range(len(points)))
-        for start, stop in runs:
-            assert sum(p.where.nbytes + p.values.nbytes + 2 * _SLACK for p in points[start:stop]) <= room
-            assert (stop - start) * per_output <= half
-    assert _chunks(points, 100, 10**6, 8) == []  # a point larger than the room: one call at a time
-    assert _chunks(points, 10**6, 50, 100) == []  # an output larger than the child's half
+    large, large_requests = batch_requests(spec)
+    monkeypatch.setattr(remote, "MANY_GROUPS", 2)
+    small, small_requests = batch_requests(spec)
+    assert numbers(large) == numbers(small) == numbers(run_check(spec))
+    assert large_requests < small_requests

@@ -1,11 +1,12 @@
 """Both sides of a batch request: the outputs of the user's forward at many perturbed points in one round trip.
 
 The engine's perturbed points differ from one base point in a few entries of one tensor. ``RemoteLayer`` sends the
-base arrays once with the changes (``Session.call`` with ``many``); the child evaluates every point
-(``serve_many``, by ``numeric.fanout`` in its own process or on a pool of processes forked from it) and answers
-with every output in shared memory, in order. The parent then treats each output exactly as the answer of one
-forward call: the same shape check, layout conversion and forward-point sample, so a batch changes neither a
-verdict nor an estimate.
+base arrays once with the changes (``Session.call_later``); the child evaluates every point (``serve_many``, by
+``numeric.fanout`` in its own process or on a pool of processes forked from it) and answers with every output in
+shared memory, in order. The answer is received when the engine asks for it (``Pending``): meanwhile the engine
+reduces the batch before, so the parent's reductions and the child's forwards run on the cores at once. The
+parent then treats each output exactly as the answer of one forward call: the same shape check, layout
+conversion and forward-point sample, in the same order, so a batch changes neither a verdict nor an estimate.
 
 Anything unexpected in the child (no room, an exception, an output of another shape or dtype than the last one
 the parent received, a worker that died) answers ``outputs: None``, and the engine measures that batch one
@@ -17,14 +18,49 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
 from convcheck.isolation.channel import Arena, Outgoing, decode_array
 from convcheck.numeric.fanout import Batch, Point, Pool
 
-__all__ = ["encode_points", "serve_many"]
+__all__ = ["Pending", "encode_points", "serve_many"]
+
+T = TypeVar("T")
+
+
+class Pending(Generic[T]):
+    """The answer to a request already sent, received once: by ``get`` or, if something else must use the channel
+    first, by ``settle`` (``Session.call_later``). While the child and its workers measure one batch, the engine
+    reduces the batch before it, on the same cores; the answers come back in the order they were asked for, so
+    nothing computed from them changes.
+
+    Args:
+        receive: receives the answer and returns what is kept of it (copied out of shared memory: the next
+            exchange overwrites it).
+    """
+
+    def __init__(self, receive: Callable[[], T]) -> None:
+        self._receive: Callable[[], T] | None = receive
+        self._value: T | None = None
+        self._error: BaseException | None = None
+
+    def settle(self) -> None:
+        """Receive the answer now if it has not been; an exception doing so is kept for ``get``."""
+        receive, self._receive = self._receive, None
+        if receive is not None:
+            try:
+                self._value = receive()
+            except Exception as exc:  # noqa: BLE001 - raised where the answer is asked for (``get``)
+                self._error = exc
+
+    def get(self) -> T:
+        """What ``receive`` returned (received now if it was not yet), or the exception it raised."""
+        self.settle()
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]  # set by settle when there was no error
 
 
 def encode_points(points: list[Point], outgoing: Outgoing) -> list[dict[str, Any]]:

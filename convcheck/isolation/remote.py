@@ -11,7 +11,7 @@ predicted and sent ahead (``isolation.ahead``).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
@@ -28,7 +28,7 @@ from convcheck.isolation.session import (
     arena_half,
 )
 from convcheck.numeric.fanout import Point
-from convcheck.spec import CheckSpec, DType, Signature
+from convcheck.spec import CheckSpec, DType, Layout, Signature
 from convcheck.tolerance import resolve
 from convcheck.user.adapter import Foreign, LoadedImpl, UserCache, UserLayer
 from convcheck.user.arguments import call_values, refused_keywords, window_keywords
@@ -37,11 +37,13 @@ from convcheck.user.shapes import layer_dims
 
 __all__ = ["MANY_GROUPS", "RemoteLayer", "remote_layer"]
 
-#: At most this many groups (two forward calls each) per batch the engine hands ``forward_many``. A batch is sent
-#: in as few requests as the shared memory holds (``_chunks``): each request is a round trip, two context switches
-#: and the base arrays copied in and decoded again, ~0.3 ms of CPU on the two sides together for a small layer.
+#: At most this many groups (two forward calls each) per batch the engine hands ``forward_many``: each batch is a
+#: round trip (two context switches, the base arrays copied in and decoded again, the descriptions encoded and
+#: decoded on both sides), so a small layer's check takes one per tensor instead of up to ten. The request must
+#: lie in the parent's half of the shared memory (else that batch is measured one call at a time); its point
+#: arrays take 32 bytes an entry of the tensor at most (a tensor's groups perturb each entry once), and a small
+#: layer's half holds 144 bytes an entry (``session.arena_half`` with calls sent ahead).
 MANY_GROUPS = 64
-_SLACK = 64  # bytes of alignment per array in shared memory (``channel._ALIGN``)
 
 
 class RemoteLayer(UserLayer):
@@ -81,6 +83,8 @@ class RemoteLayer(UserLayer):
         self.session: Session | None = None
         self.output_reused = False  # the child saw forward overwrite the first array it returned
         self.lookahead = lookahead
+        self.pipelined = True  # a batch's outputs are received when the engine asks for them (``forward_many``)
+        self._blocks = [_Block(), _Block()]  # where batches' outputs are copied to, in turn
         depth = max(1, min(AHEAD_CALLS, AHEAD_BYTES // (8 * max(1, self.entries))))
         steps = [resolve(dtype, spec.eps, spec.rtol, spec.atol).eps for dtype in (DType.FLOAT64, spec.dtype)]
         self.ahead = Lookahead(shape, spec.seed, steps, depth, lambda number: self._session().released.append(number))
@@ -104,16 +108,20 @@ class RemoteLayer(UserLayer):
 
     def batch_groups(self) -> int:
         """Groups (two forward calls each) per batch of ``forward_many``: as many as whose outputs fit the child's
-        half of the shared memory in float64, at most ``MANY_GROUPS``."""
-        half = arena_half(self.entries, self.ahead.depth)  # at least (a kept arena may be larger)
-        return max(1, min(MANY_GROUPS, half // (8 * math.prod(self._out_shape) + _SLACK) // 2))
+        half of the shared memory in float64 (``session.arena_half``; a kept arena may be larger), at most
+        ``MANY_GROUPS``."""
+        half = arena_half(self.entries, self.ahead.depth)
+        return max(1, min(MANY_GROUPS, half // (8 * math.prod(self._out_shape) + 64) // 2))
 
-    def forward_many(self, params: list[np.ndarray], points: list[Point], workers: int) -> list[np.ndarray] | None:
+    def forward_many(
+        self, params: list[np.ndarray], points: list[Point], workers: int
+    ) -> Callable[[], list[np.ndarray] | None] | None:
         """The engine's outputs (NHWC) of forward at each of ``points`` (changes of ``params`` = x, w, b), from
-        as few requests as the shared memory holds (``_chunks``): the child evaluates them on ``workers``
-        processes (``convcheck.numeric.fanout``). Each output is checked, converted and offered to the
-        forward-point sample as one ``forward`` call's would be. None when the child could not answer that way
-        (the caller makes the calls one at a time)."""
+        one request: the child evaluates them on ``workers`` processes (``convcheck.numeric.fanout``). The request
+        is sent now; the function returned receives the outputs (the engine reduces the previous batch meanwhile).
+        Each output is checked, converted and offered to the forward-point sample as one ``forward`` call's would
+        be. None, or a function that returns None, when the child could not answer that way (the caller makes
+        the calls one at a time). ``pipelined = False``: the outputs are received before this returns."""
         x, w, b = params
         base = (self._to_user(x, "x"), self._to_user(w, "w"))
         bu = b.reshape(self._bias_shape(x.ndim, w.shape[-1])).copy() if self.bias else None
@@ -121,29 +129,35 @@ class RemoteLayer(UserLayer):
             return None
         moved = [Point(p.tensor, self._user_positions(p.tensor, params)[p.where], p.values) for p in points]
         session = self._session()
+        arrays = [a for a in (*base, bu) if a is not None] + [a for p in moved for a in (p.where, p.values)]
+        if sum(a.nbytes + 64 for a in arrays) > session.arena.half:
+            return None  # the request must lie in shared memory (where the child's workers read it)
         stride, padding = call_values(self.window, x.shape[1:-1], w.shape[:-2])
         extra, keywords = self._hyperparameters(stride, padding)
-        dims = layer_dims(x.shape, w.shape, self.window)
-        base_args = [*base, bu]
-        base_bytes = sum(a.nbytes + _SLACK for a in base_args if a is not None)
-        out_bytes = math.prod(int(n) for n in self._out_kind["shape"]) * np.dtype(self._out_kind["dtype"]).itemsize
-        answers: list[np.ndarray] = []
-        for start, stop in _chunks(moved, session.arena.half - base_bytes, session.arena.half, out_bytes + _SLACK):
-            # as few requests as shared memory holds (the child's workers read it there); each answer is copied
-            # out before the next request overwrites the arena
-            reply, blobs = session.call(
-                "forward", [*base_args, *extra], False, keywords, many=(moved[start:stop], workers, self._out_kind)
-            )
-            metas = reply.get("outputs")
-            if not isinstance(metas, list) or len(metas) != stop - start:
+        request = ([*base, bu, *extra], keywords, (moved, workers, self._out_kind))
+        self._blocks.reverse()  # this batch's outputs go to the block the batch before the last one used
+        block = self._blocks[0]
+        copies = session.call_later(*request, lambda reply, blobs: block.read(session, reply, blobs))
+
+        def outputs() -> list[np.ndarray] | None:
+            received = copies()
+            if received is None or len(received) != len(points):
                 return None
-            answers += [session.array(meta, blobs) for meta in metas]
-        if len(answers) != len(points):
-            return None  # not even one point fits: one call at a time
+            return self._accepted(received, params, points)
+
+        if not self.pipelined:
+            done = outputs()
+            return lambda: done
+        return outputs
+
+    def _accepted(self, received: list[np.ndarray], params: list[np.ndarray], points: list[Point]) -> list[np.ndarray]:
+        """The outputs the child sent for ``points``, checked, in the engine's layout, offered to the sample."""
+        x, w, b = params
+        dims = layer_dims(x.shape, w.shape, self.window)
         outputs = []
-        for point, out in zip(points, answers, strict=True):  # only once every point is in, as one request's were
+        for point, out in zip(points, received, strict=True):
             self._check_array("out", "forward's out", "out", out, dims)
-            outputs.append(self._to_engine(out, "out"))
+            outputs.append(out if self.layout is Layout.NHWC else self._to_engine(out, "out"))  # ``_Block``'s
             if self.points is not None:
                 flat = params[point.tensor].reshape(-1)
                 original = flat[point.where].copy()
@@ -255,23 +269,31 @@ class RemoteLayer(UserLayer):
         return cache if isinstance(value, dict) and "kept" in value else self._value(value, blobs, None)
 
 
-def _chunks(points: list[Point], room: int, half: int, per_output: int) -> list[tuple[int, int]]:
-    """``(start, stop)`` of consecutive runs of ``points`` whose arrays fit in ``room`` bytes (the parent's half,
-    after the base arrays) and whose outputs fit in ``half`` bytes (the child's), ``per_output`` bytes each; empty
-    when a single point does not fit."""
-    runs: list[tuple[int, int]] = []
-    start, used = 0, 0
-    for k, point in enumerate(points):
-        size = point.where.nbytes + point.values.nbytes + 2 * _SLACK
-        if size > room or per_output > half:
-            return []
-        if used + size > room or (k - start + 1) * per_output > half:
-            runs.append((start, k))
-            start, used = k, 0
-        used += size
-    if start < len(points):
-        runs.append((start, len(points)))
-    return runs
+class _Block:
+    """Where a batch's outputs are copied out of shared memory: one array kept from batch to batch.
+
+    A fresh array per output would cost a page fault per 4 KiB of it in this process (its memory is handed back
+    to the system between batches) and a second copy for the engine's layout; the engine reads a batch's outputs
+    before it asks for the batch after the next one, so two blocks, used in turn, are never overwritten early.
+    """
+
+    def __init__(self) -> None:
+        self.memory = np.empty(0)
+
+    def read(self, session: Session, reply: dict[str, Any], blobs: memoryview) -> list[np.ndarray] | None:
+        """The outputs of a batch, copied out of shared memory (None when the child could not answer that way)."""
+        metas = reply.get("outputs")
+        if not isinstance(metas, list):
+            return None
+        views = [session.array(meta, blobs, copy=False) for meta in metas]
+        if not views or any(v.shape != views[0].shape or v.dtype != views[0].dtype for v in views):
+            return [v.copy() for v in views]  # refused by the shape check (``_accepted``)
+        shape, dtype = (len(views), *views[0].shape), views[0].dtype
+        if self.memory.dtype != dtype or self.memory.shape[1:] != shape[1:] or len(self.memory) < len(views):
+            self.memory = np.empty(shape, dtype)
+        for k, view in enumerate(views):
+            np.copyto(self.memory[k], view)
+        return list(self.memory[: len(views)])
 
 
 def _unreachable(*_: object) -> None:  # pragma: no cover - a RemoteLayer never calls its impl's functions here

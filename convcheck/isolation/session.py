@@ -30,8 +30,8 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -39,7 +39,7 @@ from convcheck.isolation.channel import KEY_BYTES, Arena, ArenaPool, Channel, Ou
 from convcheck.isolation.child import EXIT_LAST_WORDS, child_main
 from convcheck.isolation.compiled import code_for
 from convcheck.isolation.forkserver import fork_server
-from convcheck.isolation.many import encode_points
+from convcheck.isolation.many import Pending, encode_points
 from convcheck.numeric.fanout import Point
 from convcheck.spec import ImplRef
 from convcheck.user.adapter import ForeignException
@@ -64,6 +64,7 @@ AHEAD_BYTES = 2**23  # and at most as many as fit this many bytes of float64 arr
 _FORKING = threading.Lock()
 ARENAS = ArenaPool()  # the shared memory of this process's sessions, kept from one check to the next
 BYTES_PER_ENTRY = 16  # room per array entry in shared memory (complex128); larger replies go inline
+T = TypeVar("T")
 MANY_OUTPUTS = 12  # float64 outputs a batch of forward calls (``RemoteLayer.forward_many``) can answer with
 
 
@@ -137,6 +138,7 @@ class Session:
         wakes = None if threading.current_thread() is threading.main_thread() else WAKE_SECONDS
         self.channel = Channel(mine, key, limit=2 * self.arena.half + 2**20, wakes=wakes)
         self.released: list[int] = []
+        self.pending: Pending[Any] | None = None  # a ``call_later`` whose answer is on its way
         self.exchanges = 0  # requests sent so far (see ``_exchange``)
         self.cpu = 0.0  # the child's CPU seconds so far, as it reports them
         self.role = "load"
@@ -177,6 +179,47 @@ class Session:
         the values of the keywords the child passes where the function takes them (``keywords_for``).
         ``many = (points, workers, out)``: forward at each of those changes of ``args`` instead, every output of
         the shape and dtype ``out`` describes (``isolation.many``)."""
+        reply, blobs = self._exchange(*self._call_request(role, args, audit, keywords, many))
+        return self.answer(reply), blobs
+
+    def call_later(
+        self,
+        args: list[Any],
+        keywords: dict[str, Any] | None,
+        many: tuple[list[Point], int, dict[str, Any]],
+        read: Callable[[dict[str, Any], memoryview], T],
+    ) -> Callable[[], T]:
+        """``call("forward", args, False, keywords, many)`` sent now, its answer received later: the function
+        returned gives ``read(answer, blobs)``, which runs once, when that function is called or before the next
+        exchange, whichever comes first (``read`` must copy what it keeps out of shared memory)."""
+        self._settle()
+        request, outgoing = self._call_request("forward", args, False, keywords, many)
+        self.exchanges += 1
+        try:
+            self.channel.send(request, outgoing)
+        except OSError:
+            raise self._ended() from None
+        self.pending = Pending(lambda: read(*self._answered()))
+        return self.pending.get
+
+    def _answered(self) -> tuple[dict[str, Any], memoryview]:
+        reply, blobs = self._receive()
+        return self.answer(reply), blobs
+
+    def _settle(self) -> None:
+        """Receive the answer to a request sent by ``call_later`` if it is still on its way."""
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending.settle()
+
+    def _call_request(
+        self,
+        role: str,
+        args: list[Any],
+        audit: bool,
+        keywords: dict[str, Any] | None,
+        many: tuple[list[Point], int, dict[str, Any]] | None,
+    ) -> tuple[dict[str, Any], Outgoing]:
         self.role = role
         outgoing = Outgoing(self.arena, 0)
         request = {
@@ -186,8 +229,7 @@ class Session:
         }
         if many is not None:
             request.update(op="many", points=encode_points(many[0], outgoing), workers=many[1], out=many[2])
-        reply, blobs = self._exchange(request, outgoing)
-        return self.answer(reply), blobs
+        return request, outgoing
 
     def calls(self, calls: Sequence[tuple[str, list[Any], dict[str, Any] | None]]) -> tuple[list[Any], memoryview]:
         """Several unaudited forward calls ``(role, args, keywords)`` in one request, made in order by the child
@@ -255,6 +297,7 @@ class Session:
     def _exchange(self, request: dict[str, Any], outgoing: Outgoing | None) -> tuple[dict[str, Any], memoryview]:
         """Send ``request`` and receive the answer. Every exchange may overwrite both halves of the arena, so
         ``exchanges`` counts them: an array description read later must come from the latest one."""
+        self._settle()
         self.exchanges += 1
         try:
             self.channel.send(request, outgoing)
@@ -262,9 +305,9 @@ class Session:
             raise self._ended() from None
         return self._receive()
 
-    def array(self, meta: object, blobs: memoryview) -> np.ndarray:
+    def array(self, meta: object, blobs: memoryview, *, copy: bool = True) -> np.ndarray:
         try:
-            return decode_array(meta, self.arena, 1, blobs)
+            return decode_array(meta, self.arena, 1, blobs, copy=copy)
         except ProtocolViolation as exc:
             raise self._violation(exc) from None
 
@@ -278,6 +321,7 @@ class Session:
 
     def child_cpu(self) -> float:
         """The CPU seconds the child has used so far, as it says (never decreasing)."""
+        self._settle()
         try:
             self.channel.send({"op": "cpu"})
         except OSError:

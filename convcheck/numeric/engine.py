@@ -48,7 +48,10 @@ from convcheck.tolerance import SAFETY, rounding_sigma
 ForwardFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 #: ``many(params, points)``: the outputs of forward at each of ``points`` (changes of the base ``params``, x, w and
 #: b, flat indices as the engine has them), in order; None when they could not be had that way.
-ManyFn = Callable[[list[np.ndarray], list[Point]], list[np.ndarray] | None]
+#: It may answer later: a function that gives them (or None) when called.
+Answer = list[np.ndarray] | Callable[[], list[np.ndarray] | None] | None
+ManyFn = Callable[[list[np.ndarray], list[Point]], Answer]
+Steps = tuple[np.ndarray | slice, np.ndarray, np.ndarray, np.ndarray]
 
 RETRY_SHRINK = 16.0  # step reduction when re-measuring entries that straddled a kink
 
@@ -258,23 +261,29 @@ class Engine:
         )
 
     def _measure_batches(self, groups: Iterable[Group], eps: float) -> Iterator[tuple[Group, Measurement]]:
-        """``batch`` groups per request to ``many``; a batch it cannot measure is measured one call at a time."""
-        assert self.many is not None
-        source = iter(groups)
-        while chunk := list(itertools.islice(source, max(1, self.batch))):
-            steps = [self._steps(group, eps, self._params) for group in chunk]
-            points = []
-            for group, (where, _, plus, minus) in zip(chunk, steps, strict=True):
-                at = np.arange(where.start or 0, where.stop) if isinstance(where, slice) else np.asarray(where)
-                points += [Point(group.tensor, at, plus), Point(group.tensor, at, minus)]
-            outputs = self.many(self._params, points)
+        """``batch`` groups per request to ``many``; a batch it cannot measure is measured one call at a time.
+        ``many`` may answer later (a function): the next batch is then asked for before this one is reduced."""
+        source, size = iter(groups), max(1, self.batch)
+        chunk = list(itertools.islice(source, size))
+        sent = self._send(chunk, eps) if chunk else None
+        while sent is not None:
+            steps, answer = sent
+            outputs = answer() if callable(answer) else answer
+            following = list(itertools.islice(source, size))
             if outputs is None:
-                for group in chunk:
-                    yield group, self._measure(group, eps)
-                continue
+                yield from ((group, self._measure(group, eps)) for group in chunk)
+            sent = self._send(following, eps) if following else None  # measured while this batch is reduced
             for k, (group, (_, original, plus, minus)) in enumerate(zip(chunk, steps, strict=True)):
-                f_plus, f_minus = (self._counted(outputs[2 * k + j]) for j in (0, 1))
-                yield group, self._reduce(group, eps, (original, plus, minus), f_plus, f_minus)
+                if outputs is not None:
+                    f_plus, f_minus = (self._counted(outputs[2 * k + j]) for j in (0, 1))
+                    yield group, self._reduce(group, eps, (original, plus, minus), f_plus, f_minus)
+            chunk = following
+
+    def _send(self, chunk: list[Group], eps: float) -> tuple[list[Steps], Answer]:
+        """Each group's steps and what ``many`` answered for its ± points (the outputs, or a function giving them)."""
+        assert self.many is not None
+        steps = [self._steps(group, eps, self._params) for group in chunk]
+        return steps, self.many(self._params, _points(chunk, steps))
 
     def _counted(self, out: np.ndarray) -> np.ndarray:
         """An output ``many`` returned, counted as one forward pass (as ``_evaluate`` counts its calls)."""
@@ -413,6 +422,15 @@ class Engine:
         for p, (_, m) in enumerate(self._measure_all(groups, self.eps, threads=False)):
             self._store(est, np.array([p]), m)
         return est
+
+
+def _points(chunk: list[Group], steps: list[Steps]) -> list[Point]:
+    """The ``+`` and ``−`` point of each group of a batch, as changes of the base (flat positions in the tensor)."""
+    points = []
+    for group, (where, _, plus, minus) in zip(chunk, steps, strict=True):
+        at = np.arange(where.start or 0, where.stop) if isinstance(where, slice) else np.asarray(where)
+        points += [Point(group.tensor, at, plus), Point(group.tensor, at, minus)]
+    return points
 
 
 def _is_power_of_two(value: float) -> bool:

@@ -1,15 +1,17 @@
 """Many forward passes at perturbed points in one request, measured by several forked processes at once.
 
-A check of a user's layer spends its time in the layer's forward (hundreds of passes) and in the round trips to
-the process that runs it. The engine's groups are independent: each is the base point with a few entries of one
-tensor changed. So the process that runs the user's code takes a whole batch of them at once (a ``Batch``), and
-a ``Pool`` of ``workers`` processes forked from it (the user's module is already loaded there, nothing is
-imported again) shares the work: worker ``j`` evaluates the points ``j, j + workers, …`` on fresh copies of the
-base arrays and writes each output into its slot of shared memory, and the caller gets every output in the
-order the points were given. Which process computed a point never changes its value (each call is the same
-function on the same arrays), so the estimates the engine derives from them are bit-identical for any number of
-workers (``tests/test_fanout.py``). The pool is forked once and serves every batch of the check (a fork of a
-process holding a large layer's arrays costs milliseconds); its workers die with the process that forked them.
+A check of a user's layer spends its time in the layer's forward (hundreds of passes) and in the round trips to the
+process that runs it. The engine's groups are independent: each is the base point with a few entries of one tensor
+changed. So the process that runs the user's code takes a whole batch of them at once (a ``Batch``), and a ``Pool``
+of ``workers`` processes forked from it (the user's module is already loaded there, nothing is imported again)
+shares the work: each worker takes the next point not yet taken (from one pipe they all read), evaluates it on fresh
+copies of the base arrays and writes its output into its slot of shared memory, and the caller gets every output in
+the order the points were given. Taking points in turn, rather than a fixed share each, keeps every worker busy to
+the end of a batch when one of them is slowed (by the engine reducing the previous batch on the same cores, or by
+another process). Which process computed a point never changes its value (each call is the same function on the same
+arrays), so the estimates the engine derives from them are bit-identical for any number of workers
+(``tests/test_fanout.py``). The pool is forked once and serves every batch of the check (a fork of a process holding
+a large layer's arrays costs milliseconds); its workers die with the process that forked them.
 
 User code is not assumed thread-safe, hence processes, not threads. With one worker the points are evaluated in
 the calling process, in order, one after the other (the batching alone saves the round trips).
@@ -27,7 +29,7 @@ import mmap
 import os
 import signal
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +42,8 @@ __all__ = ["Batch", "Point", "Pool", "evaluate", "shared_slots"]
 _PR_SET_PDEATHSIG = 1
 _FAILED = 1  # a worker's exit code when it failed outside a batch
 _LENGTH = struct.Struct("!Q")
+_STOP = 2**64 - 1  # the task that ends a worker's batch
+_TASKS_PER_WRITE = 512  # tasks of 8 bytes written at once: 4 KiB, which a pipe takes whole (no torn task)
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,7 @@ class Batch:
         if len(self.points) != len(self.slots):
             raise ValueError("one slot per point")
 
-    def run(self, indices: range) -> bool:
+    def run(self, indices: Iterable[int]) -> bool:
         """Evaluate the points ``indices`` in this process, in order; False at the first that fails."""
         for k in indices:
             point = self.points[k]
@@ -131,6 +135,7 @@ class Pool:
         self.decode = decode
         self.owner = os.getpid()
         self._procs: list[tuple[int, int, int]] = []  # (pid, the pipe it reads messages from, the one it answers on)
+        self._tasks = -1  # the pipe the points to evaluate are written to (every worker reads the other end)
 
     @property
     def pids(self) -> tuple[int, ...]:
@@ -145,7 +150,11 @@ class Pool:
         ok = True
         try:
             for _, commands, _ in self._procs:
-                _write_frame(commands, _LENGTH.pack(count) + message)
+                _write_frame(commands, message)
+            tasks = [*range(count), *[_STOP] * len(self._procs)]
+            for start in range(0, len(tasks), _TASKS_PER_WRITE):
+                chunk = tasks[start : start + _TASKS_PER_WRITE]
+                os.write(self._tasks, struct.pack(f"!{len(chunk)}Q", *chunk))
             for _, _, answers in self._procs:
                 ok = _read_exactly(answers, 1) == b"1" and ok
         except OSError:
@@ -157,6 +166,10 @@ class Pool:
     def close(self) -> None:
         """End the workers (whatever they are doing) and reap them."""
         procs, self._procs = self._procs, []
+        if self._tasks >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._tasks)
+            self._tasks = -1
         for pid, commands, answers in procs:
             for fd in (commands, answers):
                 with contextlib.suppress(OSError):
@@ -167,29 +180,31 @@ class Pool:
                 os.waitpid(pid, 0)
 
     def _start(self) -> None:
-        for j in range(self.workers):
+        tasks_r, self._tasks = os.pipe()
+        for _ in range(self.workers):
             commands_r, commands_w = os.pipe()
             answers_r, answers_w = os.pipe()
             pid = os.fork()
             if pid == 0:  # pragma: no cover - the worker never returns (coverage cannot follow it)
-                for fd in (commands_w, answers_r, *(fd for _, c, a in self._procs for fd in (c, a))):
+                for fd in (commands_w, answers_r, self._tasks, *(fd for _, c, a in self._procs for fd in (c, a))):
                     os.close(fd)
-                self._serve(j, commands_r, answers_w)
+                self._serve(tasks_r, commands_r, answers_w)
             os.close(commands_r)
             os.close(answers_w)
             self._procs.append((pid, commands_w, answers_r))
+        os.close(tasks_r)
 
-    def _serve(self, j: int, commands: int, answers: int) -> None:  # pragma: no cover - in the forked worker
-        """A worker's whole life: each message's points ``j, j + workers, …``, answered 1 (done) or 0."""
+    def _serve(self, tasks: int, commands: int, answers: int) -> None:  # pragma: no cover - in the forked worker
+        """A worker's whole life: for each message, the points it takes from ``tasks`` until it takes a stop,
+        answered 1 (done) or 0."""
         code = 0
         try:
             with contextlib.suppress(OSError, AttributeError):  # die with the process that forked it (Linux)
                 ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
             with parallel.limited_blas(1):  # the other workers have the other cores
                 while (frame := _read_frame(commands)) is not None:
-                    (count,) = _LENGTH.unpack(frame[: _LENGTH.size])
                     try:
-                        done = self.decode(frame[_LENGTH.size :]).run(range(j, count, self.workers))
+                        done = self.decode(frame).run(_taken(tasks))
                     except Exception:  # noqa: BLE001 - a batch it cannot read is a batch it failed
                         done = False
                     os.write(answers, b"1" if done else b"0")
@@ -197,6 +212,19 @@ class Pool:
             code = _FAILED
         finally:
             os._exit(code)
+
+
+def _taken(tasks: int) -> Iterator[int]:  # pragma: no cover - in the forked worker
+    """The points this worker takes, one at a time, until it takes a stop (a read of 8 bytes from a pipe written
+    4 KiB at a time returns one whole task)."""
+    while True:
+        data = os.read(tasks, _LENGTH.size)
+        if len(data) < _LENGTH.size:
+            raise OSError("the tasks pipe ended")
+        (index,) = _LENGTH.unpack(data)
+        if index == _STOP:
+            return
+        yield index
 
 
 def _write_frame(fd: int, payload: bytes) -> None:
