@@ -19,7 +19,7 @@ Benchmarks (each ratio printed next to its target; a row whose baseline is missi
   beside it its floor (the same passes alone, split over one process per core: ``forwards_on_processes``) and
   the check on one timeline (``benchmarks/user_timeline.py``: CPU per process, the workers' busy share).
 - ``quick``: the quick tier (``directional``; ``sampled`` for reference) vs torch ``gradcheck(fast_mode=True)``,
-  warm, interleaved, best of at least 10.
+  warm, interleaved, best of at least 10; ``quick-cpu`` the same ratio by CPU time with one thread each.
 - ``startup``: ``python -m convcheck --help`` vs ``python -c "import numpy, typer, rich, yaml"`` (subprocesses,
   from this source tree: nothing needs to be installed).
 - ``sweep``: ``convcheck run --jobs 2`` on a generated sweep of 320 small layers, checks per second of this tree
@@ -517,11 +517,11 @@ def bench_quick(rounds: int) -> list[Row]:
     best = interleaved(candidates, rounds, every={"sampled": max(1, rounds // 2)}, burst=4)
     ms = {name: 1e3 * t for name, t in best.items()}
     rows = [Row("quick", f"run_check, method {name}", ms[name], "ms") for name in ("directional", "sampled")]
-    # Its forward calls (the engine's passes but the contract's one it reuses, 2 in the contract, 1 for the noise
-    # bound), 4 backwards (3 in the contract, 1 for the noise bound) and 2 reference convolutions.
-    calls = results["directional"].forward_passes - 1 + 2 + 1
-    floor = calls * ms["forward"] + 4 * ms["backward"] + 2 * ms["reference"]
-    rows.append(Row("quick", f"its floor: {calls} forwards, 4 backwards, 2 reference convolutions", floor, "ms"))
+    # Its forward calls (the engine's passes but the contract's one it reuses, 2 in the contract, 2 of the linear
+    # layer for the projections' rounding bounds), 3 backwards (the contract's) and 2 reference convolutions.
+    calls = results["directional"].forward_passes - 1 + 2 + 2
+    floor = calls * ms["forward"] + 3 * ms["backward"] + 2 * ms["reference"]
+    rows.append(Row("quick", f"its floor: {calls} forwards, 3 backwards, 2 reference convolutions", floor, "ms"))
     if "torch" in ms:
         rows.append(Row("quick", f"torch {torch.__version__} gradcheck(fast_mode=True)", ms["torch"], "ms"))
         ratio = ms["directional"] / ms["torch"]
@@ -530,6 +530,45 @@ def bench_quick(rounds: int) -> list[Row]:
     else:
         rows.append(Row("quick", "directional / torch fast gradcheck", float("nan"), "×", "≤ 2", None, SKIP_TORCH))
     return rows
+
+
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def bench_quick_cpu(rounds: int) -> list[Row]:
+    """``quick``'s ratio by CPU time, both on one thread (BLAS and torch): far less moved by other processes'
+    load than wall time on two threads, and a floor for it (torch gains more from the second core)."""
+    if any(os.environ.get(key) != value for key, value in ONE_THREAD.items()):  # re-run with one thread each
+        with tempfile.TemporaryDirectory() as folder:
+            out = Path(folder) / "rows.json"
+            argv = [PYTHON, str(Path(__file__).resolve()), "--only", "quick-cpu", "--json", str(out)]
+            argv += ["--rounds", str(rounds / BENCHMARKS["quick-cpu"][1])]
+            subprocess.run(argv, check=True, capture_output=True, env={**os.environ, **ONE_THREAD})
+            return [Row(**row) for row in json.loads(out.read_text())["rows"]]
+    spec = CheckSpec("seed-directional", SEED_SHAPE, method=Method.DIRECTIONAL)
+    candidates: dict[str, Callable[[], object]] = {"directional": lambda: checker.run_check(spec)}
+    torch = torch_or_none()
+    if torch is not None:
+        candidates["torch"] = _torch_gradcheck(torch)
+    for fn in candidates.values():
+        for _ in range(4):  # torch warms up over several calls
+            fn()
+    best = dict.fromkeys(candidates, float("inf"))
+    for _ in range(rounds):
+        for name, fn in candidates.items():
+            for _ in range(3):
+                start = time.process_time()
+                fn()
+                best[name] = min(best[name], time.process_time() - start)
+    rows = [Row("quick-cpu", "run_check, method directional, CPU, one thread", 1e3 * best["directional"], "ms")]
+    if torch is None:
+        return [*rows, Row("quick-cpu", "directional / torch, CPU", float("nan"), "×", "≤ 2", None, SKIP_TORCH)]
+    ratio = best["directional"] / best["torch"]
+    return [
+        *rows,
+        Row("quick-cpu", "torch gradcheck(fast_mode=True), CPU, one thread", 1e3 * best["torch"], "ms"),
+        Row("quick-cpu", "directional / torch fast gradcheck, CPU, one thread", ratio, "×", "≤ 2", ratio <= 2),
+    ]
 
 
 def _torch_gradcheck(torch) -> Callable[[], object]:
@@ -759,6 +798,7 @@ BENCHMARKS = {
     "full": (bench_full, 3),
     "user": (bench_user, 2),
     "quick": (bench_quick, 10),
+    "quick-cpu": (bench_quick_cpu, 8),
     "startup": (bench_startup, 10),
     "sweep": (bench_sweep, 2),
     "user-sweep": (bench_user_sweep, 2),

@@ -7,7 +7,7 @@ import functools
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 
@@ -18,7 +18,14 @@ from convcheck.compare import judge, judge_forward
 from convcheck.data import CheckData, make_data
 from convcheck.diagnosis import diagnose
 from convcheck.layer import MatrixConvLayer
-from convcheck.methods import choose_method, forward_seconds, measure, planned_passes
+from convcheck.methods import (
+    ProjectionBound,
+    choose_method,
+    forward_seconds,
+    measure,
+    planned_passes,
+    projection_bounds,
+)
 from convcheck.numeric import Engine
 from convcheck.numeric.engine import ManyFn
 from convcheck.points import PointSample
@@ -124,7 +131,6 @@ def _run(spec: CheckSpec, layer: ConvLayer | None, data: CheckData | None, start
     data = make_data(spec) if data is None else data
     layer = load_layer(spec) if layer is None else layer  # the built-in layer when spec.impl is None
     points = _watch_points(layer, spec)
-    u = unit_roundoff(spec.dtype)
     forward_tol = resolve(spec.dtype, spec.eps, spec.rtol, spec.atol)
 
     outcome = exercise(layer, data.x, data.w, data.b, data.dout)
@@ -149,9 +155,9 @@ def _run(spec: CheckSpec, layer: ConvLayer | None, data: CheckData | None, start
     engine, tol, precision = _engine(layer, data, spec, out, scale)
     if precision is not None:
         notes.append(precision)
-    bounds = analytic_noise(data.x, data.w, data.b, data.dout, shape.window, u, spec.activation)
-    # Plus the final rounding of each returned entry to the layer's dtype.
-    noise = tuple(bound + u * np.abs(np.asarray(g, dtype=np.float64)) for bound, g in zip(bounds, grads, strict=True))
+    noise = _rounding_bounds(
+        data, spec, grads, scale if scale is not None else reference.magnitude(*point64, shape.window), method
+    )
     forward_ok = forward_result is None or forward_result.ok
     estimates, method, fallback = measure(engine, method, grads, noise, tol, spec, forward_ok)
     notes.extend(fallback)
@@ -165,6 +171,19 @@ def _run(spec: CheckSpec, layer: ConvLayer | None, data: CheckData | None, start
     if not forward_ok:
         notes.append(own_forward_note(gradients))
     return _finish(spec, start, method, engine.forward_passes, tol, gradients, forward_result, contract, notes)
+
+
+def _rounding_bounds(
+    data: CheckData, spec: CheckSpec, grads: tuple[np.ndarray, ...], magnitude: np.ndarray, method: Method
+) -> Sequence[np.ndarray | ProjectionBound]:
+    """The analytic gradients' rounding bounds: per entry (``tolerance.analytic_noise`` plus the final rounding of
+    each returned entry to the layer's dtype), or for ``directional`` the same bounds' projections
+    (``methods.projection_bounds``: two forwards of the linear layer instead of a forward and a backward)."""
+    u = unit_roundoff(spec.dtype)
+    if method is Method.DIRECTIONAL:
+        return projection_bounds(data.x, data.w, data.dout, grads, spec, u, magnitude)
+    bounds = analytic_noise(data.x, data.w, data.b, data.dout, spec.shape.window, u, spec.activation)
+    return tuple(bound + u * np.abs(np.asarray(g, dtype=np.float64)) for bound, g in zip(bounds, grads, strict=True))
 
 
 def refused(spec: CheckSpec, seconds: float, exc: UserCodeError) -> CheckResult:

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from convcheck import __version__
-from convcheck.spec import ImplRef, Layout
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -24,11 +23,12 @@ if TYPE_CHECKING:
     from convcheck.batch.outcome import BatchOutcome
     from convcheck.render.base import Run
     from convcheck.results import CheckResult
-    from convcheck.spec import CheckSpec
+    from convcheck.spec import CheckSpec, ImplRef
 
 from convcheck.exitcodes import ExitCode
 from convcheck.isolation.supervise import trusting
 from convcheck.options import (
+    LAYOUT_CHOICES,
     Annotate,
     AnnotateOption,
     Color,
@@ -55,8 +55,8 @@ from convcheck.options import (
     ValidateArgument,
     VerboseOption,
     at_least,
-    choice,
     run_option_problems,
+    spec_choice,
 )
 
 app = typer.Typer(
@@ -148,10 +148,11 @@ def _impl_override(text: str, err: Console) -> ImplRef | None:
     """
     if text == "builtin":
         return None
-    ref = ImplRef(module=text, base_dir=Path.cwd())
     from convcheck.isolation.session import probe
+    from convcheck.spec import ImplRef
     from convcheck.user.errors import ImplementationError
 
+    ref = ImplRef(module=text, base_dir=Path.cwd())
     try:
         probe(ref)  # in a process of its own: the module's import-time code never runs in this one
     except ImplementationError as exc:
@@ -425,7 +426,7 @@ def init(
         str,
         typer.Option(
             metavar="LAYOUT",
-            callback=choice(Layout, "layout"),
+            callback=spec_choice("Layout", LAYOUT_CHOICES, "layout"),
             help="The starter layer's layout: nhwc (N, H, W, C) or nchw (N, C, H, W).",
         ),
     ] = "nhwc",
@@ -444,6 +445,7 @@ def init(
       convcheck init configs/mine.yaml --force
     """
     from convcheck.render.files import write_atomic
+    from convcheck.spec import Layout
     from convcheck.starter import starter_files
 
     err = _console(True)

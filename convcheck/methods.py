@@ -9,18 +9,25 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from convcheck.layer import MatrixConvLayer
 from convcheck.numeric import Engine, Estimate, NotLocalError, entrywise_passes, grouped_passes
 from convcheck.numeric.audit import AUDIT_ENTRIES, audit_entries, disagreement
 from convcheck.results import Note, NoteKind, Tensor, Tolerance
-from convcheck.spec import CheckSpec, Method
+from convcheck.spec import Activation, CheckSpec, Method
+from convcheck.tolerance import SECOND_DERIVATIVE_BOUND
+
+#: The rounding bound of an analytic gradient's projection onto a direction ``v`` (flat, like the tensor).
+ProjectionBound = Callable[[np.ndarray], float]
 
 AUTO_BUDGET = 60.0  # seconds of forward passes ``auto`` may spend on an every-entry check
 SAMPLED_ENTRIES = 64  # entries per tensor for ``sampled``
-DIRECTIONAL_PROJECTIONS = 4  # random projections per tensor for ``directional``
+DIRECTIONAL_PROJECTIONS = (
+    1  # random Gaussian projections per tensor for ``directional`` (one suffices: ``Engine.directional``)
+)
 ENTRYWISE_FALLBACK_LIMIT = 20_000  # passes above which a failed grouping falls back to ``sampled``, not ``entrywise``
 WARM_CALLS = 3  # timed forward calls behind ``auto``'s cost estimate (after the contract run has warmed the layer)
 
@@ -98,7 +105,7 @@ def measure(
     engine: Engine,
     method: Method,
     grads: tuple[np.ndarray, ...],
-    noise: tuple[np.ndarray, ...],
+    noise: Sequence[np.ndarray | ProjectionBound],
     tol: Tolerance,
     spec: CheckSpec,
     forward_ok: bool = True,
@@ -106,31 +113,87 @@ def measure(
     """One estimate per tensor by ``method`` (not ``auto``), the method actually used, and notes on fallbacks.
 
     Args:
-        grads: the analytic ``(dx, dw, db)``; noise: their rounding bounds, shaped alike.
+        grads: the analytic ``(dx, dw, db)``; noise: their rounding bounds, shaped alike (for ``directional``,
+            ``projection_bounds`` may give the bounds of their projections instead).
         forward_ok: False when the layer's forward disagrees with the reference; a wrong forward may also mix
             batch items or channels, so grouping is only used after testing that it does not.
     """
     rng = np.random.default_rng([spec.seed, 1])
     notes: tuple[Note, ...] = ()
+    if method is Method.DIRECTIONAL:
+        return [engine.directional(t, grads[t], noise[t], DIRECTIONAL_PROJECTIONS, rng) for t in Tensor], method, notes
+    entries = _per_entry(noise)
     if method is Method.FULL:
         try:
-            return grouped_and_audited(engine, grads, noise, tol, spec, forward_ok), method, notes
+            return grouped_and_audited(engine, grads, entries, tol, spec, forward_ok), method, notes
         except NotLocalError as exc:
             fallback = Method.ENTRYWISE if entrywise_passes(spec.shape) <= ENTRYWISE_FALLBACK_LIMIT else Method.SAMPLED
             notes = (Note(NoteKind.FALLBACK, f"grouped differences not valid ({exc}); fell back to {fallback.value}"),)
             method = fallback
     if method is Method.ENTRYWISE:
-        return [engine.entrywise(t, grads[t], noise[t], tol.rtol, tol.atol) for t in Tensor], method, notes
+        return [engine.entrywise(t, grads[t], entries[t], tol.rtol, tol.atol) for t in Tensor], method, notes
     if method is Method.SAMPLED:
         estimates = []
         for t in Tensor:
             grad = grads[t]
             chosen = rng.choice(grad.size, size=min(SAMPLED_ENTRIES, grad.size), replace=False)
-            estimates.append(engine.entrywise(t, grad, noise[t], tol.rtol, tol.atol, np.sort(chosen)))
+            estimates.append(engine.entrywise(t, grad, entries[t], tol.rtol, tol.atol, np.sort(chosen)))
         return estimates, method, notes
-    if method is Method.DIRECTIONAL:
-        return [engine.directional(t, grads[t], noise[t], DIRECTIONAL_PROJECTIONS, rng) for t in Tensor], method, notes
     raise ValueError(f"unknown method {method!r}")  # pragma: no cover
+
+
+def _per_entry(noise: Sequence[np.ndarray | ProjectionBound]) -> tuple[np.ndarray, ...]:
+    if any(callable(bound) for bound in noise):
+        raise ValueError("the every-entry methods need a rounding bound per entry, not per projection")
+    return tuple(np.asarray(bound) for bound in noise)
+
+
+def projection_bounds(
+    x: np.ndarray,
+    w: np.ndarray,
+    dout: np.ndarray,
+    grads: tuple[np.ndarray, ...],
+    spec: CheckSpec,
+    u: float,
+    magnitude: np.ndarray,
+) -> tuple[ProjectionBound, ProjectionBound, ProjectionBound]:
+    """``v ↦ Σ|v_i|·bound_i`` per tensor, for ``bound = tolerance.analytic_noise(...) + u·|grad|``, without the
+    per-entry bounds: ``directional`` only needs their projections, and the adjoint identity gives those from
+    forwards of the linear layer on absolute values.
+
+    ``analytic_noise``'s bounds are ``Jᵀ·H`` for the linear layer ``J`` on ``|x|``, ``|w|`` (its backward of
+    ``H = |G|·(u·√m + c·σ_z)``, ``m`` the terms per entry, ``c·σ_z`` the curvature part), so
+    ``⟨|v|, Jᵀ·H⟩ = ⟨H, J·|v|⟩``: one forward of ``(|v|, |w|)`` for the input, of ``(|x|, |v|)`` for the weights,
+    and a per-channel sum for the bias, instead of a forward and a backward. ``magnitude``:
+    ``reference.magnitude`` at the point (``Σ|x|·|w| + |b|``, which sets ``σ_z``).
+    """
+    shape = spec.shape
+    window = shape.window
+    linear = MatrixConvLayer(activation=Activation.NONE, window=window)
+    ax, aw, ag = (np.abs(np.asarray(a, dtype=np.float64)) for a in (x, w, dout))
+    kernel, c_out = w.shape[:-2], w.shape[-1]
+    positions = math.prod(dout.shape[:-1])
+    windows = (min(k, (k - 1) * d // s + 1) for k, s, d in zip(kernel, window.strides, window.dilations, strict=True))
+    per_input = math.prod(windows) * (c_out // window.groups)
+    curvature = SECOND_DERIVATIVE_BOUND.get(spec.activation)
+    curved = 0.0 if curvature is None else curvature * u * math.sqrt(math.prod(w.shape[:-1]) + 1) * magnitude
+    weight_x, weight_w = ag * (u * math.sqrt(per_input) + curved), ag * (u * math.sqrt(positions) + curved)
+    per_channel = weight_w.reshape(-1, c_out).sum(axis=0)
+    no_bias = np.zeros(0)
+    final = [u * np.abs(np.asarray(g, dtype=np.float64)).reshape(-1) for g in grads]
+
+    def input_bound(v: np.ndarray) -> float:
+        moved = linear.forward(np.abs(v).reshape(ax.shape), aw, no_bias)[0]
+        return float(np.sum(weight_x * moved) + np.abs(v) @ final[0])
+
+    def weights_bound(v: np.ndarray) -> float:
+        moved = linear.forward(ax, np.abs(v).reshape(aw.shape), no_bias)[0]
+        return float(np.sum(weight_w * moved) + np.abs(v) @ final[1])
+
+    def bias_bound(v: np.ndarray) -> float:
+        return float(np.abs(v) @ per_channel + np.abs(v) @ final[2]) if v.size else 0.0
+
+    return input_bound, weights_bound, bias_bound
 
 
 def grouped_and_audited(

@@ -13,13 +13,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
 from convcheck.exitcodes import ExitCode
-from convcheck.spec import DType, Method
+
+if TYPE_CHECKING:
+    from convcheck.spec import DType, Method
+
+#: The values of the options that take a member of a ``convcheck.spec`` enum (``Method``, ``DType``, ``Layout``),
+#: written out so that building the command line, and ``--help``, does not import ``convcheck.spec`` (its frozen
+#: dataclasses are most of convcheck's own start-up time); ``spec_choice`` makes the member once an option is
+#: given, and a test checks that these equal the enums' values.
+METHOD_CHOICES = ("auto", "full", "entrywise", "sampled", "directional")
+DTYPE_CHOICES = ("float64", "float32")
+LAYOUT_CHOICES = ("nhwc", "nchw")
 
 # The click that typer uses (recent typer versions carry their own copy), for its exception classes.
 click = sys.modules[typer.BadParameter.__module__]
@@ -106,6 +116,23 @@ def choice(kind: type[Enum], option: str) -> Callable[[str | None], Any]:
     return parse
 
 
+def spec_choice(enum: str, allowed: tuple[str, ...], option: str) -> Callable[[str | None], Any]:
+    """``choice`` for the ``convcheck.spec`` enum named ``enum`` with the values ``allowed``, importing the module
+    only when the option is given."""
+
+    def parse(value: str | None) -> Any:
+        if value is None:
+            return None
+        if value.lower() not in allowed:
+            raise OptionValueError(f"{value!r} is not one of {', '.join(allowed)}")
+        from convcheck import spec
+
+        return getattr(spec, enum)(value.lower())
+
+    parse.__name__ = f"parse_{option}"
+    return parse
+
+
 def at_least(low: int) -> Callable[[int | None], int | None]:
     def check(value: int | None) -> int | None:
         if value is not None and value < low:
@@ -134,7 +161,9 @@ JunitOption = Annotated[Path | None, typer.Option("--junit", metavar="PATH", hel
 MethodOption = Annotated[
     str | None,
     typer.Option(
-        metavar="METHOD", callback=choice(Method, "method"), help=f"Override every check's method: {choices(Method)}."
+        metavar="METHOD",
+        callback=spec_choice("Method", METHOD_CHOICES, "method"),
+        help=f"Override every check's method: {', '.join(METHOD_CHOICES)}.",
     ),
 ]
 SeedOption = Annotated[
@@ -143,7 +172,9 @@ SeedOption = Annotated[
 DTypeOption = Annotated[
     str | None,
     typer.Option(
-        metavar="DTYPE", callback=choice(DType, "dtype"), help=f"Override every check's dtype: {choices(DType)}."
+        metavar="DTYPE",
+        callback=spec_choice("DType", DTYPE_CHOICES, "dtype"),
+        help=f"Override every check's dtype: {', '.join(DTYPE_CHOICES)}.",
     ),
 ]
 ImplOption = Annotated[

@@ -295,3 +295,26 @@ def test_user_code_that_kills_its_process_is_an_error_row_not_a_green_run(tmp_pa
     assert junit_path.stat().st_mode & 0o044  # readable by others, as a CI artifact should be
     refused = invoke("run", str(config), "--junit", "-")
     assert refused.exit_code == ExitCode.INVALID and "--junit -" in refused.stderr
+
+
+def test_the_options_written_out_choices_are_the_enums_values():
+    """``--method``, ``--dtype`` and ``--layout`` list their choices without importing ``convcheck.spec``; they
+    must stay the enums' values, in order, and parse to the enums' members."""
+    from convcheck import options
+    from convcheck.spec import DType, Layout
+
+    for choices, enum, name in (
+        (options.METHOD_CHOICES, Method, "Method"),
+        (options.DTYPE_CHOICES, DType, "DType"),
+        (options.LAYOUT_CHOICES, Layout, "Layout"),
+    ):
+        assert choices == tuple(member.value for member in enum)
+        parse = options.spec_choice(name, choices, name.lower())
+        assert [parse(value.upper()) for value in choices] == list(enum)
+
+
+def test_help_does_not_import_the_spec_module():
+    code = "import sys\nfrom convcheck.cli import entry\nsys.argv = ['convcheck', '--help']\ntry:\n    entry()\n"
+    code += "except SystemExit:\n    pass\nprint('convcheck.spec' in sys.modules, 'numpy' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "False False"

@@ -241,3 +241,23 @@ def test_exceptions_in_the_first_calls_propagate(module, role):
     with pytest.raises(UserCodeError) as info:
         exercise(fixture(module), *data())
     assert info.value.role == role
+
+
+def test_bit_equality_is_only_a_fast_path_of_equality_with_nan_equal():
+    """``bits.same_bits`` says True only where ``np.array_equal(equal_nan=True)`` does; where it says False
+    (-0.0 against 0.0, NaNs with different payloads, other dtypes or layouts) the callers ask that."""
+    from convcheck.bits import same_bits
+    from convcheck.user.adapter import modification
+
+    a = np.array([1.0, np.nan, 0.0, -2.5])
+    assert same_bits(a, a.copy()) and modification(a, a.copy()) is None
+    signed = np.array([1.0, np.nan, -0.0, -2.5])
+    payload = a.copy()
+    payload.view(np.uint64)[1] ^= 1  # another NaN
+    for other in (signed, payload, a.astype(np.float32), np.asfortranarray(np.stack([a, a]))[0]):
+        assert not same_bits(a, other) or np.array_equal(a, other, equal_nan=True)
+    assert not same_bits(a, signed) and modification(a, signed) is None  # equal, so not a modification
+    assert not same_bits(a, payload) and modification(a, payload) is None
+    changed = a.copy()
+    changed[3] = 7.0
+    assert not same_bits(a, changed) and modification(changed, a) is not None

@@ -70,7 +70,10 @@ def test_sending_calls_ahead_changes_no_number_and_saves_round_trips(spec):
     ahead, ahead_layer, with_ahead = checked_remotely(spec, lookahead=True)
     plain, _, without = checked_remotely(spec, lookahead=False)
     assert numbers(ahead) == numbers(plain) == numbers(run_check(spec))
-    assert ahead_layer.hits > 0 and with_ahead + ahead_layer.hits == without  # each call served saved an exchange
+    # Each call served saved an exchange. ``directional`` makes one ± pair per tensor, each after a point the mirror
+    # cannot foresee (a whole tensor moved along a new direction), so it may be served nothing.
+    assert ahead_layer.hits > 0 or spec.method is Method.DIRECTIONAL
+    assert with_ahead + ahead_layer.hits == without
 
 
 @pytest.mark.parametrize("method", [Method.FULL, Method.ENTRYWISE])

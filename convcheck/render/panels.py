@@ -55,7 +55,8 @@ def _entries_table(g: TensorResult, layout: Layout) -> Table:
 
 def _tensor_headline(g: TensorResult) -> Text:
     if g.passed:
-        what = f"all {g.checked:,} checked entries" if g.checked else f"{g.projections} projections"
+        plural = "" if g.projections == 1 else "s"
+        what = f"all {g.checked:,} checked entries" if g.checked else f"{g.projections} projection{plural}"
         return Text(f"{PASS_MARK} {g.name} gradient: {what} within tolerance", style="green")
     share = g.over_tolerance / g.checked if g.checked else 1.0
     what = f"{g.over_tolerance:,} of {g.checked:,} entries ({share:.1%})" if g.checked else "its projections"

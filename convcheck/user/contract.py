@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from convcheck.bits import same_bits
 from convcheck.geometry import Window
 from convcheck.protocol import ConvLayer
 from convcheck.results import Finding, FindingKind
@@ -220,7 +221,8 @@ class _Exercise:
         raw = self.recorder.outputs[0] if self.recorder is not None and self.recorder.outputs else out
         before = raw.copy() if raw is not out else out_copy
         self.interleave(cache, grads)
-        if not np.array_equal(raw, before, equal_nan=True) or getattr(self.layer, "output_reused", False) is True:
+        reused = not (same_bits(raw, before) or np.array_equal(raw, before, equal_nan=True))
+        if reused or getattr(self.layer, "output_reused", False) is True:
             self.add(
                 FindingKind.OUTPUT_REUSED,
                 "forward reuses its output array: the array returned by one call was overwritten by the next "
@@ -439,7 +441,7 @@ def _compare(again: _Grads, first: _Grads) -> _Difference | None:
             return _Difference(name, detail, FindingKind.REPEAT_FAILED)
         if not (np.issubdtype(new.dtype, np.number) and np.issubdtype(old.dtype, np.number)):
             continue  # a non-numeric dtype is reported as a dtype problem; the values cannot be compared
-        if np.array_equal(new, old, equal_nan=True):
+        if same_bits(new, old) or np.array_equal(new, old, equal_nan=True):
             continue
         scale = float(np.nanmax(np.abs(old))) if old.size else 0.0
         diff = np.abs(np.asarray(new, dtype=np.float64) - old)
