@@ -6,13 +6,15 @@ Usage (from the repository root):
     python benchmarks/isolation_overhead.py [--rounds 2]          # isolated (--jobs 1) against --in-process
     git worktree add --detach /tmp/baseline main
     python benchmarks/isolation_overhead.py /tmp/baseline [--rounds 2] [--jobs 1]   # against another checkout
+    python benchmarks/isolation_overhead.py --floor [--rounds 2]   # the fixed cost of a fresh process per check
 
 Runs the same sweep of 300 small user layers (``examples/im2col_nhwc.py``, every entry checked) both ways,
 interleaved, and prints wall and CPU seconds (user + system of the whole process tree) of each run and the
-difference per check of the best runs. Without BASELINE the reference is this checkout with ``--in-process``:
-the same code with the layer run unisolated in convcheck's own process, so the difference is what the isolation
-costs (worker start, fork server, a process per check, the channel). On a loaded machine wall time is dominated
-by waiting for a core; CPU time is the steadier figure.
+difference per check of the best runs; with ``--floor`` first the fixed part of it (a check's process started
+and ended with no call, and with one forward call, ``FLOOR_SESSIONS`` times). Without BASELINE the reference is
+this checkout with ``--in-process``: the same code with the layer run unisolated in convcheck's own process, so
+the difference is what the isolation costs (worker start, fork server, a process per check, the channel). On a
+loaded machine wall time is dominated by waiting for a core; CPU time is the steadier figure.
 """
 
 from __future__ import annotations
@@ -66,11 +68,51 @@ def run(tree: Path, config: Path, jobs: int, out: Path, in_process: bool = False
     return wall, cpu, len(checks)
 
 
+FLOOR_SESSIONS = 100
+FLOOR = """\
+import sys
+from pathlib import Path
+from convcheck.data import make_data
+from convcheck.isolation.remote import remote_layer
+from convcheck.spec import CheckSpec, ConvShape, ImplRef
+mode, folder = sys.argv[1], Path(sys.argv[2])
+shape = ConvShape(batch=4, in_height=12, in_width=16, in_depth=4, out_depth=6, filter_size=3, stride=1, padding=1)
+spec = CheckSpec("floor", shape, impl=ImplRef("im2col_nhwc.py", base_dir=folder))
+data = make_data(spec)
+for _ in range(int(sys.argv[3]) if mode != "nothing" else 0):
+    with remote_layer(spec, None) as layer:
+        layer._session() if mode == "start" else layer.forward(data.x, data.w, data.b)
+"""
+
+
+def floor(tree: Path, folder: Path, mode: str) -> float:
+    """CPU seconds (whole process tree) of a process that starts ``FLOOR_SESSIONS`` checks' processes (``mode``
+    ``start``: and ends each; ``call``: with one forward call each; ``nothing``: none)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    command = [sys.executable, "-c", FLOOR, mode, str(folder), str(FLOOR_SESSIONS)]
+    subprocess.run(command, env={**os.environ, "PYTHONPATH": str(tree)}, check=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def floors(tree: Path, folder: Path, rounds: int) -> None:
+    """Print the fixed cost per check of a fresh process: started and ended, and with one forward call."""
+    best = {mode: min(floor(tree, folder, mode) for _ in range(rounds)) for mode in ("nothing", "start", "call")}
+    for mode in ("start", "call"):
+        extra = (best[mode] - best["nothing"]) / FLOOR_SESSIONS * 1e3
+        print(
+            f"floor, a check's process {'started and ended' if mode == 'start' else 'with one forward call'}: "
+            f"{extra:.1f} ms CPU per check (best of {rounds})",
+            flush=True,
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("baseline", type=Path, nargs="?", help="a checkout to compare with (default: --in-process)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--floor", action="store_true", help="also the fixed cost of a fresh process per check")
     args = parser.parse_args(argv)
     baseline = None if args.baseline is None else args.baseline.resolve()
     trees = {"baseline": baseline or ROOT, "this": ROOT}
@@ -79,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         config = Path(folder) / "sweep.yaml"
         config.write_text(SWEEP)
         shutil.copy(ROOT / "examples" / "im2col_nhwc.py", folder)
+        if args.floor:
+            floors(ROOT, Path(folder), args.rounds)
         count = 0
         for round_ in range(args.rounds):
             order = list(trees.items()) if round_ % 2 == 0 else list(trees.items())[::-1]

@@ -316,3 +316,34 @@ def test_the_fork_server_sends_every_field_of_the_layers_reference():
     assert all(getattr(ref, f.name) != f.default for f in dataclasses.fields(ImplRef))  # every field set
     assert ref_from_json(ref_to_json(ref)) == ref
     assert ref_from_json(ref_to_json(ImplRef("layers.py"))) == ImplRef("layers.py")
+
+
+# -- batches of up to MANY_GROUPS groups --------------------------------------------------------------------------
+
+
+def batch_requests(spec: CheckSpec) -> tuple[CheckResult, int]:
+    """The check with every batch of points sent through ``forward_many``, and the requests it took."""
+    with remote_layer(spec, None) as layer:
+        result = run_check(spec, layer=layer)
+        return result, layer.session.exchanges if layer.session is not None else 0
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        spec_of("good_nhwc.py"),
+        spec_of("good_nhwc.py", method=Method.ENTRYWISE),
+        spec_of("good_nchw.py", layout=Layout.NCHW, dtype=DType.FLOAT32),
+        spec_of("flipped_kernel.py"),
+        spec_of("global_state.py"),
+    ],
+    ids=lambda s: f"{s.name}-{s.method.value}-{s.dtype.value}",
+)
+def test_larger_batches_take_fewer_requests_and_change_no_number(spec, monkeypatch):
+    from convcheck.isolation import remote
+
+    large, large_requests = batch_requests(spec)
+    monkeypatch.setattr(remote, "MANY_GROUPS", 2)
+    small, small_requests = batch_requests(spec)
+    assert numbers(large) == numbers(small) == numbers(run_check(spec))
+    assert large_requests < small_requests

@@ -288,8 +288,7 @@ class _Server:
         """A batch of forward calls at perturbed points (``convcheck.isolation.many``)."""
         self.role = "forward"
         function = self.functions["forward"]
-        keywords = keywords_for(function, dict(request.get("keywords") or {}), self.signature)
-        bound = {k: _tuples(v) for k, v in keywords.items()}
+        bound = self._keywords(function, request.get("keywords"))  # read once per check, not per batch
         forward = lambda *args: function(*(_tuples(a) for a in args), **bound)  # noqa: E731
         return serve_many(request, blobs, self.arena, forward)
 

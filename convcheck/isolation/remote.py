@@ -19,7 +19,14 @@ from typing import Any
 import numpy as np
 
 from convcheck.isolation.ahead import Lookahead
-from convcheck.isolation.session import AHEAD_BYTES, AHEAD_CALLS, BYTES_PER_ENTRY, MANY_OUTPUTS, RemoteCache, Session
+from convcheck.isolation.session import (
+    AHEAD_BYTES,
+    AHEAD_CALLS,
+    MANY_OUTPUTS,
+    RemoteCache,
+    Session,
+    arena_half,
+)
 from convcheck.numeric.fanout import Point
 from convcheck.spec import CheckSpec, DType, Layout, Signature
 from convcheck.tolerance import resolve
@@ -28,7 +35,16 @@ from convcheck.user.arguments import call_values, refused_keywords, window_keywo
 from convcheck.user.errors import ImplementationError, display_path
 from convcheck.user.shapes import layer_dims
 
-__all__ = ["RemoteLayer", "remote_layer"]
+__all__ = ["MANY_GROUPS", "RemoteLayer", "remote_layer"]
+
+#: At most this many groups (two forward calls each) per batch the engine hands ``forward_many``: each batch is a
+#: round trip (two context switches, the base arrays copied in and decoded again, the descriptions encoded and
+#: decoded on both sides): 17 requests a small check instead of 31 (64 groups: 13, and no overlap left for
+#: the pipelined batches, ``Pending``; the same CPU as 16 on the 300-check sweep). The request must
+#: lie in the parent's half of the shared memory (else that batch is measured one call at a time); its point
+#: arrays take 32 bytes an entry of the tensor at most (a tensor's groups perturb each entry once), and a small
+#: layer's half holds 144 bytes an entry (``session.arena_half`` with calls sent ahead).
+MANY_GROUPS = 16
 
 
 class RemoteLayer(UserLayer):
@@ -92,9 +108,11 @@ class RemoteLayer(UserLayer):
         return self.session
 
     def batch_groups(self) -> int:
-        """Groups (two forward calls each) whose outputs fit one answer of ``forward_many`` in float64."""
-        half = BYTES_PER_ENTRY * self.entries  # at least (the arena's halves are twice that)
-        return max(1, half // (8 * math.prod(self._out_shape) + 64) // 2)
+        """Groups (two forward calls each) per batch of ``forward_many``: as many as whose outputs fit the child's
+        half of the shared memory in float64 (``session.arena_half``; a kept arena may be larger), at most
+        ``MANY_GROUPS``."""
+        half = arena_half(self.entries, self.ahead.depth)
+        return max(1, min(MANY_GROUPS, half // (8 * math.prod(self._out_shape) + 64) // 2))
 
     def forward_many(
         self, params: list[np.ndarray], points: list[Point], workers: int

@@ -53,6 +53,7 @@ __all__ = [
     "IsolationFault",
     "RemoteCache",
     "Session",
+    "arena_half",
     "probe",
 ]
 
@@ -65,6 +66,12 @@ ARENAS = ArenaPool()  # the shared memory of this process's sessions, kept from 
 BYTES_PER_ENTRY = 16  # room per array entry in shared memory (complex128); larger replies go inline
 T = TypeVar("T")
 MANY_OUTPUTS = 12  # float64 outputs a batch of forward calls (``RemoteLayer.forward_many``) can answer with
+
+
+def arena_half(entries: int, ahead: int) -> int:
+    """Bytes of each half of a session's shared memory: room for ``entries`` array entries (x, w, b and out) in
+    complex128, or for ``ahead`` + 2 calls' worth of them in float64 (``isolation.ahead``), whichever is more."""
+    return max(2 * BYTES_PER_ENTRY, 8 * (ahead + 2)) * entries + 4096
 
 
 class IsolationFault(UserFault):
@@ -107,7 +114,7 @@ class Session:
 
     def __init__(self, ref: ImplRef, entries: int, memory_limit: int | None, ahead: int = 0) -> None:
         self.arena_returned = False
-        self.arena = ARENAS.take(max(2 * BYTES_PER_ENTRY, 8 * (ahead + 2)) * entries + 4096)
+        self.arena = ARENAS.take(arena_half(entries, ahead))
         key = secrets.token_bytes(KEY_BYTES)
         mine, theirs = socket.socketpair()
         self.server = fork_server()
