@@ -313,19 +313,10 @@ class Reductions:
         return gs2, absg
 
     def _owner_totals(self, kind: str, ownership: Ownership) -> Any:
-        """``(G·σ)²`` (``kind`` "gs2") or ``|G|`` ("absg") summed per owner of ``ownership``: per position, per
-        output, per output channel, or in all (a float)."""
+        """``(G·σ)²`` (``kind`` "gs2") or ``|G|`` ("absg") summed per owner of ``ownership`` (kept)."""
         key = (kind, ownership)
         if key not in self._per_owner:
-            base = self._bases[kind]
-            if ownership is Ownership.POSITION:
-                self._per_owner[key] = base.sum(axis=-1)
-            elif ownership is Ownership.OUTPUT:
-                self._per_owner[key] = base
-            elif ownership is Ownership.CHANNEL:
-                self._per_owner[key] = base.sum(axis=tuple(range(base.ndim - 1)))
-            else:
-                self._per_owner[key] = float(base.sum())
+            self._per_owner[key] = _per_owner_sum(self._bases[kind], ownership)
         return self._per_owner[key]
 
     def _owned_slots(self, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -420,3 +411,14 @@ def _slots_of(group: Group, idx: tuple[np.ndarray, ...]) -> np.ndarray:
         assert owner is not None
         return owner[idx[-1]]
     return np.zeros(len(idx[0]), dtype=np.int64)
+
+
+def _per_owner_sum(base: np.ndarray, ownership: Ownership) -> np.ndarray | float:
+    """``base: (N, *O, C_out)`` summed per owner: per position, per output, per output channel, or in all."""
+    if ownership is Ownership.POSITION:
+        return base.sum(axis=-1)
+    if ownership is Ownership.OUTPUT:
+        return base
+    if ownership is Ownership.CHANNEL:
+        return base.sum(axis=tuple(range(base.ndim - 1)))
+    return float(base.sum())
