@@ -88,11 +88,13 @@ class Reductions:
         # d⁺ − d⁻ of an uncrossed output is the difference of two noisy quotients: ≈ √6·σ/ε at most.
         # A crossing below this threshold moves an entry's central difference by at most |G|·SAFETY·σ/(2ε), inside
         # the noise band that entry is allowed anyway; a larger one is detected and judged by its interval.
-        self.threshold = SAFETY * sigma / eps
+        self.threshold = np.multiply(sigma, SAFETY)
+        self.threshold /= eps
         self.threshold_step = self.threshold * eps  # the same test on |(f⁺ − f0) − (f0 − f⁻)| (exact steps)
         # Σ (G·σ)² and Σ |G| per owner do not change between groups: each ownership's made when first needed
         # (a directional check only needs the totals).
-        self._bases = {"gs2": (g * sigma) ** 2, "absg": np.abs(g)}
+        gs = np.multiply(g, sigma)
+        self._bases = {"gs2": np.multiply(gs, gs, out=gs), "absg": np.abs(g)}
         self._per_owner: dict[tuple[str, Ownership], np.ndarray | float] = {}
         self.smooth = not activation.piecewise_linear  # read several times per group: looked up once
         # Successive groups share their owner arrays (every channel of an input class, every weight group): what
@@ -110,7 +112,9 @@ class Reductions:
         span = np.full(count, 2.0 * eps)
         scan = self._scan(group, f_plus, f_minus, test_crossings=not self.smooth)
         if scan.sums is None:
-            central = self.owner_sum(group, count, g * (f_plus - f_minus), None) / span
+            diff = np.subtract(f_plus, f_minus)
+            diff *= g
+            central = self.owner_sum(group, count, diff, None) / span
         elif group.ownership is Ownership.POSITION:
             central = self.owner_sum(group, count, None, scan.sums.reshape(g.shape[:-1])) / span
         else:
