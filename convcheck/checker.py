@@ -138,11 +138,7 @@ def _run(spec: CheckSpec, layer: ConvLayer | None, data: CheckData | None, start
 
     shape = spec.shape
     # Σ|x|·|w| + |b| once: the rounding model of the forward verdict and of the engine both use it.
-    point64 = (
-        data.x.astype(np.float64, copy=False),
-        data.w.astype(np.float64, copy=False),
-        data.b.astype(np.float64, copy=False),
-    )
+    point64 = (data.x.astype(np.float64), data.w.astype(np.float64), data.b.astype(np.float64))
     scale = None if out is None else reference.magnitude(*point64, shape.window)
     forward_result = None if out is None else forward_verdict(spec, data.x, data.w, data.b, out, forward_tol, scale)
     if grads is None:
@@ -213,8 +209,9 @@ def forward_verdict(
     """The layer's output ``out: (N, OH, OW, C_out)`` at the point ``x, w, b`` against the reference convolution
     (``magnitude``: ``reference.magnitude`` at that point, when already computed)."""
     shape = spec.shape
-    x64, w64, b64 = (a.astype(np.float64, copy=False) for a in (x, w, b))  # read only: no copies needed
-    expected = reference.forward(x64, w64, b64, shape.window, spec.activation)
+    expected = reference.forward(
+        x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), shape.window, spec.activation
+    )
     sigma = rounding_sigma(x, w, b, expected, shape.window, unit_roundoff(spec.dtype), magnitude)
     return judge_forward(out, expected, sigma, tol)
 

@@ -18,7 +18,6 @@ layer); per-entry results are ``(count,)``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -88,14 +87,24 @@ class Reductions:
         # d⁺ − d⁻ of an uncrossed output is the difference of two noisy quotients: ≈ √6·σ/ε at most.
         # A crossing below this threshold moves an entry's central difference by at most |G|·SAFETY·σ/(2ε), inside
         # the noise band that entry is allowed anyway; a larger one is detected and judged by its interval.
-        self.threshold = np.multiply(sigma, SAFETY)
-        self.threshold /= eps
+        self.threshold = SAFETY * sigma / eps
         self.threshold_step = self.threshold * eps  # the same test on |(f⁺ − f0) − (f0 − f⁻)| (exact steps)
-        # Σ (G·σ)² and Σ |G| per owner do not change between groups: each ownership's made when first needed
-        # (a directional check only needs the totals).
-        gs = np.multiply(g, sigma)
-        self._bases = {"gs2": np.multiply(gs, gs, out=gs), "absg": np.abs(g)}
-        self._per_owner: dict[tuple[str, Ownership], np.ndarray | float] = {}
+        gs2 = (g * sigma) ** 2
+        absg = np.abs(g)
+        # Per-owner reductions that do not change between groups.
+        positions = tuple(range(g.ndim - 1))
+        self._gs2 = {
+            Ownership.POSITION: gs2.sum(axis=-1),
+            Ownership.OUTPUT: gs2,
+            Ownership.CHANNEL: gs2.sum(axis=positions),
+            Ownership.ALL: float(gs2.sum()),
+        }
+        self._absg = {
+            Ownership.POSITION: absg.sum(axis=-1),
+            Ownership.OUTPUT: absg,
+            Ownership.CHANNEL: absg.sum(axis=positions),
+            Ownership.ALL: float(absg.sum()),
+        }
         self.smooth = not activation.piecewise_linear  # read several times per group: looked up once
         # Successive groups share their owner arrays (every channel of an input class, every weight group): what
         # depends on the owners alone is kept for the last one seen (held by reference, so compared by identity).
@@ -112,9 +121,7 @@ class Reductions:
         span = np.full(count, 2.0 * eps)
         scan = self._scan(group, f_plus, f_minus, test_crossings=not self.smooth)
         if scan.sums is None:
-            diff = np.subtract(f_plus, f_minus)
-            diff *= g
-            central = self.owner_sum(group, count, diff, None) / span
+            central = self.owner_sum(group, count, g * (f_plus - f_minus), None) / span
         elif group.ownership is Ownership.POSITION:
             central = self.owner_sum(group, count, None, scan.sums.reshape(g.shape[:-1])) / span
         else:
@@ -304,24 +311,15 @@ class Reductions:
     def _owner_constants(self, group: Group, count: int) -> tuple[np.ndarray, np.ndarray]:
         """Per local entry: ``Σ (G·σ)²`` and ``Σ |G|`` over the outputs it owns (only read by the caller)."""
         if group.ownership is Ownership.ALL:
-            return np.array([self._owner_totals("gs2", Ownership.ALL)]), np.array(
-                [self._owner_totals("absg", Ownership.ALL)]
-            )
+            return np.array([self._gs2[Ownership.ALL]]), np.array([self._absg[Ownership.ALL]])
         held = self._constants
         if held is not None and held[0] is group.owner and held[1] is group.ownership and held[2] == count:
             return held[3], held[4]
-        gs2 = self.owner_sum(group, count, None, self._owner_totals("gs2", group.ownership))
-        absg = self.owner_sum(group, count, None, self._owner_totals("absg", group.ownership))
+        gs2 = self.owner_sum(group, count, None, self._gs2[group.ownership])
+        absg = self.owner_sum(group, count, None, self._absg[group.ownership])
         assert group.owner is not None
         self._constants = (group.owner, group.ownership, count, gs2, absg)
         return gs2, absg
-
-    def _owner_totals(self, kind: str, ownership: Ownership) -> Any:
-        """``(G·σ)²`` (``kind`` "gs2") or ``|G|`` ("absg") summed per owner of ``ownership`` (kept)."""
-        key = (kind, ownership)
-        if key not in self._per_owner:
-            self._per_owner[key] = _per_owner_sum(self._bases[kind], ownership)
-        return self._per_owner[key]
 
     def _owned_slots(self, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(owner >= 0, owner[owner >= 0])`` for a position or output group's owners, kept for the last seen."""
@@ -415,14 +413,3 @@ def _slots_of(group: Group, idx: tuple[np.ndarray, ...]) -> np.ndarray:
         assert owner is not None
         return owner[idx[-1]]
     return np.zeros(len(idx[0]), dtype=np.int64)
-
-
-def _per_owner_sum(base: np.ndarray, ownership: Ownership) -> np.ndarray | float:
-    """``base: (N, *O, C_out)`` summed per owner: per position, per output, per output channel, or in all."""
-    if ownership is Ownership.POSITION:
-        return base.sum(axis=-1)
-    if ownership is Ownership.OUTPUT:
-        return base
-    if ownership is Ownership.CHANNEL:
-        return base.sum(axis=tuple(range(base.ndim - 1)))
-    return float(base.sum())
