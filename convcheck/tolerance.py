@@ -108,12 +108,7 @@ def rounding_sigma(
     abs_w = np.abs(w.astype(np.float64))
     one_filter = abs_w.sum(axis=tuple(range(w.ndim - 1)))
     floor = float(np.max(np.abs(x), initial=0.0) * np.max(one_filter, initial=0.0) + np.max(np.abs(b), initial=0.0))
-    # In place, one pass per step (the same numbers as ``u * (√n·A + |out| + floor)``).
-    sigma = np.multiply(magnitude, math.sqrt(terms))
-    sigma += np.abs(np.asarray(out, dtype=np.float64))
-    sigma += floor
-    sigma *= u
-    return sigma
+    return u * (math.sqrt(terms) * magnitude + np.abs(np.asarray(out, dtype=np.float64)) + floor)
 
 
 def analytic_noise(
