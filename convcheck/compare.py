@@ -81,13 +81,10 @@ def judge_forward(out: np.ndarray, expected: np.ndarray, sigma: np.ndarray, tol:
     implementations summing in different orders agree, and a wrong window, kernel or activation does not.
     """
     got = np.asarray(out, dtype=np.float64)
-    # In place: each step one pass over the outputs, no temporaries (the same numbers).
-    error = np.subtract(got, expected)
-    np.abs(error, out=error)
-    error[np.isnan(error)] = np.inf  # |NaN| → ∞ (|±∞| already is)
-    allowed = SAFETY * sigma
-    allowed += tol.atol
-    badness = np.divide(error, allowed)
+    error = np.abs(got - expected)
+    allowed = tol.atol + SAFETY * sigma
+    error = np.where(np.isfinite(error), error, np.inf)
+    badness = error / allowed
     flat = int(np.argmax(badness))
     index = tuple(int(i) for i in np.unravel_index(flat, got.shape))
     return ForwardResult(

@@ -37,8 +37,7 @@ def make_data(spec: CheckSpec) -> CheckData:
     w = rng.standard_normal(s.w_shape) * math.sqrt(2.0 / fan_in)
     b = rng.standard_normal(s.b_shape) * 0.1
     dout = rng.standard_normal(s.out_shape)
-    # copy=False: float64 data (the default) is the drawn arrays themselves, not copies of them.
-    return CheckData(*(a.astype(dtype, copy=False) for a in (x, w, b, dout)))
+    return CheckData(x.astype(dtype), w.astype(dtype), b.astype(dtype), dout.astype(dtype))
 
 
 def integer_data(spec: CheckSpec) -> CheckData:

@@ -191,17 +191,14 @@ class Engine:
         out = self.forward(*params)
         return np.asarray(out, dtype=np.float64)
 
-    def _measure(
-        self, group: Group, eps: float, params: list[np.ndarray] | None = None, steps: Steps | None = None
-    ) -> Measurement:
+    def _measure(self, group: Group, eps: float, params: list[np.ndarray] | None = None) -> Measurement:
         """Two forward passes with the group's entries at ``θ ± eps``; per local entry of the group.
 
         ``params`` are the (x, w, b) copies to perturb (the engine's own by default); they are restored after.
-        ``steps``: the group's ``_steps`` at these ``params``, when already made.
         """
         params = self._params if params is None else params
         flat = params[group.tensor].reshape(-1)
-        where, original, plus, minus = self._steps(group, eps, params) if steps is None else steps
+        where, original, plus, minus = self._steps(group, eps, params)
         flat[where] = plus
         f_plus = self._evaluate(params)
         flat[where] = minus
@@ -379,12 +376,12 @@ class Engine:
     def _by_groups(self, groups: Iterator[Group], est: Estimate, rtol: float, atol: float) -> Estimate:
         retry = []
         for group, m in self._measure_all(groups, self.eps):
-            _store(est, group.entries, m)
+            self._store(est, group.entries, m)
             if m.crossed.any() and self._kink_matters(est, group.entries, rtol, atol):
                 retry.append(group)
         for group, m in self._measure_all(retry, self.eps / RETRY_SHRINK):
             was_crossed = est.crossed[group.entries] > 0
-            _store(est, group.entries[was_crossed], m.subset(was_crossed))
+            self._store(est, group.entries[was_crossed], m.subset(was_crossed))
         return est
 
     @staticmethod
@@ -393,6 +390,16 @@ class Engine:
         crossed = entries[est.crossed[entries] > 0]
         error = np.abs(est.analytic[crossed] - est.central[crossed])
         return bool(np.any(error > est.allowed(crossed, rtol, atol)))
+
+    @staticmethod
+    def _store(est: Estimate, entries: np.ndarray, m: Measurement) -> None:
+        est.central[entries] = m.central
+        est.lo[entries] = m.lo
+        est.hi[entries] = m.hi
+        est.crossed[entries] = m.crossed
+        est.noise[entries] = m.noise
+        est.truncation[entries] = m.truncation
+        est.measured[entries] = True
 
     def directional(
         self,
@@ -410,32 +417,13 @@ class Engine:
             Group(tensor, entries, Ownership.ALL, direction=rng.standard_normal(size), span=span)
             for _ in range(projections)
         ]
-        steps = [self._steps(group, self.eps, self._params) for group in groups]
-        taken = [
-            (plus.astype(np.float64, copy=False) - minus.astype(np.float64, copy=False)) / (2.0 * self.eps)
-            for _, _, plus, minus in steps
-        ]
+        steps = [self._steps(group, self.eps, self._params)[2:] for group in groups]
+        taken = [(plus.astype(np.float64) - minus.astype(np.float64)) / (2.0 * self.eps) for plus, minus in steps]
         est = projected(tensor, analytic, analytic_noise, taken)
         # A few projections of the whole tensor: one thread, BLAS on every core (threads measured no faster here).
-        # Each measurement restores the point, so the steps made above are each group's steps when it is measured.
-        if self.many is None:
-            measured = (self._measure(group, self.eps, steps=step) for group, step in zip(groups, steps, strict=True))
-        else:
-            measured = (m for _, m in self._measure_all(groups, self.eps, threads=False))
-        for p, m in enumerate(measured):
-            _store(est, np.array([p]), m)
+        for p, (_, m) in enumerate(self._measure_all(groups, self.eps, threads=False)):
+            self._store(est, np.array([p]), m)
         return est
-
-
-def _store(est: Estimate, entries: np.ndarray, m: Measurement) -> None:
-    """Write a measurement into the estimate at ``entries`` (flat), marking them measured."""
-    est.central[entries] = m.central
-    est.lo[entries] = m.lo
-    est.hi[entries] = m.hi
-    est.crossed[entries] = m.crossed
-    est.noise[entries] = m.noise
-    est.truncation[entries] = m.truncation
-    est.measured[entries] = True
 
 
 def projected(
