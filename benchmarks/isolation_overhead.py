@@ -58,7 +58,10 @@ def run(tree: Path, config: Path, jobs: int, out: Path, in_process: bool = False
     start = time.perf_counter()
     command = [sys.executable, "-m", "convcheck", "run", str(config), "-q", "--json", str(out)]
     command += ["--in-process"] if in_process else ["--jobs", str(jobs)]
-    subprocess.run(command, env={**os.environ, "PYTHONPATH": str(tree)}, capture_output=True, check=False)
+    # ``tree`` is the working directory too: ``-m`` puts the working directory first on ``sys.path``, so run
+    # from this checkout a baseline's PYTHONPATH alone would still import this checkout's convcheck.
+    environment = {**os.environ, "PYTHONPATH": str(tree)}
+    subprocess.run(command, env=environment, cwd=tree, capture_output=True, check=False)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -90,7 +93,7 @@ def floor(tree: Path, folder: Path, mode: str) -> float:
     ``start``: and ends each; ``call``: with one forward call each; ``nothing``: none)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     command = [sys.executable, "-c", FLOOR, mode, str(folder), str(FLOOR_SESSIONS)]
-    subprocess.run(command, env={**os.environ, "PYTHONPATH": str(tree)}, check=True)
+    subprocess.run(command, env={**os.environ, "PYTHONPATH": str(tree)}, cwd=tree, check=True)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 

@@ -78,7 +78,11 @@ BASELINE = "b1caa8f"
 
 
 def convcheck_command(root: Path) -> tuple[list[str], dict[str, str]]:
-    """``python -m convcheck`` run from the source tree at ``root`` (argv prefix and environment)."""
+    """``python -m convcheck`` run from the source tree at ``root`` (argv prefix and environment).
+
+    ``command_best`` runs it with ``root`` as the working directory too: ``-m`` and ``-c`` put the working
+    directory first on ``sys.path``, so run from this checkout a baseline's PYTHONPATH alone would still import
+    this checkout's convcheck (which made earlier baseline rows compare this tree with itself)."""
     return [PYTHON, "-m", "convcheck"], {**os.environ, "PYTHONPATH": str(root)}
 
 
@@ -137,7 +141,8 @@ def command_best(commands: dict[str, tuple[list[str], dict[str, str] | None]], r
     for _ in range(rounds):
         for name, (argv, env) in commands.items():
             start = time.perf_counter()
-            done = subprocess.run(argv, capture_output=True, text=True, env=env)
+            where = (env or {}).get("PYTHONPATH")  # the tree on the path is the working directory too
+            done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=where)
             elapsed = time.perf_counter() - start
             if done.returncode != 0:
                 raise RuntimeError(f"{' '.join(argv)} exited {done.returncode}: {done.stderr[-2000:]}")
@@ -746,10 +751,12 @@ CHECK_CPU_PROBE = textwrap.dedent(
 )
 
 
-def _sweep_cpu(rounds: int, baseline: str, step: int = 4) -> list[Row]:
+def _sweep_cpu(rounds: int, baseline: str, step: int = 5) -> list[Row]:
     """CPU seconds per check of every ``step``-th layer of the sweep, run one after another in one process with
     one BLAS thread (what each ``--jobs`` worker spends per check), this tree against ``baseline``, interleaved,
-    best of ``rounds``. Unlike wall time, it hardly moves with the other processes on the machine."""
+    best of ``rounds``. ``step`` is prime to the 4 activation × stride pairs that vary fastest, so that each is
+    sampled (every 4th layer was relu at stride 1 only). Unlike wall time, it hardly moves with the other
+    processes on the machine."""
     with tempfile.TemporaryDirectory() as folder:
         config = Path(folder) / "sweep.yaml"
         config.write_text(SWEEP_CONFIG)
