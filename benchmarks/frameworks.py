@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from run import SEED_SHAPE, Row, print_rows, seed_data  # noqa: E402 - after the path set-up above
+from rows import SEED_SHAPE, Row, print_rows, seed_data  # noqa: E402 - after the path set-up above
 
 from convcheck.checker import run_check  # noqa: E402
 from convcheck.isolation.remote import remote_layer  # noqa: E402

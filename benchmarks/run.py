@@ -48,7 +48,7 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 import seed_loop  # noqa: E402 - after the path set-up above
+from rows import SEED_SHAPE, Row, print_rows, seed_data  # noqa: E402
 
 from convcheck import checker, numeric, parallel, reference  # noqa: E402
 from convcheck.data import make_data  # noqa: E402
@@ -68,9 +69,6 @@ from convcheck.numeric.groups import input_groups  # noqa: E402
 from convcheck.spec import Activation, CheckSpec, ConvShape, Method  # noqa: E402
 from convcheck.user.shapes import TO_NCHW  # noqa: E402
 
-SEED_SHAPE = ConvShape(
-    batch=8, in_height=32, in_width=48, in_depth=16, out_depth=32, filter_size=3, stride=1, padding=1
-)
 PYTHON = sys.executable
 ROOT = HERE.parent
 #: The revision the ``sweep`` benchmark compares with by default: main before the speed work on user layers.
@@ -84,19 +82,6 @@ def convcheck_command(root: Path) -> tuple[list[str], dict[str, str]]:
     directory first on ``sys.path``, so run from this checkout a baseline's PYTHONPATH alone would still import
     this checkout's convcheck (which made earlier baseline rows compare this tree with itself)."""
     return [PYTHON, "-m", "convcheck"], {**os.environ, "PYTHONPATH": str(root)}
-
-
-@dataclass
-class Row:
-    """One figure: ``value`` in ``unit``; ``target`` in words and whether it is ``met`` (None: information)."""
-
-    benchmark: str
-    metric: str
-    value: float
-    unit: str
-    target: str = ""
-    met: bool | None = None
-    note: str = ""
 
 
 # -- timing ----------------------------------------------------------------------------------------------------
@@ -148,11 +133,6 @@ def command_best(commands: dict[str, tuple[list[str], dict[str, str] | None]], r
                 raise RuntimeError(f"{' '.join(argv)} exited {done.returncode}: {done.stderr[-2000:]}")
             best[name] = min(best[name], elapsed)
     return best
-
-
-def seed_data():
-    spec = CheckSpec("seed-layer", SEED_SHAPE, method=Method.FULL)
-    return spec, make_data(spec)
 
 
 SKIP_TORCH = "skipped: torch is not installed"
@@ -981,14 +961,6 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
-
-
-def print_rows(rows: list[Row]) -> None:
-    for row in rows:
-        verdict = "" if row.met is None else ("MET" if row.met else "NOT MET")
-        value = f"{row.value:,.0f}" if row.unit == "" else f"{row.value:.3g}"
-        target = f"target {row.target}" if row.target else ""
-        print(f"  {row.metric:<52} {value:>10} {row.unit:<4} {target:<30} {verdict:<8} {row.note}")
 
 
 def main(argv: list[str] | None = None) -> int:
