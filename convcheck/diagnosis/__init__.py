@@ -41,10 +41,13 @@ Rules whose mistake means the same on any layer run on the whole space (1-3 axes
 dilation, per-side and ``same`` padding, groups, no bias): the transforms (a constant ratio, dx shifted per axis,
 dw rearranged, without groups), only db wrong, the activation hypotheses, and the dx hypotheses (flipped kernel,
 col2im assigning, row order, stride, crop, last window; dout transposed on any 2-D layer), which use
-``window.NdPoint`` off the seed's geometry. Rules whose formulas, regions or words assume the seed's 2-D square,
-symmetric geometry (the shape-contract, forward, loop and place rules) are ``basic_only`` (silent elsewhere);
-there the ``window`` hypotheses name the mistakes of each new hyperparameter, and a contract rule a db returned
-by a layer without a bias.
+``window.NdPoint`` off the seed's geometry; and the forward rules that compare whole outputs (the reference with
+the kernel reversed on every axis, the filter read in ``(c_in, *k)`` order, the channels swapped, no bias, no or
+another activation; a constant per channel; the output shifted by one along an axis; transposed on 2-D). Rules
+whose formulas, regions or words assume the seed's 2-D square, symmetric geometry (the shape-contract rules, the
+forward rules that read window patterns, the loop and place rules) are ``basic_only`` (silent elsewhere); there
+the ``window`` hypotheses name the mistakes of each new hyperparameter, and a contract rule a db returned by a
+layer without a bias.
 
 The package is one module per rule family (``contract``, ``shapes``, ``forward``, ``patterns``, ``loops``,
 ``transforms``, ``facts``, ``hypotheses``, ``places``, ``window``) over ``evidence`` (what rules read), ``geometry`` and
@@ -104,11 +107,11 @@ RULES: tuple[Rule, ...] = (
     rule_dtype_buffers,
     rule_repeatability,
     rule_same_padding,
-    basic_only(rule_forward_hypotheses),
-    basic_only(rule_forward_bias),
-    basic_only(rule_forward_activation),
+    rule_forward_hypotheses,
+    rule_forward_bias,
+    rule_forward_activation,
     basic_only(rule_forward_windows),
-    basic_only(rule_forward_rearranged),
+    rule_forward_rearranged,
     basic_only(rule_forward_diagonal),
     basic_only(rule_forward_one_index),
     basic_only(rule_forward_reordered),
