@@ -41,7 +41,8 @@ Rules whose mistake means the same on any layer run on the whole space (1-3 axes
 dilation, per-side and ``same`` padding, groups, no bias): the transforms (a constant ratio, dx shifted per axis,
 dw rearranged, without groups), only db wrong, the activation hypotheses, and the dx hypotheses (flipped kernel,
 col2im assigning, row order, stride, crop, last window; dout transposed on any 2-D layer), which use
-``window.NdPoint`` off the seed's geometry; and the forward rules that compare whole outputs (the reference with
+``window.NdPoint`` off the seed's geometry; the output-size and crop rules of any geometry (``rule_output_size_nd``,
+``rule_crop_shape_nd``, off the seed's geometry, where the seed's own words do not apply); and the forward rules that compare whole outputs (the reference with
 the kernel reversed on every axis, the filter read in ``(c_in, *k)`` order, the channels swapped, no bias, no or
 another activation; a constant per channel; the output shifted by one along an axis; transposed on 2-D). Rules
 whose formulas, regions or words assume the seed's 2-D square, symmetric geometry (the shape-contract rules, the
@@ -58,7 +59,12 @@ across a batch's checks (a condition shared by the checks that crashed), applied
 
 from __future__ import annotations
 
-from convcheck.diagnosis.contract import rule_bias_without_bias, rule_crop_shape, rule_repeatability
+from convcheck.diagnosis.contract import (
+    rule_bias_without_bias,
+    rule_crop_shape,
+    rule_crop_shape_nd,
+    rule_repeatability,
+)
 from convcheck.diagnosis.evidence import LABELS, MATCH_SLACK, Evidence, Rule, basic_only
 from convcheck.diagnosis.facts import rule_all_zero, rule_only_bias
 from convcheck.diagnosis.forward import (
@@ -84,6 +90,7 @@ from convcheck.diagnosis.shapes import (
     rule_input_size,
     rule_integer_mask,
     rule_output_size,
+    rule_output_size_nd,
     rule_weight_layout,
 )
 from convcheck.diagnosis.transforms import rule_constant_ratio, rule_dw_rearranged, rule_dx_shifted
@@ -98,9 +105,11 @@ __all__ = ["LABELS", "MATCH_SLACK", "RULES", "diagnose"]
 RULES: tuple[Rule, ...] = (
     rule_bias_without_bias,
     basic_only(rule_crop_shape),
+    rule_crop_shape_nd,
     basic_only(rule_fixed_crop),
     basic_only(rule_input_size),
     basic_only(rule_output_size),
+    rule_output_size_nd,
     basic_only(rule_bias_shape),
     basic_only(rule_weight_layout),
     rule_integer_mask,
