@@ -38,17 +38,17 @@ db ``(C_out,)``, output ``(N, OH, OW, C_out)``; ``R = N·OH·OW`` rows of the im
 ``(n, oh, ow)`` order, each window laid out ``(kh, kw, c_in)``.
 
 Rules whose mistake means the same on any layer run on the whole space (1-3 axes, per-axis kernels and strides,
-dilation, per-side and ``same`` padding, groups, no bias): the transforms (a constant ratio, dx shifted per axis,
-dw rearranged, without groups), only db wrong, the activation hypotheses, and the dx hypotheses (flipped kernel,
-col2im assigning, row order, stride, crop, last window; dout transposed on any 2-D layer), which use
-``window.NdPoint`` off the seed's geometry; the output-size and crop rules of any geometry (``rule_output_size_nd``,
-``rule_crop_shape_nd``, off the seed's geometry, where the seed's own words do not apply); and the forward rules that compare whole outputs (the reference with
-the kernel reversed on every axis, the filter read in ``(c_in, *k)`` order, the channels swapped, no bias, no or
-another activation; a constant per channel; the output shifted by one along an axis; transposed on 2-D). Rules
-whose formulas, regions or words assume the seed's 2-D square, symmetric geometry (the shape-contract rules, the
-forward rules that read window patterns, the loop and place rules) are ``basic_only`` (silent elsewhere); there
-the ``window`` hypotheses name the mistakes of each new hyperparameter, and a contract rule a db returned by a
-layer without a bias.
+dilation, per-side and ``same`` padding, groups, no bias): the transforms (a constant ratio, dx shifted per axis, dw
+rearranged, without groups), only db wrong, the activation hypotheses, and the dx hypotheses (flipped kernel, col2im
+assigning, row order, stride, crop, last window; dout transposed on any 2-D layer), which use ``window.NdPoint`` off
+the seed's geometry; the output-size and crop rules of any geometry (``rule_output_size_nd``,
+``rule_crop_shape_nd``, off the seed's geometry, where the seed's own words do not apply); and the forward rules
+that compare whole outputs (the reference with the kernel reversed on every axis, the filter read in ``(c_in, *k)``
+order, the channels swapped, no bias, no or another activation; a constant per channel; the output shifted by one
+along an axis; transposed on 2-D). Rules whose formulas, regions or words assume the seed's 2-D square, symmetric
+geometry (the shape-contract rules, the forward rules that read window patterns, the loop and place rules) are
+``basic_only`` (silent elsewhere); there the ``window`` hypotheses name the mistakes of each new hyperparameter, and
+a contract rule a db returned by a layer without a bias.
 
 The package is one module per rule family (``contract``, ``shapes``, ``forward``, ``patterns``, ``loops``,
 ``transforms``, ``facts``, ``hypotheses``, ``places``, ``window``) over ``evidence`` (what rules read), ``geometry`` and
