@@ -234,7 +234,7 @@ def _run(options: RunOptions) -> None:
 
     with handled() as signals:  # SIGINT, SIGTERM, SIGHUP: stop the checks, never the results' output
         specs = _checked_specs(options, err)
-        from convcheck.batch.local import run_batch  # imports numpy: only now that checks will run
+        from convcheck.batch.local import run_batch, start_workers  # imports numpy: only now that checks will run
         from convcheck.diagnosis.batch import with_batch_hints
 
         report = trusting(lambda text: err.print(text, markup=False)) if options.in_process else lambda code: None
@@ -242,11 +242,22 @@ def _run(options: RunOptions) -> None:
         # error row, never a silently ended (and so "green") run.
         isolate = not options.in_process and any(s.impl is not None for s in specs)
         address = options.scheduler
-        with _progress(err, len(specs), enabled=not options.quiet) as advance:
+        # The worker processes start before the progress display, whose thread would keep them from being forked
+        # with convcheck already imported (see batch.local).
+        local = 0 if address is not None else len(specs)
+        with (
+            start_workers(local, jobs=options.jobs, isolate=isolate) as workers,
+            _progress(err, len(specs), enabled=not options.quiet) as advance,
+        ):
             if address is None:
                 batch = signals.interrupting(
                     lambda: run_batch(
-                        specs, jobs=options.jobs, fail_fast=options.fail_fast, on_result=advance, isolate=isolate
+                        specs,
+                        jobs=options.jobs,
+                        fail_fast=options.fail_fast,
+                        on_result=advance,
+                        isolate=isolate,
+                        workers=workers,
                     ),
                     specs,
                 )
