@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from convcheck.spec import CheckSpec, ImplRef
 
 from convcheck.exitcodes import ExitCode
-from convcheck.isolation.supervise import trusting
 from convcheck.options import (
     LAYOUT_CHOICES,
     Annotate,
@@ -237,7 +236,11 @@ def _run(options: RunOptions) -> None:
         from convcheck.batch.local import run_batch, start_workers  # imports numpy: only now that checks will run
         from convcheck.diagnosis.batch import with_batch_hints
 
-        report = trusting(lambda text: err.print(text, markup=False)) if options.in_process else lambda code: None
+        report: Callable[[int], None] = _unsupervised
+        if options.in_process:
+            from convcheck.isolation.supervise import trusting
+
+            report = trusting(lambda text: err.print(text, markup=False))
         # User code runs in a process of its own unless asked otherwise: an os._exit or a segfault in it must be an
         # error row, never a silently ended (and so "green") run.
         isolate = not options.in_process and any(s.impl is not None for s in specs)
@@ -278,6 +281,10 @@ def _run(options: RunOptions) -> None:
     code = ExitCode.for_results(batch.results, batch.not_run, written=written)
     report(code)
     raise typer.Exit(code)
+
+
+def _unsupervised(code: int) -> None:
+    """The exit code, for a run that no parent process waits on (every run but ``--in-process``): nothing to do."""
 
 
 def _checked_specs(options: RunOptions, err: Console) -> list[CheckSpec]:
