@@ -36,8 +36,8 @@ click = sys.modules[typer.BadParameter.__module__]
 class CommandGroup(TyperGroup):
     """The command group, with every command-line mistake told in one line of convcheck's own words, and its
     commands built only when one runs or is asked for its help: ``convcheck --help`` lists them from their
-    docstrings, since building every command's options (Typer reads each parameter's annotations) was a third of
-    its start-up time."""
+    docstrings: building every command's options (Typer reads each parameter's annotations) was most of the time
+    convcheck itself added to it."""
 
     #: The commands not built yet, by name: each a Typer app of that one command (``Commands.group`` sets it).
     pending: ClassVar[Mapping[str, typer.Typer]] = {}
