@@ -23,17 +23,17 @@ if TYPE_CHECKING:
     from convcheck.batch.outcome import BatchOutcome
     from convcheck.render.base import Run
     from convcheck.results import CheckResult
+    from convcheck.run_options import RunOptions
     from convcheck.spec import CheckSpec, ImplRef
 
 from convcheck.exitcodes import ExitCode
-from convcheck.isolation.supervise import trusting
 from convcheck.options import (
     LAYOUT_CHOICES,
     Annotate,
     AnnotateOption,
     Color,
     ColorOption,
-    CommandGroup,
+    Commands,
     ConfigsArgument,
     DTypeOption,
     FailFastOption,
@@ -48,20 +48,21 @@ from convcheck.options import (
     PlotAllOption,
     PlotOption,
     QuietOption,
-    RunOptions,
     SchedulerOption,
     SeedOption,
     StrictOption,
     ValidateArgument,
     VerboseOption,
     at_least,
-    run_option_problems,
     spec_choice,
 )
 
+#: The commands below; each is built (its options read by Typer) only when it runs or is asked for its help.
+commands = Commands()
+
 app = typer.Typer(
     name="convcheck",
-    cls=CommandGroup,
+    cls=commands.group(),
     help=(
         "Check a convolution layer's backward pass against finite differences: every gradient entry, "
         "no false alarms at ReLU kinks, and a report that says where a wrong gradient is wrong.\n\n"
@@ -161,7 +162,7 @@ def _impl_override(text: str, err: Console) -> ImplRef | None:
     return ref
 
 
-@app.command()
+@commands.command()
 def run(
     configs: ConfigsArgument = None,
     json_path: JsonOption = None,
@@ -203,7 +204,10 @@ def run(
 
       convcheck run my.yaml --impl layers.py --json -
     """
-    _run(RunOptions(**locals()))  # the parameters are RunOptions' fields, by name
+    given = dict(locals())  # the parameters are RunOptions' fields, by name
+    from convcheck.run_options import RunOptions
+
+    _run(RunOptions(**given))
 
 
 def _default_configs(given: list[Path] | None, err: Console, verb: str = "running") -> list[Path]:
@@ -229,19 +233,34 @@ def _run(options: RunOptions) -> None:
 
     with handled() as signals:  # SIGINT, SIGTERM, SIGHUP: stop the checks, never the results' output
         specs = _checked_specs(options, err)
-        from convcheck.batch.local import run_batch  # imports numpy: only now that checks will run
+        from convcheck.batch.local import run_batch, start_workers  # imports numpy: only now that checks will run
         from convcheck.diagnosis.batch import with_batch_hints
 
-        report = trusting(lambda text: err.print(text, markup=False)) if options.in_process else lambda code: None
+        report: Callable[[int], None] = _unsupervised
+        if options.in_process:
+            from convcheck.isolation.supervise import trusting
+
+            report = trusting(lambda text: err.print(text, markup=False))
         # User code runs in a process of its own unless asked otherwise: an os._exit or a segfault in it must be an
         # error row, never a silently ended (and so "green") run.
         isolate = not options.in_process and any(s.impl is not None for s in specs)
         address = options.scheduler
-        with _progress(err, len(specs), enabled=not options.quiet) as advance:
+        # The worker processes start before the progress display, whose thread would keep them from being forked
+        # with convcheck already imported (see batch.local).
+        local = 0 if address is not None else len(specs)
+        with (
+            start_workers(local, jobs=options.jobs, isolate=isolate) as workers,
+            _progress(err, len(specs), enabled=not options.quiet) as advance,
+        ):
             if address is None:
                 batch = signals.interrupting(
                     lambda: run_batch(
-                        specs, jobs=options.jobs, fail_fast=options.fail_fast, on_result=advance, isolate=isolate
+                        specs,
+                        jobs=options.jobs,
+                        fail_fast=options.fail_fast,
+                        on_result=advance,
+                        isolate=isolate,
+                        workers=workers,
                     ),
                     specs,
                 )
@@ -264,9 +283,15 @@ def _run(options: RunOptions) -> None:
     raise typer.Exit(code)
 
 
+def _unsupervised(code: int) -> None:
+    """The exit code, for a run that no parent process waits on (every run but ``--in-process``): nothing to do."""
+
+
 def _checked_specs(options: RunOptions, err: Console) -> list[CheckSpec]:
     """The configs' checks with the command line's overrides; any invalid input exits 2 before anything runs."""
     specs = _load(_default_configs(options.configs, err), err)
+    from convcheck.run_options import run_option_problems
+
     problems = run_option_problems(options)  # the first problem only: one line, like any command-line mistake
     if problems:
         err.print(problems[0], markup=False)
@@ -378,7 +403,7 @@ def _write_outputs(results: list[CheckResult], run_info: Run, options: RunOption
     return not failures
 
 
-@app.command()
+@commands.command()
 def validate(configs: ValidateArgument = None, color: ColorOption = "auto") -> None:
     """Load, validate and expand configs without running them: one row per expanded check with its output
     shape and estimated cost in forward passes. Each impl: file is read (never run): it must exist, parse and
@@ -419,7 +444,7 @@ def _validate_table(specs: list[CheckSpec], width: int) -> Any:
     return plan_table(specs, [planned_passes(s) for s in specs], width)
 
 
-@app.command()
+@commands.command()
 def init(
     path: Annotated[Path, typer.Argument(metavar="PATH", hidden=True)] = Path("convcheck.yaml"),
     layout: Annotated[
@@ -469,7 +494,7 @@ def init(
     typer.echo(f"wrote {config} (the checks) and {layer} (your layer: edit it)\ncheck it with: {run_hint}")
 
 
-@app.command()
+@commands.command()
 def schema() -> None:
     """Print the JSON Schema of the config format (for editor completion and validation).
 
@@ -484,7 +509,7 @@ def schema() -> None:
     typer.echo(json.dumps(config_schema(), indent=2))
 
 
-@app.command()
+@commands.command()
 def selftest(
     quick: Annotated[bool, typer.Option("--quick", help="float64 only (skip the float32 sweep).")] = False,
     jobs: Annotated[int, typer.Option("--jobs", "-j", metavar="N", callback=at_least(1), help="Worker processes.")] = 1,

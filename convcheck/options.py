@@ -1,5 +1,6 @@
 """The options of the ``convcheck`` commands and how command-line mistakes are told: one line each, in
-convcheck's words (``usage_line``), through the command group class ``CommandGroup``.
+convcheck's words (``usage_line``), through the command group class ``CommandGroup``, which builds each command
+only when it is needed (``Commands``).
 
 Choices are parsed by callbacks (``choice``, ``at_least``) rather than by typer, so that a wrong value gets
 convcheck's sentence and help shows plain metavars (``METHOD``, ``N``).
@@ -7,21 +8,18 @@ convcheck's sentence and help shows plain metavars (``METHOD``, ``N``).
 
 from __future__ import annotations
 
-import importlib.util
+import gettext
+import inspect
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any, ClassVar, TypeVar
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from convcheck.exitcodes import ExitCode
-
-if TYPE_CHECKING:
-    from convcheck.spec import DType, Method
 
 #: The values of the options that take a member of a ``convcheck.spec`` enum (``Method``, ``DType``, ``Layout``),
 #: written out so that building the command line, and ``--help``, does not import ``convcheck.spec`` (its frozen
@@ -36,7 +34,30 @@ click = sys.modules[typer.BadParameter.__module__]
 
 
 class CommandGroup(TyperGroup):
-    """The command group, with every command-line mistake told in one line of convcheck's own words."""
+    """The command group, with every command-line mistake told in one line of convcheck's own words, and its
+    commands built only when one runs or is asked for its help: ``convcheck --help`` lists them from their
+    docstrings: building every command's options (Typer reads each parameter's annotations) was most of the time
+    convcheck itself added to it."""
+
+    #: The commands not built yet, by name: each a Typer app of that one command (``Commands.group`` sets it).
+    pending: ClassVar[Mapping[str, typer.Typer]] = {}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.commands = _BuiltOnDemand(self.commands, self.pending)
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(self.commands)  # in the order they were declared; TyperGroup's would build them all
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        """The Commands section, from each command's help text alone (TyperGroup's would build every command)."""
+        assert isinstance(self.commands, _BuiltOnDemand)
+        listed = [(name, self.commands.outline(name)) for name in self.commands]
+        listed = [(name, command) for name, command in listed if not command.hidden]
+        if listed:
+            limit = formatter.width - 6 - max(len(name) for name, _ in listed)  # click's own layout
+            with formatter.section(gettext.gettext("Commands")):
+                formatter.write_dl([(name, command.get_short_help_str(limit)) for name, command in listed])
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         try:
@@ -55,6 +76,76 @@ class CommandGroup(TyperGroup):
         if not standalone_mode:
             return code
         sys.exit(code if isinstance(code, int) else 0)
+
+
+class _BuiltOnDemand(MutableMapping[str, Any]):
+    """A group's commands by name: a pending command becomes a click command when first looked up; its name, and
+    its entry in the group's help (``outline``), need no building."""
+
+    def __init__(self, built: MutableMapping[str, Any], pending: Mapping[str, typer.Typer]) -> None:
+        self._built = built
+        self._pending = dict(pending)
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._built and name in self._pending:
+            from typer.main import get_command
+
+            self._built[name] = get_command(self._pending.pop(name))
+        return self._built[name]
+
+    def __setitem__(self, name: str, command: Any) -> None:
+        self._pending.pop(name, None)
+        self._built[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        if self._pending.pop(name, None) is None:
+            del self._built[name]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._built
+        yield from (name for name in self._pending if name not in self._built)
+
+    def __len__(self) -> int:
+        return len(set(self._built) | set(self._pending))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._built or name in self._pending
+
+    def outline(self, name: str) -> Any:
+        """The command, or for a pending one a click command with only what the group's help shows of it: its
+        help text (as Typer takes it: ``help=`` or the docstring), short help, and whether it is hidden or
+        deprecated."""
+        if name in self._built:
+            return self._built[name]
+        (info,) = self._pending[name].registered_commands
+        text = inspect.cleandoc(info.help) if info.help is not None else inspect.getdoc(info.callback)
+        return TyperCommand(name, help=text, short_help=info.short_help, hidden=info.hidden, deprecated=info.deprecated)
+
+
+Function = TypeVar("Function", bound=Callable[..., Any])
+
+
+class Commands:
+    """The commands of a group, declared like ``@app.command()`` (``@commands.command()``), each as a Typer app of
+    its own so that the group (``group()``, for ``typer.Typer(cls=...)``) can build it on demand."""
+
+    def __init__(self) -> None:
+        self._apps: dict[str, typer.Typer] = {}
+
+    def command(self, **settings: Any) -> Callable[[Function], Function]:
+        def declare(function: Function) -> Function:
+            # The group's settings, as Typer would hand them to a command of its own: plain help (no Rich
+            # markup), no completion options of its own, no pretty tracebacks.
+            one = typer.Typer(rich_markup_mode=None, add_completion=False, pretty_exceptions_enable=False)
+            one.command(**settings)(function)
+            (info,) = one.registered_commands
+            self._apps[info.name or function.__name__.lower().replace("_", "-")] = one  # as Typer names it
+            return function
+
+        return declare
+
+    def group(self) -> type[CommandGroup]:
+        return type("ConvcheckGroup", (CommandGroup,), {"pending": self._apps})
 
 
 def usage_line(exc: Any) -> str:
@@ -247,68 +338,3 @@ HtmlOption = Annotated[
         help="Write a one-file HTML report to PATH: sortable table, failure panels, heatmaps, a sweep's grid.",
     ),
 ]
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """The options of ``convcheck run``, as given on the command line (choices already parsed)."""
-
-    configs: list[Path] | None
-    json_path: str | None
-    junit: Path | None
-    html: Path | None
-    method: Method | None
-    seed: int | None
-    dtype: DType | None
-    impl: str | None
-    jobs: int
-    in_process: bool
-    scheduler: str | None
-    fail_fast: bool
-    strict: bool
-    quiet: bool
-    verbose: bool
-    heatmap: bool
-    plot: Path | None
-    plot_all: bool
-    annotate: Annotate
-    color: Color
-
-    @property
-    def json_only(self) -> bool:
-        """``--json -``: the JSON goes to stdout, so the table goes to stderr."""
-        return self.json_path == "-"
-
-
-def run_option_problems(options: RunOptions) -> list[str]:
-    """What is wrong with ``convcheck run``'s options, in order (empty: nothing), before anything runs.
-
-    An output path that cannot be written (its folder cannot be created or written, it is a folder…) is a problem;
-    a device or FIFO such as /dev/null is fine (it is written into).
-    """
-    from convcheck.render.files import output_problem
-
-    problems = []
-    if options.plot is not None and importlib.util.find_spec("matplotlib") is None:
-        problems.append(
-            "--plot needs matplotlib, which is not installed; install the extra: pip install 'convcheck[plot]'"
-        )
-    if options.quiet and options.verbose:
-        problems.append("--quiet and --verbose contradict each other; use one")
-    if options.plot_all and options.plot is None:
-        problems.append("--plot-all needs --plot DIR (where to write the PNGs)")
-    for option, path, what in (("--junit", options.junit, "JUnit XML"), ("--html", options.html, "the report")):
-        if path is not None and str(path) == "-":
-            problems.append(f"{option} -: {what} goes to a file (stdout is for the table, or JSON with --json -)")
-    json_file = None if options.json_only else options.json_path
-    outputs: tuple[tuple[str, str | Path | None], ...] = (
-        ("--json", json_file),
-        ("--junit", options.junit),
-        ("--html", options.html),
-        ("--plot", options.plot),
-    )
-    for option, target in outputs:
-        problem = None if target is None or str(target) == "-" else output_problem(target, folder=option == "--plot")
-        if problem is not None:
-            problems.append(f"{option} {target}: {problem}")
-    return problems

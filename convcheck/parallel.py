@@ -44,6 +44,17 @@ _ENVIRONMENT_LOCK = threading.Lock()
 _HELD = contextlib.ExitStack()  # hold_one_blas_thread's BLAS limit, kept for the life of the process
 _held = False
 
+
+def _fresh_environment_lock() -> None:
+    # A worker is forked inside one_blas_thread_environment, which holds the lock; the child never leaves that
+    # block (it runs the worker and exits), so it starts with a lock of its own, and keeps the block's variables.
+    global _ENVIRONMENT_LOCK
+    _ENVIRONMENT_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_environment_lock)
+
 #: Multiply-adds per forward pass below which a check's groups are measured on one thread (``engine_workers``).
 PARALLEL_MIN_MACS = 5_000_000
 #: Multiply-adds per forward pass below which a user's layer's batches are evaluated in one process.

@@ -24,6 +24,8 @@ from convcheck.config import load_configs
 from convcheck.results import CheckResult, NoteKind, Status
 from convcheck.spec import Activation, CheckSpec, ConvShape, ImplRef, Layout, Signature
 
+#: Set by a test's parent process before its workers start: a forked worker sees the value, a spawned one not.
+SET_IN_PARENT = "not inherited"
 TINY = ConvShape(batch=1, in_height=3, in_width=3, in_depth=1, out_depth=1, filter_size=1)
 FIXTURES = Path(__file__).parent / "fixtures" / "impls"
 EXAMPLES = Path(__file__).parent.parent / "examples"
@@ -60,6 +62,11 @@ def fake_check(spec: CheckSpec) -> CheckResult:
     if kind == "env":
         threads = tuple(os.environ.get(name, "unset") for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"))
         return CheckResult(spec.name, Status.PASS, spec, 0.0, notes=threads)
+    if kind == "inherited":  # what the worker has of its parent's memory, and the BLAS threads in effect in it
+        from convcheck import parallel
+
+        blas = sorted({str(get()) for get, _ in parallel._openblas_controls()})
+        return CheckResult(spec.name, Status.PASS, spec, 0.0, notes=(SET_IN_PARENT, ",".join(blas) or "no OpenBLAS"))
     raise AssertionError(f"unknown fake {kind!r}")
 
 
