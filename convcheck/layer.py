@@ -496,7 +496,7 @@ class MatrixConvLayer:
         c_out = out_shape[-1]
         if tensor == 0:  # the stack's own padded inputs and im2col matrices, laid out as the workspace's
             padded = np.zeros((count, *space.padded.shape), x.dtype)
-            padded[(slice(None), *space.inside)] = changed
+            padded[(slice(None),) + space.inside] = changed
             cols = np.empty((count, *space.cols.shape), x.dtype)
             windows = _view(padded, (count, *space.windows.shape), (padded.strides[0], *space.windows.strides))
             np.copyto(cols.reshape(windows.shape), windows)
