@@ -35,7 +35,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -307,6 +307,10 @@ class _Workspace:
     bits: np.ndarray  # the input's bits ``cols`` holds (``x.view(uint)``)
     out_shape: tuple[int, ...]  # (N, *O, C_out)
     groups: int
+    # ``outputs``' own padded inputs and im2col matrices, ``(count, *padded.shape)`` and ``(count, *cols.shape)``,
+    # for the last two numbers of input points asked for (a check asks for one batch size and its remainder):
+    # kept, as ``padded`` and ``cols`` are, so that every call does not pay fresh pages for them.
+    stacks: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
 # Thread id → its workspace, oldest first. At most one per core is kept (as for ``_unfolded``, whose entry for the
@@ -469,7 +473,7 @@ class MatrixConvLayer:
             np.copyto(space.bits, bits)
         return space
 
-    def outputs(self, params: Sequence[np.ndarray], points: Sequence[Point]) -> list[np.ndarray] | None:
+    def outputs(self, params: Sequence[np.ndarray], points: Sequence[Point]) -> np.ndarray | None:
         """``output`` at each of ``points`` (changes of the base ``params = (x, w, b)``, all of one argument), bit
         for bit, from one pipeline: the changed arguments stacked along a new leading axis, one unfolding of the
         stack (input points), one batched matrix product (one GEMM per point, of the same sizes as ``output``'s),
@@ -477,7 +481,7 @@ class MatrixConvLayer:
         instead of one each: what a small layer's check is mostly made of. None when the points change more than
         one argument or the arrays are not what ``output`` unfolds in place (the caller then calls ``output``).
 
-        Returns ``(N, *O, C_out)`` views of one ``(len(points), N, *O, C_out)`` array, in the order of ``points``.
+        Returns ``(len(points), N, *O, C_out)``: the outputs in the order of ``points``.
         """
         x, w, b = params
         tensors = {int(point.tensor) for point in points}
@@ -495,9 +499,8 @@ class MatrixConvLayer:
         groups, out_shape = space.groups, space.out_shape
         c_out = out_shape[-1]
         if tensor == 0:  # the stack's own padded inputs and im2col matrices, laid out as the workspace's
-            padded = np.zeros((count, *space.padded.shape), x.dtype)
+            padded, cols = self._stack_buffers(space, count)
             padded[(slice(None),) + space.inside] = changed
-            cols = np.empty((count, *space.cols.shape), x.dtype)
             windows = _view(padded, (count, *space.windows.shape), (padded.strides[0], *space.windows.strides))
             np.copyto(cols.reshape(windows.shape), windows)
         else:
@@ -516,8 +519,19 @@ class MatrixConvLayer:
             z += changed[:, None, :] if tensor == 2 else b
         if self.activation is not Activation.NONE:
             act.apply(self.activation, z, out=z)
-        stack = z.reshape(count, *out_shape)
-        return list(stack)
+        return z.reshape(count, *out_shape)
+
+    @staticmethod
+    def _stack_buffers(space: _Workspace, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """``space``'s padded inputs (border zero for good) and im2col matrices for ``count`` input points."""
+        held = space.stacks.pop(count, None)
+        if held is None:
+            if len(space.stacks) >= 2:
+                del space.stacks[next(iter(space.stacks))]
+            dtype = space.padded.dtype
+            held = (np.zeros((count, *space.padded.shape), dtype), np.empty((count, *space.cols.shape), dtype))
+        space.stacks[count] = held  # most recently used last
+        return held
 
     def backward(self, dout: np.ndarray, cache: MatrixCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``dout: (N, *O, C_out)`` → ``(dx, dw, db)`` shaped like ``(x, w, b)``."""

@@ -15,6 +15,7 @@ from convcheck.config import load_text
 from convcheck.layer import MatrixConvLayer, stacked_groups
 from convcheck.numeric import Engine
 from convcheck.numeric.fanout import Point
+from convcheck.numeric.reduce import Reductions
 from convcheck.results import TensorResult
 from convcheck.spec import Activation, ConvShape, DType
 from tests.strategies import nd_geometries
@@ -152,11 +153,18 @@ def tensor_bytes(result: TensorResult) -> tuple:
 def test_checks_with_and_without_stacking_give_the_same_results(workers: int, monkeypatch: pytest.MonkeyPatch) -> None:
     specs = load_text(SWEEP).specs
     assert len(specs) == 48 and all(stacked_groups(spec.shape) >= 2 for spec in specs)
-    calls = []
-    outputs = MatrixConvLayer.outputs
+    calls, together = [], []
+    outputs, exact_many = MatrixConvLayer.outputs, Reductions.exact_many
     monkeypatch.setattr(MatrixConvLayer, "outputs", lambda self, *a: calls.append(1) or outputs(self, *a))
+
+    def reduced(self: Reductions, *args):  # type: ignore[no-untyped-def]
+        together.append(exact_many(self, *args))
+        return together[-1]
+
+    monkeypatch.setattr(Reductions, "exact_many", reduced)
     stacked = [checker.run_check(spec) for spec in specs]
     assert len(calls) >= len(specs) * 4  # the grouped passes of every tensor and the audit: stacked
+    assert sum(found is not None for found in together) >= len(specs) * 2  # and reduced together
     # One call per point, on ``workers`` threads.
     monkeypatch.setattr(layer_module, "STACK_BYTES", 0)
     monkeypatch.setattr(checker.parallel, "engine_workers", lambda layer, shape: workers)
