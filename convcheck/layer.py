@@ -36,7 +36,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -45,8 +45,17 @@ from convcheck import activation as act
 from convcheck.geometry import PaddingMode, Pads, Window
 from convcheck.spec import Activation, ConvShape
 
-if TYPE_CHECKING:
-    from convcheck.numeric.fanout import Point
+
+class Point(Protocol):
+    """A change of the base point (``numeric.fanout.Point``): ``values`` at flat positions ``where`` of x, w or b."""
+
+    @property
+    def tensor(self) -> int: ...
+    @property
+    def where(self) -> np.ndarray: ...
+    @property
+    def values(self) -> np.ndarray: ...
+
 
 STACK_BYTES = 4 << 20  # stacked arrays per ``MatrixConvLayer.outputs`` call (``stacked_groups``)
 STACK_MAX_COLS = 1 << 20  # the largest im2col matrix whose points are stacked

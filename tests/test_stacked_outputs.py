@@ -14,8 +14,8 @@ from convcheck import layer as layer_module
 from convcheck.config import load_text
 from convcheck.layer import MatrixConvLayer, stacked_groups
 from convcheck.numeric import Engine
+from convcheck.numeric import engine as engine_module
 from convcheck.numeric.fanout import Point
-from convcheck.numeric.reduce import Reductions
 from convcheck.results import TensorResult
 from convcheck.spec import Activation, ConvShape, DType
 from tests.strategies import nd_geometries
@@ -154,14 +154,14 @@ def test_checks_with_and_without_stacking_give_the_same_results(workers: int, mo
     specs = load_text(SWEEP).specs
     assert len(specs) == 48 and all(stacked_groups(spec.shape) >= 2 for spec in specs)
     calls, together = [], []
-    outputs, exact_many = MatrixConvLayer.outputs, Reductions.exact_many
+    outputs, exact_many = MatrixConvLayer.outputs, engine_module.exact_many
     monkeypatch.setattr(MatrixConvLayer, "outputs", lambda self, *a: calls.append(1) or outputs(self, *a))
 
-    def reduced(self: Reductions, *args):  # type: ignore[no-untyped-def]
-        together.append(exact_many(self, *args))
+    def reduced(*args):  # type: ignore[no-untyped-def]
+        together.append(exact_many(*args))
         return together[-1]
 
-    monkeypatch.setattr(Reductions, "exact_many", reduced)
+    monkeypatch.setattr(engine_module, "exact_many", reduced)
     stacked = [checker.run_check(spec) for spec in specs]
     assert len(calls) >= len(specs) * 4  # the grouped passes of every tensor and the audit: stacked
     assert sum(found is not None for found in together) >= len(specs) * 2  # and reduced together

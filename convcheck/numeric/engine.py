@@ -44,7 +44,7 @@ from convcheck import parallel
 from convcheck.bits import same_bits
 from convcheck.numeric.fanout import Point
 from convcheck.numeric.groups import Group, Ownership, single_entry_groups, tensor_groups
-from convcheck.numeric.reduce import Measurement, NotLocalError, Reductions
+from convcheck.numeric.reduce import Measurement, NotLocalError, Reductions, exact_many
 from convcheck.results import Tensor
 from convcheck.spec import Activation, ConvShape
 from convcheck.tolerance import SAFETY, rounding_sigma
@@ -279,7 +279,7 @@ class Engine:
             if outputs is None:
                 yield from ((group, self._measure(group, eps)) for group in chunk)
             sent = self._send(following, eps) if following else None  # measured while this batch is reduced
-            together = self._reduce_many(chunk, steps, outputs, eps)
+            together = _reduce_together(self, chunk, steps, outputs, eps)
             if together is not None:
                 for group, measurement in zip(chunk, together, strict=True):
                     self._count()
@@ -292,23 +292,6 @@ class Engine:
                     f_plus, f_minus = (self._counted(outputs[2 * k + j]) for j in (0, 1))
                     yield group, self._reduce(group, eps, (original, plus, minus), f_plus, f_minus)
             chunk = following
-
-    def _reduce_many(
-        self, chunk: list[Group], steps: list[Steps], outputs: list[np.ndarray] | np.ndarray | None, eps: float
-    ) -> list[Measurement] | None:
-        """The chunk's measurements reduced together (``Reductions.exact_many``) when ``many`` answered with one
-        stacked array (``(2·len(chunk), N, *O, C_out)``: each group's ``+`` then ``−`` output) and every step
-        taken is exactly ``eps``; else None (each group is then reduced on its own, as ``_reduce`` does)."""
-        if not isinstance(outputs, np.ndarray) or any(group.direction is not None for group in chunk):
-            return None
-        original, plus, minus = (np.concatenate([step[j] for step in steps]) for j in (1, 2, 3))
-        step_plus = np.subtract(plus, original, dtype=np.float64)
-        step_minus = np.subtract(original, minus, dtype=np.float64)
-        if not self._exact_steps(chunk[0], eps, step_plus, step_minus):
-            return None
-        stack = np.asarray(outputs, dtype=np.float64)
-        counts = [len(group.entries) for group in chunk]
-        return self._reductions.exact_many(chunk, counts, stack[0::2], stack[1::2], eps)
 
     def _send(self, chunk: list[Group], eps: float) -> tuple[list[Steps], Answer]:
         """Each group's steps and what ``many`` answered for its ± points (the outputs, or a function giving them)."""
@@ -347,29 +330,7 @@ class Engine:
                 moved another channel's outputs, or perturbing conv group 0's input channels moved another
                 group's outputs.
         """
-        n, c_out = self.shape.batch, self.shape.out_depth
-        probes: list[tuple[int, tuple[Any, ...], tuple[Any, ...], str]] = []
-        if n > 1:
-            probes.append((0, (slice(0, 1),), (slice(1, None),), "batch items other than the one perturbed"))
-        if c_out > 1:
-            probes.append(
-                (
-                    1,
-                    (Ellipsis, slice(0, 1)),
-                    (Ellipsis, slice(1, None)),
-                    "output channels other than the one whose filters were perturbed",
-                )
-            )
-        groups = self.shape.groups
-        if groups > 1:
-            probes.append(
-                (
-                    0,
-                    (Ellipsis, slice(0, self.shape.in_depth // groups)),
-                    (Ellipsis, slice(c_out // groups, None)),
-                    "other conv groups than the one whose input channels were perturbed",
-                )
-            )
+        probes = _separability_probes(self.shape)
         for tensor, perturbed, others, what in probes:
             params = [p.copy() for p in self._params]
             params[tensor][perturbed] += self.eps
@@ -482,6 +443,53 @@ def projected(
         noise = np.array([float(np.abs(v) @ bound) for v in taken])
     est = Estimate.empty(tensor.label, (len(taken),), np.array([grad @ v for v in taken]), noise)
     return dataclasses.replace(est, projections=len(taken))
+
+
+def _reduce_together(
+    engine: Engine, chunk: list[Group], steps: list[Steps], outputs: list[np.ndarray] | np.ndarray | None, eps: float
+) -> list[Measurement] | None:
+    """The chunk's measurements reduced together (``Reductions.exact_many``) when ``many`` answered with one
+    stacked array (``(2·len(chunk), N, *O, C_out)``: each group's ``+`` then ``−`` output) and every step
+    taken is exactly ``eps``; else None (each group is then reduced on its own, as ``Engine._reduce`` does)."""
+    if not isinstance(outputs, np.ndarray) or any(group.direction is not None for group in chunk):
+        return None
+    original, plus, minus = (np.concatenate([step[j] for step in steps]) for j in (1, 2, 3))
+    step_plus = np.subtract(plus, original, dtype=np.float64)
+    step_minus = np.subtract(original, minus, dtype=np.float64)
+    if not engine._exact_steps(chunk[0], eps, step_plus, step_minus):
+        return None
+    stack = np.asarray(outputs, dtype=np.float64)
+    counts = [len(group.entries) for group in chunk]
+    return exact_many(engine._reductions, chunk, counts, stack[0::2], stack[1::2], eps)
+
+
+def _separability_probes(shape: ConvShape) -> list[tuple[int, tuple[Any, ...], tuple[Any, ...], str]]:
+    """``Engine.check_separable``'s probes: (tensor, the entries perturbed, the outputs that must not move, what
+    those outputs are)."""
+    n, c_out = shape.batch, shape.out_depth
+    probes: list[tuple[int, tuple[Any, ...], tuple[Any, ...], str]] = []
+    if n > 1:
+        probes.append((0, (slice(0, 1),), (slice(1, None),), "batch items other than the one perturbed"))
+    if c_out > 1:
+        probes.append(
+            (
+                1,
+                (Ellipsis, slice(0, 1)),
+                (Ellipsis, slice(1, None)),
+                "output channels other than the one whose filters were perturbed",
+            )
+        )
+    groups = shape.groups
+    if groups > 1:
+        probes.append(
+            (
+                0,
+                (Ellipsis, slice(0, shape.in_depth // groups)),
+                (Ellipsis, slice(c_out // groups, None)),
+                "other conv groups than the one whose input channels were perturbed",
+            )
+        )
+    return probes
 
 
 def _points(chunk: list[Group], steps: list[Steps]) -> list[Point]:
