@@ -17,7 +17,7 @@ from convcheck import parallel, reference
 from convcheck.compare import judge, judge_forward
 from convcheck.data import CheckData, make_data
 from convcheck.diagnosis import diagnose
-from convcheck.layer import MatrixConvLayer, output_function
+from convcheck.layer import MatrixConvLayer, output_function, stacked_groups
 from convcheck.methods import (
     ProjectionBound,
     choose_method,
@@ -42,7 +42,7 @@ from convcheck.results import (
     Tolerance,
     error_result,
 )
-from convcheck.spec import Activation, CheckSpec, DType, Method
+from convcheck.spec import Activation, CheckSpec, ConvShape, DType, Method
 from convcheck.tolerance import SAFETY, analytic_noise, resolve, rounding_sigma, unit_roundoff
 from convcheck.user.adapter import UserLayer
 from convcheck.user.contract import exercise
@@ -290,7 +290,10 @@ def _engine(
     hook = _progress_hook.get()
     planned = planned_passes(spec)[1] + 2
     progress = None if hook is None else (lambda done: hook(spec.name, done, max(planned, done)))
+    workers = parallel.engine_workers(layer, spec.shape)
     many, batch = _batches(layer, spec)
+    if many is None and workers == 1 and output_function(layer) is not None:
+        many, batch = _stacked(layer, spec.shape)
     engine = Engine(
         forward=forward,
         x=arrays[0],
@@ -301,7 +304,7 @@ def _engine(
         activation=spec.activation,
         eps=tol.eps,
         unit_roundoff=unit_roundoff(numeric_dtype),
-        workers=parallel.engine_workers(layer, spec.shape),
+        workers=workers,
         progress=progress,
         many=many,
         batch=batch,
@@ -318,6 +321,15 @@ def _batches(layer: ConvLayer, spec: CheckSpec) -> tuple[ManyFn | None, int]:
         return None, 1
     workers = parallel.fanout_workers(spec.shape)
     return functools.partial(forward_many, workers=workers), int(layer.batch_groups())  # type: ignore[attr-defined]
+
+
+def _stacked(layer: ConvLayer, shape: ConvShape) -> tuple[ManyFn | None, int]:
+    """The built-in layer's ``outputs`` (several perturbed points per forward pipeline) and how many groups per
+    request, for a layer small enough that per-call overhead outweighs its forward; else (None, 1)."""
+    groups = stacked_groups(shape)
+    if groups < 2 or not isinstance(layer, MatrixConvLayer):
+        return None, 1
+    return layer.outputs, groups
 
 
 def _rounding_kinks(data: CheckData, spec: CheckSpec) -> tuple[np.ndarray, ...] | None:

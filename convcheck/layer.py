@@ -35,7 +35,8 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -44,6 +45,21 @@ from convcheck import activation as act
 from convcheck.geometry import PaddingMode, Pads, Window
 from convcheck.spec import Activation, ConvShape
 
+
+class Point(Protocol):
+    """A change of the base point (``numeric.fanout.Point``): ``values`` at flat positions ``where`` of x, w or b."""
+
+    @property
+    def tensor(self) -> int: ...
+    @property
+    def where(self) -> np.ndarray: ...
+    @property
+    def values(self) -> np.ndarray: ...
+
+
+STACK_BYTES = 4 << 20  # stacked arrays per ``MatrixConvLayer.outputs`` call (``stacked_groups``)
+STACK_MAX_COLS = 1 << 20  # the largest im2col matrix whose points are stacked
+STACK_GROUPS = 32  # at most this many groups per call: beyond, a call's overhead is already a small share
 FOLD_BLOCK = 131072  # entries per block of the stride-1 fold (1 MiB of float64: stays in cache across the k·k adds)
 
 
@@ -300,6 +316,10 @@ class _Workspace:
     bits: np.ndarray  # the input's bits ``cols`` holds (``x.view(uint)``)
     out_shape: tuple[int, ...]  # (N, *O, C_out)
     groups: int
+    # ``outputs``' own padded inputs and im2col matrices, ``(count, *padded.shape)`` and ``(count, *cols.shape)``,
+    # for the last two numbers of input points asked for (a check asks for one batch size and its remainder):
+    # kept, as ``padded`` and ``cols`` are, so that every call does not pay fresh pages for them.
+    stacks: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
 # Thread id → its workspace, oldest first. At most one per core is kept (as for ``_unfolded``, whose entry for the
@@ -436,14 +456,7 @@ class MatrixConvLayer:
         that change ``forward`` (``output_function`` checks)."""
         if not x.flags.c_contiguous or x.dtype.itemsize not in (1, 2, 4, 8) or x.size == 0:
             return self.forward(x, w, b)[0]
-        space = _workspaces.get(threading.get_ident())
-        if space is None or space.layer is not self or space.shapes != (x.shape, x.dtype, w.shape):
-            space = _workspace(self, x, w)
-        bits = x.view(space.bits.dtype)
-        if not bool((bits == space.bits).all()):
-            space.padded[space.inside] = x
-            np.copyto(space.cols.reshape(space.windows.shape), space.windows)
-            np.copyto(space.bits, bits)
+        space = self._unfolded(x, w)
         groups, c_out = space.groups, space.out_shape[-1]
         if groups == 1:
             z = space.cols[0] @ w.reshape(-1, c_out)
@@ -455,6 +468,79 @@ class MatrixConvLayer:
         if self.activation is not Activation.NONE:
             act.apply(self.activation, z, out=z)
         return z.reshape(space.out_shape)
+
+    def _unfolded(self, x: np.ndarray, w: np.ndarray) -> _Workspace:
+        """This thread's workspace for ``x`` and ``w``'s shapes, its im2col matrix holding ``x`` (``x``: C-contiguous,
+        not empty): unfolded again only when ``x``'s bits changed since the last call."""
+        space = _workspaces.get(threading.get_ident())
+        if space is None or space.layer is not self or space.shapes != (x.shape, x.dtype, w.shape):
+            space = _workspace(self, x, w)
+        bits = x.view(space.bits.dtype)
+        if not bool((bits == space.bits).all()):
+            space.padded[space.inside] = x
+            np.copyto(space.cols.reshape(space.windows.shape), space.windows)
+            np.copyto(space.bits, bits)
+        return space
+
+    def outputs(self, params: Sequence[np.ndarray], points: Sequence[Point]) -> np.ndarray | None:
+        """``output`` at each of ``points`` (changes of the base ``params = (x, w, b)``, all of one argument), bit
+        for bit, from one pipeline: the changed arguments stacked along a new leading axis, one unfolding of the
+        stack (input points), one batched matrix product (one GEMM per point, of the same sizes as ``output``'s),
+        the bias and the activation over the whole stack. ``points`` cost one call's Python and numpy overhead
+        instead of one each: what a small layer's check is mostly made of. None when the points change more than
+        one argument or the arrays are not what ``output`` unfolds in place (the caller then calls ``output``).
+
+        Returns ``(len(points), N, *O, C_out)``: the outputs in the order of ``points``.
+        """
+        x, w, b = params
+        tensors = {int(point.tensor) for point in points}
+        if len(tensors) != 1 or not x.flags.c_contiguous or x.dtype.itemsize not in (1, 2, 4, 8) or x.size == 0:
+            return None
+        if w.dtype != x.dtype or (b.size > 0 and b.dtype != x.dtype):
+            return None
+        tensor, count = tensors.pop(), len(points)
+        space = self._unfolded(x, w)
+        changed = np.empty((count, *params[tensor].shape), params[tensor].dtype)
+        changed[...] = params[tensor]
+        flat = changed.reshape(count, -1)
+        for row, point in zip(flat, points, strict=True):
+            row[point.where] = point.values
+        groups, out_shape = space.groups, space.out_shape
+        c_out = out_shape[-1]
+        if tensor == 0:  # the stack's own padded inputs and im2col matrices, laid out as the workspace's
+            padded, cols = self._stack_buffers(space, count)
+            padded[(slice(None),) + space.inside] = changed
+            windows = _view(padded, (count, *space.windows.shape), (padded.strides[0], *space.windows.strides))
+            np.copyto(cols.reshape(windows.shape), windows)
+        else:
+            cols = space.cols
+        # (count, *kernel, C_in/g, C_out): one product per point, as ``output`` makes one per call
+        weights = changed if tensor == 1 else np.broadcast_to(w, (count, *w.shape))
+        if groups == 1:  # (count, R, C_out)
+            z = np.matmul(cols[:, 0] if tensor == 0 else cols[0], weights.reshape(count, -1, c_out))
+        else:  # W_γ per point: (count, g, ∏k·C_in/g, C_out/g), as ``output`` lays them out
+            per_group = weights.reshape(count, -1, groups, c_out // groups).transpose(0, 2, 1, 3)
+            product = np.matmul(cols, np.ascontiguousarray(per_group))  # (count, g, R, C_out/g)
+            # Each point laid out as ``output``'s (a copy, or with C_out/g = 1 a view with the same strides): the
+            # engine's reductions follow the layout, and so does the order they add in.
+            z = product.transpose(0, 2, 1, 3).reshape(count, -1, c_out)
+        if b.size > 0:
+            z += changed[:, None, :] if tensor == 2 else b
+        if self.activation is not Activation.NONE:
+            act.apply(self.activation, z, out=z)
+        return z.reshape(count, *out_shape)
+
+    @staticmethod
+    def _stack_buffers(space: _Workspace, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """``space``'s padded inputs (border zero for good) and im2col matrices for ``count`` input points."""
+        held = space.stacks.pop(count, None)
+        if held is None:
+            if len(space.stacks) >= 2:
+                del space.stacks[next(iter(space.stacks))]
+            dtype = space.padded.dtype
+            held = (np.zeros((count, *space.padded.shape), dtype), np.empty((count, *space.cols.shape), dtype))
+        space.stacks[count] = held  # most recently used last
+        return held
 
     def backward(self, dout: np.ndarray, cache: MatrixCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``dout: (N, *O, C_out)`` → ``(dx, dw, db)`` shaped like ``(x, w, b)``."""
@@ -487,6 +573,23 @@ class MatrixConvLayer:
             return fold(dz @ cache.weights.T, cache.x_shape, kernel, window)
         dz_groups = dz.reshape(-1, window.groups, cache.w_shape[-1] // window.groups).transpose(1, 0, 2)
         return fold(dz_groups @ cache.weights.transpose(0, 2, 1), cache.x_shape, kernel, window)
+
+
+def stacked_groups(shape: ConvShape) -> int:
+    """Perturbation groups (two points each) per ``MatrixConvLayer.outputs`` call for a layer of ``shape``: as many
+    as ``STACK_BYTES`` of stacked inputs, im2col matrices and outputs hold, at most ``STACK_GROUPS``; 0 for a
+    layer whose im2col matrix alone exceeds ``STACK_MAX_COLS`` bytes (its forward outweighs a call's overhead, and
+    it keeps the memory of one point at a time)."""
+    itemsize = 8  # the engine differences in float64 whenever the layer computes in it
+    window = shape.window
+    pads, out_sizes, _ = _plan(window, shape.spatial_in, shape.kernel)
+    rows = shape.batch * math.prod(out_sizes)
+    cols = rows * math.prod(shape.kernel) * shape.in_depth * itemsize
+    if cols > STACK_MAX_COLS:
+        return 0
+    padded = math.prod(s + lo + hi for s, (lo, hi) in zip(shape.spatial_in, pads, strict=True))
+    point = cols + (rows * shape.out_depth + shape.batch * padded * shape.in_depth) * itemsize
+    return max(0, min(STACK_GROUPS, STACK_BYTES // (2 * point)))
 
 
 def output_function(layer: object) -> Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None:

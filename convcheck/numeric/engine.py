@@ -22,7 +22,10 @@ independent, so with ``workers > 1`` they are measured on that many threads (``c
 own copy of the parameters, and stored in their original order: the estimate does not depend on ``workers``.
 A layer whose forward runs in another process (a user's layer) may instead offer ``many``: the outputs of a whole
 batch of perturbed points from one request (``numeric.fanout`` measures them on several processes there); the
-engine reduces them in the groups' order, exactly as if it had made the calls one at a time.
+engine reduces them in the groups' order, exactly as if it had made the calls one at a time. The built-in layer
+offers the same for small layers (``MatrixConvLayer.outputs``: a batch's points in one numpy pipeline, answered as
+one stacked array), where a call's Python and numpy overhead outweighs its arithmetic; the engine then takes the
+batch's passes over the outputs once over the stack too (``Reductions.exact_many``), bit for bit as group by group.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from convcheck import parallel
 from convcheck.bits import same_bits
 from convcheck.numeric.fanout import Point
 from convcheck.numeric.groups import Group, Ownership, single_entry_groups, tensor_groups
-from convcheck.numeric.reduce import Measurement, NotLocalError, Reductions
+from convcheck.numeric.reduce import Measurement, NotLocalError, Reductions, exact_many
 from convcheck.results import Tensor
 from convcheck.spec import Activation, ConvShape
 from convcheck.tolerance import SAFETY, rounding_sigma
@@ -49,8 +52,10 @@ from convcheck.tolerance import SAFETY, rounding_sigma
 ForwardFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 #: ``many(params, points)``: the outputs of forward at each of ``points`` (changes of the base ``params``, x, w and
 #: b, flat indices as the engine has them), in order; None when they could not be had that way.
-#: It may answer later: a function that gives them (or None) when called.
-Answer = list[np.ndarray] | Callable[[], list[np.ndarray] | None] | None
+#: It may answer later: a function that gives them (or None) when called; or with one array stacking them
+#: (``(len(points), N, *O, C_out)``, the built-in layer's ``outputs``), which the engine then reduces group by
+#: group in one pass over the stack.
+Answer = list[np.ndarray] | np.ndarray | Callable[[], list[np.ndarray] | None] | None
 ManyFn = Callable[[list[np.ndarray], list[Point]], Answer]
 Steps = tuple[np.ndarray | slice, np.ndarray, np.ndarray, np.ndarray]
 
@@ -274,6 +279,14 @@ class Engine:
             if outputs is None:
                 yield from ((group, self._measure(group, eps)) for group in chunk)
             sent = self._send(following, eps) if following else None  # measured while this batch is reduced
+            together = _reduce_together(self, chunk, steps, outputs, eps)
+            if together is not None:
+                for group, measurement in zip(chunk, together, strict=True):
+                    self._count()
+                    self._count()
+                    yield group, measurement
+                chunk = following
+                continue
             for k, (group, (_, original, plus, minus)) in enumerate(zip(chunk, steps, strict=True)):
                 if outputs is not None:
                     f_plus, f_minus = (self._counted(outputs[2 * k + j]) for j in (0, 1))
@@ -288,12 +301,15 @@ class Engine:
 
     def _counted(self, out: np.ndarray) -> np.ndarray:
         """An output ``many`` returned, counted as one forward pass (as ``_evaluate`` counts its calls)."""
+        self._count()
+        return np.asarray(out, dtype=np.float64)
+
+    def _count(self) -> None:
         with self._count_lock:
             self.forward_passes += 1
             done = self.forward_passes
         if self.progress is not None:
             self.progress(done)
-        return np.asarray(out, dtype=np.float64)
 
     def _exact_steps(self, group: Group, eps: float, step_plus: np.ndarray, step_minus: np.ndarray) -> bool:
         """True when every step taken is the nominal ``eps`` and ``eps`` and ``self.eps`` are powers of two."""
@@ -314,29 +330,7 @@ class Engine:
                 moved another channel's outputs, or perturbing conv group 0's input channels moved another
                 group's outputs.
         """
-        n, c_out = self.shape.batch, self.shape.out_depth
-        probes: list[tuple[int, tuple[Any, ...], tuple[Any, ...], str]] = []
-        if n > 1:
-            probes.append((0, (slice(0, 1),), (slice(1, None),), "batch items other than the one perturbed"))
-        if c_out > 1:
-            probes.append(
-                (
-                    1,
-                    (Ellipsis, slice(0, 1)),
-                    (Ellipsis, slice(1, None)),
-                    "output channels other than the one whose filters were perturbed",
-                )
-            )
-        groups = self.shape.groups
-        if groups > 1:
-            probes.append(
-                (
-                    0,
-                    (Ellipsis, slice(0, self.shape.in_depth // groups)),
-                    (Ellipsis, slice(c_out // groups, None)),
-                    "other conv groups than the one whose input channels were perturbed",
-                )
-            )
+        probes = _separability_probes(self.shape)
         for tensor, perturbed, others, what in probes:
             params = [p.copy() for p in self._params]
             params[tensor][perturbed] += self.eps
@@ -449,6 +443,53 @@ def projected(
         noise = np.array([float(np.abs(v) @ bound) for v in taken])
     est = Estimate.empty(tensor.label, (len(taken),), np.array([grad @ v for v in taken]), noise)
     return dataclasses.replace(est, projections=len(taken))
+
+
+def _reduce_together(
+    engine: Engine, chunk: list[Group], steps: list[Steps], outputs: list[np.ndarray] | np.ndarray | None, eps: float
+) -> list[Measurement] | None:
+    """The chunk's measurements reduced together (``Reductions.exact_many``) when ``many`` answered with one
+    stacked array (``(2·len(chunk), N, *O, C_out)``: each group's ``+`` then ``−`` output) and every step
+    taken is exactly ``eps``; else None (each group is then reduced on its own, as ``Engine._reduce`` does)."""
+    if not isinstance(outputs, np.ndarray) or any(group.direction is not None for group in chunk):
+        return None
+    original, plus, minus = (np.concatenate([step[j] for step in steps]) for j in (1, 2, 3))
+    step_plus = np.subtract(plus, original, dtype=np.float64)
+    step_minus = np.subtract(original, minus, dtype=np.float64)
+    if not engine._exact_steps(chunk[0], eps, step_plus, step_minus):
+        return None
+    stack = np.asarray(outputs, dtype=np.float64)
+    counts = [len(group.entries) for group in chunk]
+    return exact_many(engine._reductions, chunk, counts, stack[0::2], stack[1::2], eps)
+
+
+def _separability_probes(shape: ConvShape) -> list[tuple[int, tuple[Any, ...], tuple[Any, ...], str]]:
+    """``Engine.check_separable``'s probes: (tensor, the entries perturbed, the outputs that must not move, what
+    those outputs are)."""
+    n, c_out = shape.batch, shape.out_depth
+    probes: list[tuple[int, tuple[Any, ...], tuple[Any, ...], str]] = []
+    if n > 1:
+        probes.append((0, (slice(0, 1),), (slice(1, None),), "batch items other than the one perturbed"))
+    if c_out > 1:
+        probes.append(
+            (
+                1,
+                (Ellipsis, slice(0, 1)),
+                (Ellipsis, slice(1, None)),
+                "output channels other than the one whose filters were perturbed",
+            )
+        )
+    groups = shape.groups
+    if groups > 1:
+        probes.append(
+            (
+                0,
+                (Ellipsis, slice(0, shape.in_depth // groups)),
+                (Ellipsis, slice(c_out // groups, None)),
+                "other conv groups than the one whose input channels were perturbed",
+            )
+        )
+    return probes
 
 
 def _points(chunk: list[Group], steps: list[Steps]) -> list[Point]:

@@ -111,15 +111,17 @@ class Reductions:
         self._owned: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (owner, owned mask, owner[owned])
         self._constants: tuple[np.ndarray, Ownership, int, np.ndarray, np.ndarray] | None = None
 
-    def exact(self, group: Group, count: int, f_plus: np.ndarray, f_minus: np.ndarray, eps: float) -> Measurement:
+    def exact(
+        self, group: Group, count: int, f_plus: np.ndarray, f_minus: np.ndarray, eps: float, scan: _Scan | None = None
+    ) -> Measurement:
         """``general`` when every step is exactly ``eps``, a power of two: the same numbers in fewer passes.
 
         Scaling by a power of two is exact, so ``Σ G·(f⁺ − f⁻)/(2ε) = (Σ G·(f⁺ − f⁻))/(2ε)`` and
         ``|d⁺ − d⁻| > T·(ε₀/ε)`` is ``|(f⁺ − f0) − (f0 − f⁻)| > T·ε₀`` (``ε₀ = self.eps``), bit for bit.
-        """
+        ``scan``: the group's ``_scan``, when already taken (``exact_many``)."""
+        scan = self._scan(group, f_plus, f_minus, not self.smooth) if scan is None else scan
         g = self.g
         span = np.full(count, 2.0 * eps)
-        scan = self._scan(group, f_plus, f_minus, test_crossings=not self.smooth)
         if scan.sums is None:
             central = self.owner_sum(group, count, g * (f_plus - f_minus), None) / span
         elif group.ownership is Ownership.POSITION:
@@ -361,6 +363,66 @@ class Reductions:
         output, summed with weights ``|G|`` (``absg``); ``span`` is ``2ε`` per entry."""
         bound = THIRD_DERIVATIVE_BOUND[self.activation] * self.slope_bound[group.tensor] ** 3
         return (span / 2) ** 2 / 6 * bound * absg
+
+
+def exact_many(
+    reductions: Reductions, groups: list[Group], counts: list[int], f_plus: np.ndarray, f_minus: np.ndarray, eps: float
+) -> list[Measurement] | None:
+    """``reductions.exact`` of each of ``groups`` (one tensor's, of one ownership), from their outputs stacked:
+    ``f_plus``, ``f_minus``: (B, N, *O, C_out), one C-contiguous output per group. The passes over the outputs
+    (differences, crossings, locality) run once over the stack; what sums or indexes runs per group, on that
+    group's slice, as ``exact`` runs it: the same numbers, bit for bit. None where this does not apply
+    (``exact`` per group then): outputs beyond one scan block, channel groups of one output channel, steps
+    along a direction, or slices that are not C-contiguous."""
+    g = reductions.g
+    c_out = g.shape[-1]
+    positions = g.size // c_out
+    ownership = groups[0].ownership
+    by_position = ownership is Ownership.POSITION
+    if (
+        positions > max(1, SCAN_BLOCK // c_out)
+        or not (by_position or (ownership is Ownership.CHANNEL and c_out >= 2))
+        or any(group.ownership is not ownership or group.direction is not None for group in groups)
+        or not (f_plus.strides[-1] == f_plus.itemsize and f_plus[0].flags.c_contiguous)
+        or not (f_minus.strides[-1] == f_minus.itemsize and f_minus[0].flags.c_contiguous)
+    ):
+        return None
+    count = len(groups)
+    fp, fm = f_plus.reshape(count, positions, c_out), f_minus.reshape(count, positions, c_out)
+    diff = fp - fm  # (B, positions, C_out), each slice laid out as ``_scan_whole``'s own difference
+    diff *= g.reshape(positions, c_out)
+    crossed = None
+    unowned = [group.unowned if by_position else None for group in groups]
+    if not reductions.smooth or any(mask is not None for mask in unowned):
+        f0, limit = reductions.f0.reshape(positions, c_out), reductions.threshold_step.reshape(positions, c_out)
+        # f⁺ − f0 and f0 − f⁻, as ``_scan_block`` takes them (smooth: only where locality needs them)
+        rise, fall = (fp - f0, f0 - fm) if not reductions.smooth else (None, None)
+        checked: set[int] = set()
+        for k, mask in enumerate(unowned):
+            if mask is None or id(mask) in checked:
+                continue
+            checked.add(id(mask))
+            here = mask.reshape(-1)
+            if not here.any():
+                continue
+            same = [j for j in range(k, count) if unowned[j] is mask]  # groups sharing these owners
+            if rise is None or fall is None:
+                up, down = fp[:, here][same] - f0[here], f0[here] - fm[:, here][same]
+            else:
+                up, down = rise[:, here][same], fall[:, here][same]
+            moved = np.maximum(np.abs(up), np.abs(down))
+            if np.any(moved > limit[here]):
+                return None  # group by group, so that the first non-local group raises where it would
+        if rise is not None and fall is not None:
+            rise -= fall
+            np.abs(rise, out=rise)
+            crossed = rise > limit
+    found = []
+    for k, group in enumerate(groups):
+        sums = diff[k].sum(axis=-1) if by_position else diff[k].sum(axis=0)
+        scan = _Scan(sums, None if crossed is None else crossed[k])
+        found.append(reductions.exact(group, counts[k], f_plus[k], f_minus[k], eps, scan))
+    return found
 
 
 def _per_output_steps(group: Group, steps: np.ndarray) -> np.ndarray | float:
