@@ -16,6 +16,7 @@ import numpy as np
 from convcheck.layer import MatrixConvLayer
 from convcheck.numeric import Engine, Estimate, NotLocalError, entrywise_passes, grouped_passes
 from convcheck.numeric.audit import AUDIT_ENTRIES, audit_entries, disagreement
+from convcheck.parallel import Beside
 from convcheck.results import Note, NoteKind, Tensor, Tolerance
 from convcheck.spec import Activation, CheckSpec, Method
 from convcheck.tolerance import SECOND_DERIVATIVE_BOUND
@@ -109,6 +110,7 @@ def measure(
     tol: Tolerance,
     spec: CheckSpec,
     forward_ok: bool = True,
+    beside: Beside | None = None,
 ) -> tuple[list[Estimate], Method, tuple[Note, ...]]:
     """One estimate per tensor by ``method`` (not ``auto``), the method actually used, and notes on fallbacks.
 
@@ -117,11 +119,13 @@ def measure(
             ``projection_bounds`` may give the bounds of their projections instead).
         forward_ok: False when the layer's forward disagrees with the reference; a wrong forward may also mix
             batch items or channels, so grouping is only used after testing that it does not.
+        beside: for ``directional``, where the weights' and bias's projections may run beside the input's
+            (``directional``).
     """
     rng = np.random.default_rng([spec.seed, 1])
     notes: tuple[Note, ...] = ()
     if method is Method.DIRECTIONAL:
-        return [engine.directional(t, grads[t], noise[t], DIRECTIONAL_PROJECTIONS, rng) for t in Tensor], method, notes
+        return directional(engine, grads, noise, rng, beside), method, notes
     entries = _per_entry(noise)
     if method is Method.FULL:
         try:
@@ -140,6 +144,27 @@ def measure(
             estimates.append(engine.entrywise(t, grad, entries[t], tol.rtol, tol.atol, np.sort(chosen)))
         return estimates, method, notes
     raise ValueError(f"unknown method {method!r}")  # pragma: no cover
+
+
+def directional(
+    engine: Engine,
+    grads: tuple[np.ndarray, ...],
+    noise: Sequence[np.ndarray | ProjectionBound],
+    rng: np.random.Generator,
+    beside: Beside | None = None,
+) -> list[Estimate]:
+    """``Engine.directional`` of x, w and b, in that order. With an active ``beside`` (convcheck's own layer,
+    called in this process), the weights' and bias's passes run on its thread, on their own copies of the
+    parameters, while the input's run here: the same directions (drawn first, in the same order), the same passes
+    and the same estimates, in about half the time on two cores (the engine only reads its shared arrays)."""
+    if beside is None or not beside.active or engine.many is not None:
+        return [engine.directional(t, grads[t], noise[t], DIRECTIONAL_PROJECTIONS, rng) for t in Tensor]
+    groups = [engine.directions(t, DIRECTIONAL_PROJECTIONS, rng) for t in Tensor]
+    params = [p.copy() for p in (engine.x, engine.w, engine.b)]
+    others = beside.start(lambda: [engine.measure_directions(groups[t], params) for t in (Tensor.WEIGHTS, Tensor.BIAS)])
+    measured = [engine.measure_directions(groups[Tensor.INPUT]), *others()]
+    beside.alone()  # the analytic side's dot products on every BLAS thread, as without ``beside``
+    return [engine.along(groups[t], grads[t], noise[t], measured[t]) for t in Tensor]
 
 
 def _per_entry(noise: Sequence[np.ndarray | ProjectionBound]) -> tuple[np.ndarray, ...]:

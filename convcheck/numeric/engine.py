@@ -411,17 +411,37 @@ class Engine:
     ) -> Estimate:
         """Compare ``⟨∇L, v⟩`` with one central difference along random Gaussian directions ``v``
         (``projected`` says why Gaussian, and how the analytic side and its rounding bound are taken)."""
+        groups = self.directions(tensor, projections, rng)
+        # A few projections of the whole tensor: one thread, BLAS on every core (threads measured no faster here).
+        measured = [m for _, m in self._measure_all(groups, self.eps, threads=False)]
+        return self.along(groups, analytic, analytic_noise, measured)
+
+    def directions(self, tensor: Tensor | int, projections: int, rng: np.random.Generator) -> list[Group]:
+        """``projections`` groups that step the whole of ``tensor`` along a random Gaussian direction each."""
         tensor, size = Tensor(tensor), self._params[tensor].size
         entries, span = np.arange(size), slice(0, size)
-        groups = [
+        return [
             Group(tensor, entries, Ownership.ALL, direction=rng.standard_normal(size), span=span)
             for _ in range(projections)
         ]
+
+    def measure_directions(self, groups: list[Group], params: list[np.ndarray] | None = None) -> list[Measurement]:
+        """The two passes of each of ``directions``' groups, one call at a time, on ``params`` (copies of x, w and
+        b that this thread alone changes; the engine's own by default)."""
+        return [self._measure(group, self.eps, params) for group in groups]
+
+    def along(
+        self,
+        groups: list[Group],
+        analytic: np.ndarray,
+        analytic_noise: np.ndarray | Callable[[np.ndarray], float],
+        measured: list[Measurement],
+    ) -> Estimate:
+        """The estimate of ``directions``' groups (one tensor) from their measurements, in the groups' order."""
         steps = [self._steps(group, self.eps, self._params)[2:] for group in groups]
         taken = [(plus.astype(np.float64) - minus.astype(np.float64)) / (2.0 * self.eps) for plus, minus in steps]
-        est = projected(tensor, analytic, analytic_noise, taken)
-        # A few projections of the whole tensor: one thread, BLAS on every core (threads measured no faster here).
-        for p, (_, m) in enumerate(self._measure_all(groups, self.eps, threads=False)):
+        est = projected(groups[0].tensor, analytic, analytic_noise, taken)
+        for p, m in enumerate(measured):
             self._store(est, np.array([p]), m)
         return est
 
