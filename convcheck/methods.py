@@ -6,10 +6,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -21,8 +23,29 @@ from convcheck.results import Note, NoteKind, Tensor, Tolerance
 from convcheck.spec import Activation, CheckSpec, Method
 from convcheck.tolerance import SECOND_DERIVATIVE_BOUND
 
-#: The rounding bound of an analytic gradient's projection onto a direction ``v`` (flat, like the tensor).
-ProjectionBound = Callable[[np.ndarray], float]
+
+@dataclass(frozen=True)
+class ProjectionBound:
+    """The rounding bound of an analytic gradient's projection onto a direction ``v`` (flat, like the tensor):
+    ``spread(v) + Σ|v_i|·final_i``, the rounding the layer's sums spread onto the gradient plus each entry's final
+    rounding (``projection_bounds``)."""
+
+    spread: Callable[[np.ndarray], float]
+    final: np.ndarray  # (size,) per entry
+
+    def __call__(self, v: np.ndarray) -> float:
+        return float(self.spread(v) + np.abs(v) @ self.final)
+
+    def with_spread(self, v: np.ndarray) -> ProjectionBound:
+        """This bound, its spread at ``v`` worked out now for a later call at this very array ``v``.
+
+        The spreads of the input and the weights are forwards of the linear layer and elementwise sums (the same
+        numbers on any number of BLAS threads), so they may run beside other work; the dot product with ``final``
+        may not (OpenBLAS splits long dot products into partial sums per thread) and waits for the call.
+        """
+        known, spread = self.spread(v), self.spread
+        return dataclasses.replace(self, spread=lambda u: known if u is v else spread(u))
+
 
 AUTO_BUDGET = 60.0  # seconds of forward passes ``auto`` may spend on an every-entry check
 SAMPLED_ENTRIES = 64  # entries per tensor for ``sampled``
@@ -160,11 +183,20 @@ def directional(
     if beside is None or not beside.active or engine.many is not None:
         return [engine.directional(t, grads[t], noise[t], DIRECTIONAL_PROJECTIONS, rng) for t in Tensor]
     groups = [engine.directions(t, DIRECTIONAL_PROJECTIONS, rng) for t in Tensor]
+    taken = [engine.taken(groups[t]) for t in Tensor]
     params = [p.copy() for p in (engine.x, engine.w, engine.b)]
     others = beside.start(lambda: [engine.measure_directions(groups[t], params) for t in (Tensor.WEIGHTS, Tensor.BIAS)])
-    measured = [engine.measure_directions(groups[Tensor.INPUT]), *others()]
+    measured = [engine.measure_directions(groups[Tensor.INPUT])]
+    bounds = list(noise)
+    for t in (Tensor.INPUT, Tensor.WEIGHTS):  # their spreads' forwards, while the other thread measures
+        bound = bounds[t]
+        if isinstance(bound, ProjectionBound):
+            for v in taken[t]:
+                bound = bound.with_spread(v)
+            bounds[t] = bound
+    measured += others()
     beside.alone()  # the analytic side's dot products on every BLAS thread, as without ``beside``
-    return [engine.along(groups[t], grads[t], noise[t], measured[t]) for t in Tensor]
+    return [engine.along(groups[t], grads[t], bounds[t], measured[t], taken[t]) for t in Tensor]
 
 
 def _per_entry(noise: Sequence[np.ndarray | ProjectionBound]) -> tuple[np.ndarray, ...]:
@@ -207,18 +239,23 @@ def projection_bounds(
     no_bias = np.zeros(0)
     final = [u * np.abs(np.asarray(g, dtype=np.float64)).reshape(-1) for g in grads]
 
-    def input_bound(v: np.ndarray) -> float:
+    def input_spread(v: np.ndarray) -> float:
         moved = linear.forward(np.abs(v).reshape(ax.shape), aw, no_bias)[0]
-        return float(np.sum(weight_x * moved) + np.abs(v) @ final[0])
+        return np.sum(weight_x * moved)
 
-    def weights_bound(v: np.ndarray) -> float:
+    def weights_spread(v: np.ndarray) -> float:
         moved = linear.forward(ax, np.abs(v).reshape(aw.shape), no_bias)[0]
-        return float(np.sum(weight_w * moved) + np.abs(v) @ final[1])
+        return np.sum(weight_w * moved)
 
-    def bias_bound(v: np.ndarray) -> float:
-        return float(np.abs(v) @ per_channel + np.abs(v) @ final[2]) if v.size else 0.0
+    def bias_spread(v: np.ndarray) -> float:
+        return np.abs(v) @ per_channel if v.size else 0.0
 
-    return input_bound, weights_bound, bias_bound
+    bounds = (
+        ProjectionBound(input_spread, final[0]),
+        ProjectionBound(weights_spread, final[1]),
+        ProjectionBound(bias_spread, final[2]),
+    )
+    return bounds
 
 
 def grouped_and_audited(

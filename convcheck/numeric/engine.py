@@ -430,17 +430,22 @@ class Engine:
         b that this thread alone changes; the engine's own by default)."""
         return [self._measure(group, self.eps, params) for group in groups]
 
+    def taken(self, groups: list[Group]) -> list[np.ndarray]:
+        """Per group of ``directions``, the step actually taken along its direction, ``(θ⁺ − θ⁻)/2ε`` (flat)."""
+        steps = [self._steps(group, self.eps, self._params)[2:] for group in groups]
+        return [(plus.astype(np.float64) - minus.astype(np.float64)) / (2.0 * self.eps) for plus, minus in steps]
+
     def along(
         self,
         groups: list[Group],
         analytic: np.ndarray,
         analytic_noise: np.ndarray | Callable[[np.ndarray], float],
         measured: list[Measurement],
+        taken: list[np.ndarray] | None = None,
     ) -> Estimate:
-        """The estimate of ``directions``' groups (one tensor) from their measurements, in the groups' order."""
-        steps = [self._steps(group, self.eps, self._params)[2:] for group in groups]
-        taken = [(plus.astype(np.float64) - minus.astype(np.float64)) / (2.0 * self.eps) for plus, minus in steps]
-        est = projected(groups[0].tensor, analytic, analytic_noise, taken)
+        """The estimate of ``directions``' groups (one tensor) from their measurements, in the groups' order
+        (``taken``: ``self.taken(groups)``, when already had)."""
+        est = projected(groups[0].tensor, analytic, analytic_noise, self.taken(groups) if taken is None else taken)
         for p, m in enumerate(measured):
             self._store(est, np.array([p]), m)
         return est
