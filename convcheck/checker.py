@@ -162,7 +162,7 @@ def _run(spec: CheckSpec, layer: ConvLayer | None, data: CheckData | None, start
             )
             method, note = choose_method(spec, seconds)
             notes.append(note)
-        engine, tol, precision = _engine(layer, data, spec, out, scale)
+        engine, tol, precision = _engine(layer, data, spec, out, scale, beside)
         if precision is not None:
             notes.append(precision)
         noise = _rounding_bounds(
@@ -280,12 +280,18 @@ def own_forward_note(gradients: tuple[TensorResult, ...]) -> Note:
 
 
 def _engine(
-    layer: ConvLayer, data: CheckData, spec: CheckSpec, out: np.ndarray | None, magnitude: np.ndarray | None
+    layer: ConvLayer,
+    data: CheckData,
+    spec: CheckSpec,
+    out: np.ndarray | None,
+    magnitude: np.ndarray | None,
+    beside: parallel.Beside | None = None,
 ) -> tuple[Engine, Tolerance, Note | None]:
     """The finite-difference engine, in float64 whenever the layer computes in float64 when given it, its
     tolerances, and a note saying how a float32 layer was differenced. ``out``: the layer's output at the point
     (the contract's first call), the engine's first evaluation there unless the arrays are promoted;
-    ``magnitude``: ``reference.magnitude`` at the point.
+    ``magnitude``: ``reference.magnitude`` at the point; with an active ``beside``, the engine's second evaluation
+    there runs on the other thread while it sets up its noise model.
 
     A float32 layer is differenced at the same float32-valued point with float64 arrays (see
     ``convcheck.tolerance``), unless it returns float32 anyway; then float32 differences are all there is.
@@ -325,6 +331,7 @@ def _engine(
         batch=batch,
         base=out if arrays[0] is data.x else None,
         magnitude=magnitude,
+        again=beside.start(lambda: forward(*arrays)) if beside is not None and beside.active else None,
     )
     return engine, tol, note
 

@@ -18,6 +18,7 @@ import numpy as np
 from convcheck.layer import MatrixConvLayer
 from convcheck.numeric import Engine, Estimate, NotLocalError, entrywise_passes, grouped_passes
 from convcheck.numeric.audit import AUDIT_ENTRIES, audit_entries, disagreement
+from convcheck.numeric.reduce import Measurement
 from convcheck.parallel import Beside
 from convcheck.results import Note, NoteKind, Tensor, Tolerance
 from convcheck.spec import Activation, CheckSpec, Method
@@ -37,12 +38,8 @@ class ProjectionBound:
         return float(self.spread(v) + np.abs(v) @ self.final)
 
     def with_spread(self, v: np.ndarray) -> ProjectionBound:
-        """This bound, its spread at ``v`` worked out now for a later call at this very array ``v``.
-
-        The spreads of the input and the weights are forwards of the linear layer and elementwise sums (the same
-        numbers on any number of BLAS threads), so they may run beside other work; the dot product with ``final``
-        may not (OpenBLAS splits long dot products into partial sums per thread) and waits for the call.
-        """
+        """This bound, its spread at ``v`` worked out now (on whichever thread has time) for a later call at this
+        very array ``v``."""
         known, spread = self.spread(v), self.spread
         return dataclasses.replace(self, spread=lambda u: known if u is v else spread(u))
 
@@ -177,25 +174,33 @@ def directional(
     beside: Beside | None = None,
 ) -> list[Estimate]:
     """``Engine.directional`` of x, w and b, in that order. With an active ``beside`` (convcheck's own layer,
-    called in this process), the weights' and bias's passes run on its thread, on their own copies of the
-    parameters, while the input's run here: the same directions (drawn first, in the same order), the same passes
-    and the same estimates, in about half the time on two cores (the engine only reads its shared arrays)."""
+    called in this process), the weights' and bias's passes and their bound's spread run on its thread, on their
+    own copies of the parameters, while the input's run here: the same directions (drawn first, in the same order),
+    the same passes and the same estimates, in about half the time on two cores (the engine only reads its shared
+    arrays)."""
     if beside is None or not beside.active or engine.many is not None:
         return [engine.directional(t, grads[t], noise[t], DIRECTIONAL_PROJECTIONS, rng) for t in Tensor]
     groups = [engine.directions(t, DIRECTIONAL_PROJECTIONS, rng) for t in Tensor]
     taken = [engine.taken(groups[t]) for t in Tensor]
     params = [p.copy() for p in (engine.x, engine.w, engine.b)]
-    others = beside.start(lambda: [engine.measure_directions(groups[t], params) for t in (Tensor.WEIGHTS, Tensor.BIAS)])
-    measured = [engine.measure_directions(groups[Tensor.INPUT])]
     bounds = list(noise)
-    for t in (Tensor.INPUT, Tensor.WEIGHTS):  # their spreads' forwards, while the other thread measures
+
+    def spread(t: Tensor) -> None:  # a bound's spreads' forwards (no dot products): while the other thread works
         bound = bounds[t]
         if isinstance(bound, ProjectionBound):
             for v in taken[t]:
                 bound = bound.with_spread(v)
             bounds[t] = bound
-    measured += others()
-    beside.alone()  # the analytic side's dot products on every BLAS thread, as without ``beside``
+
+    def others() -> list[list[Measurement]]:
+        measured = [engine.measure_directions(groups[t], params) for t in (Tensor.WEIGHTS, Tensor.BIAS)]
+        spread(Tensor.WEIGHTS)
+        return measured
+
+    later = beside.start(others)
+    measured = [engine.measure_directions(groups[Tensor.INPUT])]
+    spread(Tensor.INPUT)
+    measured += later()
     return [engine.along(groups[t], grads[t], bounds[t], measured[t], taken[t]) for t in Tensor]
 
 

@@ -141,6 +141,8 @@ class Engine:
             Used instead of threads; the results do not depend on it either.
         base: optional; what ``forward`` returned at exactly (x, w, b) (a call made before, counted as a pass):
             the first of the two evaluations at the point, whose comparison proves the forward deterministic.
+        again: optional; gives what ``forward`` returns at exactly (x, w, b) when called (a call another thread
+            makes meanwhile, on these arrays, counted as a pass): the second of those evaluations.
         magnitude: optional; ``reference.magnitude(x, w, b)`` in float64, if the caller has it (noise model).
     """
 
@@ -159,6 +161,7 @@ class Engine:
     many: ManyFn | None = field(default=None, repr=False)
     batch: int = 1
     base: np.ndarray | None = field(default=None, repr=False)  # forward's output at (x, w, b), when already had
+    again: Callable[[], np.ndarray] | None = field(default=None, repr=False)  # the second evaluation at the point
     magnitude: np.ndarray | None = field(default=None, repr=False)  # ``reference.magnitude`` at (x, w, b), if known
     f0: np.ndarray = field(init=False, repr=False)
 
@@ -167,18 +170,21 @@ class Engine:
         self._count_lock = threading.Lock()
         # The first of the two evaluations at the point may be one made before (the contract's first call).
         self.f0 = self._evaluate(self._params) if self.base is None else self._counted(self.base)
-        again = self._evaluate(self._params)
+        again = self._evaluate(self._params) if self.again is None else None
         window, u = self.shape.window, self.unit_roundoff
         sigma = rounding_sigma(self.x, self.w, self.b, self.f0, window, u, self.magnitude)
         self._exact_scaling = _is_power_of_two(self.eps)
+        # Largest |∂z/∂θ| for one entry of each tensor: the partner it multiplies (bias: 1).
+        slope_bound = (float(np.max(np.abs(self.w), initial=0.0)), float(np.max(np.abs(self.x), initial=0.0)), 1.0)
+        self._reductions = Reductions(self.f0, self.g.astype(np.float64), sigma, self.eps, self.activation, slope_bound)
+        if again is None:  # made beside all this
+            assert self.again is not None
+            again = self._counted(self.again())
         if not (same_bits(self.f0, again) or np.array_equal(self.f0, again, equal_nan=True)):
             raise NotLocalError(
                 "the forward pass is not deterministic: two calls with the same arrays gave different outputs "
                 f"(max difference {np.nanmax(np.abs(self.f0 - again)):.3g})"
             )
-        # Largest |∂z/∂θ| for one entry of each tensor: the partner it multiplies (bias: 1).
-        slope_bound = (float(np.max(np.abs(self.w), initial=0.0)), float(np.max(np.abs(self.x), initial=0.0)), 1.0)
-        self._reductions = Reductions(self.f0, self.g.astype(np.float64), sigma, self.eps, self.activation, slope_bound)
 
     # -- evaluation -------------------------------------------------------------------------------------------
 
