@@ -418,7 +418,8 @@ class Engine:
         """Compare ``⟨∇L, v⟩`` with one central difference along random Gaussian directions ``v``
         (``projected`` says why Gaussian, and how the analytic side and its rounding bound are taken)."""
         groups = self.directions(tensor, projections, rng)
-        # A few projections of the whole tensor: one thread, BLAS on every core (threads measured no faster here).
+        # A few projections of the whole tensor: one thread, BLAS on every core (threads measured no faster here;
+        # ``methods.directional`` runs whole tensors side by side instead).
         measured = [m for _, m in self._measure_all(groups, self.eps, threads=False)]
         return self.along(groups, analytic, analytic_noise, measured)
 
