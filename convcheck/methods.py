@@ -18,6 +18,7 @@ import numpy as np
 from convcheck.layer import MatrixConvLayer
 from convcheck.numeric import Engine, Estimate, NotLocalError, entrywise_passes, grouped_passes
 from convcheck.numeric.audit import AUDIT_ENTRIES, audit_entries, disagreement
+from convcheck.numeric.engine import along, directions, measure_directions, taken
 from convcheck.numeric.reduce import Measurement
 from convcheck.parallel import Beside
 from convcheck.results import Note, NoteKind, Tensor, Tolerance
@@ -180,28 +181,28 @@ def directional(
     arrays)."""
     if beside is None or not beside.active or engine.many is not None:
         return [engine.directional(t, grads[t], noise[t], DIRECTIONAL_PROJECTIONS, rng) for t in Tensor]
-    groups = [engine.directions(t, DIRECTIONAL_PROJECTIONS, rng) for t in Tensor]
-    taken = [engine.taken(groups[t]) for t in Tensor]
+    groups = [directions(engine, t, DIRECTIONAL_PROJECTIONS, rng) for t in Tensor]
+    steps = [taken(engine, groups[t]) for t in Tensor]
     params = [p.copy() for p in (engine.x, engine.w, engine.b)]
     bounds = list(noise)
 
     def spread(t: Tensor) -> None:  # a bound's spreads' forwards (no dot products): while the other thread works
         bound = bounds[t]
         if isinstance(bound, ProjectionBound):
-            for v in taken[t]:
+            for v in steps[t]:
                 bound = bound.with_spread(v)
             bounds[t] = bound
 
     def others() -> list[list[Measurement]]:
-        measured = [engine.measure_directions(groups[t], params) for t in (Tensor.WEIGHTS, Tensor.BIAS)]
+        measured = [measure_directions(engine, groups[t], params) for t in (Tensor.WEIGHTS, Tensor.BIAS)]
         spread(Tensor.WEIGHTS)
         return measured
 
     later = beside.start(others)
-    measured = [engine.measure_directions(groups[Tensor.INPUT])]
+    measured = [measure_directions(engine, groups[Tensor.INPUT])]
     spread(Tensor.INPUT)
     measured += later()
-    return [engine.along(groups[t], grads[t], bounds[t], measured[t], taken[t]) for t in Tensor]
+    return [along(engine, groups[t], grads[t], bounds[t], measured[t], steps[t]) for t in Tensor]
 
 
 def _per_entry(noise: Sequence[np.ndarray | ProjectionBound]) -> tuple[np.ndarray, ...]:

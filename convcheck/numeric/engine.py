@@ -141,8 +141,7 @@ class Engine:
             Used instead of threads; the results do not depend on it either.
         base: optional; what ``forward`` returned at exactly (x, w, b) (a call made before, counted as a pass):
             the first of the two evaluations at the point, whose comparison proves the forward deterministic.
-        again: optional; gives what ``forward`` returns at exactly (x, w, b) when called (a call another thread
-            makes meanwhile, on these arrays, counted as a pass): the second of those evaluations.
+        again: optional; gives ``forward``'s output at exactly (x, w, b), made meanwhile on another thread (a pass).
         magnitude: optional; ``reference.magnitude(x, w, b)`` in float64, if the caller has it (noise model).
     """
 
@@ -417,45 +416,51 @@ class Engine:
     ) -> Estimate:
         """Compare ``⟨∇L, v⟩`` with one central difference along random Gaussian directions ``v``
         (``projected`` says why Gaussian, and how the analytic side and its rounding bound are taken)."""
-        groups = self.directions(tensor, projections, rng)
+        groups = directions(self, tensor, projections, rng)
         # A few projections of the whole tensor: one thread, BLAS on every core (threads measured no faster here;
         # ``methods.directional`` runs whole tensors side by side instead).
         measured = [m for _, m in self._measure_all(groups, self.eps, threads=False)]
-        return self.along(groups, analytic, analytic_noise, measured)
+        return along(self, groups, analytic, analytic_noise, measured)
 
-    def directions(self, tensor: Tensor | int, projections: int, rng: np.random.Generator) -> list[Group]:
-        """``projections`` groups that step the whole of ``tensor`` along a random Gaussian direction each."""
-        tensor, size = Tensor(tensor), self._params[tensor].size
-        entries, span = np.arange(size), slice(0, size)
-        return [
-            Group(tensor, entries, Ownership.ALL, direction=rng.standard_normal(size), span=span)
-            for _ in range(projections)
-        ]
 
-    def measure_directions(self, groups: list[Group], params: list[np.ndarray] | None = None) -> list[Measurement]:
-        """The two passes of each of ``directions``' groups, one call at a time, on ``params`` (copies of x, w and
-        b that this thread alone changes; the engine's own by default)."""
-        return [self._measure(group, self.eps, params) for group in groups]
+def directions(engine: Engine, tensor: Tensor | int, projections: int, rng: np.random.Generator) -> list[Group]:
+    """``projections`` groups that step the whole of ``tensor`` along a random Gaussian direction each."""
+    tensor, size = Tensor(tensor), engine._params[tensor].size
+    entries, span = np.arange(size), slice(0, size)
+    return [
+        Group(tensor, entries, Ownership.ALL, direction=rng.standard_normal(size), span=span)
+        for _ in range(projections)
+    ]
 
-    def taken(self, groups: list[Group]) -> list[np.ndarray]:
-        """Per group of ``directions``, the step actually taken along its direction, ``(θ⁺ − θ⁻)/2ε`` (flat)."""
-        steps = [self._steps(group, self.eps, self._params)[2:] for group in groups]
-        return [(plus.astype(np.float64) - minus.astype(np.float64)) / (2.0 * self.eps) for plus, minus in steps]
 
-    def along(
-        self,
-        groups: list[Group],
-        analytic: np.ndarray,
-        analytic_noise: np.ndarray | Callable[[np.ndarray], float],
-        measured: list[Measurement],
-        taken: list[np.ndarray] | None = None,
-    ) -> Estimate:
-        """The estimate of ``directions``' groups (one tensor) from their measurements, in the groups' order
-        (``taken``: ``self.taken(groups)``, when already had)."""
-        est = projected(groups[0].tensor, analytic, analytic_noise, self.taken(groups) if taken is None else taken)
-        for p, m in enumerate(measured):
-            self._store(est, np.array([p]), m)
-        return est
+def measure_directions(
+    engine: Engine, groups: list[Group], params: list[np.ndarray] | None = None
+) -> list[Measurement]:
+    """The two passes of each of ``directions``' groups, one call at a time, on ``params`` (copies of x, w and b
+    that this thread alone changes; the engine's own by default)."""
+    return [engine._measure(group, engine.eps, params) for group in groups]
+
+
+def taken(engine: Engine, groups: list[Group]) -> list[np.ndarray]:
+    """Per group of ``directions``, the step actually taken along its direction, ``(θ⁺ − θ⁻)/2ε`` (flat)."""
+    steps = [engine._steps(group, engine.eps, engine._params)[2:] for group in groups]
+    return [(plus.astype(np.float64) - minus.astype(np.float64)) / (2.0 * engine.eps) for plus, minus in steps]
+
+
+def along(
+    engine: Engine,
+    groups: list[Group],
+    analytic: np.ndarray,
+    analytic_noise: np.ndarray | Callable[[np.ndarray], float],
+    measured: list[Measurement],
+    steps: list[np.ndarray] | None = None,
+) -> Estimate:
+    """The estimate of ``directions``' groups (one tensor) from their measurements, in the groups' order
+    (``steps``: ``taken(engine, groups)``, when already had)."""
+    est = projected(groups[0].tensor, analytic, analytic_noise, taken(engine, groups) if steps is None else steps)
+    for p, m in enumerate(measured):
+        engine._store(est, np.array([p]), m)
+    return est
 
 
 def projected(
