@@ -21,18 +21,24 @@ class ForwardMissingBias(StepwiseLayer):
 
 @dataclass(frozen=True)
 class ForwardFlippedKernel(StepwiseLayer):
-    """Forward is a true convolution (kernel rotated 180°), and backward is its exact gradient.
+    """Forward is a true convolution (kernel rotated 180°: reversed along every spatial axis), and backward is
+    its exact gradient.
 
     The gradients match the layer's own forward perfectly; only comparing the forward with a reference
     cross-correlation shows that the layer computes the wrong function.
     """
 
     def forward(self, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, MatrixCache]:
-        return super().forward(x, np.ascontiguousarray(w[::-1, ::-1]), b)
+        return super().forward(x, _flipped(w), b)
 
     def backward(self, dout: np.ndarray, cache: MatrixCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         dx, dw_flipped, db = super().backward(dout, cache)
-        return dx, np.ascontiguousarray(dw_flipped[::-1, ::-1]), db
+        return dx, _flipped(dw_flipped), db
+
+
+def _flipped(w: np.ndarray) -> np.ndarray:
+    """``w: (*k, C_in/g, C_out)`` reversed along its spatial axes (``w[::-1, ::-1]`` on a 2-D layer)."""
+    return np.ascontiguousarray(w[(slice(None, None, -1),) * (w.ndim - 2)])
 
 
 #: The forward family, in catalogue order.

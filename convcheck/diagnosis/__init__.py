@@ -41,10 +41,14 @@ Rules whose mistake means the same on any layer run on the whole space (1-3 axes
 dilation, per-side and ``same`` padding, groups, no bias): the transforms (a constant ratio, dx shifted per axis,
 dw rearranged, without groups), only db wrong, the activation hypotheses, and the dx hypotheses (flipped kernel,
 col2im assigning, row order, stride, crop, last window; dout transposed on any 2-D layer), which use
-``window.NdPoint`` off the seed's geometry. Rules whose formulas, regions or words assume the seed's 2-D square,
-symmetric geometry (the shape-contract, forward, loop and place rules) are ``basic_only`` (silent elsewhere);
-there the ``window`` hypotheses name the mistakes of each new hyperparameter, and a contract rule a db returned
-by a layer without a bias.
+``window.NdPoint`` off the seed's geometry; the output-size and crop rules of any geometry (``rule_output_size_nd``,
+``rule_crop_shape_nd``, off the seed's geometry, where the seed's own words do not apply); and the forward rules that compare whole outputs (the reference with
+the kernel reversed on every axis, the filter read in ``(c_in, *k)`` order, the channels swapped, no bias, no or
+another activation; a constant per channel; the output shifted by one along an axis; transposed on 2-D). Rules
+whose formulas, regions or words assume the seed's 2-D square, symmetric geometry (the shape-contract rules, the
+forward rules that read window patterns, the loop and place rules) are ``basic_only`` (silent elsewhere); there
+the ``window`` hypotheses name the mistakes of each new hyperparameter, and a contract rule a db returned by a
+layer without a bias.
 
 The package is one module per rule family (``contract``, ``shapes``, ``forward``, ``patterns``, ``loops``,
 ``transforms``, ``facts``, ``hypotheses``, ``places``, ``window``) over ``evidence`` (what rules read), ``geometry`` and
@@ -55,7 +59,12 @@ across a batch's checks (a condition shared by the checks that crashed), applied
 
 from __future__ import annotations
 
-from convcheck.diagnosis.contract import rule_bias_without_bias, rule_crop_shape, rule_repeatability
+from convcheck.diagnosis.contract import (
+    rule_bias_without_bias,
+    rule_crop_shape,
+    rule_crop_shape_nd,
+    rule_repeatability,
+)
 from convcheck.diagnosis.evidence import LABELS, MATCH_SLACK, Evidence, Rule, basic_only
 from convcheck.diagnosis.facts import rule_all_zero, rule_only_bias
 from convcheck.diagnosis.forward import (
@@ -81,6 +90,7 @@ from convcheck.diagnosis.shapes import (
     rule_input_size,
     rule_integer_mask,
     rule_output_size,
+    rule_output_size_nd,
     rule_weight_layout,
 )
 from convcheck.diagnosis.transforms import rule_constant_ratio, rule_dw_rearranged, rule_dx_shifted
@@ -95,20 +105,22 @@ __all__ = ["LABELS", "MATCH_SLACK", "RULES", "diagnose"]
 RULES: tuple[Rule, ...] = (
     rule_bias_without_bias,
     basic_only(rule_crop_shape),
+    rule_crop_shape_nd,
     basic_only(rule_fixed_crop),
     basic_only(rule_input_size),
     basic_only(rule_output_size),
+    rule_output_size_nd,
     basic_only(rule_bias_shape),
     basic_only(rule_weight_layout),
     rule_integer_mask,
     rule_dtype_buffers,
     rule_repeatability,
     rule_same_padding,
-    basic_only(rule_forward_hypotheses),
-    basic_only(rule_forward_bias),
-    basic_only(rule_forward_activation),
+    rule_forward_hypotheses,
+    rule_forward_bias,
+    rule_forward_activation,
     basic_only(rule_forward_windows),
-    basic_only(rule_forward_rearranged),
+    rule_forward_rearranged,
     basic_only(rule_forward_diagonal),
     basic_only(rule_forward_one_index),
     basic_only(rule_forward_reordered),

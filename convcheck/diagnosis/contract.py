@@ -4,8 +4,9 @@ that is right once and wrong when called again. The rules read the contract's fi
 from __future__ import annotations
 
 from convcheck.diagnosis.evidence import Evidence
-from convcheck.diagnosis.shapes import SPATIAL
+from convcheck.diagnosis.shapes import SPATIAL, spatial_sizes
 from convcheck.results import FindingKind, Hint
+from convcheck.spec import ConvShape
 
 #: Findings that say a repeated backward call did not return the first call's gradients.
 _REPEAT_CHANGED = (FindingKind.REPEAT_DIFFERS, FindingKind.STATE_OUTSIDE_CACHE, FindingKind.REPEAT_FAILED)
@@ -77,3 +78,35 @@ def rule_bias_without_bias(ev: Evidence) -> Hint | None:
             ("bias",),
         )
     return None
+
+
+def rule_crop_shape_nd(ev: Evidence) -> Hint | None:
+    """Off the textbook geometry: dx came back with the spatial sizes a padding crop gets wrong, on every axis
+    with padding — uncropped (``size + before + after``), cropped from a gradient that has no padding
+    (``size − before − after``), or empty where ``dpad[before:-after]`` meets ``after = 0`` (``-0`` is ``0``)."""
+    s = ev.shape
+    got = spatial_sizes(ev, "dx") if not s.is_basic else None
+    if got is None or got == s.spatial_in:
+        return None
+    padded = tuple(n + a + b for n, (a, b) in zip(s.spatial_in, s.pads, strict=True))
+    shrunk = tuple(n - a - b for n, (a, b) in zip(s.spatial_in, s.pads, strict=True))
+    emptied = tuple(0 if b == 0 else n for n, (_, b) in zip(s.spatial_in, s.pads, strict=True))
+    shown = "×".join(map(str, got))
+    size = "×".join(map(str, s.spatial_in))
+    if got == padded:
+        why = f"that is the padded size: the padding {_pads(s)} is never cropped"
+    elif got == shrunk and min(shrunk) >= 0:
+        why = f"that is the input's size minus the padding {_pads(s)}: it is cropped from a gradient that has none"
+    elif got == emptied and 0 in got:
+        why = (
+            "the crop dpad[before:-after] keeps nothing along an axis with no padding after (0:-0 is an empty "
+            "slice): crop as dpad[before:before + size]"
+        )
+    else:
+        return None
+    return Hint("padding", f"dx has {shown} positions for a {size} input: {why}")
+
+
+def _pads(s: ConvShape) -> str:
+    """``(1, 2)`` per axis, as a hint prints the padding."""
+    return ", ".join(f"({a}, {b})" for a, b in s.pads)

@@ -24,30 +24,50 @@ def _forward_arrays(ev: Evidence) -> tuple[np.ndarray, np.ndarray, float] | None
     return np.asarray(f.output, dtype=np.float64), f.reference, FORWARD_SLACK * f.allowed
 
 
+def _weight_candidates(w: np.ndarray) -> list[tuple[str, str, np.ndarray]]:
+    """The weights as three common forward mistakes read them, for ``w: (*k, C_in/g, C_out)`` of any number of
+    spatial axes: the kernel flipped on every axis, each filter read in ``(c_in, *k)`` order, C_in and C_out
+    swapped (``w.swapaxes`` reshaped back to w's shape)."""
+    *kernel, c_in, c_out = w.shape
+    dims = len(kernel)
+    taps = "(c_in, kh, kw)" if dims == 2 else f"(c_in, {', '.join(_TAPS[dims])})"
+    rotated = {1: "reversed", 2: "rotated 180°"}.get(dims, "reversed on every axis")
+    return [
+        (
+            "flipped kernel",
+            f"the kernel {rotated} (a true convolution where a cross-correlation is wanted)",
+            w[(slice(None, None, -1),) * dims],
+        ),
+        (
+            "row order",
+            f"the weights read in {taps} order",
+            np.moveaxis(w.reshape(c_in, *kernel, c_out), 0, dims),
+        ),
+        ("channel order", "C_in and C_out swapped in the weights", w.swapaxes(-2, -1).reshape(w.shape)),
+    ]
+
+
+#: The kernel's tap names per number of spatial axes, as hints print them.
+_TAPS = {1: ("kw",), 2: ("kh", "kw"), 3: ("kf", "kh", "kw")}
+
+
 def rule_forward_hypotheses(ev: Evidence) -> Hint | None:
     """The output equals the reference computed with the kernel flipped, the weights in another layout, no
-    bias, or no activation: exact, at the verified point."""
+    bias, or no activation (or another one): exact, at the verified point. Any geometry: the weights'
+    candidates read every spatial axis, and the bias candidate needs a layer with a bias."""
     arrays = _forward_arrays(ev)
     point = ev.point
     if arrays is None or point is None:
         return None
     out = arrays[0]
-    s = ev.shape
-    k, c_in, c_out = s.filter_size, s.in_depth, s.out_depth
     w = point.w
     candidates: list[tuple[str, str, dict[str, Any]]] = [
-        (
-            "flipped kernel",
-            "the kernel rotated 180° (a true convolution where a cross-correlation is wanted)",
-            {"w": w[::-1, ::-1]},
+        *((label, what, {"w": changed}) for label, what, changed in _weight_candidates(w)),
+        *(
+            [("forward bias", "no bias: the forward does not add + b", {"b": np.zeros_like(point.b)})]
+            if ev.shape.bias
+            else []
         ),
-        (
-            "row order",
-            "the weights read in (c_in, kh, kw) order",
-            {"w": w.reshape(c_in, k, k, c_out).transpose(1, 2, 0, 3)},
-        ),
-        ("channel order", "C_in and C_out swapped in the weights", {"w": w.swapaxes(2, 3).reshape(w.shape)}),
-        ("forward bias", "no bias: the forward does not add + b", {"b": np.zeros_like(point.b)}),
         (
             "forward activation",
             "no activation: the forward returns the pre-activation (a plain convolution, such as CS231n's "
@@ -110,10 +130,14 @@ def rule_forward_bias(ev: Evidence) -> Hint | None:
     if max(abs(o) for o in offsets) <= tol:
         return None
     shown = ", ".join(f"{o:.3g}" for o in offsets[:6]) + (", …" if len(offsets) > 6 else "")
+    cause = (
+        "the forward does not add the bias (+ b), or adds another one"
+        if ev.shape.bias
+        else "the forward adds a bias, but the config says the layer has none (`bias: false`)"
+    )
     return Hint(
         "forward bias",
-        f"the output's pre-activation is the reference's minus a constant per output channel ({shown}): the "
-        "forward does not add the bias (+ b), or adds another one",
+        f"the output's pre-activation is the reference's minus a constant per output channel ({shown}): {cause}",
         ("forward",),
     )
 
@@ -135,26 +159,48 @@ def rule_forward_activation(ev: Evidence) -> Hint | None:
 
 
 def rule_forward_rearranged(ev: Evidence) -> Hint | None:
-    """The output is the reference transposed (OH ↔ OW, or walked in (n, ow, oh) order) or shifted by one."""
+    """The output is the reference transposed (2-D: OH ↔ OW, or walked in (n, ow, oh) order) or shifted by one
+    position along one spatial axis or along all of them (any number of axes)."""
     arrays = _forward_arrays(ev)
     if arrays is None:
         return None
     out, ref, tol = arrays
-    _, oh, ow, _ = out.shape
-    if oh == ow > 1 and np.all(np.abs(out - ref.swapaxes(1, 2)) <= tol):
-        return Hint("transposed", "the output is the reference with OH and OW swapped", ("forward",))
-    if oh > 1 and ow > 1 and np.all(np.abs(out - ref.transpose(0, 2, 1, 3).reshape(ref.shape)) <= tol):
-        return Hint("transposed", "the output is the reference walked in (n, ow, oh) order", ("forward",))
-    for dh, dw in ((1, 1), (-1, -1), (1, 0), (0, 1), (-1, 0), (0, -1)):
-        if abs(dh) >= oh - 1 or abs(dw) >= ow - 1:
-            continue  # at least two rows and columns must overlap
-        a = out[:, max(dh, 0) : oh + min(dh, 0), max(dw, 0) : ow + min(dw, 0)]
-        r = ref[:, max(-dh, 0) : oh + min(-dh, 0), max(-dw, 0) : ow + min(-dw, 0)]
-        if np.all(np.abs(a - r) <= tol):
+    sizes = out.shape[1:-1]
+    if len(sizes) == 2:
+        oh, ow = sizes
+        if oh == ow > 1 and np.all(np.abs(out - ref.swapaxes(1, 2)) <= tol):
+            return Hint("transposed", "the output is the reference with OH and OW swapped", ("forward",))
+        if oh > 1 and ow > 1 and np.all(np.abs(out - ref.transpose(0, 2, 1, 3).reshape(ref.shape)) <= tol):
+            return Hint("transposed", "the output is the reference walked in (n, ow, oh) order", ("forward",))
+    for shift in _shifts(len(sizes)):
+        if any(d and abs(d) >= size - 1 for d, size in zip(shift, sizes, strict=True)):
+            continue  # at least two positions must overlap along every shifted axis
+        mine = (slice(None), *(slice(max(d, 0), size + min(d, 0)) for d, size in zip(shift, sizes, strict=True)))
+        theirs = (slice(None), *(slice(max(-d, 0), size + min(-d, 0)) for d, size in zip(shift, sizes, strict=True)))
+        if np.all(np.abs(out[mine] - ref[theirs]) <= tol):
+            names = _OUT_AXES[len(sizes)]
+            moved = [f"{name} {offset(d)}" if d else name for name, d in zip(names, shift, strict=True)]
             return Hint(
                 "shift",
-                f"the output at (oh, ow) is the reference at (oh {offset(dh)}, ow {offset(dw)}): the windows "
-                f"are offset by ({dh}, {dw}); check the padding and where each window starts",
+                f"the output at {_index(names)} is the reference at {_index(moved)}: the windows are offset by "
+                f"{_index([str(d) for d in shift])}; check the padding and where each window starts",
                 ("forward",),
             )
     return None
+
+
+#: The output's spatial index names per number of axes, as hints print them.
+_OUT_AXES = {1: ("ow",), 2: ("oh", "ow"), 3: ("of", "oh", "ow")}
+
+
+def _index(parts: list[str] | tuple[str, ...]) -> str:
+    """``(oh − 1, ow)`` for several axes, ``ow − 1`` for one."""
+    return parts[0] if len(parts) == 1 else f"({', '.join(parts)})"
+
+
+def _shifts(dims: int) -> list[tuple[int, ...]]:
+    """Offsets by one position tried for a shifted output: along all axes together (+1 then −1), then along
+    each axis alone; on 2-D the order the hint rules always used, (1, 1), (−1, −1), (1, 0), (0, 1), … ."""
+    together = [(1,) * dims, (-1,) * dims]
+    alone = [tuple(sign if a == axis else 0 for a in range(dims)) for sign in (1, -1) for axis in range(dims)]
+    return list(dict.fromkeys(together + alone))

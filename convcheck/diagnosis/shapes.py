@@ -256,3 +256,79 @@ def rule_dtype_buffers(ev: Evidence) -> Hint | None:
         f"{listed} {verb} {dtype} for {ev.result.spec.dtype.value} inputs: their buffers are allocated without a "
         f"dtype (np.zeros(shape) and np.empty(shape) are {dtype}); allocate with dtype=x.dtype, or np.zeros_like",
     )
+
+
+def spatial_sizes(ev: Evidence, tensor: str) -> tuple[int, ...] | None:
+    """The spatial sizes of the first ``tensor`` (``dx`` or ``out``) with a wrong shape and the layer's number of
+    axes, in the user's layout (channels last: axes ``1..dims``; channels first: ``2..dims+1``)."""
+    dims = ev.shape.dims
+    first = 2 if ev.result.spec.layout is Layout.NCHW else 1
+    for got in _shapes(ev, tensor):
+        if len(got) == dims + 2:
+            return tuple(got[first : first + dims])
+    return None
+
+
+#: Wrong output-size formulas along one axis of any layer: a description and the size they give for an axis of
+#: ``n`` positions, kernel ``k``, stride ``s``, padding ``(a, b)`` before and after, dilation ``d``. The right one
+#: is ``(n + a + b − d·(k − 1) − 1) // s + 1``.
+OUTPUT_FORMULAS_ND: tuple[tuple[str, Callable[[int, int, int, int, int, int], int]], ...] = (
+    ("(size + padding − span) // stride without the + 1", lambda n, k, s, a, b, d: (n + a + b - d * (k - 1) - 1) // s),
+    ("(size − span) // stride + 1, without the padding", lambda n, k, s, a, b, d: (n - d * (k - 1) - 1) // s + 1),
+    ("size + padding − span + 1, without the stride", lambda n, k, s, a, b, d: n + a + b - d * (k - 1)),
+    (
+        "ceil((size + padding − span) / stride) + 1, rounded up",
+        lambda n, k, s, a, b, d: math.ceil((n + a + b - d * (k - 1) - 1) / s) + 1,
+    ),
+    (
+        "(size + padding − span + 1) // stride, the + 1 inside the division",
+        lambda n, k, s, a, b, d: (n + a + b - d * (k - 1)) // s,
+    ),
+    (
+        "(size + padding − k) // stride + 1: the dilation left out of the span",
+        lambda n, k, s, a, b, d: (n + a + b - k) // s + 1,
+    ),
+    (
+        "(size + padding − d·k) // stride + 1: the span taken as d·k",
+        lambda n, k, s, a, b, d: (n + a + b - d * k) // s + 1,
+    ),
+    (
+        "(size + before − span) // stride + 1: only the padding before",
+        lambda n, k, s, a, b, d: (n + a - d * (k - 1) - 1) // s + 1,
+    ),
+    (
+        "(size + 2·before − span) // stride + 1: the padding before taken for both sides",
+        lambda n, k, s, a, b, d: (n + 2 * a - d * (k - 1) - 1) // s + 1,
+    ),
+)
+
+
+def rule_output_size_nd(ev: Evidence) -> Hint | None:
+    """Off the textbook geometry: the output's spatial sizes are what one known wrong formula gives on every
+    axis (padding summed over both sides, span ``d·(k − 1) + 1`` of the dilated kernel)."""
+    s = ev.shape
+    got = spatial_sizes(ev, "out") if not s.is_basic else None
+    if got is None or got == s.spatial_out:
+        return None
+    names = s.axes
+    axes = tuple(zip(s.spatial_in, s.kernel, s.strides, s.pads, s.dilations, strict=True))
+    dilated = f", dilation {_by(s.dilations)}" if set(s.dilations) != {1} else ""
+    head = (
+        f"the output has {_by(got)} positions ({' × '.join(names)}) where it should have {_by(s.spatial_out)}, for "
+        f"an input of {_by(s.spatial_in)} with padding {', '.join(map(str, s.pads))}, kernel {_by(s.kernel)}, "
+        f"stride {_by(s.strides)}{dilated}"
+    )
+    for what, formula in OUTPUT_FORMULAS_ND:
+        sizes = tuple(formula(n, k, st, a, b, d) for n, k, st, (a, b), d in axes)
+        if sizes == got:
+            return Hint(
+                "output size",
+                f"{head}: that is {what}; along each axis the output size is "
+                "(size + padding − span) // stride + 1, with padding = before + after and span = d·(k − 1) + 1 "
+                "(the dilated kernel's extent)",
+            )
+    return None
+
+
+def _by(sizes: tuple[int, ...]) -> str:
+    return "×".join(map(str, sizes))
