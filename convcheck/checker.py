@@ -137,29 +137,40 @@ def _run(spec: CheckSpec, layer: ConvLayer | None, data: CheckData | None, start
     out, grads, contract = outcome.out, outcome.gradients, outcome.problems
 
     shape = spec.shape
-    # Σ|x|·|w| + |b| once: the rounding model of the forward verdict and of the engine both use it.
-    point64 = (data.x.astype(np.float64), data.w.astype(np.float64), data.b.astype(np.float64))
-    scale = None if out is None else reference.magnitude(*point64, shape.window)
-    forward_result = None if out is None else forward_verdict(spec, data.x, data.w, data.b, out, forward_tol, scale)
-    if grads is None:
-        return _finish(spec, start, None, 0, forward_tol, (), forward_result, contract, [])
+    # The quick tier of convcheck's own layer makes few calls, each too small to keep BLAS's threads busy: from
+    # here to its measurements, steps run side by side on two threads instead (``parallel.side_by_side``).
+    two = spec.method is Method.DIRECTIONAL and grads is not None and parallel.side_by_side_pays(layer, shape)
+    with parallel.side_by_side(two) as beside:
+        # Σ|x|·|w| + |b| once: the rounding model of the forward verdict and of the engine both use it.
+        point64 = (data.x.astype(np.float64), data.w.astype(np.float64), data.b.astype(np.float64))
+        scale, verdict = None, None
+        if out is not None:  # the reference output and the verdict on the other thread, the magnitude on this one
+            expected = beside.start(lambda: reference_forward(spec, *point64))
+            scale = reference.magnitude(*point64, shape.window)
+            verdict = beside.start(
+                lambda: forward_verdict(spec, data.x, data.w, data.b, out, forward_tol, scale, expected())
+            )
+        if grads is None:
+            forward_result = None if verdict is None else verdict()
+            return _finish(spec, start, None, 0, forward_tol, (), forward_result, contract, [])
 
-    method, notes = spec.method, []
-    if method is Method.AUTO:
-        # Copies: a layer may modify its arguments (the contract reports that; the point must stay as it is).
-        seconds = forward_seconds(
-            lambda: layer.forward(data.x.copy(), data.w.copy(), data.b.copy()), elsewhere=_child_clock(layer)
+        method, notes = spec.method, []
+        if method is Method.AUTO:
+            # Copies: a layer may modify its arguments (the contract reports that; the point must stay as it is).
+            seconds = forward_seconds(
+                lambda: layer.forward(data.x.copy(), data.w.copy(), data.b.copy()), elsewhere=_child_clock(layer)
+            )
+            method, note = choose_method(spec, seconds)
+            notes.append(note)
+        engine, tol, precision = _engine(layer, data, spec, out, scale, beside)
+        if precision is not None:
+            notes.append(precision)
+        noise = _rounding_bounds(
+            data, spec, grads, scale if scale is not None else reference.magnitude(*point64, shape.window), method
         )
-        method, note = choose_method(spec, seconds)
-        notes.append(note)
-    engine, tol, precision = _engine(layer, data, spec, out, scale)
-    if precision is not None:
-        notes.append(precision)
-    noise = _rounding_bounds(
-        data, spec, grads, scale if scale is not None else reference.magnitude(*point64, shape.window), method
-    )
-    forward_ok = forward_result is None or forward_result.ok
-    estimates, method, fallback = measure(engine, method, grads, noise, tol, spec, forward_ok)
+        forward_result = None if verdict is None else verdict()
+        forward_ok = forward_result is None or forward_result.ok
+        estimates, method, fallback = measure(engine, method, grads, noise, tol, spec, forward_ok, beside)
     notes.extend(fallback)
     widen = _rounding_kinks(data, spec) if engine.x.dtype != data.x.dtype else None
     if widen is not None:
@@ -205,15 +216,22 @@ def forward_verdict(
     out: np.ndarray,
     tol: Tolerance,
     magnitude: np.ndarray | None = None,
+    expected: np.ndarray | None = None,
 ) -> ForwardResult:
     """The layer's output ``out: (N, OH, OW, C_out)`` at the point ``x, w, b`` against the reference convolution
-    (``magnitude``: ``reference.magnitude`` at that point, when already computed)."""
+    (``magnitude``: ``reference.magnitude`` at that point, ``expected``: ``reference_forward`` there, when already
+    computed)."""
     shape = spec.shape
-    expected = reference.forward(
-        x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), shape.window, spec.activation
-    )
+    if expected is None:
+        expected = reference_forward(spec, x, w, b)
     sigma = rounding_sigma(x, w, b, expected, shape.window, unit_roundoff(spec.dtype), magnitude)
     return judge_forward(out, expected, sigma, tol)
+
+
+def reference_forward(spec: CheckSpec, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The reference convolution of ``spec``'s layer at ``x, w, b``, in float64: ``(N, OH, OW, C_out)``."""
+    window, activation = spec.shape.window, spec.activation
+    return reference.forward(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), window, activation)
 
 
 def _watch_points(layer: ConvLayer, spec: CheckSpec) -> PointSample | None:
@@ -262,12 +280,18 @@ def own_forward_note(gradients: tuple[TensorResult, ...]) -> Note:
 
 
 def _engine(
-    layer: ConvLayer, data: CheckData, spec: CheckSpec, out: np.ndarray | None, magnitude: np.ndarray | None
+    layer: ConvLayer,
+    data: CheckData,
+    spec: CheckSpec,
+    out: np.ndarray | None,
+    magnitude: np.ndarray | None,
+    beside: parallel.Beside | None = None,
 ) -> tuple[Engine, Tolerance, Note | None]:
     """The finite-difference engine, in float64 whenever the layer computes in float64 when given it, its
     tolerances, and a note saying how a float32 layer was differenced. ``out``: the layer's output at the point
     (the contract's first call), the engine's first evaluation there unless the arrays are promoted;
-    ``magnitude``: ``reference.magnitude`` at the point.
+    ``magnitude``: ``reference.magnitude`` at the point; with an active ``beside``, the engine's second evaluation
+    there runs on the other thread while it sets up its noise model.
 
     A float32 layer is differenced at the same float32-valued point with float64 arrays (see
     ``convcheck.tolerance``), unless it returns float32 anyway; then float32 differences are all there is.
@@ -310,6 +334,7 @@ def _engine(
         batch=batch,
         base=out if arrays[0] is data.x else None,
         magnitude=magnitude,
+        again=beside.start(lambda: forward(*arrays)) if beside is not None and beside.active else None,
     )
     return engine, tol, note
 

@@ -13,6 +13,11 @@ The one-BLAS-thread rule for processes lives here too: a process that runs check
 worker, a Dask worker) gets ``BLAS_THREAD_VARIABLES`` = 1 before numpy loads BLAS in it
 (``one_blas_thread_environment`` while a child process starts, ``hold_one_blas_thread`` in a process already
 running), and a check inside such a process measures on one thread (``engine_workers``).
+
+A check of convcheck's own layer that measures few passes (``directional``) has no groups to share out; it runs
+whole steps side by side instead (``side_by_side``: the reference convolution and the forward verdict beside the
+engine's setup, the weights' and bias's projections beside the input's), on one thread kept for that
+(``_helper``), BLAS keeping its threads (``Beside`` says why).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from convcheck.spec import ConvShape
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
+Value = TypeVar("Value")
 
 #: Tasks queued per worker beyond the one it is running: keeps every worker busy while bounding memory.
 LOOKAHEAD = 2
@@ -228,3 +234,80 @@ def _openblas_controls() -> list[tuple[Callable[[], int], Callable[[int], None]]
                 controls.append((get, set_threads))
                 break
     return controls
+
+
+class Beside:
+    """Calls run beside this thread's work (on ``_helper``'s thread) when ``active``, else when their result is
+    asked for: ``start(fn)`` returns the function that gives ``fn()``'s result (raising what ``fn`` raised).
+
+    BLAS keeps its threads meanwhile: the last bits of a matrix product can depend on the number of threads it
+    runs on (measured: the forward of a 4×23×31×13 → 29 layer differs on one and on two), so every product runs on
+    as many as it would without ``Beside``, and the results are the same bit for bit.
+    """
+
+    def __init__(self, active: bool) -> None:
+        self.active = active
+        self._pending: list[Future[Any]] = []
+
+    def start(self, fn: Callable[[], Value]) -> Callable[[], Value]:
+        if self.active:
+            future = _helper().submit(fn)
+            self._pending.append(future)
+            return future.result
+        held: list[Value] = []
+
+        def later() -> Value:
+            if not held:
+                held.append(fn())
+            return held[0]
+
+        return later
+
+    def alone(self) -> None:
+        """Wait until every call started has ended (its result or exception stays with its future)."""
+        for future in self._pending:
+            with contextlib.suppress(BaseException):
+                future.result()
+        self._pending.clear()
+
+
+@contextmanager
+def side_by_side(active: bool) -> Iterator[Beside]:
+    """A ``Beside`` for the block; every call started has ended when the block does, also when it raises."""
+    beside = Beside(active)
+    try:
+        yield beside
+    finally:
+        beside.alone()
+
+
+def side_by_side_pays(layer: object, shape: ConvShape) -> bool:
+    """Whether a check of ``layer`` at ``shape`` should run steps side by side: when its groups would be measured on
+    every core (``engine_workers``: convcheck's own layer, large enough, BLAS not held to one thread) and there is
+    a second core."""
+    return engine_workers(layer, shape) > 1
+
+
+_helper_pool: ThreadPoolExecutor | None = None
+_helper_lock = threading.Lock()
+
+
+def _helper() -> ThreadPoolExecutor:
+    """The one thread ``Beside`` runs calls on, made once and kept for the life of the process: the layer keeps
+    its buffers per thread (``layer._workspace``), and a thread made anew for every check would allocate and
+    page-fault them in anew (tens of megabytes a check)."""
+    global _helper_pool
+    with _helper_lock:
+        if _helper_pool is None:
+            _helper_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="convcheck-beside")
+        return _helper_pool
+
+
+def _forget_helper() -> None:
+    """In a forked child the helper's thread does not exist: make a new one when next asked for."""
+    global _helper_pool, _helper_lock
+    _helper_pool, _helper_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_helper)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
 import pytest
 
 from convcheck import bugs, parallel, tolerance
+from convcheck.checker import run_check
 from convcheck.layer import MatrixConvLayer
 from convcheck.numeric import Engine, NotLocalError
-from convcheck.spec import Activation, ConvShape, DType
+from convcheck.results import CheckResult
+from convcheck.spec import Activation, CheckSpec, ConvShape, DType, Method
 
 F64 = tolerance.resolve(DType.FLOAT64)
 U64 = tolerance.unit_roundoff(DType.FLOAT64)
@@ -127,3 +130,95 @@ def test_engine_workers_uses_every_core_only_for_large_convcheck_layers_and_unpi
     assert parallel.engine_workers(bugs.StepwiseLayer(1, 1, Activation.RELU), seed) == 2
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
     assert parallel.engine_workers(layer, seed) == 1
+
+
+# Large enough for the quick tier of convcheck's own layer to run its steps side by side (``engine_workers``); the
+# odd one's backward products come out differently on one and on two BLAS threads (its forward's do not).
+SIDE_BY_SIDE = ConvShape(4, 24, 32, 16, 16, 3, 1, 1)
+ODD = ConvShape(4, 23, 31, 13, 29, 3, 1, 1)
+
+
+def quick_fingerprint(result: CheckResult) -> tuple[object, ...]:
+    grads = tuple(
+        (g.name, g.passed, g.projections, g.kinks, g.max_abs_error, g.worst)
+        + tuple(getattr(g, name).tobytes() for name in ("analytic", "numeric", "allowed", "error", "kink"))
+        for g in result.gradients
+    )
+    f = result.forward
+    forward = None if f is None else (f.ok, f.max_abs_error, f.allowed, f.worst_index, f.reference.tobytes())
+    return result.status, result.forward_passes, grads, forward, tuple(str(p) for p in result.contract)
+
+
+@pytest.mark.parametrize(
+    ("activation", "dtype", "bug", "shape"),
+    [
+        (Activation.RELU, DType.FLOAT64, None, SIDE_BY_SIDE),
+        (Activation.RELU, DType.FLOAT64, None, ODD),
+        (Activation.TANH, DType.FLOAT32, None, ODD),
+        (Activation.TANH, DType.FLOAT32, None, SIDE_BY_SIDE),
+        (Activation.LEAKY_RELU, DType.FLOAT64, None, SIDE_BY_SIDE),
+        (Activation.RELU, DType.FLOAT64, "relu-mask-from-input", SIDE_BY_SIDE),
+        (Activation.RELU, DType.FLOAT64, "forward-missing-bias", SIDE_BY_SIDE),
+        (Activation.RELU, DType.FLOAT32, "weights-accumulate", SIDE_BY_SIDE),
+    ],
+)
+def test_the_quick_tier_side_by_side_gives_the_results_of_one_thread_bit_for_bit(
+    monkeypatch, activation: Activation, dtype: DType, bug: str | None, shape: ConvShape
+):
+    """Two threads (the reference convolution and the forward verdict beside the engine's setup, the weights' and
+    bias's projections beside the input's) change nothing but the time: the same bytes as the same check run step
+    after step, BLAS on two threads in both (``ODD``'s products differ in their last bits on one)."""
+    for name in parallel.BLAS_THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(parallel, "available_cores", lambda: 2)
+    spec = CheckSpec("quick", shape, activation, Method.DIRECTIONAL, dtype=dtype, seed=3)
+
+    def layer() -> MatrixConvLayer:
+        if bug is None:
+            return MatrixConvLayer(1, 1, activation)
+        return bugs.get(bug).make(1, 1, activation)  # type: ignore[return-value]
+
+    assert parallel.side_by_side_pays(layer(), shape)
+    with parallel.limited_blas(2):
+        side_by_side = run_check(spec, layer=layer())
+        monkeypatch.setattr(parallel, "side_by_side_pays", lambda *_: False)
+        one_thread = run_check(spec, layer=layer())
+    assert quick_fingerprint(side_by_side) == quick_fingerprint(one_thread)
+    assert side_by_side.passed is (bug is None)
+
+
+def test_beside_runs_calls_on_its_thread_or_when_asked_and_hands_back_their_errors():
+    here = threading.get_ident()
+    seen: list[int] = []
+
+    def call() -> int:
+        seen.append(threading.get_ident())
+        return len(seen)
+
+    with parallel.side_by_side(False) as beside:
+        later = beside.start(call)
+        assert seen == []  # not run until asked for
+        assert later() == 1 and later() == 1 and seen == [here]
+    with parallel.side_by_side(True) as beside:
+        first = beside.start(call)
+        second = beside.start(call)
+        assert (first(), second()) == (2, 3)
+        failing = beside.start(lambda: 1 // 0)
+    assert seen[1] == seen[2] != here  # one helper thread, kept for the next check
+    with pytest.raises(ZeroDivisionError):
+        failing()
+
+
+def test_a_forked_child_gets_a_helper_thread_of_its_own():
+    with parallel.side_by_side(True) as beside:
+        beside.start(lambda: None)()
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's helper thread does not exist here
+        code = 1
+        try:
+            with parallel.side_by_side(True) as beside:
+                code = 0 if beside.start(lambda: 7)() == 7 else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -146,6 +146,7 @@ class Engine:
             Used instead of threads; the results do not depend on it either.
         base: optional; what ``forward`` returned at exactly (x, w, b) (a call made before, counted as a pass):
             the first of the two evaluations at the point, whose comparison proves the forward deterministic.
+        again: optional; gives ``forward``'s output at exactly (x, w, b), made meanwhile on another thread (a pass).
         magnitude: optional; ``reference.magnitude(x, w, b)`` in float64, if the caller has it (noise model).
     """
 
@@ -164,6 +165,7 @@ class Engine:
     many: ManyFn | None = field(default=None, repr=False)
     batch: int = 1
     base: np.ndarray | None = field(default=None, repr=False)  # forward's output at (x, w, b), when already had
+    again: Callable[[], np.ndarray] | None = field(default=None, repr=False)  # the second evaluation at the point
     magnitude: np.ndarray | None = field(default=None, repr=False)  # ``reference.magnitude`` at (x, w, b), if known
     f0: np.ndarray = field(init=False, repr=False)
 
@@ -172,18 +174,21 @@ class Engine:
         self._count_lock = threading.Lock()
         # The first of the two evaluations at the point may be one made before (the contract's first call).
         self.f0 = self._evaluate(self._params) if self.base is None else self._counted(self.base)
-        again = self._evaluate(self._params)
+        again = self._evaluate(self._params) if self.again is None else None
         window, u = self.shape.window, self.unit_roundoff
         sigma = rounding_sigma(self.x, self.w, self.b, self.f0, window, u, self.magnitude)
         self._exact_scaling = _is_power_of_two(self.eps)
+        # Largest |∂z/∂θ| for one entry of each tensor: the partner it multiplies (bias: 1).
+        slope_bound = (float(np.max(np.abs(self.w), initial=0.0)), float(np.max(np.abs(self.x), initial=0.0)), 1.0)
+        self._reductions = Reductions(self.f0, self.g.astype(np.float64), sigma, self.eps, self.activation, slope_bound)
+        if again is None:  # made beside all this
+            assert self.again is not None
+            again = self._counted(self.again())
         if not (same_bits(self.f0, again) or np.array_equal(self.f0, again, equal_nan=True)):
             raise NotLocalError(
                 "the forward pass is not deterministic: two calls with the same arrays gave different outputs "
                 f"(max difference {np.nanmax(np.abs(self.f0 - again)):.3g})"
             )
-        # Largest |∂z/∂θ| for one entry of each tensor: the partner it multiplies (bias: 1).
-        slope_bound = (float(np.max(np.abs(self.w), initial=0.0)), float(np.max(np.abs(self.x), initial=0.0)), 1.0)
-        self._reductions = Reductions(self.f0, self.g.astype(np.float64), sigma, self.eps, self.activation, slope_bound)
 
     # -- evaluation -------------------------------------------------------------------------------------------
 
@@ -405,19 +410,51 @@ class Engine:
     ) -> Estimate:
         """Compare ``⟨∇L, v⟩`` with one central difference along random Gaussian directions ``v``
         (``projected`` says why Gaussian, and how the analytic side and its rounding bound are taken)."""
-        tensor, size = Tensor(tensor), self._params[tensor].size
-        entries, span = np.arange(size), slice(0, size)
-        groups = [
-            Group(tensor, entries, Ownership.ALL, direction=rng.standard_normal(size), span=span)
-            for _ in range(projections)
-        ]
-        steps = [self._steps(group, self.eps, self._params)[2:] for group in groups]
-        taken = [(plus.astype(np.float64) - minus.astype(np.float64)) / (2.0 * self.eps) for plus, minus in steps]
-        est = projected(tensor, analytic, analytic_noise, taken)
-        # A few projections of the whole tensor: one thread, BLAS on every core (threads measured no faster here).
-        for p, (_, m) in enumerate(self._measure_all(groups, self.eps, threads=False)):
-            self._store(est, np.array([p]), m)
-        return est
+        groups = directions(self, tensor, projections, rng)
+        # A few projections of the whole tensor: one thread, BLAS on every core (threads measured no faster here;
+        # ``methods.directional`` runs whole tensors side by side instead).
+        measured = [m for _, m in self._measure_all(groups, self.eps, threads=False)]
+        return along(self, groups, analytic, analytic_noise, measured)
+
+
+def directions(engine: Engine, tensor: Tensor | int, projections: int, rng: np.random.Generator) -> list[Group]:
+    """``projections`` groups that step the whole of ``tensor`` along a random Gaussian direction each."""
+    tensor, size = Tensor(tensor), engine._params[tensor].size
+    entries, span = np.arange(size), slice(0, size)
+    return [
+        Group(tensor, entries, Ownership.ALL, direction=rng.standard_normal(size), span=span)
+        for _ in range(projections)
+    ]
+
+
+def measure_directions(
+    engine: Engine, groups: list[Group], params: list[np.ndarray] | None = None
+) -> list[Measurement]:
+    """The two passes of each of ``directions``' groups, one call at a time, on ``params`` (copies of x, w and b
+    that this thread alone changes; the engine's own by default)."""
+    return [engine._measure(group, engine.eps, params) for group in groups]
+
+
+def taken(engine: Engine, groups: list[Group]) -> list[np.ndarray]:
+    """Per group of ``directions``, the step actually taken along its direction, ``(θ⁺ − θ⁻)/2ε`` (flat)."""
+    steps = [engine._steps(group, engine.eps, engine._params)[2:] for group in groups]
+    return [(plus.astype(np.float64) - minus.astype(np.float64)) / (2.0 * engine.eps) for plus, minus in steps]
+
+
+def along(
+    engine: Engine,
+    groups: list[Group],
+    analytic: np.ndarray,
+    analytic_noise: np.ndarray | Callable[[np.ndarray], float],
+    measured: list[Measurement],
+    steps: list[np.ndarray] | None = None,
+) -> Estimate:
+    """The estimate of ``directions``' groups (one tensor) from their measurements, in the groups' order
+    (``steps``: ``taken(engine, groups)``, when already had)."""
+    est = projected(groups[0].tensor, analytic, analytic_noise, taken(engine, groups) if steps is None else steps)
+    for p, m in enumerate(measured):
+        engine._store(est, np.array([p]), m)
+    return est
 
 
 def projected(
