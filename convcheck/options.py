@@ -122,6 +122,23 @@ class _BuiltOnDemand(MutableMapping[str, Any]):
         return TyperCommand(name, help=text, short_help=info.short_help, hidden=info.hidden, deprecated=info.deprecated)
 
 
+class Command(TyperCommand):
+    """A command whose usage line shows an argument that takes any number of values as ``[NAME]...`` (optional)
+    or ``NAME...``, as click does, whichever Typer version builds it (some leave the dots out when the argument
+    has a metavar)."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name != "argument":
+                pieces += param.get_usage_pieces(ctx)
+                continue
+            name = param.metavar or (param.name or "").upper()
+            piece = name if param.required else f"[{name}]"
+            pieces.append(piece + ("..." if param.nargs != 1 else ""))
+        return pieces
+
+
 Function = TypeVar("Function", bound=Callable[..., Any])
 
 
@@ -137,7 +154,7 @@ class Commands:
             # The group's settings, as Typer would hand them to a command of its own: plain help (no Rich
             # markup), no completion options of its own, no pretty tracebacks.
             one = typer.Typer(rich_markup_mode=None, add_completion=False, pretty_exceptions_enable=False)
-            one.command(**settings)(function)
+            one.command(cls=Command, **settings)(function)
             (info,) = one.registered_commands
             self._apps[info.name or function.__name__.lower().replace("_", "-")] = one  # as Typer names it
             return function

@@ -9,7 +9,7 @@ import typer.main
 from typer.core import TyperGroup
 from typer.testing import CliRunner
 
-from convcheck import cli
+from convcheck import cli, options
 from convcheck.exitcodes import ExitCode
 
 COMMANDS = (cli.run, cli.validate, cli.init, cli.schema, cli.selftest)
@@ -17,7 +17,8 @@ COMMANDS = (cli.run, cli.validate, cli.init, cli.schema, cli.selftest)
 
 def plain_app() -> typer.Typer:
     """The reference: the same group and commands declared the plain Typer way (``@app.command()``, every
-    command built with the group, Typer's own group class)."""
+    command built with the group, Typer's own group class), each command of convcheck's command class (which
+    only writes the usage line's ``[CONFIG]...`` the same way whatever the Typer version)."""
     app = typer.Typer(
         name="convcheck",
         cls=TyperGroup,
@@ -30,7 +31,7 @@ def plain_app() -> typer.Typer:
     )
     app.callback()(cli.main)
     for function in COMMANDS:
-        app.command()(function)
+        app.command(cls=options.Command)(function)
     return app
 
 
@@ -67,3 +68,11 @@ def test_a_mistyped_command_is_suggested_and_a_missing_one_refused():
     assert "no such command 'rnu'. Did you mean 'run'?" in typo.stderr
     unknown = CliRunner().invoke(cli.app, ["frobnicate"], env={"NO_COLOR": "1"})
     assert unknown.exit_code == ExitCode.INVALID and "no such command 'frobnicate'" in unknown.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "usage"), [("run", "[CONFIG]..."), ("validate", "[CONFIG]..."), ("init", "[PATH]")]
+)
+def test_the_usage_line_marks_an_argument_of_many_values(command, usage):
+    text = shown(cli.app, [command, "--help"], 80)[1]
+    assert text.splitlines()[0] == f"Usage: convcheck {command} [OPTIONS] {usage}"
