@@ -84,6 +84,18 @@ def convcheck_command(root: Path) -> tuple[list[str], dict[str, str]]:
     return [PYTHON, "-m", "convcheck"], {**os.environ, "PYTHONPATH": str(root)}
 
 
+def compiled(env: dict[str, str], cache: str, *roots: Path) -> dict[str, str]:
+    """``env`` for processes that read compiled bytecode, as an installed package's do (pip compiles at install):
+    the trees at ``roots`` compiled now into the folder ``cache`` (nothing written into a source tree), whatever
+    PYTHONDONTWRITEBYTECODE says. Without it each process of a run would compile every module it imports from
+    source, and a tree whose workers import convcheck anew would pay it once per worker."""
+    env = {key: value for key, value in env.items() if key != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = cache
+    for root in roots:
+        subprocess.run([PYTHON, "-m", "compileall", "-q", str(root / "convcheck")], env=env, check=True)
+    return env
+
+
 # -- timing ----------------------------------------------------------------------------------------------------
 
 
@@ -643,8 +655,7 @@ def bench_startup(rounds: int) -> list[Row]:
     # written into the source tree), filled by one untimed run of each, whatever PYTHONDONTWRITEBYTECODE says.
     with tempfile.TemporaryDirectory() as cache:
         prefix, env = convcheck_command(ROOT)
-        env = {key: value for key, value in env.items() if key != "PYTHONDONTWRITEBYTECODE"}
-        env["PYTHONPYCACHEPREFIX"] = cache
+        env = compiled(env, cache)
         commands = {
             "convcheck --help": ([*prefix, "--help"], env),
             "import numpy, typer, rich, yaml": ([PYTHON, "-c", "import numpy, typer, rich, yaml"], env),
@@ -744,6 +755,7 @@ def _sweep_cpu(rounds: int, baseline: str, step: int = 5) -> list[Row]:
         trees = {"this tree": ROOT, **({} if before is None else {baseline: before})}
         best, count = dict.fromkeys(trees, float("inf")), 0
         env = {**os.environ, **dict.fromkeys(parallel.BLAS_THREAD_VARIABLES, "1")}
+        env = compiled(env, str(Path(folder) / "bytecode"), *trees.values())
         for _ in range(max(2, rounds)):
             for name, tree in trees.items():
                 probe = CHECK_CPU_PROBE.format(root=str(tree), config=str(config), step=step)
@@ -799,13 +811,17 @@ def _sweep(name: str, text: str, rounds: int, baseline: str, jobs: tuple[int, ..
         config = Path(folder) / f"{name}.yaml"
         config.write_text(text)
         count = _count_checks(config)
+        before, why = _extract(baseline, Path(folder) / "baseline")
+        cache = str(Path(folder) / "bytecode")
+        compiled(dict(os.environ), cache, ROOT, *([] if before is None else [before]))
         commands = {}
         for n in jobs:
             prefix, env = convcheck_command(ROOT)
+            env = compiled(env, cache)
             commands[f"--jobs {n}"] = ([*prefix, "run", str(config), "--jobs", str(n), "--quiet"], env)
-        before, why = _extract(baseline, Path(folder) / "baseline")
         if before is not None:
             prefix, env = convcheck_command(before)
+            env = compiled(env, cache)
             commands["baseline --jobs 2"] = ([*prefix, "run", str(config), "--jobs", "2", "--quiet"], env)
         try:
             best = command_best(commands, rounds)
