@@ -18,8 +18,7 @@ import numpy as np
 from convcheck.layer import MatrixConvLayer
 from convcheck.numeric import Engine, Estimate, NotLocalError, entrywise_passes, grouped_passes
 from convcheck.numeric.audit import AUDIT_ENTRIES, audit_entries, disagreement
-from convcheck.numeric.engine import along, directions, measure_directions, taken
-from convcheck.numeric.reduce import Measurement
+from convcheck.numeric.engine import Projection, along, directions, measure_directions, taken
 from convcheck.parallel import Beside
 from convcheck.results import Note, NoteKind, Tensor, Tolerance
 from convcheck.spec import Activation, CheckSpec, Method
@@ -193,7 +192,7 @@ def directional(
                 bound = bound.with_spread(v)
             bounds[t] = bound
 
-    def others() -> list[list[Measurement]]:
+    def others() -> list[list[Projection]]:
         measured = [measure_directions(engine, groups[t], params) for t in (Tensor.WEIGHTS, Tensor.BIAS)]
         spread(Tensor.WEIGHTS)
         return measured

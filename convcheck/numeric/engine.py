@@ -15,7 +15,10 @@ If they do, the forward is not local (not a convolution) and the caller falls ba
 
 Kinks (``numeric.reduce``): an entry fed by outputs whose perturbation crossed an activation kink is judged against
 the interval its one-sided differences span; entries whose verdict hinges on a crossing are re-measured once with
-a step 16× smaller; what still straddles is counted as a kink.
+a step 16× smaller; what still straddles is counted as a kink. A projection (``directional``) steps every entry
+of a tensor, so some output almost always crosses, and its interval is then far wider than its rounding noise;
+a crossed projection is re-measured with steps 16× shorter each, a bounded number of times, until no output
+crosses (``shortened``).
 
 Speed. The forward passes dominate; around them each group costs a few passes over ``out``-sized arrays. Groups are
 independent, so with ``workers > 1`` they are measured on that many threads (``convcheck.parallel``), each with its
@@ -60,6 +63,9 @@ ManyFn = Callable[[list[np.ndarray], list[Point]], Answer]
 Steps = tuple[np.ndarray | slice, np.ndarray, np.ndarray, np.ndarray]
 
 RETRY_SHRINK = 16.0  # step reduction when re-measuring entries that straddled a kink
+#: Most times a crossed projection's step is shortened (by ``RETRY_SHRINK`` each: down to ε/65536); the rounding
+#: noise grows by as much each time, so ``shortened`` usually stops earlier.
+PROJECTION_RETRIES = 4
 
 
 @dataclass(frozen=True)
@@ -413,8 +419,13 @@ class Engine:
         groups = directions(self, tensor, projections, rng)
         # A few projections of the whole tensor: one thread, BLAS on every core (threads measured no faster here;
         # ``methods.directional`` runs whole tensors side by side instead).
-        measured = [m for _, m in self._measure_all(groups, self.eps, threads=False)]
+        first = [m for _, m in self._measure_all(groups, self.eps, threads=False)]
+        measured = [shortened(self._measure_one, group, m, self.eps) for group, m in zip(groups, first, strict=True)]
         return along(self, groups, analytic, analytic_noise, measured)
+
+    def _measure_one(self, group: Group, eps: float) -> Measurement:
+        """One group's measurement at ``eps``, by the way ``_measure_all`` takes (``many`` when there is one)."""
+        return next(m for _, m in self._measure_all([group], eps, threads=False))
 
 
 def directions(engine: Engine, tensor: Tensor | int, projections: int, rng: np.random.Generator) -> list[Group]:
@@ -427,18 +438,75 @@ def directions(engine: Engine, tensor: Tensor | int, projections: int, rng: np.r
     ]
 
 
-def measure_directions(
-    engine: Engine, groups: list[Group], params: list[np.ndarray] | None = None
-) -> list[Measurement]:
-    """The two passes of each of ``directions``' groups, one call at a time, on ``params`` (copies of x, w and b
-    that this thread alone changes; the engine's own by default)."""
-    return [engine._measure(group, engine.eps, params) for group in groups]
+@dataclass(frozen=True)
+class Projection:
+    """One direction's measurement and the step ``eps`` it was taken with (shorter than the engine's when the
+    engine's crossed a kink: ``shortened``)."""
+
+    measurement: Measurement
+    eps: float
 
 
-def taken(engine: Engine, groups: list[Group]) -> list[np.ndarray]:
-    """Per group of ``directions``, the step actually taken along its direction, ``(θ⁺ − θ⁻)/2ε`` (flat)."""
-    steps = [engine._steps(group, engine.eps, engine._params)[2:] for group in groups]
-    return [(plus.astype(np.float64) - minus.astype(np.float64)) / (2.0 * engine.eps) for plus, minus in steps]
+def shortened(
+    measure: Callable[[Group, float], Measurement], group: Group, first: Measurement, eps: float
+) -> Projection:
+    """A projection along ``group`` measured at ``eps`` (``first``), re-measured by ``measure(group, step)`` at
+    steps ``RETRY_SHRINK`` times shorter each while an output crosses a kink: the measurement with the narrowest
+    band it is judged by.
+
+    Why. A projection steps every entry of the tensor at once, so on a ReLU layer some pre-activation almost
+    always crosses 0 (every weights projection of the layer of configs/textbook.yaml, at seeds 0-2), and the
+    projection is then judged against the interval its crossed outputs' one-sided differences span, there
+    10⁴–10⁵ times its rounding noise: a weights gradient 1% off passed inside it at seed 2. The pre-activations
+    are linear along one tensor's direction, so an output that crosses within a step ``ε/16`` crosses within
+    ``ε`` too: a shorter step crosses at fewer outputs (about 16× fewer) and none once it is shorter than the
+    nearest kink's distance, and its central difference is then a plain derivative, judged with no interval.
+
+    The band an analytic value may fall in is ``[lo, hi]`` widened by ``SAFETY·noise`` on each side; the noise
+    grows like ``1/step``. Shortening stops when no output crosses, when the shorter step's band (noise alone)
+    would be no narrower than the current one (rounding dominates), when a shorter step did not narrow the band
+    (a kink at the point itself, as integer data puts many: its one-sided differences do not depend on the step,
+    and no step leaves it), or after ``PROJECTION_RETRIES`` shorter steps. Two passes per shorter step, and none
+    for a projection that crossed nothing (its measurement is ``first``, unchanged).
+    """
+    current = Projection(first, eps)
+    for _ in range(PROJECTION_RETRIES):
+        noise = float(current.measurement.noise[0])
+        if current.measurement.crossed[0] == 0 or 2.0 * SAFETY * noise * RETRY_SHRINK >= _band(current.measurement):
+            break
+        step = current.eps / RETRY_SHRINK
+        shorter = Projection(measure(group, step), step)
+        if _band(shorter.measurement) >= _band(current.measurement):
+            break
+        current = shorter
+    return current
+
+
+def _band(m: Measurement) -> float:
+    """The width of the band a projection's analytic value may fall in, by its numeric side alone."""
+    return float(m.hi[0] - m.lo[0]) + 2.0 * SAFETY * float(m.noise[0])
+
+
+def measure_directions(engine: Engine, groups: list[Group], params: list[np.ndarray] | None = None) -> list[Projection]:
+    """The two passes of each of ``directions``' groups (and, where a kink was crossed, those of its shorter steps:
+    ``shortened``), one call at a time, on ``params`` (copies of x, w and b that this thread alone changes; the
+    engine's own by default)."""
+
+    def measure(group: Group, eps: float) -> Measurement:
+        return engine._measure(group, eps, params)
+
+    return [shortened(measure, group, measure(group, engine.eps), engine.eps) for group in groups]
+
+
+def taken(engine: Engine, groups: list[Group], eps: list[float] | None = None) -> list[np.ndarray]:
+    """Per group of ``directions``, the step actually taken along its direction, ``(θ⁺ − θ⁻)/2ε`` (flat), at the
+    engine's ``eps`` or at each group's own (``eps``: one per group)."""
+    steps_eps = [engine.eps] * len(groups) if eps is None else eps
+    steps = [engine._steps(group, step, engine._params)[2:] for group, step in zip(groups, steps_eps, strict=True)]
+    return [
+        (plus.astype(np.float64) - minus.astype(np.float64)) / (2.0 * step)
+        for (plus, minus), step in zip(steps, steps_eps, strict=True)
+    ]
 
 
 def along(
@@ -446,14 +514,21 @@ def along(
     groups: list[Group],
     analytic: np.ndarray,
     analytic_noise: np.ndarray | Callable[[np.ndarray], float],
-    measured: list[Measurement],
+    measured: list[Projection],
     steps: list[np.ndarray] | None = None,
 ) -> Estimate:
     """The estimate of ``directions``' groups (one tensor) from their measurements, in the groups' order
-    (``steps``: ``taken(engine, groups)``, when already had)."""
-    est = projected(groups[0].tensor, analytic, analytic_noise, taken(engine, groups) if steps is None else steps)
-    for p, m in enumerate(measured):
-        engine._store(est, np.array([p]), m)
+    (``steps``: ``taken(engine, groups)`` at the engine's step, when already had; a projection measured at a
+    shorter step projects the analytic gradient onto the step it took there)."""
+    steps_taken = list(taken(engine, groups) if steps is None else steps)
+    shorter = [p for p, projection in enumerate(measured) if projection.eps != engine.eps]
+    if shorter:
+        retaken = taken(engine, [groups[p] for p in shorter], [measured[p].eps for p in shorter])
+        for p, step in zip(shorter, retaken, strict=True):
+            steps_taken[p] = step
+    est = projected(groups[0].tensor, analytic, analytic_noise, steps_taken)
+    for p, projection in enumerate(measured):
+        engine._store(est, np.array([p]), projection.measurement)
     return est
 
 
