@@ -7,10 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from convcheck.bugs import CATALOGUE
 from convcheck.checker import run_check
 from convcheck.data import integer_data
-from convcheck.layer import MatrixConvLayer
+from convcheck.layer import MatrixCache, MatrixConvLayer
 from convcheck.numeric import engine
+from convcheck.protocol import ConvLayer
 from convcheck.results import CheckResult, TensorResult
 from convcheck.spec import Activation, CheckSpec, ConvShape, Method
 
@@ -19,7 +21,7 @@ TEXTBOOK = ConvShape(8, 32, 48, 16, 32, 3, 1, 1)
 SEEDS = (0, 1, 2)
 
 
-def quick(seed: int, layer: MatrixConvLayer | None = None) -> CheckResult:
+def quick(seed: int, layer: ConvLayer | None = None) -> CheckResult:
     return run_check(CheckSpec("textbook", TEXTBOOK, Activation.RELU, Method.DIRECTIONAL, seed=seed), layer=layer)
 
 
@@ -29,13 +31,14 @@ def by_name(result: CheckResult) -> dict[str, TensorResult]:
 
 class ScaledWeightsGradient(MatrixConvLayer):
     """A backward whose dw is off by a constant factor (a wrong normalisation): an error of ``|factor − 1|`` of the
-    weights projection, thousands of times its rounding noise, but smaller than a crossed projection's interval."""
+    weights projection, thousands of times its rounding noise, yet at seed 2 inside the interval the crossed
+    outputs span at the engine's step."""
 
     def __init__(self, factor: float) -> None:
         super().__init__(TEXTBOOK.stride, TEXTBOOK.padding, Activation.RELU)
         self.factor = factor
 
-    def backward(self, dout: np.ndarray, cache: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def backward(self, dout: np.ndarray, cache: MatrixCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         dx, dw, db = super().backward(dout, cache)
         return dx, dw * self.factor, db
 
@@ -43,7 +46,7 @@ class ScaledWeightsGradient(MatrixConvLayer):
 @pytest.mark.parametrize("seed", SEEDS)
 def test_a_crossed_projection_is_judged_by_a_central_difference_at_a_shorter_step(
     seed: int, monkeypatch: pytest.MonkeyPatch
-):
+) -> None:
     shortened = quick(seed)
     assert shortened.passed, shortened.gradients
     assert {name: g.kinks for name, g in by_name(shortened).items()} == {"input": 0, "weights": 0, "bias": 0}
@@ -58,7 +61,9 @@ def test_a_crossed_projection_is_judged_by_a_central_difference_at_a_shorter_ste
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_projections_that_cross_nothing_are_measured_as_at_the_engines_step(seed: int, monkeypatch: pytest.MonkeyPatch):
+def test_projections_that_cross_nothing_are_measured_as_at_the_engines_step(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     shortened = by_name(quick(seed))
     monkeypatch.setattr(engine, "PROJECTION_RETRIES", 0)
     at_eps = by_name(quick(seed))
@@ -71,7 +76,7 @@ def test_projections_that_cross_nothing_are_measured_as_at_the_engines_step(seed
 
 
 @pytest.mark.parametrize("factor", [0.99, 1.01])
-def test_a_weights_gradient_one_percent_off_fails_the_quick_tier_at_every_seed(factor: float):
+def test_a_weights_gradient_one_percent_off_fails_the_quick_tier_at_every_seed(factor: float) -> None:
     """At the engine's step, one of these six checks passed: its error fell inside the crossed projection's
     interval (``test_a_crossed_projection_is_judged_by_a_central_difference_at_a_shorter_step`` shows the
     crossing)."""
@@ -80,7 +85,18 @@ def test_a_weights_gradient_one_percent_off_fails_the_quick_tier_at_every_seed(f
         assert {name for name, g in by_name(result).items() if not g.passed} == {"weights"}, (seed, result.gradients)
 
 
-def test_kinks_at_the_point_stop_the_shorter_steps_after_one(monkeypatch: pytest.MonkeyPatch):
+def test_a_planted_weights_bug_the_crossed_interval_hid_fails_the_quick_tier_as_it_fails_the_full_check() -> None:
+    """A transposed dW changes the weights projection by far less than the interval of its crossed outputs at the
+    engine's step (seed 0), though by far more than its rounding noise."""
+    bug = next(bug for bug in CATALOGUE if bug.id == "weights-product-transposed")
+    spec = CheckSpec("textbook", TEXTBOOK, Activation.RELU, Method.FULL, seed=0)
+    full = run_check(spec, layer=bug.make(TEXTBOOK.stride, TEXTBOOK.padding, Activation.RELU))
+    assert {g.name for g in full.gradients if not g.passed} == {"weights"}, full.gradients
+    found = quick(0, bug.make(TEXTBOOK.stride, TEXTBOOK.padding, Activation.RELU))
+    assert {g.name for g in found.gradients if not g.passed} == {"weights"}, found.gradients
+
+
+def test_kinks_at_the_point_stop_the_shorter_steps_after_one(monkeypatch: pytest.MonkeyPatch) -> None:
     """Integer data puts pre-activations exactly on ReLU's kink: no step leaves them, a shorter one does not narrow
     the interval, and the projection stays judged by its interval after one shorter step (two passes)."""
     spec = CheckSpec("integer", TEXTBOOK, Activation.RELU, Method.DIRECTIONAL, seed=0)
