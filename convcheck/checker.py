@@ -16,7 +16,6 @@ import numpy as np
 from convcheck import parallel, reference
 from convcheck.compare import judge, judge_forward
 from convcheck.data import CheckData, make_data
-from convcheck.diagnosis import diagnose
 from convcheck.layer import MatrixConvLayer, output_function, stacked_groups
 from convcheck.methods import (
     ProjectionBound,
@@ -409,4 +408,8 @@ def _finish(
     )
     if ok:
         return result
+    # Imported here: the rules and the catalogue of bugs they compare with are a sixth of a command's start-up,
+    # and only a check that fails needs them.
+    from convcheck.diagnosis import diagnose
+
     return dataclasses.replace(result, diagnosis=diagnose(result))

@@ -234,7 +234,7 @@ def _run(options: RunOptions) -> None:
     with handled() as signals:  # SIGINT, SIGTERM, SIGHUP: stop the checks, never the results' output
         specs = _checked_specs(options, err)
         from convcheck.batch.local import run_batch, start_workers  # imports numpy: only now that checks will run
-        from convcheck.diagnosis.batch import with_batch_hints
+        from convcheck.results import Status
 
         report: Callable[[int], None] = _unsupervised
         if options.in_process:
@@ -270,8 +270,12 @@ def _run(options: RunOptions) -> None:
                 )
         if signals.received is not None and not batch.interrupted:
             batch = replace(batch, interrupted=True)
-        # Hints only a whole batch can give (e.g. the geometric condition shared by the checks a layer crashed on).
-        batch = replace(batch, results=tuple(with_batch_hints(batch.results)))
+        # Hints only a whole batch can give: the geometric condition shared by the checks a layer crashed on. Only
+        # crashed checks get one, so the diagnosis rules (a sixth of a run's start-up) load only after a crash.
+        if any(result.status is Status.ERROR for result in batch.results):
+            from convcheck.diagnosis.batch import with_batch_hints
+
+            batch = replace(batch, results=tuple(with_batch_hints(batch.results)))
         written = _show(batch, options, out, err)
     if batch.interrupted or signals.received is not None:  # a signal while the results printed counts too
         cause = f" ({signals.name})" if signals.received is not None else ""
@@ -313,7 +317,6 @@ def _checked_specs(options: RunOptions, err: Console) -> list[CheckSpec]:
 def _show(batch: BatchOutcome, options: RunOptions, out: Console, err: Console) -> bool:
     """The table and panels, the PNG heatmaps, the JSON and JUnit files, and the CI annotations; False when a
     file could not be written (each failure is printed, and the other files are still written)."""
-    from convcheck.render import annotations
     from convcheck.render.base import Run
     from convcheck.render.panels import print_results
 
@@ -345,6 +348,8 @@ def _show(batch: BatchOutcome, options: RunOptions, out: Console, err: Console) 
     written = _write_outputs(results, run_info, options, err) and written
     github = options.annotate is Annotate.GITHUB
     if github or (options.annotate is Annotate.AUTO and os.environ.get("GITHUB_ACTIONS") == "true"):
+        from convcheck.render import annotations
+
         text = annotations.render(results, run_info)
         if text:
             typer.echo(text, err=options.json_only, nl=False)
@@ -390,13 +395,15 @@ def _progress(console: Console, total: int, *, enabled: bool) -> Iterator[Callab
 
 def _write_outputs(results: list[CheckResult], run_info: Run, options: RunOptions, err: Console) -> bool:
     """``--json`` (to stdout, or a file), ``--junit`` and ``--html``; False when a file could not be written."""
+    files = {"json": None if options.json_only else options.json_path, "junit": options.junit, "html": options.html}
+    if not options.json_only and all(path is None for path in files.values()):
+        return True  # nothing asked for: the writers (and the XML and HTML libraries) are not even imported
     from convcheck.render import json
     from convcheck.render.documents import write_documents
 
     if options.json_only:
         sys.stdout.write(json.render(results, run_info))
         sys.stdout.flush()
-    files = {"json": None if options.json_only else options.json_path, "junit": options.junit, "html": options.html}
     failures = write_documents(results, run_info, files)  # checked before the run, but a disk can fill up
     for exc in failures:
         err.print(f"could not write {exc.filename or 'the output'}: {exc.strerror or exc}", markup=False)
