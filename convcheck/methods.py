@@ -18,7 +18,8 @@ import numpy as np
 from convcheck.layer import MatrixConvLayer
 from convcheck.numeric import Engine, Estimate, NotLocalError, entrywise_passes, grouped_passes
 from convcheck.numeric.audit import AUDIT_ENTRIES, audit_entries, disagreement
-from convcheck.numeric.engine import Projection, along, directions, measure_directions, taken
+from convcheck.numeric.engine import along, directions, measure_directions, taken
+from convcheck.numeric.kinks import Projection
 from convcheck.parallel import Beside
 from convcheck.results import Note, NoteKind, Tensor, Tolerance
 from convcheck.spec import Activation, CheckSpec, Method

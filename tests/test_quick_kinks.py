@@ -1,5 +1,5 @@
 """The quick tier (``directional``) on ReLU layers: a projection that crosses a kink is measured again with a shorter
-step (``numeric.engine.shortened``) and judged by a plain central difference, not by the interval its one-sided
+step (``numeric.kinks.shortened``) and judged by a plain central difference, not by the interval its one-sided
 differences span; projections that cross nothing are measured exactly as before."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from convcheck.bugs import CATALOGUE
 from convcheck.checker import run_check
 from convcheck.data import integer_data
 from convcheck.layer import MatrixCache, MatrixConvLayer
-from convcheck.numeric import engine
+from convcheck.numeric import kinks
 from convcheck.protocol import ConvLayer
 from convcheck.results import CheckResult, TensorResult
 from convcheck.spec import Activation, CheckSpec, ConvShape, Method
@@ -50,8 +50,8 @@ def test_a_crossed_projection_is_judged_by_a_central_difference_at_a_shorter_ste
     shortened = quick(seed)
     assert shortened.passed, shortened.gradients
     assert {name: g.kinks for name, g in by_name(shortened).items()} == {"input": 0, "weights": 0, "bias": 0}
-    retries = engine.PROJECTION_RETRIES
-    monkeypatch.setattr(engine, "PROJECTION_RETRIES", 0)  # every projection judged at the engine's step
+    retries = kinks.PROJECTION_RETRIES
+    monkeypatch.setattr(kinks, "PROJECTION_RETRIES", 0)  # every projection judged at the engine's step
     at_eps = quick(seed)
     assert at_eps.passed and by_name(at_eps)["weights"].kinks == 1, at_eps.gradients
     # two passes per shorter step, and only where the engine's step crossed
@@ -65,7 +65,7 @@ def test_projections_that_cross_nothing_are_measured_as_at_the_engines_step(
     seed: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shortened = by_name(quick(seed))
-    monkeypatch.setattr(engine, "PROJECTION_RETRIES", 0)
+    monkeypatch.setattr(kinks, "PROJECTION_RETRIES", 0)
     at_eps = by_name(quick(seed))
     uncrossed = [name for name, g in at_eps.items() if g.kinks == 0]
     assert uncrossed, at_eps
@@ -104,7 +104,7 @@ def test_kinks_at_the_point_stop_the_shorter_steps_after_one(monkeypatch: pytest
     assert result.passed, result.gradients
     crossed = [g.name for g in result.gradients if g.kinks]
     assert crossed, result.gradients
-    monkeypatch.setattr(engine, "PROJECTION_RETRIES", 0)
+    monkeypatch.setattr(kinks, "PROJECTION_RETRIES", 0)
     at_eps = run_check(spec, data=integer_data(spec))
     assert [g.name for g in at_eps.gradients if g.kinks] == crossed
     assert result.forward_passes == at_eps.forward_passes + 2 * len(crossed)

@@ -18,7 +18,7 @@ the interval its one-sided differences span; entries whose verdict hinges on a c
 a step 16× smaller; what still straddles is counted as a kink. A projection (``directional``) steps every entry
 of a tensor, so some output almost always crosses, and its interval is then far wider than its rounding noise;
 a crossed projection is re-measured with steps 16× shorter each, a bounded number of times, until no output
-crosses (``shortened``).
+crosses (``numeric.kinks``).
 
 Speed. The forward passes dominate; around them each group costs a few passes over ``out``-sized arrays. Groups are
 independent, so with ``workers > 1`` they are measured on that many threads (``convcheck.parallel``), each with its
@@ -47,6 +47,7 @@ from convcheck import parallel
 from convcheck.bits import same_bits
 from convcheck.numeric.fanout import Point
 from convcheck.numeric.groups import Group, Ownership, single_entry_groups, tensor_groups
+from convcheck.numeric.kinks import RETRY_SHRINK, Projection, shortened
 from convcheck.numeric.reduce import Measurement, NotLocalError, Reductions, exact_many
 from convcheck.results import Tensor
 from convcheck.spec import Activation, ConvShape
@@ -61,11 +62,6 @@ ForwardFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 Answer = list[np.ndarray] | np.ndarray | Callable[[], list[np.ndarray] | None] | None
 ManyFn = Callable[[list[np.ndarray], list[Point]], Answer]
 Steps = tuple[np.ndarray | slice, np.ndarray, np.ndarray, np.ndarray]
-
-RETRY_SHRINK = 16.0  # step reduction when re-measuring entries that straddled a kink
-#: Most times a crossed projection's step is shortened (by ``RETRY_SHRINK`` each: down to ε/65536); the rounding
-#: noise grows by as much each time, so ``shortened`` usually stops earlier.
-PROJECTION_RETRIES = 4
 
 
 @dataclass(frozen=True)
@@ -436,55 +432,6 @@ def directions(engine: Engine, tensor: Tensor | int, projections: int, rng: np.r
         Group(tensor, entries, Ownership.ALL, direction=rng.standard_normal(size), span=span)
         for _ in range(projections)
     ]
-
-
-@dataclass(frozen=True)
-class Projection:
-    """One direction's measurement and the step ``eps`` it was taken with (shorter than the engine's when the
-    engine's crossed a kink: ``shortened``)."""
-
-    measurement: Measurement
-    eps: float
-
-
-def shortened(
-    measure: Callable[[Group, float], Measurement], group: Group, first: Measurement, eps: float
-) -> Projection:
-    """A projection along ``group`` measured at ``eps`` (``first``), re-measured by ``measure(group, step)`` at
-    steps ``RETRY_SHRINK`` times shorter each while an output crosses a kink: the measurement with the narrowest
-    band it is judged by.
-
-    Why. A projection steps every entry of the tensor at once, so on a ReLU layer some pre-activation almost
-    always crosses 0 (every weights projection of the layer of configs/textbook.yaml, at seeds 0-2), and the
-    projection is then judged against the interval its crossed outputs' one-sided differences span, there
-    10⁴–10⁵ times its rounding noise: a weights gradient 1% off passed inside it at seed 2. The pre-activations
-    are linear along one tensor's direction, so an output that crosses within a step ``ε/16`` crosses within
-    ``ε`` too: a shorter step crosses at fewer outputs (about 16× fewer) and none once it is shorter than the
-    nearest kink's distance, and its central difference is then a plain derivative, judged with no interval.
-
-    The band an analytic value may fall in is ``[lo, hi]`` widened by ``SAFETY·noise`` on each side; the noise
-    grows like ``1/step``. Shortening stops when no output crosses, when the shorter step's band (noise alone)
-    would be no narrower than the current one (rounding dominates), when a shorter step did not narrow the band
-    (a kink at the point itself, as integer data puts many: its one-sided differences do not depend on the step,
-    and no step leaves it), or after ``PROJECTION_RETRIES`` shorter steps. Two passes per shorter step, and none
-    for a projection that crossed nothing (its measurement is ``first``, unchanged).
-    """
-    current = Projection(first, eps)
-    for _ in range(PROJECTION_RETRIES):
-        noise = float(current.measurement.noise[0])
-        if current.measurement.crossed[0] == 0 or 2.0 * SAFETY * noise * RETRY_SHRINK >= _band(current.measurement):
-            break
-        step = current.eps / RETRY_SHRINK
-        shorter = Projection(measure(group, step), step)
-        if _band(shorter.measurement) >= _band(current.measurement):
-            break
-        current = shorter
-    return current
-
-
-def _band(m: Measurement) -> float:
-    """The width of the band a projection's analytic value may fall in, by its numeric side alone."""
-    return float(m.hi[0] - m.lo[0]) + 2.0 * SAFETY * float(m.noise[0])
 
 
 def measure_directions(engine: Engine, groups: list[Group], params: list[np.ndarray] | None = None) -> list[Projection]:
