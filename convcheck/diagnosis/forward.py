@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from convcheck import activation as act
+from convcheck.diagnosis.axes import shifts
 from convcheck.diagnosis.evidence import FORWARD_SLACK, MIN_EVIDENCE, Evidence
 from convcheck.diagnosis.wording import offset
 from convcheck.results import Hint
@@ -199,8 +200,6 @@ def _index(parts: list[str] | tuple[str, ...]) -> str:
 
 
 def _shifts(dims: int) -> list[tuple[int, ...]]:
-    """Offsets by one position tried for a shifted output: along all axes together (+1 then −1), then along
-    each axis alone; on 2-D the order the hint rules always used, (1, 1), (−1, −1), (1, 0), (0, 1), … ."""
-    together = [(1,) * dims, (-1,) * dims]
-    alone = [tuple(sign if a == axis else 0 for a in range(dims)) for sign in (1, -1) for axis in range(dims)]
-    return list(dict.fromkeys(together + alone))
+    """The offsets a shifted output is tried at: one position only, as a window that starts one row early or late
+    gives, along all axes together (+1 then −1), then along each axis alone."""
+    return shifts(dims)
