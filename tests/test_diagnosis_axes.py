@@ -1,12 +1,17 @@
-"""The per-axis helpers the forward and gradient rules share (``convcheck.diagnosis.axes``)."""
+"""The per-axis helpers the forward and gradient rules share (``convcheck.diagnosis.axes``), and the one reading of
+the weights in ``(c_in, *k)`` order that the forward rule, the dw rule and the planted bug all use."""
 
 from __future__ import annotations
 
-from hypothesis import given
+import numpy as np
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from convcheck.bugs.row_order import dw_read_channels_first
 from convcheck.diagnosis.axes import shifts
-from convcheck.diagnosis.forward import _shifts
+from convcheck.diagnosis.forward import _shifts, _weight_candidates
+from convcheck.spec import ConvShape
+from tests.strategies import nd_geometries
 
 
 @given(dims=st.integers(1, 3), farthest=st.integers(1, 4))
@@ -29,3 +34,18 @@ def test_the_forward_rule_tries_one_position_and_the_dx_rule_two_in_the_order_th
     assert _shifts(2) == shifts(2) == [(1, 1), (-1, -1), (1, 0), (0, 1), (-1, 0), (0, -1)]
     assert shifts(2, farthest=2) == [*shifts(2), (2, 2), (-2, -2)]
     assert [_shifts(dims) for dims in (1, 3)] == [shifts(1), shifts(3)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(shape=nd_geometries())
+def test_the_forward_rule_reads_the_weights_channels_first_as_the_planted_bug_does(shape: ConvShape) -> None:
+    """On every geometry (1-3 axes, non-square kernels, groups: ``w: (*k, C_in/g, C_out)``) the forward rule's
+    "row order" weights are ``dw_read_channels_first``'s, and that is each filter stored ``(c_in, *k)`` with the
+    channel axis then moved behind the kernel's: the same values, in the same layout, still a view of ``w``."""
+    w = np.random.default_rng(0).standard_normal(shape.w_shape)
+    *kernel, c_in, c_out = w.shape
+    moved = np.moveaxis(w.reshape(c_in, *kernel, c_out), 0, len(kernel))
+    candidate = {label: changed for label, _, changed in _weight_candidates(w)}["row order"]
+    for read in (candidate, dw_read_channels_first(w, w.shape)):
+        assert (read.shape, read.strides) == (moved.shape, moved.strides)
+        assert read.tobytes() == moved.tobytes() and np.shares_memory(read, w)

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from convcheck import activation as act
+from convcheck.bugs.row_order import dw_read_channels_first
 from convcheck.diagnosis.axes import shifts
 from convcheck.diagnosis.evidence import FORWARD_SLACK, MIN_EVIDENCE, Evidence
 from convcheck.diagnosis.wording import offset
@@ -29,9 +30,8 @@ def _weight_candidates(w: np.ndarray) -> list[tuple[str, str, np.ndarray]]:
     """The weights as three common forward mistakes read them, for ``w: (*k, C_in/g, C_out)`` of any number of
     spatial axes: the kernel flipped on every axis, each filter read in ``(c_in, *k)`` order, C_in and C_out
     swapped (``w.swapaxes`` reshaped back to w's shape)."""
-    *kernel, c_in, c_out = w.shape
-    dims = len(kernel)
-    taps = "(c_in, kh, kw)" if dims == 2 else f"(c_in, {', '.join(_TAPS[dims])})"
+    dims = w.ndim - 2
+    taps = f"(c_in, {', '.join(_TAPS[dims])})"
     rotated = {1: "reversed", 2: "rotated 180°"}.get(dims, "reversed on every axis")
     return [
         (
@@ -39,11 +39,7 @@ def _weight_candidates(w: np.ndarray) -> list[tuple[str, str, np.ndarray]]:
             f"the kernel {rotated} (a true convolution where a cross-correlation is wanted)",
             w[(slice(None, None, -1),) * dims],
         ),
-        (
-            "row order",
-            f"the weights read in {taps} order",
-            np.moveaxis(w.reshape(c_in, *kernel, c_out), 0, dims),
-        ),
+        ("row order", f"the weights read in {taps} order", dw_read_channels_first(w, w.shape)),
         ("channel order", "C_in and C_out swapped in the weights", w.swapaxes(-2, -1).reshape(w.shape)),
     ]
 
