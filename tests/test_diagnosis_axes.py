@@ -3,12 +3,14 @@ the weights in ``(c_in, *k)`` order that the forward rule, the dw rule and the p
 
 from __future__ import annotations
 
+import ast
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from convcheck.bugs.row_order import dw_read_channels_first
-from convcheck.diagnosis.axes import shifts
+from convcheck.diagnosis.axes import per_axis, shifts
 from convcheck.diagnosis.forward import _shifts, _weight_candidates
 from convcheck.spec import ConvShape
 from tests.strategies import nd_geometries
@@ -34,6 +36,18 @@ def test_the_forward_rule_tries_one_position_and_the_dx_rule_two_in_the_order_th
     assert _shifts(2) == shifts(2) == [(1, 1), (-1, -1), (1, 0), (0, 1), (-1, 0), (0, -1)]
     assert shifts(2, farthest=2) == [*shifts(2), (2, 2), (-2, -2)]
     assert [_shifts(dims) for dims in (1, 3)] == [shifts(1), shifts(3)]
+
+
+@given(
+    values=st.lists(st.integers(0, 99) | st.tuples(st.integers(0, 9), st.integers(0, 9)), min_size=1, max_size=3),
+    by=st.sampled_from(["x", "×"]),
+)
+def test_per_axis_prints_each_value_between_the_signs_and_a_pair_in_brackets(
+    values: list[int | tuple[int, int]], by: str
+) -> None:
+    text = per_axis(tuple(values), by)
+    assert " " not in text
+    assert [ast.literal_eval(part) for part in text.split(by)] == values
 
 
 @settings(max_examples=200, deadline=None)
