@@ -294,7 +294,7 @@ _helper_lock = threading.Lock()
 
 def _helper() -> ThreadPoolExecutor:
     """The one thread ``Beside`` runs calls on, made once and kept for the life of the process: the layer keeps
-    its buffers per thread (``layer._workspace``), and a thread made anew for every check would allocate and
+    its buffers per thread (``reuse.Workspace``), and a thread made anew for every check would allocate and
     page-fault them in anew (tens of megabytes a check)."""
     global _helper_pool
     with _helper_lock:

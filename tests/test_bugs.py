@@ -17,9 +17,10 @@ import pytest
 from convcheck import bugs, reference
 from convcheck.bugs import CATALOGUE, TENSOR_ORDER, PlantedBug, StepwiseLayer
 from convcheck.bugs.col2im import col2im_assign_by_window, col2im_variant
-from convcheck.layer import MatrixConvLayer, col2im
+from convcheck.layer import MatrixConvLayer
 from convcheck.selftest import DEFAULT_SWEEP, GEOMETRY_SWEEP, sweep_of
 from convcheck.spec import Activation, CheckSpec, ConvShape
+from convcheck.windows import col2im
 
 RTOL, ATOL = 1e-9, 1e-9
 

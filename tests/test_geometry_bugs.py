@@ -24,10 +24,11 @@ from convcheck.bugs.fold import fold_assigning, fold_variant, reads_input, rewir
 from convcheck.checker import run_check
 from convcheck.diagnosis import RULES
 from convcheck.diagnosis.evidence import Evidence
-from convcheck.layer import MatrixConvLayer, fold
+from convcheck.layer import MatrixConvLayer
 from convcheck.results import Status
 from convcheck.selftest import GEOMETRY_SWEEP, with_dtype
 from convcheck.spec import Activation, CheckSpec, ConvShape, DType, Method
+from convcheck.windows import fold
 
 ND_BUGS = tuple(bug for bug in CATALOGUE if bug.any_geometry)
 ND_HINTS = {bug.hint for bug in ND_BUGS}

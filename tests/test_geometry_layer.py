@@ -20,8 +20,9 @@ from strategies import nd_geometries
 
 from convcheck import reference
 from convcheck.geometry import Window, output_size, same_pads
-from convcheck.layer import MatrixConvLayer, fold, pad, unfold
+from convcheck.layer import MatrixConvLayer
 from convcheck.spec import Activation, ConvShape
+from convcheck.windows import fold, pad, unfold
 
 U64 = float(np.finfo(np.float64).eps) / 2
 PADS = st.integers(0, 3)

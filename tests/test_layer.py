@@ -18,8 +18,9 @@ from hypothesis import strategies as st
 from strategies import geometries
 
 from convcheck import reference
-from convcheck.layer import MatrixConvLayer, col2im, im2col, pad
+from convcheck.layer import MatrixConvLayer
 from convcheck.spec import Activation, ConvShape, output_size
+from convcheck.windows import col2im, im2col, pad
 
 
 def unit_roundoff(dtype: type) -> float:

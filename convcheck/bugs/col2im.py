@@ -22,7 +22,7 @@ def col2im_variant(
     place_stride: int | None = None,
     accumulate: bool = True,
 ) -> np.ndarray:
-    """col2im as in ``convcheck.layer``, then the padding crop, with the two knobs people get wrong exposed.
+    """col2im as in ``convcheck.windows``, then the padding crop, with the two knobs people get wrong exposed.
 
     Args:
         dcols: ``(R, k·k·C_in)``, ``R = N·OH·OW`` with ``OH``, ``OW`` from the layer's ``stride``.

@@ -2,7 +2,7 @@
 ``window`` and ``grouped`` families and the diagnosis hypotheses that name them.
 
 A planted bug and the hypothesis that names it must compute the same wrong gradient, so both call these. Shapes
-follow ``convcheck.layer``: ``dcols`` holds one row per window, ``(N·∏O, ∏k·C_in)`` with one group or
+follow ``convcheck.windows``: ``dcols`` holds one row per window, ``(N·∏O, ∏k·C_in)`` with one group or
 ``(g, N·∏O, ∏k·C_in/g)`` with ``g``, each row laid out ``(*kernel, c)``; ``dz: (N·∏O, C_out)``; the fold's result is
 the cropped input gradient ``x_shape = (N, *S, C_in)``. Along each axis window ``o`` starts at padded row ``o·s`` and
 its tap ``j`` reads padded row ``o·s + j·d``; the correct fold adds every row of ``dcols`` back there and crops
@@ -32,7 +32,7 @@ def fold_variant(
     kernel_read: Sequence[int] | None = None,
     crop: Sequence[int] | None = None,
 ) -> np.ndarray:
-    """The fold of ``convcheck.layer`` written as a loop over kernel offsets, with its four knobs exposed.
+    """The fold of ``convcheck.windows`` written as a loop over kernel offsets, with its four knobs exposed.
 
     Args:
         dcols: ``(R, ∏k·C)`` or ``(g, R, ∏k·C/g)`` as the layer's unfold lays it out.

@@ -10,8 +10,9 @@ import numpy as np
 from convcheck import activation as act
 from convcheck.bugs.fold import grouped_dw, split_groups
 from convcheck.geometry import Window
-from convcheck.layer import MatrixCache, MatrixConvLayer, col2im, fold
+from convcheck.layer import MatrixCache, MatrixConvLayer
 from convcheck.spec import Activation, ConvShape
+from convcheck.windows import col2im, fold
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,10 @@ from convcheck import reference
 from convcheck.bugs.col2im import col2im_variant
 from convcheck.data import make_data
 from convcheck.geometry import Window
-from convcheck.layer import im2col, pad
 from convcheck.results import CheckResult, ForwardResult, Hint, TensorResult
 from convcheck.spec import Activation, CheckSpec, ConvShape
 from convcheck.tolerance import SAFETY, resolve, rounding_sigma, unit_roundoff
+from convcheck.windows import im2col, pad
 
 #: The labels a hint starts with (``bugs.HINTS`` is the subset the planted-bug catalogue expects).
 LABELS = (

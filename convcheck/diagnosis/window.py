@@ -27,10 +27,10 @@ from convcheck.bugs.stepwise import StepwiseLayer
 from convcheck.diagnosis.axes import per_axis
 from convcheck.diagnosis.evidence import FORWARD_SLACK, MATCH_SLACK, Evidence, Gradient
 from convcheck.geometry import PaddingMode
-from convcheck.layer import fold
 from convcheck.results import Hint
 from convcheck.spec import ConvShape, DType
 from convcheck.tolerance import unit_roundoff
+from convcheck.windows import fold
 
 #: A prediction matches within the entry's tolerance plus this many units of roundoff of the prediction's largest
 #: entry: a wrong layer's entries can be large where the right gradient is 0 (its tolerance tiny), and a float32
