@@ -91,7 +91,17 @@ def test_validate_finds_impl_problems_without_running_user_code(tmp_path, name):
 
 
 def test_validate_accepts_the_examples_and_reports_a_missing_file(tmp_path):
-    assert invoke("validate", str(ROOT / "examples")).exit_code == ExitCode.OK
+    examples = invoke("validate", str(ROOT / "examples"))
+    missing = [name for name in ("torch", "jax") if importlib.util.find_spec(name) is None]
+    if not missing:
+        assert examples.exit_code == ExitCode.OK, examples.stderr
+    else:  # without the torch or jax extra, each framework example is refused in one line saying how to install it
+        assert examples.exit_code == ExitCode.INVALID
+        refused = [line for line in examples.stderr.splitlines() if ": impl.framework: " in line]
+        assert len(refused) == len(missing), examples.stderr
+        for name in missing:
+            assert any(f"{name} is not installed" in line and f"convcheck[{name}]" in line for line in refused)
+        assert examples.stderr.splitlines()[-1].startswith(f"{len(missing)} problem")
     config = tmp_path / "check.yaml"
     config.write_text(
         "impl: nothere.py\nbatch: 1\nin_height: 4\nin_width: 4\nin_depth: 1\nout_depth: 1\nfilter_size: 3\n"

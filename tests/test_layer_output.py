@@ -8,7 +8,6 @@ import threading
 import numpy as np
 import pytest
 from hypothesis import example, given, settings
-from hypothesis import strategies as st
 
 from convcheck import bugs, tolerance
 from convcheck.bugs.forward import ForwardMissingBias
@@ -16,17 +15,11 @@ from convcheck.bugs.stepwise import StepwiseLayer
 from convcheck.layer import MatrixConvLayer, output_function
 from convcheck.numeric import Engine
 from convcheck.spec import Activation, ConvShape, DType
-from tests.strategies import nd_geometries
+from tests.layer_draws import SEED_LIKE, arrays, layer_calls
 
 F64 = tolerance.resolve(DType.FLOAT64)
 U64 = tolerance.unit_roundoff(DType.FLOAT64)
 FIELDS = ("central", "lo", "hi", "crossed", "noise", "truncation", "measured")
-SEED_LIKE = ConvShape(2, 9, 7, 3, 4, 3, 1, 1)
-
-
-def arrays(shape: ConvShape, seed: int, dtype: type = np.float64) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return [rng.standard_normal(s).astype(dtype) for s in (shape.x_shape, shape.w_shape, shape.b_shape)]
 
 
 def assert_bits(got: np.ndarray, want: np.ndarray) -> None:
@@ -35,16 +28,11 @@ def assert_bits(got: np.ndarray, want: np.ndarray) -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(
-    shape=nd_geometries(max_size=8),
-    seed=st.integers(0, 2**32 - 1),
-    activation=st.sampled_from(list(Activation)),
-    dtype=st.sampled_from([np.float64, np.float32]),
-)
-@example(shape=SEED_LIKE, seed=0, activation=Activation.RELU, dtype=np.float64)
-@example(shape=ConvShape(1, 5, 5, 2, 3, 1, 2, 0), seed=1, activation=Activation.TANH, dtype=np.float64)
+@given(**layer_calls(max_size=8))
+@example(shape=SEED_LIKE, seed=0, activation=Activation.RELU, dtype=DType.FLOAT64)
+@example(shape=ConvShape(1, 5, 5, 2, 3, 1, 2, 0), seed=1, activation=Activation.TANH, dtype=DType.FLOAT64)
 def test_output_is_forwards_output_bit_for_bit_as_the_arrays_change_in_place(
-    shape: ConvShape, seed: int, activation: Activation, dtype: type
+    shape: ConvShape, seed: int, activation: Activation, dtype: DType
 ) -> None:
     layer = MatrixConvLayer.for_shape(shape, activation)
     x, w, b = arrays(shape, seed, dtype)
@@ -52,7 +40,7 @@ def test_output_is_forwards_output_bit_for_bit_as_the_arrays_change_in_place(
     # The engine's pattern: the same arrays, changed in place: x, then w, then b, then x back.
     for change in (None, (x, 0), (w, -1), (b, 0), (x, 0), (x, -1)):
         if change is not None and change[0].size:
-            change[0].reshape(-1)[change[1]] += dtype(0.25)
+            change[0].reshape(-1)[change[1]] += change[0].dtype.type(0.25)
         got = layer.output(x, w, b)
         assert_bits(got, layer.forward(x, w, b)[0])
         outputs.append(got)
@@ -61,7 +49,8 @@ def test_output_is_forwards_output_bit_for_bit_as_the_arrays_change_in_place(
 
 def test_output_follows_a_change_of_geometry_dtype_or_a_non_contiguous_input() -> None:
     small, other = ConvShape(1, 6, 6, 2, 3, 3, 1, 1), ConvShape(2, 5, 7, 2, 3, 2, 2, 0)
-    for shape, dtype in ((small, np.float64), (other, np.float64), (small, np.float32), (small, np.float64)):
+    f64, f32 = DType.FLOAT64, DType.FLOAT32
+    for shape, dtype in ((small, f64), (other, f64), (small, f32), (small, f64)):
         layer = MatrixConvLayer.for_shape(shape)
         x, w, b = arrays(shape, 3, dtype)
         assert_bits(layer.output(x, w, b), layer.forward(x, w, b)[0])

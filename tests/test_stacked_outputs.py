@@ -18,29 +18,17 @@ from convcheck.numeric import engine as engine_module
 from convcheck.numeric.fanout import Point
 from convcheck.results import TensorResult
 from convcheck.spec import Activation, ConvShape, DType
-from tests.strategies import nd_geometries
+from tests.layer_draws import SEED_LIKE, arrays, layer_calls
 
 FIELDS = ("analytic", "central", "lo", "hi", "crossed", "noise", "truncation", "measured", "analytic_noise")
-SEED_LIKE = ConvShape(2, 9, 7, 3, 4, 3, 1, 1)
 SWEEP_LIKE = ConvShape(4, 12, 16, 6, 8, 4, 2, 1)
 
 
-def arrays(shape: ConvShape, seed: int, dtype: type) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return [rng.standard_normal(s).astype(dtype) for s in (shape.x_shape, shape.w_shape, shape.b_shape)]
-
-
 @settings(max_examples=60, deadline=None)
-@given(
-    shape=nd_geometries(max_size=8),
-    seed=st.integers(0, 2**32 - 1),
-    activation=st.sampled_from(list(Activation)),
-    dtype=st.sampled_from([np.float64, np.float32]),
-    count=st.integers(1, 7),
-)
-@example(shape=SEED_LIKE, seed=0, activation=Activation.TANH, dtype=np.float64, count=5)
+@given(**layer_calls(max_size=8), count=st.integers(1, 7))
+@example(shape=SEED_LIKE, seed=0, activation=Activation.TANH, dtype=DType.FLOAT64, count=5)
 def test_each_stacked_point_is_outputs_bit_for_bit(
-    shape: ConvShape, seed: int, activation: Activation, dtype: type, count: int
+    shape: ConvShape, seed: int, activation: Activation, dtype: DType, count: int
 ) -> None:
     layer = MatrixConvLayer.for_shape(shape, activation)
     params = arrays(shape, seed, dtype)
@@ -51,7 +39,7 @@ def test_each_stacked_point_is_outputs_bit_for_bit(
         points = []
         for _ in range(count):
             where = np.sort(rng.choice(base.size, size=int(rng.integers(1, base.size + 1)), replace=False))
-            values = (base.reshape(-1)[where] + rng.standard_normal(where.size)).astype(dtype)
+            values = (base.reshape(-1)[where] + rng.standard_normal(where.size)).astype(dtype.value)
             points.append(Point(tensor, where, values))
         got = layer.outputs(params, points)
         assert got is not None and len(got) == count
@@ -67,7 +55,7 @@ def test_each_stacked_point_is_outputs_bit_for_bit(
 def test_outputs_declines_points_of_several_arguments_and_mixed_dtypes() -> None:
     shape = SEED_LIKE
     layer = MatrixConvLayer(1, 1)
-    x, w, b = arrays(shape, 1, np.float64)
+    x, w, b = arrays(shape, 1)
     mixed = [Point(0, np.array([0]), x.reshape(-1)[:1] + 1), Point(1, np.array([0]), w.reshape(-1)[:1] + 1)]
     assert layer.outputs([x, w, b], mixed) is None
     one = [Point(1, np.array([0]), w.reshape(-1)[:1] + 1)]
@@ -91,10 +79,7 @@ def estimates(engine: Engine, shape: ConvShape, layer: MatrixConvLayer, params: 
 
 @settings(max_examples=40, deadline=None)
 @given(
-    shape=nd_geometries(max_size=7),
-    seed=st.integers(0, 2**32 - 1),
-    activation=st.sampled_from(list(Activation)),
-    dtype=st.sampled_from([DType.FLOAT64, DType.FLOAT32]),
+    **layer_calls(max_size=7),
     eps=st.sampled_from([None, 2.0**-3, 0.1]),
     batch=st.integers(1, 9),
     workers=st.sampled_from([1, 2]),
@@ -105,7 +90,7 @@ def test_the_engine_gives_the_same_estimates_through_outputs_as_one_call_per_poi
     shape: ConvShape, seed: int, activation: Activation, dtype: DType, eps: float | None, batch: int, workers: int
 ) -> None:
     layer = MatrixConvLayer.for_shape(shape, activation)
-    params = arrays(shape, seed, np.dtype(dtype.value).type)
+    params = arrays(shape, seed, dtype)
     g = np.random.default_rng(seed + 1).standard_normal(shape.out_shape)
     u = tolerance.unit_roundoff(dtype)
     step = tolerance.resolve(dtype).eps if eps is None else eps  # 2^-3 and 0.1: kinks crossed, both step paths

@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 
 from convcheck import activation as act
+from convcheck.bugs.row_order import dw_read_channels_first
+from convcheck.diagnosis.axes import shifts
 from convcheck.diagnosis.evidence import FORWARD_SLACK, MIN_EVIDENCE, Evidence
 from convcheck.diagnosis.wording import offset
 from convcheck.results import Hint
@@ -28,9 +30,8 @@ def _weight_candidates(w: np.ndarray) -> list[tuple[str, str, np.ndarray]]:
     """The weights as three common forward mistakes read them, for ``w: (*k, C_in/g, C_out)`` of any number of
     spatial axes: the kernel flipped on every axis, each filter read in ``(c_in, *k)`` order, C_in and C_out
     swapped (``w.swapaxes`` reshaped back to w's shape)."""
-    *kernel, c_in, c_out = w.shape
-    dims = len(kernel)
-    taps = "(c_in, kh, kw)" if dims == 2 else f"(c_in, {', '.join(_TAPS[dims])})"
+    dims = w.ndim - 2
+    taps = f"(c_in, {', '.join(_TAPS[dims])})"
     rotated = {1: "reversed", 2: "rotated 180°"}.get(dims, "reversed on every axis")
     return [
         (
@@ -38,11 +39,7 @@ def _weight_candidates(w: np.ndarray) -> list[tuple[str, str, np.ndarray]]:
             f"the kernel {rotated} (a true convolution where a cross-correlation is wanted)",
             w[(slice(None, None, -1),) * dims],
         ),
-        (
-            "row order",
-            f"the weights read in {taps} order",
-            np.moveaxis(w.reshape(c_in, *kernel, c_out), 0, dims),
-        ),
+        ("row order", f"the weights read in {taps} order", dw_read_channels_first(w, w.shape)),
         ("channel order", "C_in and C_out swapped in the weights", w.swapaxes(-2, -1).reshape(w.shape)),
     ]
 
@@ -199,8 +196,6 @@ def _index(parts: list[str] | tuple[str, ...]) -> str:
 
 
 def _shifts(dims: int) -> list[tuple[int, ...]]:
-    """Offsets by one position tried for a shifted output: along all axes together (+1 then −1), then along
-    each axis alone; on 2-D the order the hint rules always used, (1, 1), (−1, −1), (1, 0), (0, 1), … ."""
-    together = [(1,) * dims, (-1,) * dims]
-    alone = [tuple(sign if a == axis else 0 for a in range(dims)) for sign in (1, -1) for axis in range(dims)]
-    return list(dict.fromkeys(together + alone))
+    """The offsets a shifted output is tried at: one position only, as a window that starts one row early or late
+    gives, along all axes together (+1 then −1), then along each axis alone."""
+    return shifts(dims)

@@ -23,6 +23,7 @@ from itertools import permutations
 
 import numpy as np
 
+from convcheck.diagnosis.axes import per_axis
 from convcheck.diagnosis.evidence import Evidence
 from convcheck.results import Finding, FindingKind, Hint
 from convcheck.spec import Activation, ConvShape, Layout
@@ -312,11 +313,11 @@ def rule_output_size_nd(ev: Evidence) -> Hint | None:
         return None
     names = s.axes
     axes = tuple(zip(s.spatial_in, s.kernel, s.strides, s.pads, s.dilations, strict=True))
-    dilated = f", dilation {_by(s.dilations)}" if set(s.dilations) != {1} else ""
+    dilated = f", dilation {per_axis(s.dilations, '×')}" if set(s.dilations) != {1} else ""
     head = (
-        f"the output has {_by(got)} positions ({' × '.join(names)}) where it should have {_by(s.spatial_out)}, for "
-        f"an input of {_by(s.spatial_in)} with padding {', '.join(map(str, s.pads))}, kernel {_by(s.kernel)}, "
-        f"stride {_by(s.strides)}{dilated}"
+        f"the output has {per_axis(got, '×')} positions ({' × '.join(names)}) where it should have "
+        f"{per_axis(s.spatial_out, '×')}, for an input of {per_axis(s.spatial_in, '×')} with padding "
+        f"{', '.join(map(str, s.pads))}, kernel {per_axis(s.kernel, '×')}, stride {per_axis(s.strides, '×')}{dilated}"
     )
     for what, formula in OUTPUT_FORMULAS_ND:
         sizes = tuple(formula(n, k, st, a, b, d) for n, k, st, (a, b), d in axes)
@@ -328,7 +329,3 @@ def rule_output_size_nd(ev: Evidence) -> Hint | None:
                 "(the dilated kernel's extent)",
             )
     return None
-
-
-def _by(sizes: tuple[int, ...]) -> str:
-    return "×".join(map(str, sizes))

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import numpy as np
 
 from convcheck.bugs.row_order import dw_read_channels_first, dw_written_channels_first
+from convcheck.diagnosis.axes import shifts
 from convcheck.diagnosis.evidence import MATCH_SLACK, MIN_EVIDENCE, RATIO_PRECISION, Evidence, Gradient
 from convcheck.diagnosis.wording import names, offset
 from convcheck.results import Hint
@@ -107,13 +108,6 @@ def _shift_matches(t: Gradient, shift: tuple[int, ...]) -> bool:
     return bool(positions >= MIN_EVIDENCE and np.all(np.abs(a - n)[m] <= tol[m]))
 
 
-def _shifts(dims: int) -> list[tuple[int, ...]]:
-    """The shifts tried, most likely first: one row along every axis, along one axis, then two along every axis."""
-    every = [(1,) * dims, (-1,) * dims]
-    one = [tuple(d if i == axis else 0 for i in range(dims)) for d in (1, -1) for axis in range(dims)]
-    return list(dict.fromkeys([*every, *one, (2,) * dims, (-2,) * dims]))
-
-
 def rule_dx_shifted(ev: Evidence) -> Hint | None:
     """dx equals the numeric dx shifted by a row and/or column: the padding crop starts off by that much.
 
@@ -125,7 +119,7 @@ def rule_dx_shifted(ev: Evidence) -> Hint | None:
     if t is None:
         return None
     s = ev.shape
-    for shift in _shifts(s.dims):
+    for shift in shifts(s.dims, farthest=2):  # a crop from 0, not p, is off by p: 1 or 2
         if _shift_matches(t, shift):
             at = ", ".join(s.axes)
             moved = ", ".join(f"{axis[0]} {offset(d)}" for axis, d in zip(s.axes, shift, strict=True))

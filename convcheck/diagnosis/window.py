@@ -24,6 +24,7 @@ from convcheck.bugs.fold import (
     swap_height_width,
 )
 from convcheck.bugs.stepwise import StepwiseLayer
+from convcheck.diagnosis.axes import per_axis
 from convcheck.diagnosis.evidence import FORWARD_SLACK, MATCH_SLACK, Evidence, Gradient
 from convcheck.geometry import PaddingMode
 from convcheck.results import Hint
@@ -44,11 +45,6 @@ def matches(t: Gradient, predicted: np.ndarray, dtype: DType) -> bool:
     predicted = np.asarray(predicted, dtype=np.float64)
     scale = ROUNDING_UNITS * unit_roundoff(dtype) * float(np.max(np.abs(predicted), initial=0.0))
     return t.equals(predicted, allowed=t.allowed + scale / MATCH_SLACK)
-
-
-def _x(values: tuple[object, ...]) -> str:
-    """``3x5`` for per-axis values (``(1,2)`` for a pair)."""
-    return "x".join(f"({v[0]},{v[1]})" if isinstance(v, tuple) else str(v) for v in values)
 
 
 class NdPoint:
@@ -122,41 +118,45 @@ def _window_candidates(p: NdPoint) -> list[_Candidate]:
             "dilation",
             lambda: p.fold(taps=(1,) * s.dims),
             lambda: (
-                f"analytic dx equals col2im adding each window's taps back 1 row apart, though im2col took them "
-                f"dilation {_x(dilations)} apart: col2im must place tap j at j·dilation, as im2col reads it"
+                "analytic dx equals col2im adding each window's taps back 1 row apart, though im2col took them "
+                f"dilation {per_axis(dilations, 'x')} apart: col2im must place tap j at j·dilation, as im2col "
+                "reads it"
             ),
         ),
         (
             "dilated stride",
             lambda: p.fold(starts=tuple(a * b for a, b in zip(strides, dilations, strict=True))),
             lambda: (
-                f"analytic dx equals col2im placing window o at o·stride·dilation ({_x(strides)} times "
-                f"{_x(dilations)}): windows start stride apart; the dilation spaces only the taps inside one"
+                "analytic dx equals col2im placing window o at o·stride·dilation "
+                f"({per_axis(strides, 'x')} times {per_axis(dilations, 'x')}): windows start stride apart; the "
+                "dilation spaces only the taps inside one"
             ),
         ),
         (
             "kernel axes",
             lambda: p.fold(kernel_read=swap_height_width(kernel)),
             lambda: (
-                f"analytic dx equals col2im reading each row of dM as a {_x(swap_height_width(kernel))} kernel "
-                f"though it is {_x(kernel)}: the kernel's height and width are swapped (kh, kw unpacked from "
-                "w.shape in the wrong order)"
+                "analytic dx equals col2im reading each row of dM as a "
+                f"{per_axis(swap_height_width(kernel), 'x')} kernel though it is {per_axis(kernel, 'x')}: the "
+                "kernel's height and width are swapped (kh, kw unpacked from w.shape in the wrong order)"
             ),
         ),
         (
             "stride axes",
             lambda: p.fold(starts=swap_height_width(strides)),
             lambda: (
-                f"analytic dx equals col2im placing windows with stride {_x(swap_height_width(strides))} instead "
-                f"of {_x(strides)}: the vertical and horizontal strides are swapped"
+                "analytic dx equals col2im placing windows with stride "
+                f"{per_axis(swap_height_width(strides), 'x')} instead of {per_axis(strides, 'x')}: the vertical "
+                "and horizontal strides are swapped"
             ),
         ),
         (
             "asymmetric padding",
             lambda: p.fold(crop=afters),
             lambda: (
-                f"analytic dx equals the padded gradient cropped from the padding after ({_x(afters)}) instead of "
-                f"before ({_x(befores)}): with padding {_x(s.pads)} crop dpad[before : before + size] on each axis"
+                "analytic dx equals the padded gradient cropped from the padding after "
+                f"({per_axis(afters, 'x')}) instead of before ({per_axis(befores, 'x')}): with padding "
+                f"{per_axis(s.pads, 'x')} crop dpad[before : before + size] on each axis"
             ),
         ),
     ]
@@ -244,7 +244,8 @@ def rule_same_padding(ev: Evidence) -> Hint | None:
         return None
     return Hint(
         "same padding",
-        f"the output equals the reference with `same` padding {_x(swapped.pads)} instead of {_x(s.pads)}: "
+        f"the output equals the reference with `same` padding {per_axis(swapped.pads, 'x')} instead of "
+        f"{per_axis(s.pads, 'x')}: "
         "the odd row of `same` padding goes after (as in TensorFlow and PyTorch), not before",
         ("forward",),
     )
