@@ -14,13 +14,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_frameworks import check, jax_ref, needs_jax, needs_torch, spec_of, torch_ref
+from test_frameworks import FIXTURES, check, jax_ref, needs_jax, needs_torch, spec_of, torch_ref
 from test_isolation_speed import restart_fork_server
 
 from convcheck.isolation import forkserver
 from convcheck.isolation.remote import remote_layer
 from convcheck.results import Status
-from convcheck.spec import CheckSpec, ConvShape, ImplRef
+from convcheck.spec import CheckSpec, ConvShape, Framework, ImplRef
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="fork, prctl and /proc: Linux")
 
@@ -80,6 +80,20 @@ def test_torch_and_jax_checks_fork_from_servers_of_their_own() -> None:
         assert torch_parent != jax_parent
         assert maps(torch_parent, LIBRARY["torch"]) and not maps(torch_parent, LIBRARY["jax"])
         assert maps(jax_parent, LIBRARY["jax"]) and not maps(jax_parent, LIBRARY["torch"])
+    finally:
+        restart_fork_server()
+
+
+@needs_torch
+def test_a_torch_layer_that_patches_torch_changes_nothing_for_the_torch_checks_after_it() -> None:
+    patcher = ImplRef(str(FIXTURES / "torch_patches_torch.py"), framework=Framework.TORCH, function="conv_relu")
+    restart_fork_server()
+    try:
+        patched = check(spec_of(patcher))
+        assert patched.status is Status.FAIL and patched.forward is not None and not patched.forward.ok
+        # The same framework server forks the next checks: they start from torch as it was imported there.
+        assert check(spec_of(torch_ref("ConvReLU"))).status is Status.PASS
+        assert check(spec_of(torch_ref("BugNoMask"))).status is Status.FAIL
     finally:
         restart_fork_server()
 
