@@ -7,9 +7,12 @@ The layer is the seed layer's geometry (8×32×48×16 → 32, k3 s1 p1, ReLU, fl
 ``torch.autograd.Function`` with a hand-written backward (``Unfold2d`` in ``tests/fixtures/frameworks/
 torch_layers.py``: unfold, one matrix product, fold), and the same data for every checker:
 
-- convcheck's full check (every entry), run as the command runs it: the layer in a fresh process that imports
-  torch (counted: the import is part of what a user waits for) while the verdict is computed in this one, and
-  the built-in layer's full check right after it (a calibration of the machine's speed at that moment);
+- convcheck's full check (every entry), run as the command runs it: the layer in a fresh process, the run's
+  first torch check, so torch's import is counted (it is part of what a user waits for), while the verdict is
+  computed in this one, and the built-in layer's full check right after it (a calibration of the machine's
+  speed at that moment);
+- the small checks of the planted bugs below, each in a fresh process that starts with torch imported (the
+  framework's fork server), against the import itself in a fresh process;
 - torch ``gradcheck(fast_mode=True)`` (one random projection per input), warm;
 - slow ``gradcheck``'s cost, estimated: it needs two forwards per input entry and one backward per output entry
   (two dense float64 Jacobians), each kind of pass timed on a sample done as gradcheck does them;
@@ -79,7 +82,12 @@ def bench_framework(rounds: int = 1) -> list[Row]:
     start, builtin_cpu = time.perf_counter(), time.process_time()
     builtin = run_check(spec, data=data)  # the built-in layer at the same moment: how loaded the machine is
     builtin_wall, builtin_cpu = time.perf_counter() - start, time.process_time() - builtin_cpu
-    zoo = {name: _clean(_convcheck(_spec(name, SMALL))[0]) for name in ZOO}
+    zoo, zoo_walls = {}, []
+    for name in ZOO:  # after the seed check: torch is imported in its fork server already
+        result, zoo_wall, _ = _convcheck(_spec(name, SMALL))
+        zoo[name] = _clean(result)
+        zoo_walls.append(zoo_wall)
+    import_wall = _import_seconds("torch")
 
     import torch  # only now: see the module docstring
 
@@ -99,6 +107,10 @@ def bench_framework(rounds: int = 1) -> list[Row]:
             f"passes; {cpu:.1f} s CPU (both processes); torch imported in the layer's process"),
         Row("framework", "calibration: the built-in layer's full check, same data", builtin_wall, "s",
             note=f"status {builtin.status.value}; {builtin.forward_passes} passes; {builtin_cpu:.1f} s CPU"),
+        Row("framework", f"a small torch check after the first ({SMALL.batch}×{SMALL.in_height}×{SMALL.in_width}×"
+            f"{SMALL.in_depth} → {SMALL.out_depth}), mean of {len(ZOO)}", float(np.mean(zoo_walls)), "s",
+            note=f"fastest {min(zoo_walls):.2f} s; each in a fresh process forked with torch imported"),
+        Row("framework", "python -c 'import torch' (what each check's process paid before)", import_wall, "s"),
         Row("framework", f"torch {torch.__version__} gradcheck(fast_mode=True)", fast_wall, "s",
             note=f"passed: {fast}; {threads} torch threads; one random projection per input"),
         Row("framework", "slow gradcheck, estimated from a sample", slow["seconds"] / 3600, "h",
@@ -107,6 +119,18 @@ def bench_framework(rounds: int = 1) -> list[Row]:
         Row("framework", "slow gradcheck / convcheck", slow["seconds"] / wall, "×"),
         *_zoo_rows(torch, module, zoo),
     ]  # fmt: skip
+
+
+def _import_seconds(module: str, rounds: int = 3) -> float:
+    """The best wall time of ``python -c 'import module'`` in a fresh process, of ``rounds``."""
+    import subprocess
+
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", f"import {module}"], check=True)
+        best = min(best, time.perf_counter() - start)
+    return best
 
 
 def _torch_module() -> Any:
