@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import realbugs
+from firstread import RunOnFirstRead
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -27,21 +28,11 @@ from convcheck.spec import Activation, CheckSpec, ConvShape, DType, ImplRef, Lay
 DOC = Path(__file__).resolve().parent.parent / "docs" / "diagnosis.md"
 
 
-class RunOnFirstRead(dict[str, tuple[CheckResult, ...]]):
-    """Each realistic layer's checks on its geometries (one batch per entry), run the first time a test reads them.
-
-    xdist shares this module's tests out between its workers, each with a module fixture of its own: run on
-    first read, a worker runs only the entries its tests read (the documented-rate test reads the whole catalogue)
-    rather than all of them (about 130 small checks, half a minute)."""
-
-    def __missing__(self, layer_id: str) -> tuple[CheckResult, ...]:
-        self[layer_id] = realbugs.run(realbugs.get(layer_id))
-        return self[layer_id]
-
-
 @pytest.fixture(scope="module")
-def results() -> RunOnFirstRead:
-    return RunOnFirstRead()
+def results() -> RunOnFirstRead[str, tuple[CheckResult, ...]]:
+    """Each realistic layer's checks on its geometries, one batch per entry (about 130 small checks in all, half a
+    minute), by entry id; an entry runs when a test first reads it (the documented-rate test reads them all)."""
+    return RunOnFirstRead(lambda layer_id: realbugs.run(realbugs.get(layer_id)))
 
 
 @pytest.mark.parametrize("entry", realbugs.CATALOGUE, ids=lambda e: e.id)
