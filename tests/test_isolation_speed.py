@@ -249,6 +249,45 @@ def test_an_arena_is_kept_for_the_next_check_and_cleared_of_last_words():
     assert numbers(isolated_check(spec)) == numbers(isolated_check(spec)) == numbers(run_check(spec))
 
 
+def test_an_arena_a_forked_process_inherits_never_unmaps_what_that_process_maps_in_its_place():
+    """A process forked after a check (a batch worker) does not have the parent's arenas mapped (MADV_DONTFORK);
+    freeing their objects there used to unmap whatever that process had mapped at the same address since."""
+    import ctypes
+    import gc
+    import mmap
+
+    from convcheck.isolation.channel import ArenaPool
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    map_fixed_noreplace = 0x100000  # Linux ≥ 4.17: exactly there, or fail (never over an existing mapping)
+    pool = ArenaPool()
+    pool.give_back(pool.take(2**20))  # kept, as after a check
+    (inherited,) = pool.free
+    size, at = len(inherited.memory), ctypes.addressof(ctypes.c_char.from_buffer(inherited.memory))
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the forked process reports by its exit code only
+        code = 70
+        try:
+            flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | map_fixed_noreplace
+            placed = libc.mmap(at, size, mmap.PROT_READ | mmap.PROT_WRITE, flags, -1, 0)
+            if placed != at:
+                os._exit(3)  # an older kernel: nothing could be mapped exactly there
+            ctypes.memmove(at, b"mine", 4)
+            inherited.close()  # as a session inherited from the parent would at its end
+            pool.take(16).close()  # this process's first check: the pool lets the parent's arenas go
+            del inherited
+            gc.collect()
+            code = 0 if ctypes.string_at(at, 4) == b"mine" else 2  # SIGSEGV here if the range was unmapped
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 3:
+        pytest.skip("this kernel cannot map at a given address only (MAP_FIXED_NOREPLACE, Linux 4.17)")
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, f"wait status {status} (SIGSEGV: 11)"
+
+
 # -- malloc keeps what the user's code frees -------------------------------------------------------------------
 
 

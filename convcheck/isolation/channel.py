@@ -20,6 +20,7 @@ import os
 import socket
 import struct
 import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +41,7 @@ class ProtocolViolation(Exception):  # noqa: N818 - a violation, reported as suc
     """A frame that is not what the protocol allows (bad header, key, sequence, size or description)."""
 
 
-@dataclass
+@dataclass(eq=False)  # an arena is itself: identity (and hashable, for ``_MAPPED_HERE``)
 class Arena:
     """A shared anonymous mapping made before the fork: the parent writes its arrays in the first half, the
     child in the second, and the last ``LAST_WORDS_BYTES`` hold the child's last words (see ``child``)."""
@@ -48,6 +49,7 @@ class Arena:
     half: int
     memory: mmap.mmap = field(init=False)
     fd: int = field(init=False, default=-1)  # a memfd where the system has them (passed to the fork server)
+    owner: int = field(init=False, default=-1)  # the process that mapped it: only that one may unmap it
 
     def __post_init__(self) -> None:
         self.half = max(_ALIGN, -(-self.half // _ALIGN) * _ALIGN)
@@ -59,6 +61,7 @@ class Arena:
         else:  # pragma: no cover - non-Linux systems
             self.memory = mmap.mmap(-1, size)
         self.forked_with(False)
+        self._mapped_here()
 
     @classmethod
     def attach(cls, fd: int, half: int) -> Arena:
@@ -69,7 +72,12 @@ class Arena:
             arena.memory = mmap.mmap(fd, 2 * half + LAST_WORDS_BYTES)
         finally:
             os.close(fd)
+        arena._mapped_here()
         return arena
+
+    def _mapped_here(self) -> None:
+        self.owner = os.getpid()
+        _MAPPED_HERE.add(self)
 
     def forked_with(self, inherited: bool) -> None:
         """Whether a process forked now gets this mapping (Linux ``MADV_DOFORK``/``MADV_DONTFORK``): only the
@@ -85,6 +93,9 @@ class Arena:
         return side * self.half, (side + 1) * self.half
 
     def close(self) -> None:
+        """Unmap it and close its memfd; in a process forked from its owner, nothing (see ``_keep_inherited``)."""
+        if self.owner != os.getpid():
+            return
         self.memory.close()
         if self.fd >= 0:
             os.close(self.fd)
@@ -102,6 +113,28 @@ class Arena:
         if not 0 < length <= LAST_WORDS_BYTES - 8:
             return None
         return bytes(self.memory[start + 8 : start + 8 + length]).decode("utf-8", "replace")
+
+
+# The arenas this process mapped, and those of the process it was forked from, kept for good (``_keep_inherited``).
+_MAPPED_HERE: weakref.WeakSet[Arena] = weakref.WeakSet()
+_INHERITED: list[Arena] = []
+
+
+def _keep_inherited() -> None:
+    """In a process just forked: keep every arena of its parent alive, unused, until this process ends.
+
+    An arena is not mapped in a forked process (``MADV_DONTFORK``), but its ``mmap`` object is there, and freed it
+    would unmap its address range, where this process may have mapped something else since (a large numpy
+    array, another arena): that memory would vanish under it, and the process crash (SIGSEGV) when it next
+    touched it. A batch worker forked after a check had kept arenas did exactly that. Kept, the objects cost a
+    few hundred bytes each; ``Arena.close`` does nothing for them either (nor closes their descriptor numbers,
+    which this process may have reused)."""
+    _INHERITED.extend(_MAPPED_HERE)
+    _MAPPED_HERE.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_keep_inherited)
 
 
 class ArenaPool:

@@ -14,6 +14,15 @@ answers the child's pid; ``wait`` (pid, block) its wait status, or None while it
 child itself (``os.kill``); the server reaps only when asked, so a pid is never reused before the judging process
 has read its status. When the judging process's end of the socket closes (it exited, or was killed), the server
 kills its children and exits; its children die with it (``PR_SET_PDEATHSIG``), as they did with the judging one.
+
+Framework layers. Importing torch or JAX takes seconds, far more than a small check, and every check's process
+used to pay it. The first check of a framework starts that framework's own server (``_FrameworkServer``): a
+process forked from this one that imports the framework's adapter (``user.frameworks.load_framework``: the
+framework itself, configured as convcheck needs it; no user code) and then serves exactly as this one does. The
+server passes it that framework's ``spawn`` requests, and the ``wait`` requests of its children. A check's process
+thus starts from a state that depends on its framework only, never on which checks ran before it: numpy layers
+still start from this server, without torch or JAX. Importing either starts no thread and opens no file (checked
+by ``tests/test_isolation_frameworks.py``), so forking after it is as safe as forking after numpy's import.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ __all__ = ["ForkServer", "available", "fork_server", "ref_from_json", "ref_to_js
 
 _MESSAGE_BYTES = 1 << 16
 _PR_SET_DUMPABLE = 4
+_PR_SET_PDEATHSIG = 1
 
 
 def available() -> bool:
@@ -131,29 +141,117 @@ def fork_server() -> ForkServer | None:
 # -- the server ----------------------------------------------------------------------------------------------------
 
 
-def _serve(control: socket.socket) -> NoReturn:
-    """The server process: set up, answer requests until the judging process goes, then end with its children."""
+def _serve(control: socket.socket, framework: Framework | None = None) -> NoReturn:
+    """A server process: set up, answer requests until the process that asks goes, then end with its children.
+    ``framework``: this is that framework's server (``_FrameworkServer``); it imports the framework first and
+    says whether it could."""
     code = 0
     try:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, signal.SIG_IGN)
+        libc = ctypes.CDLL(None, use_errno=True)
         with contextlib.suppress(OSError, AttributeError):  # non-dumpable: no child can trace it or read its memory
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_DUMPABLE, 0)
+            libc.prctl(_PR_SET_DUMPABLE, 0)
         fd = control.fileno()
         os.closerange(3, fd)
         os.closerange(fd + 1, max(fd + 2, os.sysconf("SC_OPEN_MAX")))
+        if framework is not None:
+            with contextlib.suppress(OSError, AttributeError):  # it ends with the server that started it
+                libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+            control.sendall(json.dumps({"ready": _imported(framework)}).encode())
         # Frozen objects are never visited by the collector, so the children's collections do not copy this
         # process's whole heap page by page (copy-on-write).
         gc.freeze()
-        _loop(control)
+        _loop(control, _Children(delegates=framework is None))
     except BaseException:  # noqa: BLE001 - nothing may unwind into the judging process's code in this process
         code = 70
     finally:
         os._exit(code)
 
 
-def _loop(control: socket.socket) -> None:
-    children: set[int] = set()
+def _imported(framework: Framework) -> bool:
+    """Whether ``framework``'s adapter (and so the framework) could be imported here."""
+    from convcheck.user.frameworks import load_framework
+
+    try:
+        load_framework(framework)
+    except BaseException:  # noqa: BLE001 - not installed, or broken: each check's process reports it as before
+        return False
+    return True
+
+
+class _FrameworkServer:
+    """This server's end of one framework's server (see the module docstring): started once, asked as the judging
+    process asks this one, over a socket pair only the two hold."""
+
+    def __init__(self, framework: Framework) -> None:
+        mine, theirs = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the framework's server never returns
+            mine.close()
+            _serve(theirs, framework)
+        theirs.close()
+        self.pid, self.sock = pid, mine
+        data = mine.recv(_MESSAGE_BYTES)
+        self.ready = bool(data) and json.loads(data).get("ready") is True
+        if not self.ready:
+            self.stop()
+
+    def ask(self, request: dict[str, Any], fds: list[int]) -> dict[str, Any]:
+        socket.send_fds(self.sock, [json.dumps(request).encode()], fds)
+        data = self.sock.recv(_MESSAGE_BYTES)
+        if not data:
+            raise OSError(f"the {request.get('ref', {}).get('framework')} fork server ended")
+        reply = json.loads(data)
+        return reply if isinstance(reply, dict) else {}
+
+    def stop(self) -> None:
+        """Close its socket (it then kills its children and exits), and make sure: kill it and reap it."""
+        self.sock.close()
+        with contextlib.suppress(OSError):
+            os.kill(self.pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(self.pid, 0)
+
+
+class _Children:
+    """A server's children, and which of them a framework's server forked (it answers the waits for those).
+    ``delegates``: whether this server passes framework checks on (a framework's own server forks them itself)."""
+
+    def __init__(self, delegates: bool) -> None:
+        self.delegates = delegates
+        self.own: set[int] = set()
+        self.delegated: dict[int, _FrameworkServer] = {}
+        self.servers: dict[Framework, _FrameworkServer | None] = {}  # None: the framework could not be imported
+
+    def server_for(self, framework: Framework) -> _FrameworkServer | None:
+        if not self.delegates:
+            return None
+        if framework not in self.servers:
+            try:
+                server: _FrameworkServer | None = _FrameworkServer(framework)
+            except OSError:
+                server = None
+            self.servers[framework] = server if server is not None and server.ready else None
+        return self.servers[framework]
+
+    def forget(self, server: _FrameworkServer) -> None:
+        server.stop()
+        self.servers = {framework: kept for framework, kept in self.servers.items() if kept is not server}
+
+    def end(self) -> None:
+        for pid in self.own:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        for pid in self.own:
+            with contextlib.suppress(OSError):
+                os.waitpid(pid, 0)
+        for server in self.servers.values():
+            if server is not None:
+                server.stop()
+
+
+def _loop(control: socket.socket, children: _Children) -> None:
     try:
         while True:
             data, fds, _, _ = socket.recv_fds(control, _MESSAGE_BYTES, 2)
@@ -168,19 +266,27 @@ def _loop(control: socket.socket) -> None:
                 reply = _wait(request, children)
             control.sendall(json.dumps(reply).encode())
     finally:
-        for pid in children:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-        for pid in children:
-            with contextlib.suppress(OSError):
-                os.waitpid(pid, 0)
+        children.end()
 
 
-def _spawn(request: dict[str, Any], fds: list[int], children: set[int]) -> dict[str, Any]:
+def _spawn(request: dict[str, Any], fds: list[int], children: _Children) -> dict[str, Any]:
     if len(fds) != 2:
         for fd in fds:
             os.close(fd)
         return {"error": "the descriptors did not arrive"}
+    framework = request["ref"].get("framework")
+    delegate = None if framework is None else children.server_for(Framework(framework))
+    if delegate is not None:
+        try:
+            reply = delegate.ask(request, fds)
+        except OSError:  # that framework's server is gone: start the next one afresh, fork this child from here
+            children.forget(delegate)
+        else:
+            for fd in fds:
+                os.close(fd)
+            if isinstance(reply.get("pid"), int):
+                children.delegated[reply["pid"]] = delegate
+            return reply
     sock = socket.socket(fileno=fds[0])
     arena = Arena.attach(fds[1], int(request["half"]))
     ref = ref_from_json(request["ref"])
@@ -196,22 +302,31 @@ def _spawn(request: dict[str, Any], fds: list[int], children: set[int]) -> dict[
     finally:
         sock.close()
         arena.close()
-    children.add(pid)
+    children.own.add(pid)
     return {"pid": pid}
 
 
-def _wait(request: dict[str, Any], children: set[int]) -> dict[str, Any]:
+def _wait(request: dict[str, Any], children: _Children) -> dict[str, Any]:
     pid = int(request.get("pid", -1))
-    if pid not in children:
+    server = children.delegated.get(pid)
+    if server is not None:
+        try:
+            reply = server.ask(request, [])
+        except OSError as exc:
+            return {"status": None, "error": str(exc)}
+        if reply.get("status") is not None or reply.get("error") is not None:
+            del children.delegated[pid]
+        return reply
+    if pid not in children.own:
         return {"status": None, "error": "not a child of the fork server"}
     try:
         done, status = os.waitpid(pid, 0 if request.get("block") else os.WNOHANG)
     except ChildProcessError:
-        children.discard(pid)
+        children.own.discard(pid)
         return {"status": None, "error": "already reaped"}
     if done == 0:
         return {"status": None}
-    children.discard(pid)
+    children.own.discard(pid)
     return {"status": status}
 
 

@@ -35,7 +35,7 @@ from convcheck.user.errors import (
     is_library,
     shorten,
 )
-from convcheck.user.frameworks import load_framework
+from convcheck.user.frameworks import install_hint, load_framework
 
 __all__ = ["load_framework_impl", "load_functions", "load_impl", "load_layer"]
 
@@ -109,11 +109,18 @@ def load_framework_impl(ref: ImplRef) -> LoadedImpl:
     which is why only the process that runs the layer does it.
 
     Raises:
-        ImplementationError: the module cannot be loaded, or the object it names is not a layer of the
-            framework, or the device does not exist here (see the framework's ``load``).
+        ImplementationError: the framework cannot be imported, the module cannot be loaded, or the object it
+            names is not a layer of the framework, or the device does not exist here (see the framework's
+            ``load``).
     """
     assert ref.framework is not None
-    adapter = load_framework(ref.framework)
+    try:
+        adapter = load_framework(ref.framework)
+    except Exception as exc:  # noqa: BLE001 - not installed, or an install that fails to import: say which
+        raise ImplementationError(
+            f"{ref.framework.value} could not be imported in the layer's process ({type(exc).__name__}: {exc}); "
+            f"install it with {install_hint(ref.framework)}"
+        ) from None
     module, origin, roots = _load_file(ref) if _looks_like_path(ref.module) else _load_module_name(ref)
     impl: LoadedImpl = adapter.load(ref, module, origin, roots)
     return impl
