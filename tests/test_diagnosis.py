@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from firstread import RunOnFirstRead
 from hypothesis import given
 from hypothesis import strategies as st
 from strategies import geometries
@@ -39,9 +40,15 @@ def _check(spec: CheckSpec, layer_type: type[MatrixConvLayer] | None = None) -> 
 
 
 @pytest.fixture(scope="module")
-def catalogue_results() -> dict[str, list[CheckResult]]:
-    """Every planted bug on every layer of its sweep, float64 and float32 (about 450 small checks, ~5 s)."""
-    return {bug.id: [_check(spec, bug.layer) for spec in sweep_of(bug, SWEEP, GEOMETRY)] for bug in CATALOGUE}
+def catalogue_results() -> RunOnFirstRead[str, list[CheckResult]]:
+    """Every planted bug on every layer of its sweep, float64 and float32 (about 450 small checks, ~5 s), by bug
+    id; a bug's checks run when a test first reads them (the documented-rate test reads them all)."""
+
+    def run(bug_id: str) -> list[CheckResult]:
+        bug = bugs.get(bug_id)
+        return [_check(spec, bug.layer) for spec in sweep_of(bug, SWEEP, GEOMETRY)]
+
+    return RunOnFirstRead(run)
 
 
 def _labels(hint: Hint) -> list[str]:
@@ -77,8 +84,9 @@ def test_catalogue_hint_keywords_are_labels() -> None:
 
 
 def test_the_documented_hit_rate_is_the_measured_one(catalogue_results) -> None:
-    per_bug = [all(_hit(b, r) for r in rs if r.status is Status.FAIL) for b, rs in catalogue_results.items()]
-    layers = [_hit(b, r) for b, rs in catalogue_results.items() for r in rs if r.status is Status.FAIL]
+    every_bug = [(bug.id, catalogue_results[bug.id]) for bug in CATALOGUE]
+    per_bug = [all(_hit(b, r) for r in rs if r.status is Status.FAIL) for b, rs in every_bug]
+    layers = [_hit(b, r) for b, rs in every_bug for r in rs if r.status is Status.FAIL]
     text = DOC.read_text()
     assert f"{sum(per_bug)}/{len(per_bug)} planted bugs" in text
     assert f"{sum(layers)}/{len(layers)} failing checks" in text

@@ -20,7 +20,7 @@ from convcheck import activation as act
 from convcheck import reference
 from convcheck.cli import app
 from convcheck.config import ConfigError, ConfigWarning, load_configs, load_file, load_text, tree
-from convcheck.config.keys import CHECK_KEYS, MAX_NAME_LENGTH, Kind
+from convcheck.config.keys import CHECK_KEYS, MAX_CHECKS_PER_FILE, MAX_NAME_LENGTH, Kind
 from convcheck.config.paths import MAX_CONFIG_BYTES
 from convcheck.config.sanity import input_gradient_scale
 from convcheck.data import make_data
@@ -137,8 +137,9 @@ def test_names_are_bounded_and_a_huge_one_is_refused_without_quoting_it() -> Non
 
 
 def test_a_huge_sweep_is_refused_in_linear_time() -> None:
-    """Distinct values are found with a set: 200,000 values cost what their parsing costs, not 2·10¹⁰ compares."""
-    error = one_error(LAYER + "seed: [" + ", ".join(map(str, range(200_000))) + "]\n")
+    """Distinct values are found with a set: a sweep of one value more than a file may expand to (the fewest that
+    are refused) costs what parsing its 100,001 values costs, not 10¹⁰ compares."""
+    error = one_error(LAYER + "seed: [" + ", ".join(map(str, range(MAX_CHECKS_PER_FILE + 1))) + "]\n")
     assert error.field == "seed" and "at most 100000" in error.message
 
 

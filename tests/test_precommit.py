@@ -9,6 +9,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -92,17 +93,43 @@ def test_run_passes_when_every_check_passes(tmp_path: Path):
 
 @pytest.mark.skipif(shutil.which("pre-commit") is None, reason="the pre-commit command is not installed")
 def test_pre_commit_try_repo_runs_both_hooks(tmp_path: Path):
-    """The real thing: pre-commit installs convcheck from this repository (its HEAD) into its own environment."""
+    """The real thing: pre-commit installs convcheck from this repository (its HEAD) into its own environment.
+
+    Both hooks run in one ``try-repo`` (no hook id: every hook of the repository), since each ``try-repo`` builds
+    its environment afresh in a store of its own and that build is nearly all of the time; ``--verbose`` shows
+    each hook's output, passed or failed, so each hook's verdict and output are read from its own section."""
     write_project(tmp_path)
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
     for command in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "a layer"]):
         subprocess.run([*git, *command], cwd=tmp_path, check=True)
+    command = ["pre-commit", "try-repo", str(REPO), "--all-files", "--verbose"]
+    tried = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert tried.returncode == 1, tried.stdout  # a hook failed
+    sections = hook_sections(tried.stdout)
+    assert set(sections) == set(HOOKS), tried.stdout
+    validate, run = sections["convcheck-validate"], sections["convcheck-run"]
+    assert validate.verdict == "Passed" and "5 checks valid" in validate.output, tried.stdout
+    assert run.verdict == "Failed" and "- exit code: 1" in run.output, tried.stdout
+    assert "4 passed, 1 failed" in run.output, tried.stdout
 
-    def try_repo(hook_id: str) -> subprocess.CompletedProcess[str]:
-        command = ["pre-commit", "try-repo", str(REPO), hook_id, "--all-files"]
-        return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
 
-    validate = try_repo("convcheck-validate")
-    assert validate.returncode == 0 and "convcheck validate" in validate.stdout, validate.stdout
-    run = try_repo("convcheck-run")
-    assert run.returncode == 1 and "4 passed, 1 failed" in run.stdout, run.stdout
+@dataclass(frozen=True)
+class HookSection:
+    """One hook's part of pre-commit's output: the verdict on its ``name.....Passed`` line and what follows it."""
+
+    verdict: str
+    output: str
+
+
+def hook_sections(stdout: str) -> dict[str, HookSection]:
+    """Each hook's section of ``pre-commit run --verbose`` output, by hook id (the ``- hook id:`` line in it)."""
+    names = "|".join(re.escape(hook["name"]) for hook in HOOKS.values())
+    heading = re.compile(rf"^(?:{names})\.+(Passed|Failed|Skipped)$", re.MULTILINE)
+    starts = list(heading.finditer(stdout))
+    sections = {}
+    for start, end in zip(starts, [*starts[1:], None], strict=True):
+        output = stdout[start.end() : end.start() if end else len(stdout)]
+        hook_id = re.search(r"^- hook id: (\S+)$", output, re.MULTILINE)
+        assert hook_id, output
+        sections[hook_id.group(1)] = HookSection(start.group(1), output)
+    return sections

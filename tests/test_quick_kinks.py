@@ -4,6 +4,8 @@ differences span; projections that cross nothing are measured exactly as before.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -25,6 +27,15 @@ def quick(seed: int, layer: ConvLayer | None = None) -> CheckResult:
     return run_check(CheckSpec("textbook", TEXTBOOK, Activation.RELU, Method.DIRECTIONAL, seed=seed), layer=layer)
 
 
+@functools.cache
+def correct_quick(seed: int, retries: int) -> CheckResult:
+    """The correct layer's quick check at ``seed`` with ``retries`` shorter steps per crossed projection: two tests
+    compare the same two checks per seed, each run once per process (results are frozen)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(kinks, "PROJECTION_RETRIES", retries)
+        return quick(seed)
+
+
 def by_name(result: CheckResult) -> dict[str, TensorResult]:
     return {g.name: g for g in result.gradients}
 
@@ -44,15 +55,12 @@ class ScaledWeightsGradient(MatrixConvLayer):
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_a_crossed_projection_is_judged_by_a_central_difference_at_a_shorter_step(
-    seed: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    shortened = quick(seed)
+def test_a_crossed_projection_is_judged_by_a_central_difference_at_a_shorter_step(seed: int) -> None:
+    retries = kinks.PROJECTION_RETRIES
+    shortened = correct_quick(seed, retries)
     assert shortened.passed, shortened.gradients
     assert {name: g.kinks for name, g in by_name(shortened).items()} == {"input": 0, "weights": 0, "bias": 0}
-    retries = kinks.PROJECTION_RETRIES
-    monkeypatch.setattr(kinks, "PROJECTION_RETRIES", 0)  # every projection judged at the engine's step
-    at_eps = quick(seed)
+    at_eps = correct_quick(seed, 0)  # every projection judged at the engine's step
     assert at_eps.passed and by_name(at_eps)["weights"].kinks == 1, at_eps.gradients
     # two passes per shorter step, and only where the engine's step crossed
     crossed = sum(g.kinks for g in at_eps.gradients)
@@ -61,12 +69,9 @@ def test_a_crossed_projection_is_judged_by_a_central_difference_at_a_shorter_ste
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_projections_that_cross_nothing_are_measured_as_at_the_engines_step(
-    seed: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    shortened = by_name(quick(seed))
-    monkeypatch.setattr(kinks, "PROJECTION_RETRIES", 0)
-    at_eps = by_name(quick(seed))
+def test_projections_that_cross_nothing_are_measured_as_at_the_engines_step(seed: int) -> None:
+    shortened = by_name(correct_quick(seed, kinks.PROJECTION_RETRIES))
+    at_eps = by_name(correct_quick(seed, 0))
     uncrossed = [name for name, g in at_eps.items() if g.kinks == 0]
     assert uncrossed, at_eps
     for name in uncrossed:
