@@ -436,43 +436,6 @@ def test_a_float32_only_layer_passes_at_an_exact_zero_pre_activation():
     assert result.status is Status.PASS, describe(result)
 
 
-def pre_activation(layer: MatrixConvLayer, x, w, b, dtype: type) -> float:
-    """The single pre-activation of a one-output layer, computed in ``dtype``."""
-    return float(layer.forward(x.astype(dtype), w.astype(dtype), b.astype(dtype))[1].pre_activation.item())
-
-
-def relu_flip_point(seed_limit: int = 200) -> CheckData:
-    """A float32 point whose one pre-activation is positive as float32 computes it and negative in exact
-    arithmetic, and farther from 0 than the engine's float64 steps reach.
-
-    Built from the layer's own float32 sum ``s₃₂`` of ``x·w`` (whatever order the BLAS uses): the bias
-    ``−(s₆₄ + (s₃₂ − s₆₄)/2)`` puts 0 halfway between the two.
-    """
-    shape = FLIP_SHAPE
-    layer = MatrixConvLayer(1, 0, Activation.RELU)
-    for seed in range(seed_limit):
-        rng = np.random.default_rng(seed)
-        x = (30 * rng.standard_normal(shape.x_shape)).astype(np.float32)
-        w = rng.standard_normal(shape.w_shape).astype(np.float32)
-        zero = np.zeros(1, np.float32)
-        s32 = float(layer.forward(x, w, zero)[1].pre_activation.item())
-        s64 = float(
-            layer.forward(x.astype(np.float64), w.astype(np.float64), zero.astype(np.float64))[1].pre_activation.item()
-        )
-        b = np.array([-(s64 + (s32 - s64) / 2)], np.float32)
-        z32 = float(layer.forward(x, w, b)[1].pre_activation.item())
-        z64 = float(
-            layer.forward(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64))[1].pre_activation.item()
-        )
-        reach = tolerance.default_eps(DType.FLOAT64) * max(np.abs(x).max(), np.abs(w).max())
-        if z32 > 0 > z64 and -z64 > reach or z32 < 0 < z64 and z64 > reach:
-            return CheckData(x, w, b, np.ones(shape.out_shape, np.float32))
-    raise AssertionError("no float32 sign flip found")  # pragma: no cover
-
-
-FLIP_SHAPE = ConvShape(1, 3, 3, 16, 1, 3, 1, 0)
-
-
 def relu_flips(shape: ConvShape, data: CheckData) -> np.ndarray:
     """Where the built-in layer's float32 pre-activation and the float64 reference's have opposite signs (ReLU's
     mask flipped by float32 rounding): ``(count, 4)`` indices into ``(N, OH, OW, C_out)``."""
