@@ -6,7 +6,10 @@ user's file in the fork server. Both are checked against the plain path bit for 
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -187,6 +190,53 @@ def test_the_fork_server_is_the_parent_of_each_checks_process_and_ends_with_its_
     assert not Path(f"/proc/{child}").exists()  # killed and reaped when the check ended
     restart_fork_server()  # stopping it reaps it: no process is left behind
     assert not Path(f"/proc/{server.pid}").exists()
+
+
+def test_a_reply_to_a_request_whose_sender_was_interrupted_is_never_taken_for_the_next_request():
+    """A check's timeout (SIGALRM) may interrupt a request after it was sent (the server busy starting a
+    framework's server): its reply, when it comes, must not become the answer to the next request."""
+    restart_fork_server()
+    try:
+        server = forkserver.fork_server()
+        assert server is not None
+        with server.lock:  # what an interrupted ``_ask`` leaves: a request sent, its reply never read
+            server.asked = getattr(server, "asked", 0) + 1  # as ``_ask`` numbers it
+            stale = {"op": "wait", "pid": 1, "block": False, "n": server.asked}
+            socket.send_fds(server.sock, [json.dumps(stale).encode() + b"\n"], [])
+        spec = spec_of("good_nhwc.py")
+        with remote_layer(spec, None) as layer:
+            session = layer._session()
+            assert session.pid is not None and parent_pid(session.pid) == server.pid  # its own child's pid
+        assert numbers(isolated_check(spec)) == numbers(run_check(spec))
+    finally:
+        restart_fork_server()
+
+
+def test_requests_joined_on_the_server_s_socket_are_read_one_by_one_each_spawn_with_its_descriptors():
+    mine, theirs = socket.socketpair()
+    try:
+        passed = [os.open(os.devnull, os.O_RDONLY), os.open(os.devnull, os.O_RDONLY)]
+        wait, spawn = {"op": "wait", "pid": 7, "n": 1}, {"op": "spawn", "n": 2}
+        joined = json.dumps(wait).encode() + b"\n" + json.dumps(spawn).encode() + b"\n"
+        socket.send_fds(mine, [joined], passed)  # one write: as two requests may arrive
+        requests = forkserver._Requests(theirs)
+        first, first_fds = requests.next()
+        second, second_fds = requests.next()
+        assert (first, first_fds) == (wait, [])
+        assert second == spawn and len(second_fds) == 2
+        assert all(os.path.samestat(os.fstat(fd), os.stat(os.devnull)) for fd in second_fds)
+        mine.close()
+        with pytest.raises(OSError):
+            requests.next()  # the asking end is gone
+    finally:
+        for fd in [*passed, *locals().get("second_fds", [])]:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        theirs.close()
+
+
+def parent_pid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def test_a_file_that_does_not_compile_is_reported_by_the_child_as_before(tmp_path):

@@ -8,12 +8,14 @@ anywhere) does nothing but fork, so it writes almost nothing, and the judging pr
 The children start from the server's memory: the same pre-imported, clean state. The server also compiles the
 user's file for them (``isolation.compiled``).
 
-Protocol, on a Unix socket pair only these two processes hold (a child closes it with every other descriptor
-before the user's code runs): ``spawn`` (the child's socket and the shared memory's file descriptor passed along)
-answers the child's pid; ``wait`` (pid, block) its wait status, or None while it runs. The judging process kills a
-child itself (``os.kill``); the server reaps only when asked, so a pid is never reused before the judging process
-has read its status. When the judging process's end of the socket closes (it exited, or was killed), the server
-kills its children and exits; its children die with it (``PR_SET_PDEATHSIG``), as they did with the judging one.
+Protocol, on a Unix socket pair only these two processes hold (a child closes it with every other descriptor before
+the user's code runs): ``spawn`` (the child's socket and the shared memory's file descriptor passed along) answers
+the child's pid; ``wait`` (pid, block) its wait status, or None while it runs. Each reply is a line of JSON
+carrying its request's number, so that the reply to a request whose sender was interrupted is never taken for the
+next one's. The judging process kills a child itself (``os.kill``); the server reaps only when asked, so a pid is
+never reused before the judging process has read its status. When the judging process's end of the socket closes
+(it exited, or was killed), the server kills its children and exits; its children die with it
+(``PR_SET_PDEATHSIG``), as they did with the judging one.
 
 Framework layers. Importing torch or JAX takes seconds, far more than a small check, and every check's process
 used to pay it. The first check of a framework starts that framework's own server (``_FrameworkServer``): a
@@ -74,6 +76,8 @@ class ForkServer:
         theirs.close()
         self.pid = pid
         self.sock = mine
+        self.replies = _Lines(mine)
+        self.asked = 0  # requests sent so far: each reply carries its request's number
 
     def spawn(self, sock: socket.socket, arena: Arena, key: bytes, ref: ImplRef, memory_limit: int | None) -> int:
         """Fork a child that serves ``ref``'s functions on ``sock`` (see ``child.child_main``); its pid.
@@ -100,13 +104,16 @@ class ForkServer:
         return int(status) if isinstance(status, int) else None
 
     def _ask(self, request: dict[str, Any], fds: list[int]) -> dict[str, Any]:
+        """Send ``request`` and return its reply. A reply to an earlier request is skipped: one whose ``_ask`` was
+        interrupted after sending (a check's timeout, by ``SIGALRM``, while the server started a framework's
+        server), so that no request ever gets another's answer (a child's pid, a wait status)."""
         with self.lock:
-            socket.send_fds(self.sock, [json.dumps(request).encode()], fds)
-            data = self.sock.recv(_MESSAGE_BYTES)
-        if not data:
-            raise OSError("the fork server ended")
-        reply = json.loads(data)
-        return reply if isinstance(reply, dict) else {}
+            self.asked += 1
+            socket.send_fds(self.sock, [json.dumps({**request, "n": self.asked}).encode() + b"\n"], fds)
+            while True:
+                reply = self.replies.next()
+                if reply.get("n") == self.asked:
+                    return reply
 
     def alive(self) -> bool:
         return self.owner == os.getpid() and self.sock.fileno() >= 0
@@ -120,6 +127,30 @@ class ForkServer:
             self.sock.close()
         with contextlib.suppress(ChildProcessError, OSError):
             os.waitpid(self.pid, 0)
+
+
+class _Lines:
+    """The replies arriving on a stream socket, one JSON object per line (a stream keeps no message boundaries:
+    a reply that waited for its reader may arrive joined to the next)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+
+    def next(self) -> dict[str, Any]:
+        """The next reply.
+
+        Raises:
+            OSError: the other end closed the socket.
+        """
+        while b"\n" not in self.buffer:
+            data = self.sock.recv(_MESSAGE_BYTES)
+            if not data:
+                raise OSError("the fork server ended")
+            self.buffer += data
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        reply = json.loads(line)
+        return reply if isinstance(reply, dict) else {}
 
 
 _SERVER: ForkServer | None = None
@@ -158,7 +189,7 @@ def _serve(control: socket.socket, framework: Framework | None = None) -> NoRetu
         if framework is not None:
             with contextlib.suppress(OSError, AttributeError):  # it ends with the server that started it
                 libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-            control.sendall(json.dumps({"ready": _imported(framework)}).encode())
+            control.sendall(json.dumps({"ready": _imported(framework)}).encode() + b"\n")
         # Frozen objects are never visited by the collector, so the children's collections do not copy this
         # process's whole heap page by page (copy-on-write).
         gc.freeze()
@@ -191,19 +222,17 @@ class _FrameworkServer:
             mine.close()
             _serve(theirs, framework)
         theirs.close()
-        self.pid, self.sock = pid, mine
-        data = mine.recv(_MESSAGE_BYTES)
-        self.ready = bool(data) and json.loads(data).get("ready") is True
+        self.pid, self.sock, self.replies = pid, mine, _Lines(mine)
+        try:
+            self.ready = self.replies.next().get("ready") is True
+        except OSError:
+            self.ready = False
         if not self.ready:
             self.stop()
 
     def ask(self, request: dict[str, Any], fds: list[int]) -> dict[str, Any]:
-        socket.send_fds(self.sock, [json.dumps(request).encode()], fds)
-        data = self.sock.recv(_MESSAGE_BYTES)
-        if not data:
-            raise OSError(f"the {request.get('ref', {}).get('framework')} fork server ended")
-        reply = json.loads(data)
-        return reply if isinstance(reply, dict) else {}
+        socket.send_fds(self.sock, [json.dumps(request).encode() + b"\n"], fds)
+        return self.replies.next()  # one request at a time: this process is never interrupted
 
     def stop(self) -> None:
         """Close its socket (it then kills its children and exits), and make sure: kill it and reap it."""
@@ -252,21 +281,56 @@ class _Children:
 
 
 def _loop(control: socket.socket, children: _Children) -> None:
+    requests = _Requests(control)
     try:
         while True:
-            data, fds, _, _ = socket.recv_fds(control, _MESSAGE_BYTES, 2)
-            if not data:
+            try:
+                request, fds = requests.next()
+            except OSError:  # the asking process is gone
                 return
-            request = json.loads(data)
             if request.get("op") == "spawn":
                 reply = _spawn(request, fds, children)
             else:
                 for fd in fds:
                     os.close(fd)
                 reply = _wait(request, children)
-            control.sendall(json.dumps(reply).encode())
+            control.sendall(json.dumps({**reply, "n": request.get("n")}).encode() + b"\n")
     finally:
         children.end()
+
+
+class _Requests:
+    """The requests arriving on a server's socket, one JSON object per line, with the descriptors passed along:
+    a request sent while the server was busy (after an interrupted one) may arrive joined to it, so the
+    descriptors are queued as they come and a ``spawn`` takes its two."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+        self.fds: list[int] = []
+
+    def next(self) -> tuple[dict[str, Any], list[int]]:
+        """The next request and its descriptors.
+
+        Raises:
+            OSError: the other end closed the socket.
+        """
+        while b"\n" not in self.buffer:
+            data, fds, _, _ = socket.recv_fds(self.sock, _MESSAGE_BYTES, 16)
+            if not data:
+                raise OSError("the asking process is gone")
+            self.buffer += data
+            self.fds += fds
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        try:
+            request = json.loads(line)
+        except ValueError:
+            request = None
+        if not isinstance(request, dict):
+            request = {}
+        taken = 2 if request.get("op") == "spawn" else 0
+        fds, self.fds = self.fds[:taken], self.fds[taken:]
+        return request, fds
 
 
 def _spawn(request: dict[str, Any], fds: list[int], children: _Children) -> dict[str, Any]:
