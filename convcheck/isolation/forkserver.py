@@ -130,27 +130,38 @@ class ForkServer:
 
 
 class _Lines:
-    """The replies arriving on a stream socket, one JSON object per line (a stream keeps no message boundaries:
-    a reply that waited for its reader may arrive joined to the next)."""
+    """The messages arriving on a stream socket, one JSON object per line, and the descriptors passed along with
+    them, queued as they come (``take``). A stream keeps no message boundaries: a reply that waited for its reader
+    may arrive joined to the next, and so may a request sent while the server was busy with the one before."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.buffer = b""
+        self.fds: list[int] = []
 
     def next(self) -> dict[str, Any]:
-        """The next reply.
+        """The next message ({} for a line that is not a JSON object).
 
         Raises:
             OSError: the other end closed the socket.
         """
         while b"\n" not in self.buffer:
-            data = self.sock.recv(_MESSAGE_BYTES)
+            data, fds, _, _ = socket.recv_fds(self.sock, _MESSAGE_BYTES, 16)
             if not data:
-                raise OSError("the fork server ended")
+                raise OSError("the fork server's other end closed the socket")
             self.buffer += data
+            self.fds += fds
         line, self.buffer = self.buffer.split(b"\n", 1)
-        reply = json.loads(line)
-        return reply if isinstance(reply, dict) else {}
+        try:
+            message = json.loads(line)
+        except ValueError:
+            message = None
+        return message if isinstance(message, dict) else {}
+
+    def take(self, count: int) -> list[int]:
+        """The first ``count`` descriptors received and not taken yet (a ``spawn`` request's two)."""
+        taken, self.fds = self.fds[:count], self.fds[count:]
+        return taken
 
 
 _SERVER: ForkServer | None = None
@@ -281,13 +292,14 @@ class _Children:
 
 
 def _loop(control: socket.socket, children: _Children) -> None:
-    requests = _Requests(control)
+    requests = _Lines(control)
     try:
         while True:
             try:
-                request, fds = requests.next()
+                request = requests.next()
             except OSError:  # the asking process is gone
                 return
+            fds = requests.take(2 if request.get("op") == "spawn" else 0)
             if request.get("op") == "spawn":
                 reply = _spawn(request, fds, children)
             else:
@@ -297,40 +309,6 @@ def _loop(control: socket.socket, children: _Children) -> None:
             control.sendall(json.dumps({**reply, "n": request.get("n")}).encode() + b"\n")
     finally:
         children.end()
-
-
-class _Requests:
-    """The requests arriving on a server's socket, one JSON object per line, with the descriptors passed along:
-    a request sent while the server was busy (after an interrupted one) may arrive joined to it, so the
-    descriptors are queued as they come and a ``spawn`` takes its two."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buffer = b""
-        self.fds: list[int] = []
-
-    def next(self) -> tuple[dict[str, Any], list[int]]:
-        """The next request and its descriptors.
-
-        Raises:
-            OSError: the other end closed the socket.
-        """
-        while b"\n" not in self.buffer:
-            data, fds, _, _ = socket.recv_fds(self.sock, _MESSAGE_BYTES, 16)
-            if not data:
-                raise OSError("the asking process is gone")
-            self.buffer += data
-            self.fds += fds
-        line, self.buffer = self.buffer.split(b"\n", 1)
-        try:
-            request = json.loads(line)
-        except ValueError:
-            request = None
-        if not isinstance(request, dict):
-            request = {}
-        taken = 2 if request.get("op") == "spawn" else 0
-        fds, self.fds = self.fds[:taken], self.fds[taken:]
-        return request, fds
 
 
 def _spawn(request: dict[str, Any], fds: list[int], children: _Children) -> dict[str, Any]:
