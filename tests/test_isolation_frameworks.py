@@ -8,7 +8,9 @@ that numpy layers still start from a server without torch or JAX, and that nothi
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -144,3 +146,49 @@ print(result.error)
     status, error = done.stdout.split("\n", 1)
     assert done.returncode == 0 and status == "error", (done.stdout, done.stderr)
     assert "torch" in error and "pip install" in error, error
+
+
+def test_a_framework_import_that_hangs_holds_up_neither_its_own_check_nor_the_numpy_checks_after_it(tmp_path) -> None:
+    # A "torch" whose import never ends, but in the judging process (which then just fails to import it).
+    fake = tmp_path / "hanging" / "torch"
+    fake.mkdir(parents=True)
+    code = f"""
+import os, sys
+from pathlib import Path
+sys.path.insert(0, {str(fake.parent)!r})
+Path({str(fake / "__init__.py")!r}).write_text(
+    f"import os, time\\nif os.getpid() != {{os.getpid()}}:\\n    time.sleep(3600)\\nraise ImportError('not here')\\n"
+)
+from convcheck.batch.guard import run_one
+from convcheck.isolation import forkserver
+from convcheck.isolation.check import isolated_check
+from convcheck.spec import CheckSpec, ConvShape, ImplRef
+from test_frameworks import spec_of, torch_ref
+
+forkserver.FRAMEWORK_READY_SECONDS = 1.0
+hung = run_one(spec_of(torch_ref("ConvReLU"), timeout=10.0), isolated_check)
+numpy_layer = ImplRef("im2col_nhwc.py", base_dir=Path({str(NUMPY_LAYER.base_dir)!r}))
+after = run_one(CheckSpec("n", ConvShape(1, 4, 4, 1, 2, 3, 1, 1), impl=numpy_layer, timeout=10.0), isolated_check)
+print(hung.status.value, after.status.value)
+print(hung.error)
+"""
+    # Output to files and a session of its own: when this fails, the fork server it left waiting must not keep a
+    # pipe open, and is killed with the rest.
+    out, err = tmp_path / "out", tmp_path / "err"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
+    with out.open("w") as stdout, err.open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-c", code], stdout=stdout, stderr=stderr, env=env, start_new_session=True
+        )
+        try:
+            process.wait(timeout=120)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 0, (out.read_text(), err.read_text())
+    statuses, error = out.read_text().split("\n", 1)
+    # Without the bound on the framework's server, the fork server waited for its import for good, and both
+    # checks timed out. With it, the torch check's own process imported the "torch" itself, and its timeout
+    # stopped it; the numpy check ran as ever.
+    assert statuses == "error pass", (out.read_text(), err.read_text())
+    assert "timed out after 10 s" in error, error

@@ -25,6 +25,8 @@ server passes it that framework's ``spawn`` requests, and the ``wait`` requests 
 thus starts from a state that depends on its framework only, never on which checks ran before it: numpy layers
 still start from this server, without torch or JAX. Importing either starts no thread and opens no file (checked
 by ``tests/test_isolation_frameworks.py``), so forking after it is as safe as forking after numpy's import.
+While a framework's server imports, this one answers nobody; an import that outlasts
+``FRAMEWORK_READY_SECONDS`` (it hangs) ends that server, and the framework's checks fork from this one.
 """
 
 from __future__ import annotations
@@ -50,6 +52,11 @@ from convcheck.spec import Framework, ImplRef, Signature
 __all__ = ["ForkServer", "available", "fork_server", "ref_from_json", "ref_to_json"]
 
 _MESSAGE_BYTES = 1 << 16
+#: Seconds a framework's server may take to import its framework (torch: about 3.5 s on a quiet 2-core machine).
+#: Meanwhile the fork server answers nobody, so an import that hangs (a broken install, a driver that never
+#: answers) must not hold every later check: past this, that framework's checks fork from this server and import
+#: it themselves, as if it had no server, each within its own timeout.
+FRAMEWORK_READY_SECONDS = 30.0
 _PR_SET_DUMPABLE = 4
 _PR_SET_PDEATHSIG = 1
 
@@ -234,10 +241,12 @@ class _FrameworkServer:
             _serve(theirs, framework)
         theirs.close()
         self.pid, self.sock, self.replies = pid, mine, _Lines(mine)
+        mine.settimeout(FRAMEWORK_READY_SECONDS)
         try:
             self.ready = self.replies.next().get("ready") is True
-        except OSError:
+        except OSError:  # it ended, or its import outlasted FRAMEWORK_READY_SECONDS (TimeoutError)
             self.ready = False
+        mine.settimeout(None)
         if not self.ready:
             self.stop()
 
