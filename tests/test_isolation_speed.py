@@ -16,11 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from convcheck.batch.guard import CheckTimeout
 from convcheck.checker import run_check
 from convcheck.isolation import compiled, forkserver
 from convcheck.isolation.ahead import GIVE_UP, Lookahead, mirrored
 from convcheck.isolation.check import isolated_check
 from convcheck.isolation.remote import remote_layer
+from convcheck.isolation.session import ARENAS, Session
 from convcheck.results import CheckResult, Status
 from convcheck.spec import Activation, CheckSpec, ConvShape, DType, ImplRef, Layout, Method
 
@@ -208,6 +210,31 @@ def test_a_reply_to_a_request_whose_sender_was_interrupted_is_never_taken_for_th
             session = layer._session()
             assert session.pid is not None and parent_pid(session.pid) == server.pid  # its own child's pid
         assert numbers(isolated_check(spec)) == numbers(run_check(spec))
+    finally:
+        restart_fork_server()
+
+
+def test_a_timeout_while_the_check_s_process_starts_leaves_no_descriptor_open_and_pools_no_arena(monkeypatch):
+    """The check's timeout may go off while the fork server starts its process (``spawn`` waiting for the reply):
+    the session's sockets are closed then, not at some later garbage collection, and its arena, which that
+    process may already have mapped, is never handed to another check."""
+    restart_fork_server()
+    try:
+        server = forkserver.fork_server()
+        assert server is not None
+        real, used = server.spawn, []
+
+        def interrupted(sock, arena, key, ref, memory_limit):
+            used.append(arena)
+            real(sock, arena, key, ref, memory_limit)  # the process starts...
+            raise CheckTimeout(1.0)  # ...and the timeout goes off before its pid is read
+
+        monkeypatch.setattr(server, "spawn", interrupted)
+        before = set(os.listdir("/proc/self/fd"))
+        with pytest.raises(CheckTimeout):
+            Session(spec_of("good_nhwc.py").impl, entries=1000, memory_limit=None)  # type: ignore[arg-type]
+        assert set(os.listdir("/proc/self/fd")) <= before  # no socket left open (a pooled arena may be closed)
+        assert used and used[0].fd == -1 and used[0] not in ARENAS.free
     finally:
         restart_fork_server()
 

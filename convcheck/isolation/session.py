@@ -130,6 +130,15 @@ class Session:
             raise IsolationFault(
                 f"convcheck could not start the process to run the implementation in ({exc})"
             ) from None
+        except BaseException:  # the check's timeout (or Ctrl-C) while the fork server started the process
+            mine.close()
+            theirs.close()
+            # A child may still start with this arena mapped, after its request's reply was skipped: the arena
+            # is never pooled for another check, whose shared memory that child could then write.
+            self.arena_returned = True
+            with contextlib.suppress(BufferError):
+                self.arena.close()
+            raise
         theirs.close()
         self.pid: int | None = pid
         self.status: int | None = None
