@@ -38,7 +38,7 @@ import numpy as np
 from convcheck.isolation.channel import KEY_BYTES, Arena, ArenaPool, Channel, Outgoing, ProtocolViolation, decode_array
 from convcheck.isolation.child import EXIT_LAST_WORDS, child_main
 from convcheck.isolation.compiled import code_for
-from convcheck.isolation.forkserver import fork_server
+from convcheck.isolation.forkserver import ForkServer, fork_server
 from convcheck.isolation.many import Pending, encode_points
 from convcheck.numeric.fanout import Point
 from convcheck.spec import ImplRef
@@ -119,25 +119,9 @@ class Session:
         mine, theirs = socket.socketpair()
         self.server = fork_server()
         try:
-            if self.server is not None:
-                pid = self.server.spawn(theirs, self.arena, key, ref, memory_limit)
-            else:  # pragma: no cover - no fork server on this system: fork from here
-                pid = _fork_here(theirs, mine, key, self.arena, ref, memory_limit)
-        except OSError as exc:
-            mine.close()
-            theirs.close()
-            ARENAS.give_back(self.arena)
-            raise IsolationFault(
-                f"convcheck could not start the process to run the implementation in ({exc})"
-            ) from None
-        except BaseException:  # the check's timeout (or Ctrl-C) while the fork server started the process
-            mine.close()
-            theirs.close()
-            # A child may still start with this arena mapped, after its request's reply was skipped: the arena
-            # is never pooled for another check, whose shared memory that child could then write.
+            pid = _start(self.server, theirs, mine, key, self.arena, ref, memory_limit)
+        except BaseException:
             self.arena_returned = True
-            with contextlib.suppress(BufferError):
-                self.arena.close()
             raise
         theirs.close()
         self.pid: int | None = pid
@@ -408,6 +392,41 @@ class Session:
         if not self.arena_returned:
             self.arena_returned = True
             ARENAS.give_back(self.arena)  # nothing of this check reads it any more (decoded arrays are copies)
+
+
+def _start(
+    server: ForkServer | None,
+    theirs: socket.socket,
+    mine: socket.socket,
+    key: bytes,
+    arena: Arena,
+    ref: ImplRef,
+    memory_limit: int | None,
+) -> int:
+    """Start a session's child (through ``server``, or from here without one) and return its pid. If it cannot be
+    started, both sockets are closed and the arena is given back or, after an interruption, closed.
+
+    Raises:
+        IsolationFault: the child could not be started (``OSError``).
+        BaseException: the check's timeout (or Ctrl-C) while the fork server started the child, as raised.
+    """
+    try:
+        if server is not None:
+            return server.spawn(theirs, arena, key, ref, memory_limit)
+        return _fork_here(theirs, mine, key, arena, ref, memory_limit)  # pragma: no cover - no fork server here
+    except OSError as exc:
+        mine.close()
+        theirs.close()
+        ARENAS.give_back(arena)
+        raise IsolationFault(f"convcheck could not start the process to run the implementation in ({exc})") from None
+    except BaseException:
+        mine.close()
+        theirs.close()
+        # A child may still start with this arena mapped, after its request's reply was skipped: the arena is
+        # never pooled for another check, whose shared memory that child could then write.
+        with contextlib.suppress(BufferError):
+            arena.close()
+        raise
 
 
 def _fork_here(
