@@ -20,6 +20,7 @@ verified point (``Evidence.point``); the index rules need only the arrays.
 from __future__ import annotations
 
 from functools import cached_property
+from typing import NamedTuple
 from weakref import WeakKeyDictionary
 
 import numpy as np
@@ -100,6 +101,26 @@ def _grid(ev: Evidence) -> tuple[np.ndarray, np.ndarray]:
     return np.meshgrid(np.arange(ev.shape.out_height), np.arange(ev.shape.out_width), indexing="ij")
 
 
+class _Placing(NamedTuple):
+    """What the rules that place windows compare: a failed forward's output and reference ``(N, OH, OW, C_out)``,
+    its tolerance, every window of the point, and the output's row and column indices ``(OH, OW)``."""
+
+    out: np.ndarray
+    ref: np.ndarray
+    tol: float
+    windows: _Windows
+    oh: np.ndarray
+    ow: np.ndarray
+
+
+def _placing(ev: Evidence) -> _Placing | None:
+    """The evidence for placing windows, or None: no failed forward, no point, or too few nonzero outputs."""
+    arrays, point = _failed_forward(ev), ev.point
+    if arrays is None or point is None or not _informative(arrays[0], arrays[2]):
+        return None
+    return _Placing(*arrays, _windows(ev, point), *_grid(ev))
+
+
 def _informative(out: np.ndarray, tol: float) -> bool:
     """Enough clearly nonzero outputs that matching them is evidence (an all-zero output matches anything)."""
     return int(np.sum(np.abs(out) > tol)) >= MIN_EVIDENCE
@@ -140,13 +161,11 @@ def _window_text(a: int, d: int, stride: int, padding: int) -> tuple[str, str]:
 def rule_forward_windows(ev: Evidence) -> Hint | None:
     """The output is the reference's windows taken ``a`` apart from an offset start: the stride forgotten or
     applied twice, the input padded twice (exact, at the verified point)."""
-    arrays, point = _failed_forward(ev), ev.point
-    if arrays is None or point is None or not _informative(arrays[0], arrays[2]):
+    placing = _placing(ev)
+    if placing is None:
         return None
-    out, ref, tol = arrays
+    out, ref, tol, windows, oh, ow = placing
     s = ev.shape
-    windows = _windows(ev, point)
-    oh, ow = _grid(ev)
     matches = [
         (a, d)
         for a in dict.fromkeys((s.stride, 1, s.stride * s.stride))
@@ -173,13 +192,11 @@ def _signed(d: int) -> str:
 
 def rule_forward_diagonal(ev: Evidence) -> Hint | None:
     """One loop index used for both window coordinates (right only where ``oh == ow``), or the two swapped."""
-    arrays, point = _failed_forward(ev), ev.point
-    if arrays is None or point is None or not _informative(arrays[0], arrays[2]):
+    placing = _placing(ev)
+    if placing is None:
         return None
-    out, ref, tol = arrays
+    out, ref, tol, windows, oh, ow = placing
     s = ev.shape
-    windows = _windows(ev, point)
-    oh, ow = _grid(ev)
     origin = windows.origin
     candidates = (
         ("window index", oh, oh, "(oh, oh)", "the row index is used for the column too (x[…, i·s:…, i·s:…]): use j"),

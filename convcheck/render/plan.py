@@ -9,12 +9,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rich import box
 from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 
-from convcheck.render.table import GAP, NAME_CAP, abbreviate, layer_cell, legend_for, output_cell, wrap_name
+from convcheck.render.table import (
+    GAP,
+    NAME_CAP,
+    abbreviate,
+    layer_cell,
+    legend_for,
+    output_cell,
+    plain_table,
+    wrap_name,
+)
 from convcheck.spec import CheckSpec
 
 __all__ = ["plan_table"]
@@ -57,15 +65,7 @@ def plan_table(specs: Sequence[CheckSpec], planned: Sequence[tuple[str, int]], w
     else:
         names = [name if fitted <= room else wrap_name(name, room) for name, _ in shortened]
         legend, name_width = legend_for(set().union(*(keys for _, keys in shortened))), min(fitted, room)
-    table = Table(
-        caption=f"names shortened: {legend}" if legend else None,
-        caption_justify="left",
-        header_style="bold",
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        pad_edge=False,
-        collapse_padding=True,
-    )
+    table = plain_table(f"names shortened: {legend}" if legend else None)
     table.add_column("check", overflow="fold", min_width=name_width, max_width=name_width)
     others = sum(widths[c] + GAP for c in (*columns, "method", "passes")) + name_width + GAP
     table.add_column("layer", overflow="fold", max_width=max(min(natural_layer, limit - others), _LAYER_MIN))

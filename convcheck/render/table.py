@@ -157,6 +157,20 @@ def abbreviate(name: str) -> tuple[str, set[str]]:
     return re.sub(r"([\[,])([a-z_]+)=", short, name), used
 
 
+def plain_table(caption: str | None) -> Table:
+    """The tables ``run`` and ``validate`` print: a bold header over a rule, no frame, no padding at the edges
+    (every column counts at 80 columns), the caption left-aligned under it."""
+    return Table(
+        caption=caption,
+        caption_justify="left",
+        header_style="bold",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+
+
 def wrap_name(name: str, width: int) -> str:
     """Lines of at most ``width`` cells, broken after ``[`` and ``,`` where possible (Rich folds what is left)."""
     pieces = re.findall(r"[^\[,]*[\[,]|[^\[,]+$", name) or [name]
@@ -232,15 +246,7 @@ def results_table(results: Sequence[CheckResult], width: int | None = None) -> T
         caption.append("directional checks: errors of random projections of each gradient")
     if layout.legend:
         caption.append(f"names shortened: {layout.legend}")
-    table = Table(
-        caption="\n".join(caption),
-        caption_justify="left",
-        header_style="bold",
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        pad_edge=False,
-        collapse_padding=True,
-    )
+    table = plain_table("\n".join(caption))
     for column in layout.columns:
         if column == "check":
             table.add_column("check", overflow="fold", min_width=layout.name_width, max_width=layout.name_width)
