@@ -30,7 +30,7 @@ Benchmarks (each ratio printed next to its target; a row whose baseline is missi
   ``--jobs 2``, this tree against ``--baseline``.
 - ``memory``: peak resident memory of a process that runs the seed layer's full check.
 
-OpenBLAS: where ``OPENBLAS_CORETYPE`` is set (``/work/.library/env/README.md``), a current numpy runs slower
+OpenBLAS: where the environment sets ``OPENBLAS_CORETYPE`` (some container images do), a current numpy runs slower
 kernels; for benchmarks, and only for them, run this with both ``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE``
 unset (``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/run.py``). The machine facts printed first
 show which kernel ran.

@@ -1,7 +1,7 @@
 """The seed's backward pass as the textbook page writes it: Python loops over every output position.
 
-This is the loop baseline of ``benchmarks/run.py``. It follows the page step by step (see
-``/work/shared/seed/README.md``): turn ``dout`` into the matrix ``dfilter_data`` one output position at a time,
+This is the loop baseline of ``benchmarks/run.py``. It follows the classic im2col exercise's page step by
+step: turn ``dout`` into the matrix ``dfilter_data`` one output position at a time,
 zero it where the activation was not positive, two matrix products for ``dweights`` and ``dmatric_data``, the
 bias as a column sum, then add every row of ``dmatric_data`` back onto its window of the padded input (again one
 output position at a time) and crop the padding. Unlike the page it takes its ``matric_data`` and
