@@ -134,15 +134,7 @@ class Reductions:
         crossed = scan.crossed
         if crossed is None:  # smooth, along a direction: every output is judged by its interval
             crossed = np.ones(g.shape, dtype=bool)
-        if crossed.any():
-            idx = np.nonzero(crossed.reshape(g.shape))
-            f0, fp, fm, gi = self.f0[idx], f_plus[idx], f_minus[idx], g[idx]
-            gp = gi * ((fp - f0) / eps)
-            gm = gi * ((f0 - fm) / eps)
-            mid = gi * (fp - fm) / (2.0 * eps)
-            counted = _widen(group, count, idx, gp, gm, mid, m.lo, m.hi)
-            if not self.smooth:
-                m.crossed = counted
+        widen_crossed(self, group, count, crossed, f_plus, f_minus, eps, m)
         return m
 
     def general(
@@ -370,10 +362,11 @@ def exact_many(
 ) -> list[Measurement] | None:
     """``reductions.exact`` of each of ``groups`` (one tensor's, of one ownership), from their outputs stacked:
     ``f_plus``, ``f_minus``: (B, N, *O, C_out), one C-contiguous output per group. The passes over the outputs
-    (differences, crossings, locality) run once over the stack; what sums or indexes runs per group, on that
-    group's slice, as ``exact`` runs it: the same numbers, bit for bit. None where this does not apply
-    (``exact`` per group then): outputs beyond one scan block, channel groups of one output channel, steps
-    along a direction, or slices that are not C-contiguous."""
+    (differences, crossings, locality) run once over the stack, the sums once per run of groups that share their
+    owners (``_measure_run``), and the crossed outputs' intervals per group: the same numbers, bit for bit, as
+    ``exact`` group by group. None where this does not apply (``exact`` per group then): outputs beyond one
+    scan block, channel groups of one output channel, steps along a direction, slices that are not
+    C-contiguous, or a group that moved outputs it does not own (so that it raises where ``exact`` would)."""
     g = reductions.g
     c_out = g.shape[-1]
     positions = g.size // c_out
@@ -387,10 +380,36 @@ def exact_many(
         or not (f_minus.strides[-1] == f_minus.itemsize and f_minus[0].flags.c_contiguous)
     ):
         return None
-    count = len(groups)
-    fp, fm = f_plus.reshape(count, positions, c_out), f_minus.reshape(count, positions, c_out)
+    stacked = len(groups)
+    fp, fm = f_plus.reshape(stacked, positions, c_out), f_minus.reshape(stacked, positions, c_out)
     diff = fp - fm  # (B, positions, C_out), each slice laid out as ``_scan_whole``'s own difference
     diff *= g.reshape(positions, c_out)
+    local, crossed = _stacked_crossings(reductions, groups, fp, fm)
+    if not local:
+        return None
+    found: list[Measurement] = []
+    start = 0
+    while start < stacked:  # runs of groups that share their owners: every channel of an input class, every weight
+        stop = start + 1
+        while stop < stacked and groups[stop].owner is groups[start].owner and counts[stop] == counts[start]:
+            stop += 1
+        run = slice(start, stop)
+        found += _measure_run(reductions, groups[run], counts[start], diff[run], eps)
+        if crossed is not None:
+            for k in range(start, stop):
+                widen_crossed(reductions, groups[k], counts[k], crossed[k], f_plus[k], f_minus[k], eps, found[k])
+        start = stop
+    return found
+
+
+def _stacked_crossings(
+    reductions: Reductions, groups: list[Group], fp: np.ndarray, fm: np.ndarray
+) -> tuple[bool, np.ndarray | None]:
+    """``exact_many``'s locality check and crossing test over the stack ``fp``, ``fm``: (B, positions, C_out).
+    Returns (False, None) when a group moved an output it does not own, else (True, the crossed outputs: the
+    same shape, bool; None for a smooth activation)."""
+    stacked, positions, c_out = fp.shape
+    by_position = groups[0].ownership is Ownership.POSITION
     crossed = None
     unowned = [group.unowned if by_position else None for group in groups]
     if not reductions.smooth or any(mask is not None for mask in unowned):
@@ -405,24 +424,81 @@ def exact_many(
             here = mask.reshape(-1)
             if not here.any():
                 continue
-            same = [j for j in range(k, count) if unowned[j] is mask]  # groups sharing these owners
+            same = [j for j in range(k, stacked) if unowned[j] is mask]  # groups sharing these owners
             if rise is None or fall is None:
                 up, down = fp[:, here][same] - f0[here], f0[here] - fm[:, here][same]
             else:
                 up, down = rise[:, here][same], fall[:, here][same]
             moved = np.maximum(np.abs(up), np.abs(down))
             if np.any(moved > limit[here]):
-                return None  # group by group, so that the first non-local group raises where it would
+                return False, None
         if rise is not None and fall is not None:
             rise -= fall
             np.abs(rise, out=rise)
             crossed = rise > limit
-    found = []
-    for k, group in enumerate(groups):
-        sums = diff[k].sum(axis=-1) if by_position else diff[k].sum(axis=0)
-        scan = _Scan(sums, None if crossed is None else crossed[k])
-        found.append(reductions.exact(group, counts[k], f_plus[k], f_minus[k], eps, scan))
-    return found
+    return True, crossed
+
+
+def widen_crossed(
+    reductions: Reductions,
+    group: Group,
+    count: int,
+    crossed: np.ndarray,
+    f_plus: np.ndarray,
+    f_minus: np.ndarray,
+    eps: float,
+    m: Measurement,
+) -> None:
+    """Judge the outputs ``crossed`` (bool, as many as the output) by their interval: ``m``'s ``lo`` and ``hi``
+    widened in place and, for a kinked activation, its ``crossed`` counted (steps exactly ``eps``)."""
+    if not crossed.any():
+        return
+    g = reductions.g
+    idx = np.nonzero(crossed.reshape(g.shape))
+    f0, fp, fm, gi = reductions.f0[idx], f_plus[idx], f_minus[idx], g[idx]
+    gp = gi * ((fp - f0) / eps)
+    gm = gi * ((f0 - fm) / eps)
+    mid = gi * (fp - fm) / (2.0 * eps)
+    counted = _widen(group, count, idx, gp, gm, mid, m.lo, m.hi)
+    if not reductions.smooth:
+        m.crossed = counted
+
+
+def _measure_run(
+    reductions: Reductions, groups: list[Group], count: int, diff: np.ndarray, eps: float
+) -> list[Measurement]:
+    """``Reductions.exact``'s measurements before crossings are judged, for groups of one ownership that share
+    their owners and their entry count, from ``diff: (B, positions, C_out)``, ``G·(f⁺ − f⁻)`` per group.
+
+    Their sums are taken in one reduction over the stack, and their owner sums in one ``bincount`` with each
+    group's slots offset by ``count``: the same numbers, bit for bit, as group by group, since a row of a
+    reduction over the stack adds in the order the reduction of that row alone does, and ``bincount`` adds each
+    bin's weights in their input order whatever the other bins are. What depends on the owners alone (the
+    noise, the truncation bound) is computed once for the run."""
+    first, runs = groups[0], len(groups)
+    owner = first.owner
+    assert owner is not None
+    by_position = first.ownership is Ownership.POSITION
+    sums = diff.sum(axis=-1) if by_position else diff.sum(axis=1)  # (B, positions) or (B, C_out)
+    offsets = count * np.arange(runs)[:, None]
+    if by_position:
+        owned, slots = reductions._owned_slots(owner)
+        weights = sums[:, owned.reshape(-1)]
+        owner_sums = np.bincount((slots + offsets).reshape(-1), weights=weights.reshape(-1), minlength=runs * count)
+    elif count == len(owner):
+        owner_sums = sums[:, owner].astype(np.float64)
+    else:
+        owner_sums = np.bincount((owner + offsets).reshape(-1), weights=sums.reshape(-1), minlength=runs * count)
+    span = np.full(count, 2.0 * eps)
+    central = owner_sums.reshape(runs, count) / span
+    gs2, absg = reductions._owner_constants(first, count)
+    noise = np.sqrt(2.0 * gs2) / span
+    truncation = reductions._truncation(first, span, absg) if reductions.smooth else np.zeros(count)
+    # Each group's own rows: ``widen_crossed`` and the callers may change a measurement's arrays in place.
+    lo, hi = central.copy(), central.copy()
+    noises, truncations = np.tile(noise, (runs, 1)), np.tile(truncation, (runs, 1))
+    crossed = np.zeros((runs, count), dtype=np.int64)
+    return [Measurement(central[k], lo[k], hi[k], crossed[k], noises[k], truncations[k]) for k in range(runs)]
 
 
 def _per_output_steps(group: Group, steps: np.ndarray) -> np.ndarray | float:
