@@ -1,6 +1,7 @@
 """``exact_many``, the reductions of many groups' stacked outputs: each group's measurement the same bytes as
 ``Reductions.exact`` of that group alone, over the N-d hyperparameter space, smooth and kinked activations, real
-input and weight groups and channel groups whose owners repeat (several output channels per entry)."""
+input and weight groups, single entries (the audit's) and channel groups whose owners repeat (several output
+channels per entry)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from convcheck.numeric.groups import Group, Ownership, input_groups, weight_groups
+from convcheck.numeric.groups import Group, Ownership, input_groups, single_entry_groups, weight_groups
 from convcheck.numeric.reduce import Measurement, Reductions, exact_many
 from convcheck.results import Tensor
 from convcheck.spec import Activation, ConvShape
@@ -70,6 +71,8 @@ def test_groups_reduced_together_measure_as_each_alone(shape: ConvShape, activat
     reductions = Reductions(f0, g, sigma, EPS, activation, (1.0, 1.0, 1.0))
     if shape.groups == 1:  # input groups of several conv groups own per output (not reduced together)
         assert_same_as_one_by_one(reductions, list(input_groups(shape)), rng)
+    entries = np.arange(min(5, shape.in_depth * shape.batch))
+    assert_same_as_one_by_one(reductions, list(single_entry_groups(Tensor.INPUT, entries)), rng)
     if shape.out_depth >= 2:
         assert_same_as_one_by_one(reductions, list(weight_groups(shape)), rng)
         assert_same_as_one_by_one(reductions, channel_pairs(shape.out_depth), rng)

@@ -365,8 +365,9 @@ def exact_many(
     (differences, crossings, locality) run once over the stack, the sums once per run of groups that share their
     owners (``_measure_run``), and the crossed outputs' intervals per group: the same numbers, bit for bit, as
     ``exact`` group by group. None where this does not apply (``exact`` per group then): outputs beyond one
-    scan block, channel groups of one output channel, steps along a direction, slices that are not
-    C-contiguous, or a group that moved outputs it does not own (so that it raises where ``exact`` would)."""
+    scan block, output groups (several conv groups), channel groups of one output channel, steps along a
+    direction, slices that are not C-contiguous, or a group that moved outputs it does not own (so that it
+    raises where ``exact`` would)."""
     g = reductions.g
     c_out = g.shape[-1]
     positions = g.size // c_out
@@ -374,7 +375,7 @@ def exact_many(
     by_position = ownership is Ownership.POSITION
     if (
         positions > max(1, SCAN_BLOCK // c_out)
-        or not (by_position or (ownership is Ownership.CHANNEL and c_out >= 2))
+        or not (by_position or ownership is Ownership.ALL or (ownership is Ownership.CHANNEL and c_out >= 2))
         or any(group.ownership is not ownership or group.direction is not None for group in groups)
         or not (f_plus.strides[-1] == f_plus.itemsize and f_plus[0].flags.c_contiguous)
         or not (f_minus.strides[-1] == f_minus.itemsize and f_minus[0].flags.c_contiguous)
@@ -468,14 +469,35 @@ def _measure_run(
     reductions: Reductions, groups: list[Group], count: int, diff: np.ndarray, eps: float
 ) -> list[Measurement]:
     """``Reductions.exact``'s measurements before crossings are judged, for groups of one ownership that share
-    their owners and their entry count, from ``diff: (B, positions, C_out)``, ``G·(f⁺ − f⁻)`` per group.
-
-    Their sums are taken in one reduction over the stack, and their owner sums in one ``bincount`` with each
-    group's slots offset by ``count``: the same numbers, bit for bit, as group by group, since a row of a
-    reduction over the stack adds in the order the reduction of that row alone does, and ``bincount`` adds each
-    bin's weights in their input order whatever the other bins are. What depends on the owners alone (the
-    noise, the truncation bound) is computed once for the run."""
+    their owners and their entry count, from ``diff: (B, positions, C_out)``, ``G·(f⁺ − f⁻)`` per group. What
+    depends on the owners alone (the noise, the truncation bound) is computed once for the run."""
     first, runs = groups[0], len(groups)
+    owner_sums = _owner_sums(reductions, first, count, diff)
+    span = np.full(count, 2.0 * eps)
+    central = owner_sums.reshape(runs, count) / span
+    gs2, absg = reductions._owner_constants(first, count)
+    noise = np.sqrt(2.0 * gs2) / span
+    truncation = reductions._truncation(first, span, absg) if reductions.smooth else np.zeros(count)
+    # Each group's own rows: ``widen_crossed`` and the callers may change a measurement's arrays in place.
+    lo, hi = central.copy(), central.copy()
+    noises, truncations = np.empty((runs, count)), np.empty((runs, count))
+    noises[...], truncations[...] = noise, truncation
+    crossed = np.zeros((runs, count), dtype=np.int64)
+    return [Measurement(central[k], lo[k], hi[k], crossed[k], noises[k], truncations[k]) for k in range(runs)]
+
+
+def _owner_sums(reductions: Reductions, first: Group, count: int, diff: np.ndarray) -> np.ndarray:
+    """``Σ G·(f⁺ − f⁻)`` over the outputs each local entry owns, ``(B, count)``, for the groups of ``diff: (B,
+    positions, C_out)`` that share ``first``'s owners.
+
+    The sums over channels, positions or everything are taken in one reduction over the stack, and the owner
+    sums in one ``bincount`` with each group's slots offset by ``count``: the same numbers, bit for bit, as
+    ``Reductions.exact`` group by group, since a row of a reduction over the stack adds in the order the
+    reduction of that row alone does, and ``bincount`` adds each bin's weights in their input order whatever
+    the other bins are."""
+    runs = len(diff)
+    if first.ownership is Ownership.ALL:  # one entry owning every output: the sum of the whole output
+        return diff.reshape(runs, -1).sum(axis=-1).reshape(runs, 1)
     owner = first.owner
     assert owner is not None
     by_position = first.ownership is Ownership.POSITION
@@ -484,21 +506,12 @@ def _measure_run(
     if by_position:
         owned, slots = reductions._owned_slots(owner)
         weights = sums[:, owned.reshape(-1)]
-        owner_sums = np.bincount((slots + offsets).reshape(-1), weights=weights.reshape(-1), minlength=runs * count)
+        found = np.bincount((slots + offsets).reshape(-1), weights=weights.reshape(-1), minlength=runs * count)
     elif count == len(owner):
-        owner_sums = sums[:, owner].astype(np.float64)
+        return sums[:, owner].astype(np.float64)
     else:
-        owner_sums = np.bincount((owner + offsets).reshape(-1), weights=sums.reshape(-1), minlength=runs * count)
-    span = np.full(count, 2.0 * eps)
-    central = owner_sums.reshape(runs, count) / span
-    gs2, absg = reductions._owner_constants(first, count)
-    noise = np.sqrt(2.0 * gs2) / span
-    truncation = reductions._truncation(first, span, absg) if reductions.smooth else np.zeros(count)
-    # Each group's own rows: ``widen_crossed`` and the callers may change a measurement's arrays in place.
-    lo, hi = central.copy(), central.copy()
-    noises, truncations = np.tile(noise, (runs, 1)), np.tile(truncation, (runs, 1))
-    crossed = np.zeros((runs, count), dtype=np.int64)
-    return [Measurement(central[k], lo[k], hi[k], crossed[k], noises[k], truncations[k]) for k in range(runs)]
+        found = np.bincount((owner + offsets).reshape(-1), weights=sums.reshape(-1), minlength=runs * count)
+    return found.reshape(runs, count)
 
 
 def _per_output_steps(group: Group, steps: np.ndarray) -> np.ndarray | float:
