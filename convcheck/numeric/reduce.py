@@ -111,15 +111,12 @@ class Reductions:
         self._owned: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (owner, owned mask, owner[owned])
         self._constants: tuple[np.ndarray, Ownership, int, np.ndarray, np.ndarray] | None = None
 
-    def exact(
-        self, group: Group, count: int, f_plus: np.ndarray, f_minus: np.ndarray, eps: float, scan: _Scan | None = None
-    ) -> Measurement:
+    def exact(self, group: Group, count: int, f_plus: np.ndarray, f_minus: np.ndarray, eps: float) -> Measurement:
         """``general`` when every step is exactly ``eps``, a power of two: the same numbers in fewer passes.
 
         Scaling by a power of two is exact, so ``Σ G·(f⁺ − f⁻)/(2ε) = (Σ G·(f⁺ − f⁻))/(2ε)`` and
-        ``|d⁺ − d⁻| > T·(ε₀/ε)`` is ``|(f⁺ − f0) − (f0 − f⁻)| > T·ε₀`` (``ε₀ = self.eps``), bit for bit.
-        ``scan``: the group's ``_scan``, when already taken (``exact_many``)."""
-        scan = self._scan(group, f_plus, f_minus, not self.smooth) if scan is None else scan
+        ``|d⁺ − d⁻| > T·(ε₀/ε)`` is ``|(f⁺ − f0) − (f0 − f⁻)| > T·ε₀`` (``ε₀ = self.eps``), bit for bit."""
+        scan = self._scan(group, f_plus, f_minus, not self.smooth)
         g = self.g
         span = np.full(count, 2.0 * eps)
         if scan.sums is None:
