@@ -28,7 +28,7 @@ def perturbed(f0: np.ndarray, groups: int, rng: np.random.Generator) -> tuple[np
     return f0 + EPS * (slope + kink), f0 - EPS * slope
 
 
-def channel_pairs(c_out: int) -> list[Group]:
+def channels_by_three(c_out: int) -> list[Group]:
     """Three channel groups with one entry per three output channels: owners that repeat (``count < C_out``), each
     entry's sum of three terms depending on the order they are added in."""
     owner = np.arange(c_out) // 3
@@ -75,4 +75,4 @@ def test_groups_reduced_together_measure_as_each_alone(shape: ConvShape, activat
     assert_same_as_one_by_one(reductions, list(single_entry_groups(Tensor.INPUT, entries)), rng)
     if shape.out_depth >= 2:
         assert_same_as_one_by_one(reductions, list(weight_groups(shape)), rng)
-        assert_same_as_one_by_one(reductions, channel_pairs(shape.out_depth), rng)
+        assert_same_as_one_by_one(reductions, channels_by_three(shape.out_depth), rng)

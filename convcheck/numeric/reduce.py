@@ -17,6 +17,7 @@ layer); per-entry results are ``(count,)``.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -169,12 +170,7 @@ class Reductions:
 
     def _start(self, group: Group, count: int, central: np.ndarray, span: np.ndarray) -> Measurement:
         """A measurement with its interval collapsed to ``central``, its noise, and (smooth) its truncation."""
-        gs2, absg = self._owner_constants(group, count)
-        noise = np.sqrt(2.0 * gs2) / span
-        truncation = np.zeros(count)
-        if self.smooth and group.direction is None:
-            truncation = self._truncation(group, span, absg)
-        return Measurement(central, central.copy(), central.copy(), np.zeros(count, dtype=np.int64), noise, truncation)
+        return _starts(self, group, count, central[None], span)[0]
 
     def _scan(self, group: Group, f_plus: np.ndarray, f_minus: np.ndarray, test_crossings: bool) -> _Scan:
         """One cache-sized block of output positions at a time: what ``exact`` needs per output.
@@ -335,17 +331,7 @@ class Reductions:
                 axis_sums = per_output.sum(axis=tuple(range(per_output.ndim - 1)))
             else:
                 axis_sums = float(per_output.sum())
-        sums = np.asarray(axis_sums)
-        if group.ownership is Ownership.ALL:
-            return sums.reshape(1).astype(np.float64)
-        owner = group.owner
-        assert owner is not None
-        if group.ownership in (Ownership.POSITION, Ownership.OUTPUT):
-            owned, slots = self._owned_slots(owner)
-            return np.bincount(slots, weights=sums[owned], minlength=count)
-        if count == len(owner):
-            return sums[owner].astype(np.float64)
-        return np.bincount(owner, weights=sums, minlength=count)
+        return _owner_sums(self, group, count, np.asarray(axis_sums)[None])[0]
 
     def _truncation(self, group: Group, span: np.ndarray, absg: np.ndarray) -> np.ndarray:
         """Taylor remainder of a central difference per local entry: ``ε²/6 · sup|act'''| · |∂z/∂θ|³`` per
@@ -359,12 +345,12 @@ def exact_many(
 ) -> list[Measurement] | None:
     """``reductions.exact`` of each of ``groups`` (one tensor's, of one ownership), from their outputs stacked:
     ``f_plus``, ``f_minus``: (B, N, *O, C_out), one C-contiguous output per group. The passes over the outputs
-    (differences, crossings, locality) run once over the stack, the sums once per run of groups that share their
-    owners (``_measure_run``), and the crossed outputs' intervals per group: the same numbers, bit for bit, as
-    ``exact`` group by group. None where this does not apply (``exact`` per group then): outputs beyond one
-    scan block, output groups (several conv groups), channel groups of one output channel, steps along a
-    direction, slices that are not C-contiguous, or a group that moved outputs it does not own (so that it
-    raises where ``exact`` would)."""
+    (differences, crossings, locality) run once over the stack, the sums and owner sums once per run of groups
+    that share their owners (``_measure_run``), and the crossed outputs' intervals per group: the same
+    numbers, bit for bit, as ``exact`` group by group. None where this does not apply (``exact`` per group
+    then): outputs beyond one scan block, output groups (several conv groups), channel groups of one output
+    channel, steps along a direction, slices that are not C-contiguous, or a group that moved outputs it does
+    not own (so that it raises where ``exact`` would)."""
     g = reductions.g
     c_out = g.shape[-1]
     positions = g.size // c_out
@@ -386,17 +372,15 @@ def exact_many(
     if not local:
         return None
     found: list[Measurement] = []
+    # Runs of consecutive groups that share their owners: every channel of an input class, every weight group.
     start = 0
-    while start < stacked:  # runs of groups that share their owners: every channel of an input class, every weight
-        stop = start + 1
-        while stop < stacked and groups[stop].owner is groups[start].owner and counts[stop] == counts[start]:
-            stop += 1
-        run = slice(start, stop)
-        found += _measure_run(reductions, groups[run], counts[start], diff[run], eps)
-        if crossed is not None:
-            for k in range(start, stop):
-                widen_crossed(reductions, groups[k], counts[k], crossed[k], f_plus[k], f_minus[k], eps, found[k])
+    for (_, count), run in itertools.groupby(range(stacked), key=lambda k: (id(groups[k].owner), counts[k])):
+        stop = start + len(list(run))
+        found += _measure_run(reductions, groups[start:stop], count, diff[start:stop], eps)
         start = stop
+    if crossed is not None:
+        for k, group in enumerate(groups):
+            widen_crossed(reductions, group, counts[k], crossed[k], f_plus[k], f_minus[k], eps, found[k])
     return found
 
 
@@ -466,49 +450,61 @@ def _measure_run(
     reductions: Reductions, groups: list[Group], count: int, diff: np.ndarray, eps: float
 ) -> list[Measurement]:
     """``Reductions.exact``'s measurements before crossings are judged, for groups of one ownership that share
-    their owners and their entry count, from ``diff: (B, positions, C_out)``, ``G·(f⁺ − f⁻)`` per group. What
-    depends on the owners alone (the noise, the truncation bound) is computed once for the run."""
+    their owners and their entry count, from ``diff: (B, positions, C_out)``, ``G·(f⁺ − f⁻)`` per group: the
+    sums per position, per channel or of everything in one reduction over the stack (a row of it adds in the
+    order the reduction of that row alone does), then ``_owner_sums`` and ``_starts`` as for one group."""
     first, runs = groups[0], len(groups)
-    owner_sums = _owner_sums(reductions, first, count, diff)
+    if first.ownership is Ownership.ALL:
+        sums = diff.reshape(runs, -1).sum(axis=-1)  # (B,)
+    elif first.ownership is Ownership.POSITION:
+        sums = diff.sum(axis=-1)  # (B, positions)
+    else:
+        sums = diff.sum(axis=1)  # (B, C_out)
     span = np.full(count, 2.0 * eps)
-    central = owner_sums.reshape(runs, count) / span
-    gs2, absg = reductions._owner_constants(first, count)
+    return _starts(reductions, first, count, _owner_sums(reductions, first, count, sums) / span, span)
+
+
+def _owner_sums(reductions: Reductions, group: Group, count: int, axis_sums: np.ndarray) -> np.ndarray:
+    """``(B, count)``: for each of B groups sharing ``group``'s owners, its ``axis_sums`` (per position: ``(B, N,
+    *O)`` or ``(B, positions)``; per output; per channel: ``(B, C_out)``; the total: ``(B,)``) summed over the
+    outputs each local entry owns. Each row the same numbers, bit for bit, as that row alone: the groups' slots
+    are offset by ``count`` into one ``bincount``, which adds each bin's weights in their input order whatever
+    the other bins are."""
+    runs = len(axis_sums)
+    if group.ownership is Ownership.ALL:
+        return axis_sums.reshape(runs, 1).astype(np.float64)
+    owner = group.owner
+    assert owner is not None
+    flat = axis_sums.reshape(runs, -1)
+    if group.ownership in (Ownership.POSITION, Ownership.OUTPUT):
+        owned, slots = reductions._owned_slots(owner)
+        weights = flat[:, owned.reshape(-1)]
+    elif count == len(owner):
+        return flat[:, owner].astype(np.float64)
+    else:
+        slots, weights = owner, flat
+    if runs > 1:
+        slots = slots + count * np.arange(runs)[:, None]
+    return np.bincount(slots.reshape(-1), weights=weights.reshape(-1), minlength=runs * count).reshape(runs, count)
+
+
+def _starts(
+    reductions: Reductions, group: Group, count: int, central: np.ndarray, span: np.ndarray
+) -> list[Measurement]:
+    """For each row of ``central: (B, count)`` (groups sharing ``group``'s owners), a measurement with its interval
+    collapsed to that row, its noise and (smooth, not along a direction) its truncation bound: what depends on
+    the owners alone computed once. Each measurement has rows of its own: callers widen them in place."""
+    runs = len(central)
+    gs2, absg = reductions._owner_constants(group, count)
     noise = np.sqrt(2.0 * gs2) / span
-    truncation = reductions._truncation(first, span, absg) if reductions.smooth else np.zeros(count)
-    # Each group's own rows: ``widen_crossed`` and the callers may change a measurement's arrays in place.
+    truncation = np.zeros(count)
+    if reductions.smooth and group.direction is None:
+        truncation = reductions._truncation(group, span, absg)
     lo, hi = central.copy(), central.copy()
     noises, truncations = np.empty((runs, count)), np.empty((runs, count))
     noises[...], truncations[...] = noise, truncation
     crossed = np.zeros((runs, count), dtype=np.int64)
     return [Measurement(central[k], lo[k], hi[k], crossed[k], noises[k], truncations[k]) for k in range(runs)]
-
-
-def _owner_sums(reductions: Reductions, first: Group, count: int, diff: np.ndarray) -> np.ndarray:
-    """``Σ G·(f⁺ − f⁻)`` over the outputs each local entry owns, ``(B, count)``, for the groups of ``diff: (B,
-    positions, C_out)`` that share ``first``'s owners.
-
-    The sums over channels, positions or everything are taken in one reduction over the stack, and the owner
-    sums in one ``bincount`` with each group's slots offset by ``count``: the same numbers, bit for bit, as
-    ``Reductions.exact`` group by group, since a row of a reduction over the stack adds in the order the
-    reduction of that row alone does, and ``bincount`` adds each bin's weights in their input order whatever
-    the other bins are."""
-    runs = len(diff)
-    if first.ownership is Ownership.ALL:  # one entry owning every output: the sum of the whole output
-        return diff.reshape(runs, -1).sum(axis=-1).reshape(runs, 1)
-    owner = first.owner
-    assert owner is not None
-    by_position = first.ownership is Ownership.POSITION
-    sums = diff.sum(axis=-1) if by_position else diff.sum(axis=1)  # (B, positions) or (B, C_out)
-    offsets = count * np.arange(runs)[:, None]
-    if by_position:
-        owned, slots = reductions._owned_slots(owner)
-        weights = sums[:, owned.reshape(-1)]
-        found = np.bincount((slots + offsets).reshape(-1), weights=weights.reshape(-1), minlength=runs * count)
-    elif count == len(owner):
-        return sums[:, owner].astype(np.float64)
-    else:
-        found = np.bincount((owner + offsets).reshape(-1), weights=sums.reshape(-1), minlength=runs * count)
-    return found.reshape(runs, count)
 
 
 def _per_output_steps(group: Group, steps: np.ndarray) -> np.ndarray | float:
