@@ -20,8 +20,9 @@ from convcheck.checker import run_check
 from convcheck.isolation import remote
 from convcheck.isolation.check import isolated_check
 from convcheck.numeric import Engine
+from convcheck.numeric import engine as engine_module
 from convcheck.numeric.fanout import Point, evaluate, shared_slots
-from convcheck.spec import Activation, ConvShape
+from convcheck.spec import Activation, ConvShape, Layout
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="fork and prctl: Linux")
 
@@ -153,3 +154,23 @@ def test_each_of_many_points_is_taken_by_one_worker_once():
     assert evaluate(forward, base, points, slots, lambda returned: returned[0], 3)
     for got, want in zip(slots, _direct(forward, base, points), strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("spec", [CASES[1], CASES[3], CASES[4]], ids=["nhwc", "nchw", "float32"])
+def test_a_users_batches_in_the_engines_layout_are_reduced_together_as_calls_one_at_a_time(monkeypatch, spec):
+    """A batch of a layer in the engine's layout (NHWC) comes back as one stack, which the engine reduces in one
+    pass (``exact_many``); in another layout it comes back as a list. Either way: the in-process result."""
+    expected = fingerprint(run_check(spec))
+    together = []
+    real = engine_module.exact_many
+
+    def counted(*args, **kwargs):
+        together.append(len(args[1]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "exact_many", counted)
+    assert fingerprint(isolated_check(spec)) == expected
+    if spec.layout is Layout.NHWC:
+        assert together and max(together) > 1
+    else:
+        assert not together

@@ -116,10 +116,12 @@ class RemoteLayer(UserLayer):
 
     def forward_many(
         self, params: list[np.ndarray], points: list[Point], workers: int
-    ) -> Callable[[], list[np.ndarray] | None] | None:
+    ) -> Callable[[], list[np.ndarray] | np.ndarray | None] | None:
         """The engine's outputs (NHWC) of forward at each of ``points`` (changes of ``params`` = x, w, b), from
         one request: the child evaluates them on ``workers`` processes (``convcheck.numeric.fanout``). The request
-        is sent now; the function returned receives the outputs (the engine reduces the previous batch meanwhile).
+        is sent now; the function returned receives the outputs (the engine reduces the previous batch meanwhile):
+        one stacked array ``(len(points), N, *O, C_out)`` when the layer's layout is the engine's (the engine
+        then reduces the batch in one pass over the stack, ``Reductions.exact_many``), else a list.
         Each output is checked, converted and offered to the forward-point sample as one ``forward`` call's would
         be. None, or a function that returns None, when the child could not answer that way (the caller makes
         the calls one at a time). ``pipelined = False``: the outputs are received before this returns."""
@@ -140,7 +142,7 @@ class RemoteLayer(UserLayer):
         block = self._blocks[0]
         copies = session.call_later(*request, lambda reply, blobs: block.read(session, reply, blobs))
 
-        def outputs() -> list[np.ndarray] | None:
+        def outputs() -> list[np.ndarray] | np.ndarray | None:
             received = copies()
             if received is None or len(received) != len(points):
                 return None
@@ -151,8 +153,11 @@ class RemoteLayer(UserLayer):
             return lambda: done
         return outputs
 
-    def _accepted(self, received: list[np.ndarray], params: list[np.ndarray], points: list[Point]) -> list[np.ndarray]:
-        """The outputs the child sent for ``points``, checked, in the engine's layout, offered to the sample."""
+    def _accepted(
+        self, received: list[np.ndarray] | np.ndarray, params: list[np.ndarray], points: list[Point]
+    ) -> list[np.ndarray] | np.ndarray:
+        """The outputs the child sent for ``points``, checked, in the engine's layout, offered to the sample: the
+        stack ``_Block.read`` made, as it is, when that layout is the user's."""
         x, w, b = params
         dims = layer_dims(x.shape, w.shape, self.window)
         outputs = []
@@ -165,6 +170,8 @@ class RemoteLayer(UserLayer):
                 flat[point.where] = point.values
                 self.points.offer(x, w, b, outputs[-1])
                 flat[point.where] = original
+        if isinstance(received, np.ndarray) and self.layout is Layout.NHWC:
+            return received
         return outputs
 
     def _user_positions(self, tensor: int, params: list[np.ndarray]) -> np.ndarray:
@@ -281,8 +288,9 @@ class _Block:
     def __init__(self) -> None:
         self.memory = np.empty(0)
 
-    def read(self, session: Session, reply: dict[str, Any], blobs: memoryview) -> list[np.ndarray] | None:
-        """The outputs of a batch, copied out of shared memory (None when the child could not answer that way)."""
+    def read(self, session: Session, reply: dict[str, Any], blobs: memoryview) -> list[np.ndarray] | np.ndarray | None:
+        """The outputs of a batch, copied out of shared memory: one array stacking them when they have one shape
+        and dtype, else a list (None when the child could not answer that way)."""
         metas = reply.get("outputs")
         if not isinstance(metas, list):
             return None
@@ -294,7 +302,7 @@ class _Block:
             self.memory = np.empty(shape, dtype)
         for k, view in enumerate(views):
             np.copyto(self.memory[k], view)
-        return list(self.memory[: len(views)])
+        return self.memory[: len(views)]
 
 
 def _unreachable(*_: object) -> None:  # pragma: no cover - a RemoteLayer never calls its impl's functions here

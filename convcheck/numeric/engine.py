@@ -56,10 +56,11 @@ from convcheck.tolerance import SAFETY, rounding_sigma
 ForwardFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 #: ``many(params, points)``: the outputs of forward at each of ``points`` (changes of the base ``params``, x, w and
 #: b, flat indices as the engine has them), in order; None when they could not be had that way.
-#: It may answer later: a function that gives them (or None) when called; or with one array stacking them
-#: (``(len(points), N, *O, C_out)``, the built-in layer's ``outputs``), which the engine then reduces group by
-#: group in one pass over the stack.
-Answer = list[np.ndarray] | np.ndarray | Callable[[], list[np.ndarray] | None] | None
+#: It may answer with one array stacking them (``(len(points), N, *O, C_out)``: the built-in layer's ``outputs``, a
+#: user's layer in the engine's layout), which the engine then reduces in one pass over the stack; and it may
+#: answer later: a function that gives them (or None) when called.
+Outputs = list[np.ndarray] | np.ndarray
+Answer = Outputs | Callable[[], Outputs | None] | None
 ManyFn = Callable[[list[np.ndarray], list[Point]], Answer]
 Steps = tuple[np.ndarray | slice, np.ndarray, np.ndarray, np.ndarray]
 
@@ -505,7 +506,7 @@ def projected(
 
 
 def _reduce_together(
-    engine: Engine, chunk: list[Group], steps: list[Steps], outputs: list[np.ndarray] | np.ndarray | None, eps: float
+    engine: Engine, chunk: list[Group], steps: list[Steps], outputs: Outputs | None, eps: float
 ) -> list[Measurement] | None:
     """The chunk's measurements reduced together (``Reductions.exact_many``) when ``many`` answered with one
     stacked array (``(2·len(chunk), N, *O, C_out)``: each group's ``+`` then ``−`` output) and every step
