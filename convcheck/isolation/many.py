@@ -63,9 +63,18 @@ class Pending(Generic[T]):
         return self._value  # type: ignore[return-value]  # set by settle when there was no error
 
 
-def encode_points(points: list[Point], outgoing: Outgoing) -> list[dict[str, Any]]:
-    """The points' descriptions, their index and value arrays placed by ``outgoing``."""
-    return [{"tensor": p.tensor, "where": outgoing.array(p.where), "values": outgoing.array(p.values)} for p in points]
+def encode_points(points: list[Point], outgoing: Outgoing) -> dict[str, Any]:
+    """The points' description: their tensors and sizes, and every point's index and value arrays one after the
+    other in two arrays placed by ``outgoing`` (two arrays a request, not two a point: each costs a description
+    to encode and decode)."""
+    where = np.concatenate([np.asarray(p.where, dtype=np.int64).reshape(-1) for p in points] or [np.empty(0, np.int64)])
+    values = np.concatenate([np.asarray(p.values).reshape(-1) for p in points] or [np.empty(0)])
+    return {
+        "tensors": [p.tensor for p in points],
+        "sizes": [int(np.size(p.where)) for p in points],
+        "where": outgoing.array(where),
+        "values": outgoing.array(values),
+    }
 
 
 def serve_many(
@@ -74,7 +83,8 @@ def serve_many(
     arena: Arena,
     forward: Callable[..., object],
 ) -> tuple[dict[str, Any], Outgoing]:
-    """The child's answer to a batch request: ``{"kind": "returned", "outputs": [descriptions] or None}``.
+    """The child's answer to a batch request: ``{"kind": "returned", "outputs": description or None}``, the
+    description of one array ``(points, *out)`` that stacks the outputs in the points' order.
 
     ``forward(*args)``: the user's forward with its hyperparameters bound. Every output must have the shape and
     dtype of the request's ``out`` (those of the last output the parent received). With ``workers > 1`` the
@@ -86,13 +96,13 @@ def serve_many(
     try:
         out = request["out"]
         shape, dtype = tuple(int(n) for n in out["shape"]), np.dtype(str(out["dtype"]))
+        count = len(request["points"]["tensors"])
     except (KeyError, TypeError, ValueError):
         return failed, outgoing
-    count = len(request.get("points", []))
-    reserved = [outgoing.reserve(shape, dtype) for _ in range(count)]
-    if any(r is None for r in reserved):
+    reserved = outgoing.reserve((count, *shape), dtype)
+    if reserved is None:
         return failed, outgoing
-    slots = [r[0] for r in reserved if r is not None]
+    slots = reserved[0]
     workers = int(request.get("workers", 1))
     if workers > 1 and count > 1 and not _inline(request):
         message = json.dumps({**request, "slots": slots}).encode()
@@ -118,7 +128,7 @@ _NO_BLOBS = memoryview(b"")
 def _inline(request: dict[str, Any]) -> bool:
     """Whether any array of the request travelled inline (in the socket's bytes, which only this process has)."""
     metas = [arg["array"] for arg in request.get("args", []) if "array" in arg]
-    metas += [p[key] for p in request.get("points", []) for key in ("where", "values")]
+    metas += [request["points"][key] for key in ("where", "values")]
     return any(meta.get("at") != "shared" for meta in metas)
 
 
@@ -133,15 +143,17 @@ def _batch(request: dict[str, Any], arena: Arena, blobs: memoryview, forward: Ca
             base.append(None)
         else:
             extra.append(arg.get("value"))
+    described = request["points"]
+    where = decode_array(described["where"], arena, 0, blobs, copy=False)
+    values = decode_array(described["values"], arena, 0, blobs, copy=False)
+    sizes = np.array(described["sizes"], dtype=np.int64)
+    ends = np.cumsum(sizes)
+    starts = ends - sizes
     points = [
-        Point(
-            int(p["tensor"]),
-            decode_array(p["where"], arena, 0, blobs, copy=False),
-            decode_array(p["values"], arena, 0, blobs, copy=False),
-        )
-        for p in request.get("points", [])
+        Point(int(tensor), where[start:end], values[start:end])
+        for tensor, start, end in zip(described["tensors"], starts, ends, strict=True)
     ]
-    slots = [decode_array(meta, arena, 1, blobs, copy=False) for meta in request["slots"]]
+    slots = list(decode_array(request["slots"], arena, 1, blobs, copy=False))
     out = request["out"]
     shape, dtype = tuple(int(n) for n in out["shape"]), np.dtype(str(out["dtype"]))
 

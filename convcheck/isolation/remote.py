@@ -280,7 +280,7 @@ class RemoteLayer(UserLayer):
 class _Block:
     """Where a batch's outputs are copied out of shared memory: one array kept from batch to batch.
 
-    A fresh array per output would cost a page fault per 4 KiB of it in this process (its memory is handed back
+    A fresh array per batch would cost a page fault per 4 KiB of it in this process (its memory is handed back
     to the system between batches) and a second copy for the engine's layout; the engine reads a batch's outputs
     before it asks for the batch after the next one, so two blocks, used in turn, are never overwritten early.
     """
@@ -288,21 +288,19 @@ class _Block:
     def __init__(self) -> None:
         self.memory = np.empty(0)
 
-    def read(self, session: Session, reply: dict[str, Any], blobs: memoryview) -> list[np.ndarray] | np.ndarray | None:
-        """The outputs of a batch, copied out of shared memory: one array stacking them when they have one shape
-        and dtype, else a list (None when the child could not answer that way)."""
-        metas = reply.get("outputs")
-        if not isinstance(metas, list):
+    def read(self, session: Session, reply: dict[str, Any], blobs: memoryview) -> np.ndarray | None:
+        """The outputs of a batch, copied out of shared memory as one array stacking them (None when the child
+        could not answer that way)."""
+        meta = reply.get("outputs")
+        if meta is None:
             return None
-        views = [session.array(meta, blobs, copy=False) for meta in metas]
-        if not views or any(v.shape != views[0].shape or v.dtype != views[0].dtype for v in views):
-            return [v.copy() for v in views]  # refused by the shape check (``_accepted``)
-        shape, dtype = (len(views), *views[0].shape), views[0].dtype
-        if self.memory.dtype != dtype or self.memory.shape[1:] != shape[1:] or len(self.memory) < len(views):
-            self.memory = np.empty(shape, dtype)
-        for k, view in enumerate(views):
-            np.copyto(self.memory[k], view)
-        return self.memory[: len(views)]
+        view = session.array(meta, blobs, copy=False)  # a description that breaks the protocol raises here
+        if view.ndim < 1:
+            return None
+        if self.memory.dtype != view.dtype or self.memory.shape[1:] != view.shape[1:] or len(self.memory) < len(view):
+            self.memory = np.empty(view.shape, view.dtype)
+        np.copyto(self.memory[: len(view)], view)
+        return self.memory[: len(view)]
 
 
 def _unreachable(*_: object) -> None:  # pragma: no cover - a RemoteLayer never calls its impl's functions here
