@@ -855,12 +855,13 @@ checks:
 
 
 def bench_user_sweep(rounds: int, baseline: str = BASELINE) -> list[Row]:
-    return _sweep("user-sweep", USER_SWEEP_CONFIG.format(impl=USER_LAYER), rounds, baseline, jobs=(2,))
+    return _sweep("user-sweep", USER_SWEEP_CONFIG.format(impl=USER_LAYER), rounds, baseline, jobs=(2,), floor=True)
 
 
-def _sweep(name: str, text: str, rounds: int, baseline: str, jobs: tuple[int, ...]) -> list[Row]:
+def _sweep(name: str, text: str, rounds: int, baseline: str, jobs: tuple[int, ...], floor: bool = False) -> list[Row]:
     """``convcheck run`` of a generated sweep with this tree (``--jobs`` each of ``jobs``) and with the tree at
-    ``baseline`` (``--jobs 2``), interleaved: wall and CPU seconds."""
+    ``baseline`` (``--jobs 2``), interleaved: wall and CPU seconds. ``floor``: a user's layer's sweep, also timed
+    as its forward calls alone (``user_sweep_floor.py``, the passes of a first run of this tree)."""
     with tempfile.TemporaryDirectory() as folder:
         config = Path(folder) / f"{name}.yaml"
         config.write_text(text)
@@ -873,6 +874,11 @@ def _sweep(name: str, text: str, rounds: int, baseline: str, jobs: tuple[int, ..
             prefix, env = convcheck_command(ROOT)
             env = compiled(env, cache)
             commands[f"--jobs {n}"] = ([*prefix, "run", str(config), "--jobs", str(n), "--quiet"], env)
+        if floor:
+            report = Path(folder) / "passes.json"
+            argv, env = commands["--jobs 2"]
+            subprocess.run([*argv, "--json", str(report)], capture_output=True, env=env, cwd=ROOT, check=True)
+            commands["floor"] = ([PYTHON, str(HERE / "user_sweep_floor.py"), str(config), str(report)], env)
         if before is not None:
             prefix, env = convcheck_command(before)
             env = compiled(env, cache)
@@ -894,6 +900,12 @@ def _sweep(name: str, text: str, rounds: int, baseline: str, jobs: tuple[int, ..
     gain = best["baseline --jobs 2"] / best["--jobs 2"]
     rows.insert(len(jobs), Row(name, f"the same at {baseline} (baseline), --jobs 2", best["baseline --jobs 2"], "s"))
     rows.append(Row(name, f"checks per second, --jobs 2, vs {baseline}", gain, "×", "≥ 2", gain >= 2))
+    if floor:
+        most = best["baseline --jobs 2"] / best["floor"]
+        rows += [
+            Row(name, "its floor: the forward calls alone (user_sweep_floor.py)", best["floor"], "s"),
+            Row(name, f"{baseline} / the floor: the most an engine could gain", most, "×"),
+        ]
     return rows
 
 
