@@ -39,10 +39,23 @@ class PointSample:
         self.points: list[Point] = []
 
     def offer(self, x: np.ndarray, w: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+        slot = self.take()
+        if slot is not None:
+            self.keep(slot, x, w, b, out)
+
+    def take(self) -> int | None:
+        """Count one call and draw whether it is kept: the slot to ``keep`` it in, or None. (``offer`` in two
+        steps, for a caller that builds a call's arrays only when they are kept.)"""
         self.calls += 1
         if len(self.points) < self.size:
-            self.points.append(Point(self.calls, x, w, b, out))
-            return
+            return len(self.points)
         slot = int(self.rng.integers(self.calls))
-        if slot < self.size:
-            self.points[slot] = Point(self.calls, x, w, b, out)
+        return slot if slot < self.size else None
+
+    def keep(self, slot: int, x: np.ndarray, w: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+        """Keep the call ``take`` just counted (copies of its arrays) in ``slot``."""
+        point = Point(self.calls, x, w, b, out)
+        if slot == len(self.points):
+            self.points.append(point)
+        else:
+            self.points[slot] = point

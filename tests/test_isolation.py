@@ -255,6 +255,22 @@ def test_the_point_sample_is_uniform_and_seeded():
     assert [p.number for p in again[0].points] == [p.number for p in again[1].points]
 
 
+def test_the_sample_taken_in_two_steps_keeps_the_calls_offer_keeps():
+    """``take`` then ``keep`` (a batch's outputs, whose arrays are built only when kept) is ``offer``."""
+    spec = CheckSpec("s", SHAPE, seed=11)
+    offered, taken = PointSample(spec), PointSample(spec)
+    for call in range(60):
+        arrays = [np.full(2, float(call)) for _ in range(4)]
+        offered.offer(*arrays)
+        slot = taken.take()
+        if slot is not None:
+            taken.keep(slot, *arrays)
+    assert offered.calls == taken.calls == 60
+    assert [p.number for p in offered.points] == [p.number for p in taken.points]
+    assert [p.x.tolist() for p in offered.points] == [p.x.tolist() for p in taken.points]
+    assert [p.number for p in offered.points] != [1, 2, 3]  # later calls replaced the first ones
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may read and write any process's memory and descriptors")
 def test_the_layers_process_cannot_reach_the_memory_or_descriptors_of_the_worker_that_judges_it():
     outcome = run_batch([hostile("reaches_parent.py"), hostile("good.py")], jobs=1, isolate=True)

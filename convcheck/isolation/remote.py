@@ -144,7 +144,7 @@ class RemoteLayer(UserLayer):
 
         def outputs() -> list[np.ndarray] | np.ndarray | None:
             received = copies()
-            if received is None or len(received) != len(points):
+            if received is None or len(received) != len(points) or not len(points):
                 return None
             return self._accepted(received, params, points)
 
@@ -154,24 +154,23 @@ class RemoteLayer(UserLayer):
         return outputs
 
     def _accepted(
-        self, received: list[np.ndarray] | np.ndarray, params: list[np.ndarray], points: list[Point]
+        self, received: np.ndarray, params: list[np.ndarray], points: list[Point]
     ) -> list[np.ndarray] | np.ndarray:
-        """The outputs the child sent for ``points``, checked, in the engine's layout, offered to the sample: the
-        stack ``_Block.read`` made, as it is, when that layout is the user's."""
+        """The outputs the child sent for ``points`` (``_Block.read``'s stack, ``(len(points), *out)``: its rows
+        have one shape, so one check is every output's), in the engine's layout, each offered to the
+        forward-point sample as one call's output would be; the stack as it is when the user's layout is the
+        engine's, else a list. A point's arrays are built only when the sample keeps it."""
         x, w, b = params
-        dims = layer_dims(x.shape, w.shape, self.window)
-        outputs = []
-        for point, out in zip(points, received, strict=True):
-            self._check_array("out", "forward's out", "out", out, dims)
-            outputs.append(out if self.layout is Layout.NHWC else self._to_engine(out, "out"))  # ``_Block``'s
-            if self.points is not None:
+        self._check_array("out", "forward's out", "out", received[0], layer_dims(x.shape, w.shape, self.window))
+        outputs = received if self.layout is Layout.NHWC else [self._to_engine(out, "out") for out in received]
+        for point, out in zip(points, outputs, strict=True):
+            slot = None if self.points is None else self.points.take()
+            if slot is not None and self.points is not None:
                 flat = params[point.tensor].reshape(-1)
                 original = flat[point.where].copy()
                 flat[point.where] = point.values
-                self.points.offer(x, w, b, outputs[-1])
+                self.points.keep(slot, x, w, b, out)
                 flat[point.where] = original
-        if isinstance(received, np.ndarray) and self.layout is Layout.NHWC:
-            return received
         return outputs
 
     def _user_positions(self, tensor: int, params: list[np.ndarray]) -> np.ndarray:

@@ -365,6 +365,10 @@ class PointRecorder(Protocol):
 
     def offer(self, x: np.ndarray, w: np.ndarray, b: np.ndarray, out: np.ndarray) -> None: ...
 
+    def take(self) -> int | None: ...  # ``offer`` in two steps: count the call, and where to keep it (or None)
+
+    def keep(self, slot: int, x: np.ndarray, w: np.ndarray, b: np.ndarray, out: np.ndarray) -> None: ...
+
 
 def describe(value: object) -> str:
     """How messages name a value a user's function returned: ``an array of shape (2, 3)``, ``a tuple of 2 (…)``."""
