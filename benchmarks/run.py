@@ -855,7 +855,80 @@ checks:
 
 
 def bench_user_sweep(rounds: int, baseline: str = BASELINE) -> list[Row]:
-    return _sweep("user-sweep", USER_SWEEP_CONFIG.format(impl=USER_LAYER), rounds, baseline, jobs=(2,), floor=True)
+    text = USER_SWEEP_CONFIG.format(impl=USER_LAYER)
+    return _sweep("user-sweep", text, rounds, baseline, jobs=(2,), floor=True) + _user_sweep_cpu(text, rounds, baseline)
+
+
+USER_CPU_PROBE = textwrap.dedent(
+    """
+    import json, sys, time
+    sys.path.insert(0, {root!r})
+    from convcheck.isolation import session
+    layer_cpu = []
+    close = session.Session.close
+
+    def close_after_asking(self):  # the layer's process reports its CPU seconds when asked (one request)
+        layer_cpu.append(self.child_cpu())
+        return close(self)
+
+    session.Session.close = close_after_asking
+    from convcheck.isolation.check import isolated_check
+    from convcheck.config import load_file
+    specs = load_file({config!r}).specs[::{step}]
+    for spec in specs[:2]:
+        isolated_check(spec)
+    layer_cpu.clear()
+    start = time.process_time()
+    for spec in specs:
+        isolated_check(spec)
+    print(json.dumps([(time.process_time() - start) / len(specs), sum(layer_cpu) / len(specs), len(specs)]))
+    """
+)
+
+
+def _user_sweep_cpu(text: str, rounds: int, baseline: str, step: int = 5) -> list[Row]:
+    """CPU seconds per check of every ``step``-th layer of the user sweep, each check isolated as ``--jobs``
+    workers run them, one after another with one BLAS thread: the check's process and the layer's (which it
+    reports), this tree against ``baseline``, interleaved, best of ``rounds``. ``step`` is prime to the 6 filter
+    size × stride pairs that vary fastest (every 3rd layer never has filter size 5 and costs half as much)."""
+    with tempfile.TemporaryDirectory() as folder:
+        config = Path(folder) / "user-sweep.yaml"
+        config.write_text(text)
+        before, why = _extract(baseline, Path(folder) / "baseline")
+        trees = {"this tree": ROOT, **({} if before is None else {baseline: before})}
+        best = {name: (float("inf"), float("inf")) for name in trees}
+        count = 0
+        env = {**os.environ, **dict.fromkeys(parallel.BLAS_THREAD_VARIABLES, "1")}
+        env = compiled(env, str(Path(folder) / "bytecode"), *trees.values())
+        for _ in range(max(2, rounds)):
+            for name, tree in trees.items():
+                probe = USER_CPU_PROBE.format(root=str(tree), config=str(config), step=step)
+                done = subprocess.run([PYTHON, "-c", probe], capture_output=True, text=True, env=env, cwd=tree)
+                if done.returncode != 0:
+                    return [Row("user-sweep", "CPU per check", float("nan"), "ms", note=done.stderr[-200:])]
+                mine, layers, count = json.loads(done.stdout.strip().splitlines()[-1])
+                if mine + layers < sum(best[name]):
+                    best[name] = (mine, layers)
+    label = f"CPU per check, {count} of the layers one at a time"
+    rows = [Row("user-sweep", label, 1e3 * sum(best["this tree"]), "ms", note=_split(best["this tree"]))]
+    if before is None:
+        return [*rows, Row("user-sweep", "CPU per check, baseline / this tree", float("nan"), "×", "", None, why)]
+    gain = sum(best[baseline]) / sum(best["this tree"])
+    return [
+        *rows,
+        Row(
+            "user-sweep",
+            f"the same at {baseline} (baseline)",
+            1e3 * sum(best[baseline]),
+            "ms",
+            note=_split(best[baseline]),
+        ),
+        Row("user-sweep", f"CPU per check, {baseline} / this tree", gain, "×"),
+    ]
+
+
+def _split(cpu: tuple[float, float]) -> str:
+    return f"the check's process {1e3 * cpu[0]:.1f} ms, the layer's {1e3 * cpu[1]:.1f} ms"
 
 
 def _sweep(name: str, text: str, rounds: int, baseline: str, jobs: tuple[int, ...], floor: bool = False) -> list[Row]:
