@@ -28,8 +28,8 @@ PROBE = textwrap.dedent(
     sys.path.insert(0, {benchmarks!r})
     sys.path.insert(0, {root!r})
     if {keep!r}:
-        from convcheck.isolation.child import _keep_freed_memory
-        _keep_freed_memory()
+        from convcheck.isolation.child import keep_freed_memory
+        keep_freed_memory()
     from rows import SEED_SHAPE
     from convcheck.checker import run_check
     from convcheck.spec import CheckSpec, Method

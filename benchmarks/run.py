@@ -63,6 +63,7 @@ from rows import SEED_SHAPE, Row, print_rows, seed_data  # noqa: E402
 
 from convcheck import checker, numeric, parallel, reference  # noqa: E402
 from convcheck.data import make_data  # noqa: E402
+from convcheck.isolation.child import keep_freed_memory  # noqa: E402 - the layer process's malloc settings
 from convcheck.layer import MatrixConvLayer  # noqa: E402
 from convcheck.numeric.audit import AUDIT_ENTRIES  # noqa: E402
 from convcheck.numeric.groups import input_groups  # noqa: E402
@@ -486,7 +487,7 @@ def forwards_on_processes(forward: Callable[..., Any], arrays: tuple[np.ndarray,
         if pid == 0:  # pragma: no cover - in the forked process
             code = 1
             try:
-                _keep_freed_memory()
+                keep_freed_memory()
                 with parallel.limited_blas(1):
                     kept = None  # where each output is written, as into a worker's slot
                     for _ in range(j, passes, cores):
@@ -501,15 +502,6 @@ def forwards_on_processes(forward: Callable[..., Any], arrays: tuple[np.ndarray,
         _, status = os.waitpid(pid, 0)
         if status != 0:
             raise RuntimeError(f"a floor process ended with status {status}")
-
-
-def _keep_freed_memory() -> None:
-    """The layer process's malloc settings (``isolation/child.py``: mmap threshold 32 MiB, trim threshold 1 GiB)."""
-    import ctypes
-
-    mallopt = ctypes.CDLL(None).mallopt
-    mallopt(-3, 32 * 2**20)  # M_MMAP_THRESHOLD
-    mallopt(-1, 2**30)  # M_TRIM_THRESHOLD
 
 
 def _round_trips(rounds: int) -> list[Row]:
@@ -802,29 +794,18 @@ def _sweep_cpu(rounds: int, baseline: str, step: int = 3) -> list[Row]:
     so that each is sampled about equally (every 5th layer never had filter size 5, the dearest: it measured
     11.0 ms per check where all 320 take 17.6 ms). Unlike wall time, it hardly moves with the other processes
     on the machine."""
-    with tempfile.TemporaryDirectory() as folder:
-        config = Path(folder) / "sweep.yaml"
-        config.write_text(SWEEP_CONFIG)
-        before, why = _extract(baseline, Path(folder) / "baseline")
-        trees = {"this tree": ROOT, **({} if before is None else {baseline: before})}
-        best, count = dict.fromkeys(trees, float("inf")), 0
-        env = {**os.environ, **dict.fromkeys(parallel.BLAS_THREAD_VARIABLES, "1")}
-        env = compiled(env, str(Path(folder) / "bytecode"), *trees.values())
-        for _ in range(max(2, rounds)):
-            for name, tree in trees.items():
-                probe = CHECK_CPU_PROBE.format(root=str(tree), config=str(config), step=step)
-                done = subprocess.run([PYTHON, "-c", probe], capture_output=True, text=True, env=env, cwd=tree)
-                if done.returncode != 0:
-                    return [Row("sweep", "CPU per check", float("nan"), "ms", note=done.stderr[-200:])]
-                seconds, count = json.loads(done.stdout.strip().splitlines()[-1])
-                best[name] = min(best[name], seconds)
-    rows = [Row("sweep", f"CPU per check, {count} of the layers in one process", 1e3 * best["this tree"], "ms")]
-    if before is None:
+    try:
+        best, count, why = _cpu_probes(SWEEP_CONFIG, CHECK_CPU_PROBE, rounds, baseline, step)
+    except RuntimeError as exc:
+        return [Row("sweep", "CPU per check", float("nan"), "ms", note=str(exc))]
+    mine = sum(best["this tree"])
+    rows = [Row("sweep", f"CPU per check, {count} of the layers in one process", 1e3 * mine, "ms")]
+    if baseline not in best:
         return [*rows, Row("sweep", "CPU per check, baseline / this tree", float("nan"), "×", "", None, why)]
-    gain = best[baseline] / best["this tree"]
+    gain = sum(best[baseline]) / mine
     return [
         *rows,
-        Row("sweep", f"the same at {baseline} (baseline)", 1e3 * best[baseline], "ms"),
+        Row("sweep", f"the same at {baseline} (baseline)", 1e3 * sum(best[baseline]), "ms"),
         Row(
             "sweep",
             f"CPU per check, {baseline} / this tree",
@@ -833,6 +814,38 @@ def _sweep_cpu(rounds: int, baseline: str, step: int = 3) -> list[Row]:
             note="the share of --jobs 2's wall spent in checks shrinks by this",
         ),
     ]
+
+
+def _cpu_probes(
+    text: str, probe: str, rounds: int, baseline: str, step: int
+) -> tuple[dict[str, list[float]], int, str]:
+    """``probe`` (a script; it prints ``[CPU seconds per check, ..., checks]`` for every ``step``-th check of the
+    sweep ``text``) run in this tree and in the tree at ``baseline``, in fresh processes with one BLAS thread,
+    interleaved, ``rounds`` times (at least 2): each tree's best round (least CPU in all), the number of checks,
+    and why the baseline is missing (its tree is then absent from the first).
+
+    Raises:
+        RuntimeError: a probe failed (the end of what it wrote on stderr).
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        config = Path(folder) / "sweep.yaml"
+        config.write_text(text)
+        before, why = _extract(baseline, Path(folder) / "baseline")
+        trees = {"this tree": ROOT, **({} if before is None else {baseline: before})}
+        best = {name: [float("inf")] for name in trees}
+        count = 0
+        env = {**os.environ, **dict.fromkeys(parallel.BLAS_THREAD_VARIABLES, "1")}
+        env = compiled(env, str(Path(folder) / "bytecode"), *trees.values())
+        for _ in range(max(2, rounds)):
+            for name, tree in trees.items():
+                script = probe.format(root=str(tree), config=str(config), step=step)
+                done = subprocess.run([PYTHON, "-c", script], capture_output=True, text=True, env=env, cwd=tree)
+                if done.returncode != 0:
+                    raise RuntimeError(done.stderr[-200:])
+                *seconds, count = json.loads(done.stdout.strip().splitlines()[-1])
+                if sum(seconds) < sum(best[name]):
+                    best[name] = seconds
+    return best, count, why
 
 
 USER_SWEEP_CONFIG = """\
@@ -891,27 +904,13 @@ def _user_sweep_cpu(text: str, rounds: int, baseline: str, step: int = 5) -> lis
     workers run them, one after another with one BLAS thread: the check's process and the layer's (which it
     reports), this tree against ``baseline``, interleaved, best of ``rounds``. ``step`` is prime to the 6 filter
     size × stride pairs that vary fastest (every 3rd layer never has filter size 5 and costs half as much)."""
-    with tempfile.TemporaryDirectory() as folder:
-        config = Path(folder) / "user-sweep.yaml"
-        config.write_text(text)
-        before, why = _extract(baseline, Path(folder) / "baseline")
-        trees = {"this tree": ROOT, **({} if before is None else {baseline: before})}
-        best = {name: (float("inf"), float("inf")) for name in trees}
-        count = 0
-        env = {**os.environ, **dict.fromkeys(parallel.BLAS_THREAD_VARIABLES, "1")}
-        env = compiled(env, str(Path(folder) / "bytecode"), *trees.values())
-        for _ in range(max(2, rounds)):
-            for name, tree in trees.items():
-                probe = USER_CPU_PROBE.format(root=str(tree), config=str(config), step=step)
-                done = subprocess.run([PYTHON, "-c", probe], capture_output=True, text=True, env=env, cwd=tree)
-                if done.returncode != 0:
-                    return [Row("user-sweep", "CPU per check", float("nan"), "ms", note=done.stderr[-200:])]
-                mine, layers, count = json.loads(done.stdout.strip().splitlines()[-1])
-                if mine + layers < sum(best[name]):
-                    best[name] = (mine, layers)
+    try:
+        best, count, why = _cpu_probes(text, USER_CPU_PROBE, rounds, baseline, step)
+    except RuntimeError as exc:
+        return [Row("user-sweep", "CPU per check", float("nan"), "ms", note=str(exc))]
     label = f"CPU per check, {count} of the layers one at a time"
     rows = [Row("user-sweep", label, 1e3 * sum(best["this tree"]), "ms", note=_split(best["this tree"]))]
-    if before is None:
+    if baseline not in best:
         return [*rows, Row("user-sweep", "CPU per check, baseline / this tree", float("nan"), "×", "", None, why)]
     gain = sum(best[baseline]) / sum(best["this tree"])
     return [
@@ -927,7 +926,7 @@ def _user_sweep_cpu(text: str, rounds: int, baseline: str, step: int = 5) -> lis
     ]
 
 
-def _split(cpu: tuple[float, float]) -> str:
+def _split(cpu: list[float]) -> str:
     return f"the check's process {1e3 * cpu[0]:.1f} ms, the layer's {1e3 * cpu[1]:.1f} ms"
 
 

@@ -16,7 +16,6 @@ engine could gain (``benchmarks/run.py``'s user-sweep rows). For layers with con
 from __future__ import annotations
 
 import argparse
-import ctypes
 import importlib.util
 import json
 import os
@@ -32,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 from convcheck import parallel  # noqa: E402
 from convcheck.config import load_file  # noqa: E402
 from convcheck.data import CheckData, make_data  # noqa: E402
+from convcheck.isolation.child import keep_freed_memory  # noqa: E402
 from convcheck.spec import CheckSpec  # noqa: E402
 from convcheck.user.arguments import call_values  # noqa: E402
 
@@ -81,9 +81,7 @@ def _reap(waited: tuple[int, int]) -> int:
 
 def _calls(spec: CheckSpec, data: CheckData, count: int) -> None:
     """``count`` forward calls of the layer, as the layer's own process would make them."""
-    mallopt = ctypes.CDLL(None).mallopt
-    mallopt(-3, 32 * 2**20)  # M_MMAP_THRESHOLD, as isolation/child.py sets it
-    mallopt(-1, 2**30)  # M_TRIM_THRESHOLD
+    keep_freed_memory()  # the layer process's malloc settings
     assert spec.impl is not None
     path = Path(spec.impl.module)
     path = path if path.is_absolute() else (spec.impl.base_dir or Path.cwd()) / path

@@ -385,7 +385,7 @@ if sys.argv[1] == "defaults":  # glibc's initial thresholds, fixed
         mallopt(child._M_MMAP_THRESHOLD, 128 * 1024)
         mallopt(child._M_TRIM_THRESHOLD, 128 * 1024)
 
-    child._keep_freed_memory = defaults
+    child.keep_freed_memory = defaults
 shape = ConvShape(batch=2, in_height=5, in_width=6, in_depth=2, out_depth=3, filter_size=3, stride=1, padding=1)
 spec = CheckSpec("f", shape, impl=ImplRef("reports_page_faults.py", base_dir=Path(sys.argv[2])))
 data = make_data(spec)
@@ -414,7 +414,7 @@ THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 @pytest.mark.skipif(THP.exists() and "[always]" in THP.read_text(), reason="huge pages for all memory: few faults")
 def test_memory_the_layer_frees_is_reused_without_page_faults():
     """16 MB freed and allocated again take ~4,000 page faults with glibc's initial thresholds (the memory is
-    mapped afresh), and almost none in a check's process (``child._keep_freed_memory``)."""
+    mapped afresh), and almost none in a check's process (``child.keep_freed_memory``)."""
     kept, default = faults_reported("kept"), faults_reported("defaults")
     assert kept < 200 < 2000 < default
 

@@ -109,13 +109,13 @@ def _prepare(sock: socket.socket, parent: int, memory_limit: int | None) -> int:
     sock.detach()
     os.closerange(3, fd)
     os.closerange(fd + 1, max(fd + 2, os.sysconf("SC_OPEN_MAX")))
-    _keep_freed_memory()
+    keep_freed_memory()
     if memory_limit is not None:
         _limit_memory(memory_limit)
     return fd
 
 
-def _keep_freed_memory() -> None:
+def keep_freed_memory() -> None:
     """glibc's ``malloc`` keeps what the user's code frees (``mallopt``; nothing where glibc is absent).
 
     By default large arrays (from 128 KiB, adjusted as they come) are mapped afresh and unmapped when freed, and
