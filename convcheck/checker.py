@@ -141,7 +141,8 @@ def _run(spec: CheckSpec, layer: ConvLayer | None, data: CheckData | None, start
     two = spec.method is Method.DIRECTIONAL and grads is not None and parallel.side_by_side_pays(layer, shape)
     with parallel.side_by_side(two) as beside:
         # Σ|x|·|w| + |b| once: the rounding model of the forward verdict and of the engine both use it.
-        point64 = (data.x.astype(np.float64), data.w.astype(np.float64), data.b.astype(np.float64))
+        x64, w64, b64 = (a.astype(np.float64, copy=False) for a in (data.x, data.w, data.b))  # read, never written
+        point64 = (x64, w64, b64)
         scale, verdict = None, None
         if out is not None:  # the reference output and the verdict on the other thread, the magnitude on this one
             expected = beside.start(lambda: reference_forward(spec, *point64))
@@ -230,7 +231,8 @@ def forward_verdict(
 def reference_forward(spec: CheckSpec, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The reference convolution of ``spec``'s layer at ``x, w, b``, in float64: ``(N, OH, OW, C_out)``."""
     window, activation = spec.shape.window, spec.activation
-    return reference.forward(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), window, activation)
+    x, w, b = (a.astype(np.float64, copy=False) for a in (x, w, b))
+    return reference.forward(x, w, b, window, activation)
 
 
 def _watch_points(layer: ConvLayer, spec: CheckSpec) -> PointSample | None:
@@ -322,7 +324,7 @@ def _engine(
         x=arrays[0],
         w=arrays[1],
         b=arrays[2],
-        g=data.dout.astype(np.float64),
+        g=data.dout.astype(np.float64, copy=False),  # the engine only reads it
         shape=spec.shape,
         activation=spec.activation,
         eps=tol.eps,

@@ -37,7 +37,8 @@ def make_data(spec: CheckSpec) -> CheckData:
     w = rng.standard_normal(s.w_shape) * math.sqrt(2.0 / fan_in)
     b = rng.standard_normal(s.b_shape) * 0.1
     dout = rng.standard_normal(s.out_shape)
-    return CheckData(x.astype(dtype), w.astype(dtype), b.astype(dtype), dout.astype(dtype))
+    # copy=False: the draws are fresh float64 arrays, kept as they are when the layer's dtype is float64
+    return CheckData(*(a.astype(dtype, copy=False) for a in (x, w, b, dout)))
 
 
 def integer_data(spec: CheckSpec) -> CheckData:

@@ -183,7 +183,9 @@ class Engine:
         self._exact_scaling = _is_power_of_two(self.eps)
         # Largest |∂z/∂θ| for one entry of each tensor: the partner it multiplies (bias: 1).
         slope_bound = (float(np.max(np.abs(self.w), initial=0.0)), float(np.max(np.abs(self.x), initial=0.0)), 1.0)
-        self._reductions = Reductions(self.f0, self.g.astype(np.float64), sigma, self.eps, self.activation, slope_bound)
+        self._reductions = Reductions(
+            self.f0, self.g.astype(np.float64, copy=False), sigma, self.eps, self.activation, slope_bound
+        )
         if again is None:  # made beside all this
             assert self.again is not None
             again = self._counted(self.again())

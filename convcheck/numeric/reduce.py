@@ -90,22 +90,10 @@ class Reductions:
         # the noise band that entry is allowed anyway; a larger one is detected and judged by its interval.
         self.threshold = SAFETY * sigma / eps
         self.threshold_step = self.threshold * eps  # the same test on |(f⁺ − f0) − (f0 − f⁻)| (exact steps)
-        gs2 = (g * sigma) ** 2
-        absg = np.abs(g)
-        # Per-owner reductions that do not change between groups.
-        positions = tuple(range(g.ndim - 1))
-        self._gs2 = {
-            Ownership.POSITION: gs2.sum(axis=-1),
-            Ownership.OUTPUT: gs2,
-            Ownership.CHANNEL: gs2.sum(axis=positions),
-            Ownership.ALL: float(gs2.sum()),
-        }
-        self._absg = {
-            Ownership.POSITION: absg.sum(axis=-1),
-            Ownership.OUTPUT: absg,
-            Ownership.CHANNEL: absg.sum(axis=positions),
-            Ownership.ALL: float(absg.sum()),
-        }
+        # Per-owner reductions that do not change between groups, each made when first asked for (``_per_owner``):
+        # a check reads only the ownerships of its groups (a directional check, one).
+        self._per_output = {"gs2": (g * sigma) ** 2, "absg": np.abs(g)}
+        self._sums: dict[tuple[str, Ownership], np.ndarray | float] = {}
         self.smooth = not activation.piecewise_linear  # read several times per group: looked up once
         # Successive groups share their owner arrays (every channel of an input class, every weight group): what
         # depends on the owners alone is kept for the last one seen (held by reference, so compared by identity).
@@ -298,15 +286,33 @@ class Reductions:
     def _owner_constants(self, group: Group, count: int) -> tuple[np.ndarray, np.ndarray]:
         """Per local entry: ``Σ (G·σ)²`` and ``Σ |G|`` over the outputs it owns (only read by the caller)."""
         if group.ownership is Ownership.ALL:
-            return np.array([self._gs2[Ownership.ALL]]), np.array([self._absg[Ownership.ALL]])
+            return np.array([self._per_owner("gs2", Ownership.ALL)]), np.array([self._per_owner("absg", Ownership.ALL)])
         held = self._constants
         if held is not None and held[0] is group.owner and held[1] is group.ownership and held[2] == count:
             return held[3], held[4]
-        gs2 = self.owner_sum(group, count, None, self._gs2[group.ownership])
-        absg = self.owner_sum(group, count, None, self._absg[group.ownership])
+        gs2 = self.owner_sum(group, count, None, self._per_owner("gs2", group.ownership))
+        absg = self.owner_sum(group, count, None, self._per_owner("absg", group.ownership))
         assert group.owner is not None
         self._constants = (group.owner, group.ownership, count, gs2, absg)
         return gs2, absg
+
+    def _per_owner(self, name: str, ownership: Ownership) -> np.ndarray | float:
+        """``(G·σ)²`` (``name="gs2"``) or ``|G|`` (``"absg"``) summed over what one owner of ``ownership`` covers:
+        per position (over the channels), per output (itself), per channel (over the positions), or everything."""
+        key = (name, ownership)
+        found = self._sums.get(key)
+        if found is None:
+            per_output = self._per_output[name]
+            if ownership is Ownership.POSITION:
+                found = per_output.sum(axis=-1)
+            elif ownership is Ownership.OUTPUT:
+                found = per_output
+            elif ownership is Ownership.CHANNEL:
+                found = per_output.sum(axis=tuple(range(per_output.ndim - 1)))
+            else:
+                found = float(per_output.sum())
+            self._sums[key] = found
+        return found
 
     def _owned_slots(self, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(owner >= 0, owner[owner >= 0])`` for a position or output group's owners, kept for the last seen."""
