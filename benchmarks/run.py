@@ -1,6 +1,6 @@
 """convcheck's benchmarks: one command runs them all and prints each figure next to its target.
 
-    python benchmarks/run.py                  # everything (about 3 minutes on 2 cores)
+    python benchmarks/run.py                  # everything (4-8 minutes on 2 cores)
     python benchmarks/run.py --only backward full --json results.json
 
 This machine's speed drifts up to 2× from minute to minute, and other processes may share its cores. So every
@@ -29,7 +29,7 @@ in its own module of ``benchmarks/`` (what they share, the timing above included
   yaml"`` (subprocesses, from this source tree: nothing needs to be installed).
 - ``sweep`` (``bench_sweeps.py``): ``convcheck run --jobs 2`` on a generated sweep of 320 small layers, checks per
   second of this tree against the tree of ``--baseline`` (a git revision, extracted with ``git archive``), same
-  run; ``--jobs 1`` too; and the CPU time per check of every 4th of those layers in one process, this tree against
+  run; ``--jobs 1`` too; and the CPU time per check of every 3rd of those layers in one process, this tree against
   the baseline.
 - ``user-sweep`` (``bench_sweeps.py``): the same for 96 small layers of ``examples/im2col_nhwc.py`` (each check in
   its own process), ``--jobs 2``, this tree against ``--baseline``.
