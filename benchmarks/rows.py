@@ -1,7 +1,7 @@
 """What every benchmark script shares: a figure (``Row``), how figures are printed, the large layer and its data.
 
-A module of its own so that ``run.py`` and the scripts it runs (``frameworks.py``) both take these from here,
-not from each other.
+A module of its own so that ``run.py``'s benchmarks (``bench_*.py``) and the scripts it runs (``frameworks.py``)
+all take these from here, not from each other.
 """
 
 from __future__ import annotations
