@@ -72,8 +72,7 @@ def _sweep_cpu(rounds: int, baseline: str, step: int = 3) -> list[Row]:
     if baseline not in best:
         return [*rows, Row("sweep", "CPU per check, baseline / this tree", float("nan"), "×", "", None, why)]
     gain = sum(best[baseline]) / mine
-    return [
-        *rows,
+    rows += [
         Row("sweep", f"the same at {baseline} (baseline)", 1e3 * sum(best[baseline]), "ms"),
         Row(
             "sweep",
@@ -83,6 +82,47 @@ def _sweep_cpu(rounds: int, baseline: str, step: int = 3) -> list[Row]:
             note="the share of --jobs 2's wall spent in checks shrinks by this",
         ),
     ]
+    try:
+        floor = _sweep_floor(rounds, step)
+    except RuntimeError as exc:
+        return [*rows, Row("sweep", "its floor (sweep_floor.py)", float("nan"), "ms", note=str(exc))]
+    calls = floor["layer"] + floor["reference"]
+    rows += [
+        Row(
+            "sweep",
+            "its floor: the layer's calls and the reference alone, per check",
+            1e3 * calls,
+            "ms",
+            note=f"of {1e3 * floor['cpu']:.1f} ms a check in the same probe: the engine's own work "
+            f"{1e3 * (floor['cpu'] - calls):.1f} ms (sweep_floor.py)",
+        ),
+        Row("sweep", f"{baseline} / the floor: the most an engine could gain", sum(best[baseline]) / calls, "×"),
+    ]
+    return rows
+
+
+def _sweep_floor(rounds: int, step: int) -> dict[str, float]:
+    """``sweep_floor.py`` on every ``step``-th layer of the sweep in this tree, one BLAS thread, in fresh processes
+    ``rounds`` times (at least 2): the round of least CPU per check (seconds: ``cpu``, ``layer``, ``reference``).
+
+    Raises:
+        RuntimeError: a run failed (the end of what it wrote on stderr).
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        config = Path(folder) / "sweep.yaml"
+        config.write_text(SWEEP_CONFIG)
+        env = {**os.environ, **dict.fromkeys(parallel.BLAS_THREAD_VARIABLES, "1")}
+        env = compiled(env, str(Path(folder) / "bytecode"), ROOT)
+        best: dict[str, float] = {"cpu": float("inf")}
+        for _ in range(max(2, rounds)):
+            argv = [PYTHON, str(HERE / "sweep_floor.py"), str(config), "--step", str(step)]
+            done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT)
+            if done.returncode != 0:
+                raise RuntimeError(done.stderr[-200:])
+            found = json.loads(done.stdout.strip().splitlines()[-1])
+            if found["cpu"] < best["cpu"]:
+                best = found
+    return best
 
 
 def _cpu_probes(

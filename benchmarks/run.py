@@ -29,8 +29,8 @@ in its own module of ``benchmarks/`` (what they share, the timing above included
   yaml"`` (subprocesses, from this source tree: nothing needs to be installed).
 - ``sweep`` (``bench_sweeps.py``): ``convcheck run --jobs 2`` on a generated sweep of 320 small layers, checks per
   second of this tree against the tree of ``--baseline`` (a git revision, extracted with ``git archive``), same
-  run; ``--jobs 1`` too; and the CPU time per check of every 3rd of those layers in one process, this tree against
-  the baseline.
+  run; ``--jobs 1`` too; the CPU time per check of every 3rd of those layers in one process, this tree against
+  the baseline; and of that time, what the layer's calls and the reference take (``sweep_floor.py``).
 - ``user-sweep`` (``bench_sweeps.py``): the same for 96 small layers of ``examples/im2col_nhwc.py`` (each check in
   its own process), ``--jobs 2``, this tree against ``--baseline``.
 - ``memory`` (``bench_memory.py``): peak resident memory of a process that runs the seed layer's full check.
