@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from harness import HERE, PYTHON, SKIP_TORCH, interleaved, torch_or_none
 from rows import SEED_SHAPE, Row, seed_data
+from sweep_floor import watching
 
 from convcheck import checker, reference
 from convcheck.layer import MatrixConvLayer
@@ -99,11 +100,36 @@ def bench_quick_cpu(rounds: int) -> list[Row]:
     if torch is None:
         return [*rows, Row("quick-cpu", "directional / torch, CPU", float("nan"), "×", "≤ 2", None, SKIP_TORCH)]
     ratio = best["directional"] / best["torch"]
+    calls, total = _calls_cpu(spec, 3 * rounds)
     return [
         *rows,
         Row("quick-cpu", "torch gradcheck(fast_mode=True), CPU, one thread", 1e3 * best["torch"], "ms"),
         Row("quick-cpu", "directional / torch fast gradcheck, CPU, one thread", ratio, "×", "≤ 2", ratio <= 2),
+        Row(
+            "quick-cpu",
+            "its floor: the layer's calls and the reference alone, CPU, one thread",
+            1e3 * calls,
+            "ms",
+            note=f"of {1e3 * total:.1f} ms in the same check (sweep_floor.watching): the engine's own work "
+            f"{1e3 * (total - calls):.1f} ms",
+        ),
+        Row("quick-cpu", "its floor / torch fast gradcheck, CPU, one thread", calls / best["torch"], "×"),
     ]
+
+
+def _calls_cpu(spec: CheckSpec, checks: int) -> tuple[float, float]:
+    """CPU seconds of the built-in layer's calls and the reference convolutions inside ``spec``'s check, and of the
+    whole check: of the fastest of ``checks`` checks (after the timed ones above: the wrappers cost time)."""
+    best = (float("inf"), float("inf"))
+    with watching(MatrixConvLayer, reference) as watch:
+        for _ in range(checks):
+            watch.reset()
+            start = time.process_time()
+            checker.run_check(spec)
+            total = time.process_time() - start
+            if total < best[1]:
+                best = (watch.seconds["layer"] + watch.seconds["reference"], total)
+    return best
 
 
 def _torch_gradcheck(torch) -> Callable[[], object]:

@@ -26,7 +26,8 @@ import json
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,25 @@ class Stopwatch:
         self.seconds = dict.fromkeys(self.seconds, 0.0)
 
 
+@contextmanager
+def watching(layer_class: type, reference_module: Any) -> Iterator[Stopwatch]:
+    """Time the built-in layer's calls (``layer_class``'s ``forward``, ``backward``, ``output``, ``outputs``,
+    whichever it defines: ``"layer"``) and ``reference_module.convolve`` (``"reference"``) inside the block."""
+    watch = Stopwatch()
+    patched = [
+        (layer_class, name) for name in ("forward", "backward", "output", "outputs") if name in vars(layer_class)
+    ]
+    patched.append((reference_module, "convolve"))
+    originals = [getattr(owner, name) for owner, name in patched]
+    for (owner, name), original in zip(patched, originals, strict=True):
+        setattr(owner, name, watch.wrap("reference" if name == "convolve" else "layer", original))
+    try:
+        yield watch
+    finally:
+        for (owner, name), original in zip(patched, originals, strict=True):
+            setattr(owner, name, original)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep", type=Path)
@@ -74,19 +94,15 @@ def main() -> None:
     from convcheck.config import load_file
     from convcheck.layer import MatrixConvLayer
 
-    watch = Stopwatch()
-    for name in ("forward", "backward", "output", "outputs"):
-        if name in vars(MatrixConvLayer):
-            setattr(MatrixConvLayer, name, watch.wrap("layer", getattr(MatrixConvLayer, name)))
-    reference.convolve = watch.wrap("reference", reference.convolve)
     specs = load_file(args.sweep).specs[:: args.step]
-    for spec in specs[:WARM_CHECKS]:
-        run_check(spec)
-    watch.reset()
-    start = time.process_time()
-    for spec in specs:
-        run_check(spec)
-    total = time.process_time() - start
+    with watching(MatrixConvLayer, reference) as watch:
+        for spec in specs[:WARM_CHECKS]:
+            run_check(spec)
+        watch.reset()
+        start = time.process_time()
+        for spec in specs:
+            run_check(spec)
+        total = time.process_time() - start
     count = len(specs)
     print(json.dumps({"checks": count, "cpu": total / count, **{k: v / count for k, v in watch.seconds.items()}}))
 
