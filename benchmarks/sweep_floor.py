@@ -9,7 +9,7 @@ warm-up checks, and prints one line of JSON: the checks' CPU seconds per check, 
 
 - the built-in layer's calls: ``MatrixConvLayer.forward``, ``backward``, ``output`` and ``outputs``, whichever
   the tree has (a call made inside another is counted once): the forward passes a check's estimates are made of
-  and the calls of its contract run, which the issue keeps;
+  and the calls of its contract run, which every check makes;
 - the reference convolution (``reference.convolve``: the forward verdict's reference and the rounding model's
   magnitude ``Σ|x|·|w| + |b|``).
 
