@@ -40,9 +40,11 @@ from convcheck.reuse import Point
 from convcheck.spec import Activation, ConvShape
 from convcheck.windows import fold, plan, seed_window
 
-STACK_BYTES = 4 << 20  # stacked arrays per ``MatrixConvLayer.outputs`` call (``stacked_groups``)
+# A sweep of small layers ran 8-11 % less CPU a check with 16 MiB and 64 groups than with 4 MiB and 32 (a third of
+# the calls; benchmarks/RESULTS.md), and no faster with more: the stack then outgrows the caches.
+STACK_BYTES = 16 << 20  # stacked arrays per ``MatrixConvLayer.outputs`` call (``stacked_groups``)
 STACK_MAX_COLS = 1 << 20  # the largest im2col matrix whose points are stacked
-STACK_GROUPS = 32  # at most this many groups per call: beyond, a call's overhead is already a small share
+STACK_GROUPS = 64  # at most this many groups per call
 FOLD_BLOCK = 131072  # entries per block of the stride-1 fold (1 MiB of float64: stays in cache across the k·k adds)
 
 

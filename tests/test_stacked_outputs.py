@@ -158,3 +158,15 @@ def test_checks_with_and_without_stacking_give_the_same_results(workers: int, mo
     for one, two in zip(stacked, unstacked, strict=True):
         assert (one.status, one.forward_passes, one.method) == (two.status, two.forward_passes, two.method)
         assert [tensor_bytes(t) for t in one.gradients] == [tensor_bytes(t) for t in two.gradients]
+
+
+@pytest.mark.parametrize("most", [2, 5])
+def test_results_do_not_depend_on_how_many_groups_a_call_stacks(most: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    specs = load_text(SWEEP).specs[::5]
+    assert all(stacked_groups(spec.shape) > most for spec in specs)  # the default stacks more than ``most``
+    default = [checker.run_check(spec) for spec in specs]
+    monkeypatch.setattr(layer_module, "STACK_GROUPS", most)  # other batch boundaries, more calls
+    fewer = [checker.run_check(spec) for spec in specs]
+    for one, two in zip(default, fewer, strict=True):
+        assert (one.status, one.forward_passes, one.method) == (two.status, two.forward_passes, two.method)
+        assert [tensor_bytes(t) for t in one.gradients] == [tensor_bytes(t) for t in two.gradients]
