@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -93,7 +94,7 @@ class Reductions:
         # Per-owner reductions that do not change between groups, each made when first asked for (``_per_owner``):
         # a check reads only the ownerships of its groups (a directional check, one).
         self._per_output = {"gs2": (g * sigma) ** 2, "absg": np.abs(g)}
-        self._sums: dict[tuple[str, Ownership], np.ndarray | float] = {}
+        self._sums: dict[tuple[str, Ownership], np.ndarray | float] = {}  # (name, ownership) -> the sums
         self.smooth = not activation.piecewise_linear  # read several times per group: looked up once
         # Successive groups share their owner arrays (every channel of an input class, every weight group): what
         # depends on the owners alone is kept for the last one seen (held by reference, so compared by identity).
@@ -296,7 +297,7 @@ class Reductions:
         self._constants = (group.owner, group.ownership, count, gs2, absg)
         return gs2, absg
 
-    def _per_owner(self, name: str, ownership: Ownership) -> np.ndarray | float:
+    def _per_owner(self, name: Literal["gs2", "absg"], ownership: Ownership) -> np.ndarray | float:
         """``(G·σ)²`` (``name="gs2"``) or ``|G|`` (``"absg"``) summed over what one owner of ``ownership`` covers:
         per position (over the channels), per output (itself), per channel (over the positions), or everything."""
         key = (name, ownership)
