@@ -24,7 +24,8 @@ in its own module of ``benchmarks/`` (what they share, the timing above included
   workers' busy share).
 - ``quick`` (``bench_quick.py``): the quick tier (``directional``; ``sampled`` for reference) vs torch
   ``gradcheck(fast_mode=True)``, warm, interleaved, best of at least 10; ``quick-cpu`` (the same module) the same
-  ratio by CPU time with one thread each.
+  ratio by CPU time with one thread each, and what the layer's calls and the reference take inside the check
+  (``sweep_floor.watching``).
 - ``startup`` (``bench_startup.py``): ``python -m convcheck --help`` vs ``python -c "import numpy, typer, rich,
   yaml"`` (subprocesses, from this source tree: nothing needs to be installed).
 - ``sweep`` (``bench_sweeps.py``): ``convcheck run --jobs 2`` on a generated sweep of 320 small layers, checks per
@@ -32,7 +33,8 @@ in its own module of ``benchmarks/`` (what they share, the timing above included
   run; ``--jobs 1`` too; the CPU time per check of every 3rd of those layers in one process, this tree against
   the baseline; and of that time, what the layer's calls and the reference take (``sweep_floor.py``).
 - ``user-sweep`` (``bench_sweeps.py``): the same for 96 small layers of ``examples/im2col_nhwc.py`` (each check in
-  its own process), ``--jobs 2``, this tree against ``--baseline``.
+  its own process), ``--jobs 2``, this tree against ``--baseline``; its floor, the forward calls alone
+  (``user_sweep_floor.py``); and the CPU per check of every 5th layer, the check's process and the layer's.
 - ``memory`` (``bench_memory.py``): peak resident memory of a process that runs the seed layer's full check.
 - ``framework`` (``frameworks.py``, which also runs alone): the seed layer as a torch ``autograd.Function``,
   convcheck's full check vs torch's ``gradcheck``; skipped where torch is not installed.
