@@ -16,7 +16,7 @@ import numpy as np
 from convcheck import parallel, reference
 from convcheck.compare import judge, judge_forward
 from convcheck.data import CheckData, make_data
-from convcheck.layer import MatrixConvLayer, output_function, stacked_groups
+from convcheck.layer import MatrixConvLayer, output_function, stacked_bytes, stacked_groups
 from convcheck.methods import (
     ProjectionBound,
     choose_method,
@@ -82,13 +82,15 @@ def estimated_memory(spec: CheckSpec) -> int:
 
     The built-in layer's im2col matrix ``(N·∏O, ∏k·C_in)`` appears in the forward, its cache and the
     magnitude computations (about 4 copies, float64); the engine holds about 16 output-sized float64 arrays
-    (f0, f±, dout, noise model, differences) and a few copies of x and w.
+    (f0, f±, dout, noise model, differences) and a few copies of x and w; a small built-in layer's perturbed
+    points are stacked, several to a call (``layer.stacked_bytes``).
     """
     s = spec.shape
     positions = math.prod(s.out_shape[:-1])
     cols = positions * math.prod(s.kernel) * s.in_depth
     outputs = positions * s.out_depth
-    return 8 * (4 * cols + 16 * outputs + 6 * math.prod(s.x_shape) + 6 * math.prod(s.w_shape))
+    stacked = stacked_bytes(s) if spec.impl is None else 0
+    return 8 * (4 * cols + 16 * outputs + 6 * math.prod(s.x_shape) + 6 * math.prod(s.w_shape)) + stacked
 
 
 def run_check(spec: CheckSpec, layer: ConvLayer | None = None, data: CheckData | None = None) -> CheckResult:

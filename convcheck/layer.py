@@ -215,16 +215,28 @@ def stacked_groups(shape: ConvShape) -> int:
     as ``STACK_BYTES`` of stacked inputs, im2col matrices and outputs hold, at most ``STACK_GROUPS``; 0 for a
     layer whose im2col matrix alone exceeds ``STACK_MAX_COLS`` bytes (its forward outweighs a call's overhead, and
     it keeps the memory of one point at a time)."""
-    itemsize = 8  # the engine differences in float64 whenever the layer computes in it
-    window = shape.window
-    pads, out_sizes, _ = plan(window, shape.spatial_in, shape.kernel)
+    point = _stacked_point_bytes(shape)
+    return 0 if point is None else max(0, min(STACK_GROUPS, STACK_BYTES // (2 * point)))
+
+
+def stacked_bytes(shape: ConvShape) -> int:
+    """Bytes the stacked calls of a check of ``shape`` may hold at once: one call's stacked arrays and the two
+    stacks of padded inputs and im2col matrices its workspace keeps for the next calls (0 when not stacked)."""
+    point = _stacked_point_bytes(shape)
+    return 0 if point is None else 3 * 2 * stacked_groups(shape) * point
+
+
+def _stacked_point_bytes(shape: ConvShape) -> int | None:
+    """One stacked point's padded input, im2col matrix and output in float64 (the engine differences in float64
+    whenever the layer computes in it), or None when its im2col matrix exceeds ``STACK_MAX_COLS``."""
+    itemsize = 8
+    pads, out_sizes, _ = plan(shape.window, shape.spatial_in, shape.kernel)
     rows = shape.batch * math.prod(out_sizes)
     cols = rows * math.prod(shape.kernel) * shape.in_depth * itemsize
     if cols > STACK_MAX_COLS:
-        return 0
+        return None
     padded = math.prod(s + lo + hi for s, (lo, hi) in zip(shape.spatial_in, pads, strict=True))
-    point = cols + (rows * shape.out_depth + shape.batch * padded * shape.in_depth) * itemsize
-    return max(0, min(STACK_GROUPS, STACK_BYTES // (2 * point)))
+    return cols + (rows * shape.out_depth + shape.batch * padded * shape.in_depth) * itemsize
 
 
 def output_function(layer: object) -> Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None:

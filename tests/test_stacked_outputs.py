@@ -4,6 +4,8 @@ the whole N-d hyperparameter space, every activation, float64 and float32, kink 
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 from hypothesis import example, given, settings
@@ -16,8 +18,8 @@ from convcheck.layer import MatrixConvLayer, stacked_groups
 from convcheck.numeric import Engine
 from convcheck.numeric import engine as engine_module
 from convcheck.numeric.fanout import Point
-from convcheck.results import TensorResult
-from convcheck.spec import Activation, ConvShape, DType
+from convcheck.results import Status, TensorResult
+from convcheck.spec import Activation, CheckSpec, ConvShape, DType, Method
 from tests.layer_draws import SEED_LIKE, arrays, layer_calls
 
 FIELDS = ("analytic", "central", "lo", "hi", "crossed", "noise", "truncation", "measured", "analytic_noise")
@@ -170,3 +172,21 @@ def test_results_do_not_depend_on_how_many_groups_a_call_stacks(most: int, monke
     for one, two in zip(default, fewer, strict=True):
         assert (one.status, one.forward_passes, one.method) == (two.status, two.forward_passes, two.method)
         assert [tensor_bytes(t) for t in one.gradients] == [tensor_bytes(t) for t in two.gradients]
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [ConvShape(2, 12, 16, 6, 8, 3, 1, 1), ConvShape(4, 16, 16, 6, 8, 5, 1, 1), ConvShape(4, 24, 24, 8, 16, 3, 1, 1)],
+    ids=["stacked", "stacked-k5", "one point per call"],
+)
+def test_the_memory_estimate_covers_what_a_check_allocates(shape: ConvShape) -> None:
+    spec = CheckSpec("memory", shape, method=Method.FULL)
+    tracemalloc.start()  # numpy reports its arrays' memory to tracemalloc
+    try:
+        result = checker.run_check(spec)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result.status is Status.PASS
+    assert peak <= checker.estimated_memory(spec)
+    assert (layer_module.stacked_bytes(shape) > 0) == (stacked_groups(shape) > 0)
