@@ -1,7 +1,7 @@
 """A torch layer: convcheck's full check vs torch's own ``gradcheck``, in one run.
 
     python benchmarks/frameworks.py                 # alone (about 2 minutes on 2 quiet cores)
-    python benchmarks/run.py --only framework       # once run.py lists ``bench_framework`` as "framework"
+    python benchmarks/run.py --only framework       # the same, as one of run.py's benchmarks
 
 The layer is the seed layer's geometry (8×32×48×16 → 32, k3 s1 p1, ReLU, float64) as a
 ``torch.autograd.Function`` with a hand-written backward (``Unfold2d`` in ``tests/fixtures/frameworks/
