@@ -9,7 +9,9 @@ import os
 import subprocess
 import tempfile
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from harness import BASELINE, HERE, PYTHON, ROOT, USER_LAYER, command_best, compiled, convcheck_command
 from rows import Row
@@ -111,18 +113,9 @@ def _sweep_floor(rounds: int, step: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as folder:
         config = Path(folder) / "sweep.yaml"
         config.write_text(SWEEP_CONFIG)
-        env = {**os.environ, **dict.fromkeys(parallel.BLAS_THREAD_VARIABLES, "1")}
-        env = compiled(env, str(Path(folder) / "bytecode"), ROOT)
-        best: dict[str, float] = {"cpu": float("inf")}
-        for _ in range(max(2, rounds)):
-            argv = [PYTHON, str(HERE / "sweep_floor.py"), str(config), "--step", str(step)]
-            done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT)
-            if done.returncode != 0:
-                raise RuntimeError(done.stderr[-200:])
-            found = json.loads(done.stdout.strip().splitlines()[-1])
-            if found["cpu"] < best["cpu"]:
-                best = found
-    return best
+        argv = [PYTHON, str(HERE / "sweep_floor.py"), str(config), "--step", str(step)]
+        best = _best_runs(folder, {"this tree": ROOT}, lambda _: argv, rounds, cost=lambda found: found["cpu"])
+    return best["this tree"]
 
 
 def _cpu_probes(
@@ -141,20 +134,36 @@ def _cpu_probes(
         config.write_text(text)
         before, why = _extract(baseline, Path(folder) / "baseline")
         trees = {"this tree": ROOT, **({} if before is None else {baseline: before})}
-        best = {name: [float("inf")] for name in trees}
-        count = 0
-        env = {**os.environ, **dict.fromkeys(parallel.BLAS_THREAD_VARIABLES, "1")}
-        env = compiled(env, str(Path(folder) / "bytecode"), *trees.values())
-        for _ in range(max(2, rounds)):
-            for name, tree in trees.items():
-                script = probe.format(root=str(tree), config=str(config), step=step)
-                done = subprocess.run([PYTHON, "-c", script], capture_output=True, text=True, env=env, cwd=tree)
-                if done.returncode != 0:
-                    raise RuntimeError(done.stderr[-200:])
-                *seconds, count = json.loads(done.stdout.strip().splitlines()[-1])
-                if sum(seconds) < sum(best[name]):
-                    best[name] = seconds
-    return best, count, why
+
+        def argv(tree: Path) -> list[str]:
+            return [PYTHON, "-c", probe.format(root=str(tree), config=str(config), step=step)]
+
+        best = _best_runs(folder, trees, argv, rounds, cost=lambda found: sum(found[:-1]))
+    return {name: found[:-1] for name, found in best.items()}, best["this tree"][-1], why
+
+
+def _best_runs(
+    folder: str, trees: dict[str, Path], argv: Callable[[Path], list[str]], rounds: int, cost: Callable[[Any], float]
+) -> dict[str, Any]:
+    """``argv(tree)`` run for each of ``trees`` in turn (from the tree's folder, with one BLAS thread and bytecode
+    compiled into ``folder``), ``rounds`` times (at least 2): per tree, the JSON its last line printed in the run
+    of least ``cost``.
+
+    Raises:
+        RuntimeError: a run failed (the end of what it wrote on stderr).
+    """
+    env = {**os.environ, **dict.fromkeys(parallel.BLAS_THREAD_VARIABLES, "1")}
+    env = compiled(env, str(Path(folder) / "bytecode"), *trees.values())
+    best: dict[str, Any] = {}
+    for _ in range(max(2, rounds)):
+        for name, tree in trees.items():
+            done = subprocess.run(argv(tree), capture_output=True, text=True, env=env, cwd=tree)
+            if done.returncode != 0:
+                raise RuntimeError(done.stderr[-200:])
+            found = json.loads(done.stdout.strip().splitlines()[-1])
+            if name not in best or cost(found) < cost(best[name]):
+                best[name] = found
+    return best
 
 
 USER_SWEEP_CONFIG = """\

@@ -216,14 +216,19 @@ def stacked_groups(shape: ConvShape) -> int:
     layer whose im2col matrix alone exceeds ``STACK_MAX_COLS`` bytes (its forward outweighs a call's overhead, and
     it keeps the memory of one point at a time)."""
     point = _stacked_point_bytes(shape)
-    return 0 if point is None else max(0, min(STACK_GROUPS, STACK_BYTES // (2 * point)))
+    return 0 if point is None else _groups_per_call(point)
 
 
 def stacked_bytes(shape: ConvShape) -> int:
     """Bytes the stacked calls of a check of ``shape`` may hold at once: one call's stacked arrays and the two
     stacks of padded inputs and im2col matrices its workspace keeps for the next calls (0 when not stacked)."""
     point = _stacked_point_bytes(shape)
-    return 0 if point is None else 3 * 2 * stacked_groups(shape) * point
+    return 0 if point is None else 3 * 2 * _groups_per_call(point) * point
+
+
+def _groups_per_call(point: int) -> int:
+    """Groups (two points of ``point`` bytes each) that ``STACK_BYTES`` holds, at most ``STACK_GROUPS``."""
+    return max(0, min(STACK_GROUPS, STACK_BYTES // (2 * point)))
 
 
 def _stacked_point_bytes(shape: ConvShape) -> int | None:
