@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import statistics
 import time
@@ -19,6 +18,7 @@ from convcheck.layer import MatrixConvLayer
 from convcheck.numeric import Engine, Estimate, NotLocalError, entrywise_passes, grouped_passes
 from convcheck.numeric.audit import AUDIT_ENTRIES, audit_entries, disagreement
 from convcheck.numeric.engine import along, directions, measure_directions, taken
+from convcheck.numeric.groups import Group
 from convcheck.numeric.kinks import Projection
 from convcheck.parallel import Beside
 from convcheck.results import Note, NoteKind, Tensor, Tolerance
@@ -30,20 +30,18 @@ from convcheck.tolerance import SECOND_DERIVATIVE_BOUND
 class ProjectionBound:
     """The rounding bound of an analytic gradient's projection onto a direction ``v`` (flat, like the tensor):
     ``spread(v) + Σ|v_i|·final_i``, the rounding the layer's sums spread onto the gradient plus each entry's final
-    rounding (``projection_bounds``)."""
+    rounding (``projection_spreads``, ``final_bounds``)."""
 
-    spread: Callable[[np.ndarray], float]
+    spread: Callable[[np.ndarray], float]  # ``Spread``
     final: np.ndarray  # (size,) per entry
 
     def __call__(self, v: np.ndarray) -> float:
         return float(self.spread(v) + np.abs(v) @ self.final)
 
-    def with_spread(self, v: np.ndarray) -> ProjectionBound:
-        """This bound, its spread at ``v`` worked out now (on whichever thread has time) for a later call at this
-        very array ``v``."""
-        known, spread = self.spread(v), self.spread
-        return dataclasses.replace(self, spread=lambda u: known if u is v else spread(u))
 
+#: A projection's spread: ``v ↦ Σ|v_i|·analytic_noise_i`` (``projection_spreads``), one per tensor (``Spreads``).
+Spread = Callable[[np.ndarray], float]
+Spreads = tuple[Spread, Spread, Spread]
 
 AUTO_BUDGET = 60.0  # seconds of forward passes ``auto`` may spend on an every-entry check
 SAMPLED_ENTRIES = 64  # entries per tensor for ``sampled``
@@ -131,7 +129,6 @@ def measure(
     tol: Tolerance,
     spec: CheckSpec,
     forward_ok: bool = True,
-    beside: Beside | None = None,
 ) -> tuple[list[Estimate], Method, tuple[Note, ...]]:
     """One estimate per tensor by ``method`` (not ``auto``), the method actually used, and notes on fallbacks.
 
@@ -140,13 +137,11 @@ def measure(
             ``projection_bounds`` may give the bounds of their projections instead).
         forward_ok: False when the layer's forward disagrees with the reference; a wrong forward may also mix
             batch items or channels, so grouping is only used after testing that it does not.
-        beside: for ``directional``, where the weights' and bias's projections may run beside the input's
-            (``directional``).
     """
-    rng = np.random.default_rng([spec.seed, 1])
+    rng = method_rng(spec)
     notes: tuple[Note, ...] = ()
     if method is Method.DIRECTIONAL:
-        return directional(engine, grads, noise, rng, beside), method, notes
+        return [engine.directional(t, grads[t], noise[t], DIRECTIONAL_PROJECTIONS, rng) for t in Tensor], method, notes
     entries = _per_entry(noise)
     if method is Method.FULL:
         try:
@@ -167,42 +162,86 @@ def measure(
     raise ValueError(f"unknown method {method!r}")  # pragma: no cover
 
 
-def directional(
-    engine: Engine,
-    grads: tuple[np.ndarray, ...],
-    noise: Sequence[np.ndarray | ProjectionBound],
-    rng: np.random.Generator,
-    beside: Beside | None = None,
-) -> list[Estimate]:
-    """``Engine.directional`` of x, w and b, in that order. With an active ``beside`` (convcheck's own layer,
-    called in this process), the weights' and bias's passes and their bound's spread run on its thread, on their
-    own copies of the parameters, while the input's run here: the same directions (drawn first, in the same order),
-    the same passes and the same estimates, in about half the time on two cores (the engine only reads its shared
-    arrays)."""
-    if beside is None or not beside.active or engine.many is not None:
-        return [engine.directional(t, grads[t], noise[t], DIRECTIONAL_PROJECTIONS, rng) for t in Tensor]
-    groups = [directions(engine, t, DIRECTIONAL_PROJECTIONS, rng) for t in Tensor]
-    steps = [taken(engine, groups[t]) for t in Tensor]
-    params = [p.copy() for p in (engine.x, engine.w, engine.b)]
-    bounds = list(noise)
+def method_rng(spec: CheckSpec) -> np.random.Generator:
+    """The generator ``measure`` draws ``sampled``'s entries and ``directional``'s directions from."""
+    return np.random.default_rng([spec.seed, 1])
 
-    def spread(t: Tensor) -> None:  # a bound's spreads' forwards (no dot products): while the other thread works
-        bound = bounds[t]
-        if isinstance(bound, ProjectionBound):
-            for v in steps[t]:
-                bound = bound.with_spread(v)
-            bounds[t] = bound
 
-    def others() -> list[list[Projection]]:
-        measured = [measure_directions(engine, groups[t], params) for t in (Tensor.WEIGHTS, Tensor.BIAS)]
-        spread(Tensor.WEIGHTS)
-        return measured
+class DirectionalBeside:
+    """``directional`` of x, w and b for convcheck's own layer, its passes started on ``beside``'s thread before
+    the analytic gradients are known (they are needed only to project them, at the end).
 
-    later = beside.start(others)
-    measured = [measure_directions(engine, groups[Tensor.INPUT])]
-    spread(Tensor.INPUT)
-    measured += later()
-    return [along(engine, groups[t], grads[t], bounds[t], measured[t], steps[t]) for t in Tensor]
+    On ``beside``'s thread, in this order: the engine (``built()``), the directions (drawn first, in the order x,
+    w, b, as ``measure`` draws them), the weights' and bias's passes on their own copies of the parameters, and
+    their bounds' spreads (``spreads()``: the linear layer's forwards) at the steps those passes took. On the
+    caller's thread: the input's passes and spread (``measure_input``), and the estimates (``estimates``).
+
+    The same directions, passes and estimates as ``measure``'s, whether ``beside`` runs its calls beside or when
+    asked: the engine only reads its shared arrays, and each thread changes only its own parameters (the input's
+    are the engine's own).
+    """
+
+    def __init__(
+        self, built: Callable[[], Engine], spreads: Callable[[], Spreads], rng: np.random.Generator, beside: Beside
+    ) -> None:
+        self._beside, self._spreads = beside, spreads
+
+        def prepare() -> tuple[Engine, list[list[Group]]]:
+            engine = built()
+            return engine, [directions(engine, t, DIRECTIONAL_PROJECTIONS, rng) for t in Tensor]
+
+        def others() -> list[_Projected]:
+            engine, _ = self._prepared()
+            params = [p.copy() for p in (engine.x, engine.w, engine.b)]  # this thread's own
+            return [self._measured(t, params) for t in (Tensor.WEIGHTS, Tensor.BIAS)]
+
+        self._prepared = beside.start(prepare)
+        self._others = beside.start(others)
+        self._input: _Projected | None = None
+
+    def measure_input(self) -> None:
+        """The input's passes and its bound's spread, on this thread."""
+        engine, groups = self._prepared()
+        measured = measure_directions(engine, groups[Tensor.INPUT])
+        steps = taken(engine, groups[Tensor.INPUT], [projection.eps for projection in measured])
+        self._input = (measured, steps, self._spread(Tensor.INPUT, steps))
+
+    def estimates(self, grads: tuple[np.ndarray, ...], finals: tuple[np.ndarray, ...]) -> list[Estimate]:
+        """One estimate per tensor from the analytic gradients ``(dx, dw, db)`` and each entry's final rounding
+        bound, flat per tensor (``final_bounds``)."""
+        if self._input is None:
+            self.measure_input()
+        assert self._input is not None
+        engine, groups = self._prepared()
+        found = [self._input, *self._others()]
+        return [
+            along(engine, groups[t], grads[t], ProjectionBound(known, finals[t]), measured, steps)
+            for t, (measured, steps, known) in zip(Tensor, found, strict=True)
+        ]
+
+    def _measured(self, tensor: Tensor, params: list[np.ndarray]) -> _Projected:
+        engine, groups = self._prepared()
+        measured = measure_directions(engine, groups[tensor], params)
+        steps = taken(engine, groups[tensor], [projection.eps for projection in measured])
+        return measured, steps, self._spread(tensor, steps)
+
+    def _spread(self, tensor: Tensor, steps: list[np.ndarray]) -> Spread:
+        """``spreads()[tensor]``, worked out now at each of ``steps`` (the very arrays ``along`` projects onto)."""
+        spread = self._spreads()[tensor]
+        values = [spread(v) for v in steps]
+
+        def known(v: np.ndarray) -> float:
+            for step, value in zip(steps, values, strict=True):
+                if step is v:
+                    return value
+            return spread(v)
+
+        return known
+
+
+#: One tensor's projections as ``DirectionalBeside`` measured them: the measurements, the steps they took and the
+#: spread of the bound, known at those steps.
+_Projected = tuple[list[Projection], list[np.ndarray], Spread]
 
 
 def _per_entry(noise: Sequence[np.ndarray | ProjectionBound]) -> tuple[np.ndarray, ...]:
@@ -221,11 +260,28 @@ def projection_bounds(
     magnitude: np.ndarray,
 ) -> tuple[ProjectionBound, ProjectionBound, ProjectionBound]:
     """``v ↦ Σ|v_i|·bound_i`` per tensor, for ``bound = tolerance.analytic_noise(...) + u·|grad|``, without the
-    per-entry bounds: ``directional`` only needs their projections, and the adjoint identity gives those from
-    forwards of the linear layer on absolute values.
+    per-entry bounds: ``directional`` only needs their projections (``projection_spreads``, ``final_bounds``)."""
+    spreads, finals = projection_spreads(x, w, dout, spec, u, magnitude), final_bounds(grads, u)
+    return (
+        ProjectionBound(spreads[0], finals[0]),
+        ProjectionBound(spreads[1], finals[1]),
+        ProjectionBound(spreads[2], finals[2]),
+    )
 
-    ``analytic_noise``'s bounds are ``Jᵀ·H`` for the linear layer ``J`` on ``|x|``, ``|w|`` (its backward of
-    ``H = |G|·(u·√m + c·σ_z)``, ``m`` the terms per entry, ``c·σ_z`` the curvature part), so
+
+def final_bounds(grads: tuple[np.ndarray, ...], u: float) -> tuple[np.ndarray, ...]:
+    """Each returned entry's final rounding to the layer's dtype, ``u·|grad|``, flat per tensor."""
+    return tuple(u * np.abs(np.asarray(g, dtype=np.float64)).reshape(-1) for g in grads)
+
+
+def projection_spreads(
+    x: np.ndarray, w: np.ndarray, dout: np.ndarray, spec: CheckSpec, u: float, magnitude: np.ndarray
+) -> Spreads:
+    """``v ↦ Σ|v_i|·analytic_noise_i`` for x, w and b: the rounding the layer's sums spread onto each gradient,
+    projected, from the point alone (not the gradients).
+
+    ``tolerance.analytic_noise``'s bounds are ``Jᵀ·H`` for the linear layer ``J`` on ``|x|``, ``|w|`` (its backward
+    of ``H = |G|·(u·√m + c·σ_z)``, ``m`` the terms per entry, ``c·σ_z`` the curvature part), so
     ``⟨|v|, Jᵀ·H⟩ = ⟨H, J·|v|⟩``: one forward of ``(|v|, |w|)`` for the input, of ``(|x|, |v|)`` for the weights,
     and a per-channel sum for the bias, instead of a forward and a backward. ``magnitude``:
     ``reference.magnitude`` at the point (``Σ|x|·|w| + |b|``, which sets ``σ_z``).
@@ -243,7 +299,6 @@ def projection_bounds(
     weight_x, weight_w = ag * (u * math.sqrt(per_input) + curved), ag * (u * math.sqrt(positions) + curved)
     per_channel = weight_w.reshape(-1, c_out).sum(axis=0)
     no_bias = np.zeros(0)
-    final = [u * np.abs(np.asarray(g, dtype=np.float64)).reshape(-1) for g in grads]
 
     def input_spread(v: np.ndarray) -> float:
         moved = linear.forward(np.abs(v).reshape(ax.shape), aw, no_bias)[0]
@@ -256,12 +311,7 @@ def projection_bounds(
     def bias_spread(v: np.ndarray) -> float:
         return np.abs(v) @ per_channel if v.size else 0.0
 
-    bounds = (
-        ProjectionBound(input_spread, final[0]),
-        ProjectionBound(weights_spread, final[1]),
-        ProjectionBound(bias_spread, final[2]),
-    )
-    return bounds
+    return input_spread, weights_spread, bias_spread
 
 
 def grouped_and_audited(

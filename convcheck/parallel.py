@@ -15,9 +15,12 @@ worker, a Dask worker) gets ``BLAS_THREAD_VARIABLES`` = 1 before numpy loads BLA
 running), and a check inside such a process measures on one thread (``engine_workers``).
 
 A check of convcheck's own layer that measures few passes (``directional``) has no groups to share out; it runs
-whole steps side by side instead (``side_by_side``: the reference convolution and the forward verdict beside the
-engine's setup, the weights' and bias's projections beside the input's), on one thread kept for that
-(``_helper``), BLAS keeping its threads (``Beside`` says why).
+whole steps side by side instead (``side_by_side``: the engine's setup and the weights' and bias's projections
+beside the layer contract's calls, the forward verdict beside the input's projection), on one thread kept for
+that (``_helper``), BLAS held to one thread meanwhile for the same reason as above. Such a check runs its
+products on one BLAS thread whether or not its steps run side by side (``checker``), because a product's last bits
+can depend on the number of threads it runs on (``Beside`` says where that was measured), and a check's must not
+depend on how it was scheduled.
 """
 
 from __future__ import annotations
@@ -87,14 +90,18 @@ def engine_workers(layer: object, shape: ConvShape) -> int:
     costs more than it saves (measured: 0.4M MACs ran 1.6× slower on two threads, 9M ran 1.2× faster).
     convcheck's own layers (``MatrixConvLayer`` and the planted-bug variants) have pure forwards: all cores.
     """
-    from convcheck.layer import MatrixConvLayer  # here, not at the top: this module loads before the layer's
-
-    if not (isinstance(layer, MatrixConvLayer) and type(layer).__module__.startswith("convcheck.")):
-        return 1  # a user's layer, or a user's subclass of ours, behind whatever adapter
-    if blas_pinned():
-        return 1
+    if not own_layer(layer) or blas_pinned():
+        return 1  # a user's layer, or a user's subclass of ours, behind whatever adapter; or a --jobs worker
     macs = math.prod(shape.out_shape) * shape.fan_in
     return available_cores() if macs >= PARALLEL_MIN_MACS else 1
+
+
+def own_layer(layer: object) -> bool:
+    """Whether ``layer`` is convcheck's own (``MatrixConvLayer`` or a planted-bug variant of it): pure forwards,
+    safe to call from several threads at once; not a user's layer nor a user's subclass of ours."""
+    from convcheck.layer import MatrixConvLayer  # here, not at the top: this module loads before the layer's
+
+    return isinstance(layer, MatrixConvLayer) and type(layer).__module__.startswith("convcheck.")
 
 
 def fanout_workers(shape: ConvShape) -> int:
@@ -240,9 +247,11 @@ class Beside:
     """Calls run beside this thread's work (on ``_helper``'s thread) when ``active``, else when their result is
     asked for: ``start(fn)`` returns the function that gives ``fn()``'s result (raising what ``fn`` raised).
 
-    BLAS keeps its threads meanwhile: the last bits of a matrix product can depend on the number of threads it
-    runs on (measured: the forward of a 4×23×31×13 → 29 layer differs on one and on two), so every product runs on
-    as many as it would without ``Beside``, and the results are the same bit for bit.
+    ``Beside`` leaves BLAS's threads as they are. The last bits of a matrix product can depend on the number of
+    threads it runs on (measured: the backward products of a 4×23×31×13 → 29 layer differ on one and on two), so
+    a caller whose results must not depend on whether calls ran beside or in turn holds that number fixed for both
+    (the quick tier of convcheck's own layer: one, ``limited_blas``; two threads each asking for two BLAS threads
+    also ran 0.6-0.8× as fast as one thread doing both calls in turn, on 2 cores).
     """
 
     def __init__(self, active: bool) -> None:

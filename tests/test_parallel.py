@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from convcheck import bugs, parallel, tolerance
+from convcheck import bugs, checker, parallel, tolerance
 from convcheck.checker import run_check
 from convcheck.layer import MatrixConvLayer
 from convcheck.numeric import Engine, NotLocalError
@@ -165,9 +165,10 @@ def quick_fingerprint(result: CheckResult) -> tuple[object, ...]:
 def test_the_quick_tier_side_by_side_gives_the_results_of_one_thread_bit_for_bit(
     monkeypatch, activation: Activation, dtype: DType, bug: str | None, shape: ConvShape
 ):
-    """Two threads (the reference convolution and the forward verdict beside the engine's setup, the weights' and
-    bias's projections beside the input's) change nothing but the time: the same bytes as the same check run step
-    after step, BLAS on two threads in both (``ODD``'s products differ in their last bits on one)."""
+    """Two threads (the engine's setup and the weights' and bias's projections beside the layer contract's calls,
+    the forward verdict beside the input's projection) change nothing but the time: the same bytes as the same
+    check run step after step, whichever number of BLAS threads the caller had (``ODD``'s products differ in their
+    last bits on one and on two; the quick tier holds BLAS to one thread either way)."""
     for name in parallel.BLAS_THREAD_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(parallel, "available_cores", lambda: 2)
@@ -179,12 +180,36 @@ def test_the_quick_tier_side_by_side_gives_the_results_of_one_thread_bit_for_bit
         return bugs.get(bug).make(1, 1, activation)  # type: ignore[return-value]
 
     assert parallel.side_by_side_pays(layer(), shape)
+    taken = []
+    side_by_side_run = checker._quick_side_by_side
+    monkeypatch.setattr(checker, "_quick_side_by_side", lambda *args: taken.append(1) or side_by_side_run(*args))
     with parallel.limited_blas(2):
         side_by_side = run_check(spec, layer=layer())
-        monkeypatch.setattr(parallel, "side_by_side_pays", lambda *_: False)
-        one_thread = run_check(spec, layer=layer())
-    assert quick_fingerprint(side_by_side) == quick_fingerprint(one_thread)
+    assert taken == [1]
+    monkeypatch.setattr(parallel, "side_by_side_pays", lambda *_: False)
+    for threads in (1, 2):
+        with parallel.limited_blas(threads):
+            one_thread = run_check(spec, layer=layer())
+        assert quick_fingerprint(side_by_side) == quick_fingerprint(one_thread), threads
+    assert taken == [1]
     assert side_by_side.passed is (bug is None)
+
+
+def test_blas_threads_change_the_odd_layers_products_so_the_test_above_can_fail():
+    """The premise of the test above: ``ODD``'s backward products come out differently on one BLAS thread and on
+    two, so results that did not hold BLAS to one thread would differ between its runs."""
+    layer = MatrixConvLayer(1, 1, Activation.RELU)
+    rng = np.random.default_rng(0)
+    x, w, b = (rng.standard_normal(s) for s in (ODD.x_shape, ODD.w_shape, ODD.b_shape))
+    _, cache = layer.forward(x, w, b)
+    dout = rng.standard_normal(ODD.out_shape)
+    grads = {}
+    for threads in (1, 2):
+        with parallel.limited_blas(threads):
+            grads[threads] = b"".join(g.tobytes() for g in layer.backward(dout, cache))
+    if not parallel._openblas_controls() or parallel.available_cores() < 2:
+        pytest.skip("BLAS's threads are not controlled here, or there is one core")
+    assert grads[1] != grads[2]
 
 
 def test_beside_runs_calls_on_its_thread_or_when_asked_and_hands_back_their_errors():

@@ -149,7 +149,6 @@ class Engine:
             Used instead of threads; the results do not depend on it either.
         base: optional; what ``forward`` returned at exactly (x, w, b) (a call made before, counted as a pass):
             the first of the two evaluations at the point, whose comparison proves the forward deterministic.
-        again: optional; gives ``forward``'s output at exactly (x, w, b), made meanwhile on another thread (a pass).
         magnitude: optional; ``reference.magnitude(x, w, b)`` in float64, if the caller has it (noise model).
     """
 
@@ -168,7 +167,6 @@ class Engine:
     many: ManyFn | None = field(default=None, repr=False)
     batch: int = 1
     base: np.ndarray | None = field(default=None, repr=False)  # forward's output at (x, w, b), when already had
-    again: Callable[[], np.ndarray] | None = field(default=None, repr=False)  # the second evaluation at the point
     magnitude: np.ndarray | None = field(default=None, repr=False)  # ``reference.magnitude`` at (x, w, b), if known
     f0: np.ndarray = field(init=False, repr=False)
 
@@ -177,7 +175,7 @@ class Engine:
         self._count_lock = threading.Lock()
         # The first of the two evaluations at the point may be one made before (the contract's first call).
         self.f0 = self._evaluate(self._params) if self.base is None else self._counted(self.base)
-        again = self._evaluate(self._params) if self.again is None else None
+        again = self._evaluate(self._params)
         window, u = self.shape.window, self.unit_roundoff
         sigma = rounding_sigma(self.x, self.w, self.b, self.f0, window, u, self.magnitude)
         self._exact_scaling = _is_power_of_two(self.eps)
@@ -186,9 +184,6 @@ class Engine:
         self._reductions = Reductions(
             self.f0, self.g.astype(np.float64, copy=False), sigma, self.eps, self.activation, slope_bound
         )
-        if again is None:  # made beside all this
-            assert self.again is not None
-            again = self._counted(self.again())
         if not (same_bits(self.f0, again) or np.array_equal(self.f0, again, equal_nan=True)):
             raise NotLocalError(
                 "the forward pass is not deterministic: two calls with the same arrays gave different outputs "
@@ -417,7 +412,7 @@ class Engine:
         (``projected`` says why Gaussian, and how the analytic side and its rounding bound are taken)."""
         groups = directions(self, tensor, projections, rng)
         # A few projections of the whole tensor: one thread, BLAS on every core (threads measured no faster here;
-        # ``methods.directional`` runs whole tensors side by side instead).
+        # ``methods.directional_beside`` runs whole tensors side by side instead).
         first = [m for _, m in self._measure_all(groups, self.eps, threads=False)]
         measured = [shortened(self._measure_one, group, m, self.eps) for group, m in zip(groups, first, strict=True)]
         return along(self, groups, analytic, analytic_noise, measured)
@@ -467,16 +462,12 @@ def along(
     measured: list[Projection],
     steps: list[np.ndarray] | None = None,
 ) -> Estimate:
-    """The estimate of ``directions``' groups (one tensor) from their measurements, in the groups' order
-    (``steps``: ``taken(engine, groups)`` at the engine's step, when already had; a projection measured at a
-    shorter step projects the analytic gradient onto the step it took there)."""
-    steps_taken = list(taken(engine, groups) if steps is None else steps)
-    shorter = [p for p, projection in enumerate(measured) if projection.eps != engine.eps]
-    if shorter:
-        retaken = taken(engine, [groups[p] for p in shorter], [measured[p].eps for p in shorter])
-        for p, step in zip(shorter, retaken, strict=True):
-            steps_taken[p] = step
-    est = projected(groups[0].tensor, analytic, analytic_noise, steps_taken)
+    """The estimate of ``directions``' groups (one tensor) from their measurements, in the groups' order: the
+    analytic gradient projected onto the step each measurement took, at the engine's step or, for a projection
+    that ``shortened`` measured at a shorter one, there (``steps``: those steps, ``taken`` already)."""
+    if steps is None:
+        steps = taken(engine, groups, [projection.eps for projection in measured])
+    est = projected(groups[0].tensor, analytic, analytic_noise, steps)
     for p, projection in enumerate(measured):
         engine._store(est, np.array([p]), projection.measurement)
     return est
