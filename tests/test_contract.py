@@ -261,3 +261,37 @@ def test_bit_equality_is_only_a_fast_path_of_equality_with_nan_equal():
     changed = a.copy()
     changed[3] = 7.0
     assert not same_bits(a, changed) and modification(changed, a) is not None
+
+
+def test_first_output_is_handed_on_before_the_backward_calls_and_only_when_usable():
+    """``exercise``'s ``first_output`` gets the first forward's output (what it returns as ``out``) before any
+    backward call, once; a forward whose output is unusable hands on nothing."""
+    calls: list[str] = []
+
+    class Traced(MatrixConvLayer):
+        def forward(self, x, w, b):
+            calls.append("forward")
+            return super().forward(x, w, b)
+
+        def backward(self, dout, cache):
+            calls.append("backward")
+            return super().backward(dout, cache)
+
+    handed: list[np.ndarray] = []
+
+    def first_output(out: np.ndarray) -> None:
+        calls.append("handed")
+        handed.append(out)
+
+    outcome = exercise(Traced(1, 1, Activation.RELU), *data(), first_output=first_output)
+    assert calls[:3] == ["forward", "handed", "backward"] and calls.count("handed") == 1
+    assert handed[0] is outcome.out
+
+    class WrongShape(MatrixConvLayer):
+        def forward(self, x, w, b):
+            out, cache = super().forward(x, w, b)
+            return out[:, 1:], cache
+
+    handed.clear()
+    outcome = exercise(WrongShape(1, 1, Activation.RELU), *data(), first_output=handed.append)
+    assert outcome.out is None and handed == []

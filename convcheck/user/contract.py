@@ -81,7 +81,14 @@ class ContractOutcome:
         return self.out is not None and self.gradients is not None
 
 
-def exercise(layer: ConvLayer, x: np.ndarray, w: np.ndarray, b: np.ndarray, dout: np.ndarray) -> ContractOutcome:
+def exercise(
+    layer: ConvLayer,
+    x: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray,
+    dout: np.ndarray,
+    first_output: Callable[[np.ndarray], None] | None = None,
+) -> ContractOutcome:
     """Run ``layer`` through the contract checks (see the module docstring).
 
     The arguments are never modified; ``layer`` only ever sees copies.
@@ -92,6 +99,8 @@ def exercise(layer: ConvLayer, x: np.ndarray, w: np.ndarray, b: np.ndarray, dout
         w: (k, k, C_in, C_out)
         b: (C_out,)
         dout: (N, OH, OW, C_out), the upstream gradient; its shape is the output shape the layer must produce.
+        first_output: called with the first forward's output (the array returned) as soon as it is known to be
+            usable, before the later calls: for work that can start on it meanwhile (on another thread).
 
     Returns:
         The problems found, the first forward's output and the first backward's gradients.
@@ -101,7 +110,7 @@ def exercise(layer: ConvLayer, x: np.ndarray, w: np.ndarray, b: np.ndarray, dout
             they mean the cache did not survive its first use).
     """
     recorder = _OutputRecorder.of(layer)
-    run = _Exercise(recorder.layer if recorder is not None else layer, _Arrays(x, w, b, dout), recorder)
+    run = _Exercise(recorder.layer if recorder is not None else layer, _Arrays(x, w, b, dout), recorder, first_output)
     with _audit(run.layer) as audited:
         out, grads = run.all()
     run.problems.extend(audited.values())
@@ -180,9 +189,16 @@ class _Difference:
 class _Exercise:
     """One run of the contract checks on one layer; ``problems`` collects the findings in the order found."""
 
-    def __init__(self, layer: ConvLayer, arrays: _Arrays, recording: _Recording | None = None) -> None:
+    def __init__(
+        self,
+        layer: ConvLayer,
+        arrays: _Arrays,
+        recording: _Recording | None = None,
+        first_output: Callable[[np.ndarray], None] | None = None,
+    ) -> None:
         self.layer = layer
         self.arrays = arrays
+        self.first_output = first_output
         self.recorder = recording.recorder if recording is not None else None
         self.problems: list[Finding] = []
         self.forward_seconds = 0.0
@@ -214,6 +230,8 @@ class _Exercise:
             return None, None
         out, cache = first
         out_copy = out.copy()
+        if self.first_output is not None:
+            self.first_output(out_copy)
         grads = self.backward(dout, cache, {**handed, "dout": (dout, arrays.dout.copy())})
         if grads is None or not self.repeat(cache, grads):
             return out_copy, grads
