@@ -17,7 +17,7 @@ from harness import HERE, PYTHON, SKIP_TORCH, interleaved, torch_or_none
 from rows import SEED_SHAPE, Row, seed_data
 from sweep_floor import watching
 
-from convcheck import checker, parallel, reference
+from convcheck import checker, reference
 from convcheck.layer import MatrixConvLayer
 from convcheck.spec import Activation, CheckSpec, Method
 from convcheck.user.shapes import TO_NCHW
@@ -50,11 +50,9 @@ def bench_quick(rounds: int) -> list[Row]:
     best = interleaved(candidates, rounds, every={"sampled": max(1, rounds // 2)}, burst=4)
     ms = {name: 1e3 * t for name, t in best.items()}
     rows = [Row("quick", f"run_check, method {name}", ms[name], "ms") for name in ("directional", "sampled")]
-    # Its forward calls (the engine's passes, 2 in the contract, 2 of the linear layer for the projections' rounding
-    # bounds), 3 backwards (the contract's) and 2 reference convolutions. On two cores the engine makes both of its
-    # evaluations at the point beside the contract's calls; on one it reuses the contract's first forward for one.
-    reused = 0 if parallel.side_by_side_pays(layer, s) else 1
-    calls = results["directional"].forward_passes - reused + 2 + 2
+    # Its forward calls (the engine's passes but the contract's one it reuses, 2 in the contract, 2 of the linear
+    # layer for the projections' rounding bounds), 3 backwards (the contract's) and 2 reference convolutions.
+    calls = results["directional"].forward_passes - 1 + 2 + 2
     floor = calls * ms["forward"] + 3 * ms["backward"] + 2 * ms["reference"]
     rows.append(Row("quick", f"its floor: {calls} forwards, 3 backwards, 2 reference convolutions", floor, "ms"))
     if "torch" in ms:
