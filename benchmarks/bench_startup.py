@@ -27,6 +27,8 @@ def bench_startup(rounds: int) -> list[Row]:
             # The floor of any Typer command line's --help: the interpreter and Typer (with the click it
             # bundles and the standard library they pull in), nothing of convcheck's.
             "import typer": ([PYTHON, "-c", "import typer"], env),
+            # A Typer command line's --help at its smallest: two empty commands, help without Rich as convcheck's.
+            "two-command Typer app --help": ([PYTHON, "-c", SMALLEST_APP, "--help"], env),
         }
         command_best(commands, 1)
         best = command_best(commands, rounds)
@@ -65,6 +67,14 @@ def bench_startup(rounds: int) -> list[Row]:
         ),
         Row(
             "startup",
+            "floor: a two-command Typer app's --help / import line",
+            best["two-command Typer app --help"] / best["import numpy, typer, rich, yaml"],
+            "×",
+            note=f"{1e3 * best['two-command Typer app --help']:.1f} ms: Typer's own parsing and help writing, "
+            "with Rich off as convcheck's",
+        ),
+        Row(
+            "startup",
             "convcheck's own share of --help, in one process",
             1e3 * share,
             "ms",
@@ -80,6 +90,18 @@ def bench_startup(rounds: int) -> list[Row]:
         ),
     ]
 
+
+SMALLEST_APP = """
+import typer
+app = typer.Typer(rich_markup_mode=None, pretty_exceptions_enable=False)
+@app.command()
+def run() -> None:
+    "Run."
+@app.command()
+def validate() -> None:
+    "Validate."
+app()
+"""
 
 HELP_SHARE = """
 import contextlib, io, sys, time
