@@ -403,11 +403,13 @@ def _engine(
 
 
 def _batches(layer: ConvLayer, spec: CheckSpec) -> tuple[ManyFn | None, int]:
-    """A layer in another process measures batches of perturbed points per request, on ``fanout_workers``."""
+    """A layer in another process measures batches of perturbed points per request, on ``fanout_workers``
+    (in its own process alone for a check of fewer than ``FANOUT_MIN_PASSES`` planned passes)."""
     forward_many = getattr(layer, "forward_many", None)
     if forward_many is None:
         return None, 1
-    workers = parallel.fanout_workers(spec.shape)
+    few = planned_passes(spec)[1] < parallel.FANOUT_MIN_PASSES
+    workers = 1 if few else parallel.fanout_workers(spec.shape)
     return functools.partial(forward_many, workers=workers), int(layer.batch_groups())  # type: ignore[attr-defined]
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convcheck import parallel, tolerance
+from convcheck import methods, parallel, tolerance
 from convcheck.checker import run_check
 from convcheck.isolation import remote
 from convcheck.isolation.check import isolated_check
@@ -344,6 +344,26 @@ def test_a_large_users_layer_fans_out_to_the_cores_its_process_may_use(monkeypat
     assert parallel.CORES_VARIABLE not in os.environ and parallel.fanout_workers(large) == 4
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")  # held to one thread by someone else (a Dask worker)
     assert parallel.fanout_workers(large) == 1
+
+
+@pytest.mark.parametrize(("method", "fans_out"), [(Method.DIRECTIONAL, False), (Method.SAMPLED, True)])
+def test_a_check_of_few_passes_evaluates_its_batches_in_the_layers_own_process(monkeypatch, method, fans_out):
+    """A large layer fans out to every core, but not for a check that plans fewer than ``FANOUT_MIN_PASSES``
+    passes (the quick tier: the pool's start costs more than it saves there)."""
+    monkeypatch.setattr(parallel, "fanout_workers", lambda shape: 2)
+    asked: list[int] = []
+    original = remote.RemoteLayer.forward_many
+
+    def watched(self, *args, **kwargs):
+        asked.append(kwargs["workers"])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(remote.RemoteLayer, "forward_many", watched)
+    spec = _spec("good_nhwc.py", activation=Activation.RELU, method=method)
+    assert (methods.planned_passes(spec)[1] >= parallel.FANOUT_MIN_PASSES) is fans_out
+    isolated = isolated_check(spec)
+    assert isolated.status.value == "pass", isolated.error
+    assert asked and set(asked) == {2 if fans_out else 1}
 
 
 def test_a_batch_too_large_for_shared_memory_is_measured_one_call_at_a_time():
