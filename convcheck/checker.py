@@ -90,14 +90,19 @@ def estimated_memory(spec: CheckSpec) -> int:
     The built-in layer's im2col matrix ``(N·∏O, ∏k·C_in)`` appears in the forward, its cache and the
     magnitude computations (about 4 copies, float64); the engine holds about 16 output-sized float64 arrays
     (f0, f±, dout, noise model, differences) and a few copies of x and w; a small built-in layer's perturbed
-    points are stacked, several to a call (``layer.stacked_bytes``).
+    points are stacked, several to a call (``layer.stacked_bytes``); a large one's are measured on every core
+    (``parallel.engine_workers``), each further thread holding about 3 im2col matrices and 4 outputs of its own
+    (its workspace, the caches of its calls).
     """
     s = spec.shape
     positions = math.prod(s.out_shape[:-1])
     cols = positions * math.prod(s.kernel) * s.in_depth
     outputs = positions * s.out_depth
-    stacked = stacked_bytes(s) if spec.impl is None else 0
-    return 8 * (4 * cols + 16 * outputs + 6 * math.prod(s.x_shape) + 6 * math.prod(s.w_shape)) + stacked
+    builtin = spec.impl is None
+    stacked = stacked_bytes(s) if builtin else 0
+    threads = parallel.engine_workers(MatrixConvLayer.for_shape(s), s) if builtin else 1
+    held = 4 * cols + 16 * outputs + 6 * math.prod(s.x_shape) + 6 * math.prod(s.w_shape)
+    return 8 * (held + (threads - 1) * (3 * cols + 4 * outputs)) + stacked
 
 
 def run_check(spec: CheckSpec, layer: ConvLayer | None = None, data: CheckData | None = None) -> CheckResult:

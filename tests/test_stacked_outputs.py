@@ -11,7 +11,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from convcheck import checker, tolerance
+from convcheck import checker, parallel, tolerance
 from convcheck import layer as layer_module
 from convcheck.config import load_text
 from convcheck.layer import MatrixConvLayer, stacked_groups
@@ -175,12 +175,21 @@ def test_results_do_not_depend_on_how_many_groups_a_call_stacks(most: int, monke
 
 
 @pytest.mark.parametrize(
-    "shape",
-    [ConvShape(2, 12, 16, 6, 8, 3, 1, 1), ConvShape(4, 16, 16, 6, 8, 5, 1, 1), ConvShape(4, 24, 24, 8, 16, 3, 1, 1)],
-    ids=["stacked", "stacked-k5", "one point per call"],
+    ("shape", "method"),
+    [
+        (ConvShape(2, 12, 16, 6, 8, 3, 1, 1), Method.FULL),
+        (ConvShape(4, 16, 16, 6, 8, 5, 1, 1), Method.FULL),
+        (ConvShape(4, 24, 24, 8, 16, 3, 1, 1), Method.FULL),
+        (ConvShape(4, 24, 32, 16, 16, 3, 1, 1), Method.FULL),
+        (ConvShape(4, 24, 32, 16, 16, 3, 1, 1), Method.DIRECTIONAL),
+    ],
+    ids=["stacked", "stacked-k5", "one point per call", "two threads", "directional side by side"],
 )
-def test_the_memory_estimate_covers_what_a_check_allocates(shape: ConvShape) -> None:
-    spec = CheckSpec("memory", shape, method=Method.FULL)
+def test_the_memory_estimate_covers_what_a_check_allocates(monkeypatch, shape: ConvShape, method: Method) -> None:
+    for name in parallel.BLAS_THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(parallel, "available_cores", lambda: 2)  # the last two: two threads (engine_workers)
+    spec = CheckSpec("memory", shape, method=method)
     tracemalloc.start()  # numpy reports its arrays' memory to tracemalloc
     try:
         result = checker.run_check(spec)
