@@ -220,8 +220,9 @@ def stacked_groups(shape: ConvShape) -> int:
 
 
 def stacked_bytes(shape: ConvShape) -> int:
-    """Bytes the stacked calls of a check of ``shape`` may hold at once: one call's stacked arrays and the two
-    stacks of padded inputs and im2col matrices its workspace keeps for the next calls (0 when not stacked)."""
+    """Bytes the stacked calls of a check of ``shape`` may hold at once, at most: one call's stacked arrays and the
+    two stacks of padded inputs and im2col matrices its workspace keeps for the next calls (0 when not stacked;
+    ``reuse.outputs`` takes a layer of one group's points a chunk at a time, and keeps chunks, not stacks)."""
     point = _stacked_point_bytes(shape)
     return 0 if point is None else 3 * 2 * _groups_per_call(point) * point
 

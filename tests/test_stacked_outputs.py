@@ -11,7 +11,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from convcheck import checker, parallel, tolerance
+from convcheck import checker, parallel, reuse, tolerance
 from convcheck import layer as layer_module
 from convcheck.config import load_text
 from convcheck.layer import MatrixConvLayer, stacked_groups
@@ -27,9 +27,21 @@ SWEEP_LIKE = ConvShape(4, 12, 16, 6, 8, 4, 2, 1)
 
 
 @settings(max_examples=60, deadline=None)
-@given(**layer_calls(max_size=8), count=st.integers(1, 7))
-@example(shape=SEED_LIKE, seed=0, activation=Activation.TANH, dtype=DType.FLOAT64, count=5)
+@given(**layer_calls(max_size=8), count=st.integers(1, 7), chunk=st.sampled_from([1, 3000, reuse.CHUNK_BYTES]))
+@example(shape=SEED_LIKE, seed=0, activation=Activation.TANH, dtype=DType.FLOAT64, count=5, chunk=1)
 def test_each_stacked_point_is_outputs_bit_for_bit(
+    shape: ConvShape, seed: int, activation: Activation, dtype: DType, count: int, chunk: int
+) -> None:
+    """Whatever the chunks the points are taken in (``reuse.CHUNK_BYTES``: one point each, a few, all at once)."""
+    kept = reuse.CHUNK_BYTES
+    reuse.CHUNK_BYTES = chunk
+    try:
+        _each_stacked_point_is_outputs_bit_for_bit(shape, seed, activation, dtype, count)
+    finally:
+        reuse.CHUNK_BYTES = kept
+
+
+def _each_stacked_point_is_outputs_bit_for_bit(
     shape: ConvShape, seed: int, activation: Activation, dtype: DType, count: int
 ) -> None:
     layer = MatrixConvLayer.for_shape(shape, activation)
