@@ -262,11 +262,14 @@ def _stacked_outputs(
         np.copyto(cols.reshape(windows.shape), windows)
     else:
         cols = space.cols
-    # (count, *kernel, C_in/g, C_out): one product per point, as ``output`` makes one per call
-    weights = changed if tensor == 1 else np.broadcast_to(w, (count, *w.shape))
-    if groups == 1:  # (count, R, C_out)
-        z = np.matmul(cols[:, 0] if tensor == 0 else cols[0], weights.reshape(count, -1, c_out), out=into)
+    if groups == 1 and tensor == 2:  # (count, R, C_out): the points share ``output``'s product, M·W
+        z = np.empty((count, *space.cols.shape[1:2], c_out), changed.dtype) if into is None else into
+        z[...] = space.cols[0] @ w.reshape(-1, c_out)
+    elif groups == 1:  # (count, R, C_out): one product per point, as ``output`` makes one per call
+        weights = changed.reshape(count, -1, c_out) if tensor == 1 else w.reshape(-1, c_out)  # (count,) K × C_out
+        z = np.matmul(cols[:, 0] if tensor == 0 else cols[0], weights, out=into)
     else:  # W_γ per point: (count, g, ∏k·C_in/g, C_out/g), as ``output`` lays them out
+        weights = changed if tensor == 1 else np.broadcast_to(w, (count, *w.shape))  # (count, *kernel, C_in/g, C_out)
         per_group = weights.reshape(count, -1, groups, c_out // groups).transpose(0, 2, 1, 3)
         product = np.matmul(cols, np.ascontiguousarray(per_group))  # (count, g, R, C_out/g)
         # Each point laid out as ``output``'s (a copy, or with C_out/g = 1 a view with the same strides): the
