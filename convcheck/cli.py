@@ -9,7 +9,6 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -268,6 +267,9 @@ def _run(options: RunOptions) -> None:
                 batch = signals.interrupting(
                     lambda: _run_distributed(specs, address, options.fail_fast, advance, err), specs
                 )
+        # dataclasses only now: --help does not import it (half a millisecond of its start-up)
+        from dataclasses import replace
+
         if signals.received is not None and not batch.interrupted:
             batch = replace(batch, interrupted=True)
         # Hints only a whole batch can give: the geometric condition shared by the checks a layer crashed on. Only
