@@ -233,7 +233,6 @@ def _run(options: RunOptions) -> None:
     with handled() as signals:  # SIGINT, SIGTERM, SIGHUP: stop the checks, never the results' output
         specs = _checked_specs(options, err)
         from convcheck.batch.local import run_batch, start_workers  # imports numpy: only now that checks will run
-        from convcheck.results import Status
 
         report: Callable[[int], None] = _unsupervised
         if options.in_process:
@@ -267,17 +266,7 @@ def _run(options: RunOptions) -> None:
                 batch = signals.interrupting(
                     lambda: _run_distributed(specs, address, options.fail_fast, advance, err), specs
                 )
-        # dataclasses only now: --help does not import it (half a millisecond of its start-up)
-        from dataclasses import replace
-
-        if signals.received is not None and not batch.interrupted:
-            batch = replace(batch, interrupted=True)
-        # Hints only a whole batch can give: the geometric condition shared by the checks a layer crashed on. Only
-        # crashed checks get one, so the diagnosis rules (a sixth of a run's start-up) load only after a crash.
-        if any(result.status is Status.ERROR for result in batch.results):
-            from convcheck.diagnosis.batch import with_batch_hints
-
-            batch = replace(batch, results=tuple(with_batch_hints(batch.results)))
+        batch = _as_shown(batch, interrupted=signals.received is not None)
         written = _show(batch, options, out, err)
     if batch.interrupted or signals.received is not None:  # a signal while the results printed counts too
         cause = f" ({signals.name})" if signals.received is not None else ""
@@ -287,6 +276,23 @@ def _run(options: RunOptions) -> None:
     code = ExitCode.for_results(batch.results, batch.not_run, written=written)
     report(code)
     raise typer.Exit(code)
+
+
+def _as_shown(batch: BatchOutcome, interrupted: bool) -> BatchOutcome:
+    """The batch as its results are shown: marked interrupted when a signal came, with the hints only a whole
+    batch can give (the geometric condition shared by the checks a layer crashed on)."""
+    from dataclasses import replace  # here, not at the top: --help does not import dataclasses (0.5 ms)
+
+    from convcheck.results import Status
+
+    if interrupted and not batch.interrupted:
+        batch = replace(batch, interrupted=True)
+    # Only crashed checks get a hint, so the diagnosis rules (a sixth of a run's start-up) load only after a crash.
+    if any(result.status is Status.ERROR for result in batch.results):
+        from convcheck.diagnosis.batch import with_batch_hints
+
+        batch = replace(batch, results=tuple(with_batch_hints(batch.results)))
+    return batch
 
 
 def _unsupervised(code: int) -> None:
