@@ -101,6 +101,8 @@ def estimated_memory(spec: CheckSpec) -> int:
     builtin = spec.impl is None
     stacked = stacked_bytes(s) if builtin else 0
     threads = parallel.engine_workers(MatrixConvLayer.for_shape(s), s) if builtin else 1
+    if spec.method is Method.DIRECTIONAL:
+        threads = min(threads, 2)  # its steps run side by side, on two threads at most
     held = 4 * cols + 16 * outputs + 6 * math.prod(s.x_shape) + 6 * math.prod(s.w_shape)
     return 8 * (held + (threads - 1) * (3 * cols + 4 * outputs)) + stacked
 
@@ -146,10 +148,10 @@ def _run(spec: CheckSpec, layer: ConvLayer | None, data: CheckData | None, start
     points = _watch_points(layer, spec)
     forward_tol = resolve(spec.dtype, spec.eps, spec.rtol, spec.atol)
     # The quick tier of convcheck's own layer makes few calls, each too small to keep BLAS's threads busy: on two
-    # cores its steps run side by side on two threads instead, and its products run on one BLAS thread either way,
-    # so that its results do not depend on which (``parallel.Beside``).
+    # cores or more its steps run side by side on two threads instead, and its products run on the same number of
+    # BLAS threads either way, so that its results do not depend on which (``parallel.Beside``).
     quick = spec.method is Method.DIRECTIONAL and parallel.own_layer(layer)
-    with parallel.limited_blas(1) if quick else contextlib.nullcontext():
+    with parallel.limited_blas(parallel.side_by_side_blas_threads()) if quick else contextlib.nullcontext():
         if quick and parallel.side_by_side_pays(layer, spec.shape):
             done = _quick_side_by_side(spec, layer, data, forward_tol)
         else:
@@ -225,21 +227,20 @@ def _quick_side_by_side(spec: CheckSpec, layer: ConvLayer, data: CheckData, forw
     the magnitude and the reference convolution, the engine's setup (from the contract's first output, as soon as
     there is one), the directions and the weights' and bias's passes (``methods.DirectionalBeside``); then the
     input's passes and the forward verdict beside those passes' bounds. The same steps and results as
-    ``_measured``'s, bit for bit (BLAS on one thread in both), in about 0.65 of its time on 2 cores."""
+    ``_measured``'s, bit for bit (BLAS held to the same threads in both, wherever its threads can be set), in about
+    0.65 of its time on 2 cores."""
     window, u = spec.shape.window, unit_roundoff(spec.dtype)
     x64, w64, b64 = (a.astype(np.float64, copy=False) for a in (data.x, data.w, data.b))  # read, never written
-    with parallel.side_by_side(True) as beside:
+    first: Future[np.ndarray | None] = Future()  # the contract's first output: the engine's first evaluation
+    with parallel.side_by_side(True) as beside, _answered(first):
         scale = beside.start(lambda: reference.magnitude(x64, w64, b64, window))
         expected = beside.start(lambda: reference_forward(spec, x64, w64, b64))
-        first: Future[np.ndarray | None] = Future()  # the contract's first output: the engine's first evaluation
         built = beside.start(lambda: _engine(layer, data, spec, first.result(), scale()))
         spreads = beside.start(lambda: projection_spreads(data.x, data.w, data.dout, spec, u, scale()))
         directional = DirectionalBeside(lambda: built()[0], spreads, method_rng(spec), beside)
-        try:
-            outcome = exercise(layer, data.x, data.w, data.b, data.dout, first_output=first.set_result)
-        finally:
-            if not first.done():  # no usable output (the engine then evaluates at the point twice), or raised
-                first.set_result(None)
+        outcome = exercise(layer, data.x, data.w, data.b, data.dout, first_output=first.set_result)
+        if not first.done():  # no usable output: the engine then evaluates at the point twice
+            first.set_result(None)
         out, grads = outcome.out, outcome.gradients
         if grads is not None:
             directional.measure_input()
@@ -252,6 +253,17 @@ def _quick_side_by_side(spec: CheckSpec, layer: ConvLayer, data: CheckData, forw
         engine, tol, precision = built()
         notes = () if precision is None else (precision,)
         return _Measured(outcome.problems, verdict, _Estimates(engine, Method.DIRECTIONAL, tol, estimates, notes))
+
+
+@contextmanager
+def _answered(future: Future[np.ndarray | None]) -> Iterator[None]:
+    """Within the block, ``future`` may get its result; when the block ends, however it ends (an exception, a
+    timeout's signal), it has one: None if nothing set it, so that no call waiting on it waits for ever."""
+    try:
+        yield
+    finally:
+        if not future.done():
+            future.set_result(None)
 
 
 def _rounding_bounds(

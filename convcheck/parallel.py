@@ -17,15 +17,16 @@ running), and a check inside such a process measures on one thread (``engine_wor
 A check of convcheck's own layer that measures few passes (``directional``) has no groups to share out; it runs
 whole steps side by side instead (``side_by_side``: the engine's setup and the weights' and bias's projections
 beside the layer contract's calls, the forward verdict beside the input's projection), on one thread kept for
-that (``_helper``), BLAS held to one thread meanwhile for the same reason as above. Such a check runs its
-products on one BLAS thread whether or not its steps run side by side (``checker``), because a product's last bits
-can depend on the number of threads it runs on (``Beside`` says where that was measured), and a check's must not
-depend on how it was scheduled.
+that (``_helper``), BLAS held to half the cores each meanwhile for the same reason as above
+(``side_by_side_blas_threads``). Such a check runs its products on that many BLAS threads whether or not its
+steps run side by side (``checker``), because a product's last bits can depend on the number of threads it runs
+on (``Beside`` says where that was measured), and a check's must not depend on how it was scheduled.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import ctypes
 import itertools
 import math
@@ -33,6 +34,7 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -256,8 +258,9 @@ class Beside:
     ``Beside`` leaves BLAS's threads as they are. The last bits of a matrix product can depend on the number of
     threads it runs on (measured: the backward products of a 4×23×31×13 → 29 layer differ on one and on two), so
     a caller whose results must not depend on whether calls ran beside or in turn holds that number fixed for both
-    (the quick tier of convcheck's own layer: one, ``limited_blas``; two threads each asking for two BLAS threads
-    also ran 0.6-0.8× as fast as one thread doing both calls in turn, on 2 cores).
+    (the quick tier of convcheck's own layer: ``side_by_side_blas_threads``, by ``limited_blas``). On 2 cores, two
+    threads each asking for two BLAS threads ran 0.6-0.8× as fast as one thread doing both calls in turn, and
+    1.7× as fast with one BLAS thread each.
     """
 
     def __init__(self, active: bool) -> None:
@@ -265,8 +268,8 @@ class Beside:
         self._pending: list[Future[Any]] = []
 
     def start(self, fn: Callable[[], Value]) -> Callable[[], Value]:
-        if self.active:
-            future = _helper().submit(fn)
+        if self.active:  # in the caller's context: its context variables (a progress hook) hold there too
+            future = _helper().submit(contextvars.copy_context().run, fn)
             self._pending.append(future)
             return future.result
         held: list[Value] = []
@@ -279,10 +282,12 @@ class Beside:
         return later
 
     def alone(self) -> None:
-        """Wait until every call started has ended (its result or exception stays with its future)."""
+        """Wait until every call started has ended (its result or exception stays with its future); calls not
+        started yet are dropped, since nobody asks for them any more (the block ended early). An interruption of
+        this thread meanwhile (Ctrl-C, a check's timeout) is raised as usual."""
         for future in self._pending:
-            with contextlib.suppress(BaseException):
-                future.result()
+            future.cancel()
+        futures.wait(self._pending)
         self._pending.clear()
 
 
@@ -294,6 +299,12 @@ def side_by_side(active: bool) -> Iterator[Beside]:
         yield beside
     finally:
         beside.alone()
+
+
+def side_by_side_blas_threads() -> int:
+    """BLAS threads for each of the two threads of a check that runs its steps side by side: half the cores (one
+    each on 2 cores, where that was measured: ``Beside``), one in a process held to one thread."""
+    return 1 if blas_pinned() else max(1, available_cores() // 2)
 
 
 def side_by_side_pays(layer: object, shape: ConvShape) -> bool:

@@ -209,10 +209,10 @@ def outputs(layer: Layer, params: Sequence[np.ndarray], points: Sequence[Point])
     """``output`` at each of ``points`` (changes of the base ``params = (x, w, b)``, all of one argument), bit
     for bit, from one pipeline: the changed arguments stacked along a new leading axis, one unfolding of the
     stack (input points), one batched matrix product (one GEMM per point, of the same sizes as ``output``'s),
-    the bias and the activation over the whole stack, a chunk of ``CHUNK_BYTES`` at a time for a layer of one
-    group. ``points`` cost one call's Python and numpy overhead instead of one each: what a small layer's check
-    is mostly made of. None when the points change more than one argument or the arrays are not what ``output``
-    unfolds in place (the caller then calls ``output``).
+    the bias and the activation over the whole stack, a chunk of ``CHUNK_BYTES`` at a time for the input and
+    weights points of a layer of one group. ``points`` cost one call's Python and numpy overhead instead of one
+    each: what a small layer's check is mostly made of. None when the points change more than one argument or the
+    arrays are not what ``output`` unfolds in place (the caller then calls ``output``).
 
     Returns ``(len(points), N, *O, C_out)``: the outputs in the order of ``points``.
     """
@@ -225,11 +225,11 @@ def outputs(layer: Layer, params: Sequence[np.ndarray], points: Sequence[Point])
     tensor, count = tensors.pop(), len(points)
     space = unfolded(layer, x, w)
     out_shape = space.out_shape
-    # A layer of one group takes its points a chunk at a time: each chunk's inputs, products, bias and activation
-    # while they are in cache (a whole stack is several times the size of a core's cache).
+    # A layer of one group takes its input and weights points a chunk at a time: each chunk's inputs, products, bias
+    # and activation while they are in cache (a whole stack is several times the size of a core's cache).
     per_point = space.cols.nbytes + (space.padded.nbytes if tensor == 0 else 0) + math.prod(out_shape) * 8
     chunk = max(1, CHUNK_BYTES // per_point)
-    if space.groups > 1 or chunk >= count:
+    if space.groups > 1 or chunk >= count or tensor == 2:  # bias points share one product: made once
         return _stacked_outputs(layer, space, params, tensor, points).reshape(count, *out_shape)
     z = np.empty((count, math.prod(out_shape[:-1]), out_shape[-1]), np.result_type(x, w))
     for start in range(0, count, chunk):

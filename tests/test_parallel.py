@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
+from concurrent.futures import CancelledError
 
 import numpy as np
 import pytest
@@ -195,6 +198,57 @@ def test_the_quick_tier_side_by_side_gives_the_results_of_one_thread_bit_for_bit
     assert side_by_side.passed is (bug is None)
 
 
+def _side_by_side_machine(monkeypatch) -> None:
+    for name in parallel.BLAS_THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(parallel, "available_cores", lambda: 2)
+
+
+def test_the_quick_tier_side_by_side_reports_its_passes_to_the_progress_hook(monkeypatch):
+    """The engine is set up on the helper thread: the hook set on the caller's (a context variable) holds there."""
+    _side_by_side_machine(monkeypatch)
+    spec = CheckSpec("quick", SIDE_BY_SIDE, Activation.RELU, Method.DIRECTIONAL)
+    assert parallel.side_by_side_pays(MatrixConvLayer(1, 1, Activation.RELU), SIDE_BY_SIDE)
+    reported: list[int] = []
+    with checker.report_progress(lambda name, done, planned: reported.append(done)):
+        result = run_check(spec)
+    assert result.passed and reported and max(reported) == result.forward_passes
+
+
+SETUP_FAILS = """
+import time
+from convcheck import checker, parallel
+from convcheck.spec import Activation, CheckSpec, ConvShape, Method
+parallel.available_cores = lambda: 2
+def fails(spec):
+    time.sleep(0.5)  # by now the helper thread's engine waits for the contract's first output
+    raise RuntimeError("no generator")
+checker.method_rng = fails
+shape = ConvShape(4, 24, 32, 16, 16, 3, 1, 1)
+result = checker.run_check(CheckSpec("quick", shape, Activation.RELU, Method.DIRECTIONAL))
+print(result.status.value, "no generator" in (result.error or ""))
+"""
+
+
+def test_a_quick_tier_that_fails_before_its_contract_ends_in_an_error_row_not_a_hang():
+    """The helper thread's engine waits for the contract's first output; a failure before the contract starts
+    must still release it (else the check, and the process at exit, would wait for ever)."""
+    env = {k: v for k, v in os.environ.items() if k not in parallel.BLAS_THREAD_VARIABLES}
+    done = subprocess.run([sys.executable, "-c", SETUP_FAILS], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["error", "True"]
+
+
+def test_the_memory_estimate_of_the_quick_tier_counts_two_threads_on_any_machine(monkeypatch):
+    """Its steps run side by side on two threads however many cores there are; the full check's on every core."""
+    _side_by_side_machine(monkeypatch)
+    quick, full = (CheckSpec("m", SIDE_BY_SIDE, method=m) for m in (Method.DIRECTIONAL, Method.FULL))
+    on_two = checker.estimated_memory(quick), checker.estimated_memory(full)
+    monkeypatch.setattr(parallel, "available_cores", lambda: 16)
+    assert checker.estimated_memory(quick) == on_two[0]
+    assert checker.estimated_memory(full) > on_two[1]
+
+
 def test_blas_threads_change_the_odd_layers_products_so_the_test_above_can_fail():
     """The premise of the test above: ``ODD``'s backward products come out differently on one BLAS thread and on
     two, so results that did not hold BLAS to one thread would differ between its runs."""
@@ -229,9 +283,26 @@ def test_beside_runs_calls_on_its_thread_or_when_asked_and_hands_back_their_erro
         second = beside.start(call)
         assert (first(), second()) == (2, 3)
         failing = beside.start(lambda: 1 // 0)
+        with pytest.raises(ZeroDivisionError):
+            failing()
     assert seen[1] == seen[2] != here  # one helper thread, kept for the next check
-    with pytest.raises(ZeroDivisionError):
-        failing()
+
+
+def test_a_block_that_ends_waits_for_the_running_call_and_drops_those_not_started():
+    started, gate = threading.Event(), threading.Event()
+
+    def busy() -> bool:
+        started.set()
+        return gate.wait(10)
+
+    with parallel.side_by_side(True) as beside:
+        running = beside.start(busy)
+        dropped = beside.start(lambda: 1 // 0)  # queued behind it: nobody asks for it before the block ends
+        assert started.wait(10)
+        threading.Timer(0.2, gate.set).start()
+    assert gate.is_set() and running() is True  # the block ended only once the running call had
+    with pytest.raises(CancelledError):
+        dropped()
 
 
 def test_a_forked_child_gets_a_helper_thread_of_its_own():

@@ -411,8 +411,8 @@ class Engine:
         """Compare ``⟨∇L, v⟩`` with one central difference along random Gaussian directions ``v``
         (``projected`` says why Gaussian, and how the analytic side and its rounding bound are taken)."""
         groups = directions(self, tensor, projections, rng)
-        # A few projections of the whole tensor: one thread, BLAS on every core (threads measured no faster here;
-        # ``methods.directional_beside`` runs whole tensors side by side instead).
+        # A few projections of the whole tensor, on one thread (threads measured no faster here; for convcheck's
+        # own layer on two cores or more, ``methods.DirectionalBeside`` runs whole tensors side by side instead).
         first = [m for _, m in self._measure_all(groups, self.eps, threads=False)]
         measured = [shortened(self._measure_one, group, m, self.eps) for group, m in zip(groups, first, strict=True)]
         return along(self, groups, analytic, analytic_noise, measured)

@@ -99,8 +99,9 @@ def exercise(
         w: (k, k, C_in, C_out)
         b: (C_out,)
         dout: (N, OH, OW, C_out), the upstream gradient; its shape is the output shape the layer must produce.
-        first_output: called with the first forward's output (the array returned) as soon as it is known to be
-            usable, before the later calls: for work that can start on it meanwhile (on another thread).
+        first_output: called with the first forward's output (a copy: the array returned as ``out``) as soon as
+            it is known to be usable, before the later calls: for work that can start on it meanwhile (on another
+            thread).
 
     Returns:
         The problems found, the first forward's output and the first backward's gradients.
