@@ -232,15 +232,14 @@ def _quick_side_by_side(spec: CheckSpec, layer: ConvLayer, data: CheckData, forw
     window, u = spec.shape.window, unit_roundoff(spec.dtype)
     x64, w64, b64 = (a.astype(np.float64, copy=False) for a in (data.x, data.w, data.b))  # read, never written
     first: Future[np.ndarray | None] = Future()  # the contract's first output: the engine's first evaluation
-    with parallel.side_by_side(True) as beside, _answered(first):
-        scale = beside.start(lambda: reference.magnitude(x64, w64, b64, window))
-        expected = beside.start(lambda: reference_forward(spec, x64, w64, b64))
-        built = beside.start(lambda: _engine(layer, data, spec, first.result(), scale()))
-        spreads = beside.start(lambda: projection_spreads(data.x, data.w, data.dout, spec, u, scale()))
-        directional = DirectionalBeside(lambda: built()[0], spreads, method_rng(spec), beside)
-        outcome = exercise(layer, data.x, data.w, data.b, data.dout, first_output=first.set_result)
-        if not first.done():  # no usable output: the engine then evaluates at the point twice
-            first.set_result(None)
+    with parallel.side_by_side(True) as beside:
+        with _answered(first):  # no usable output, or a failure: the engine then evaluates at the point twice
+            scale = beside.start(lambda: reference.magnitude(x64, w64, b64, window))
+            expected = beside.start(lambda: reference_forward(spec, x64, w64, b64))
+            built = beside.start(lambda: _engine(layer, data, spec, first.result(), scale()))
+            spreads = beside.start(lambda: projection_spreads(data.x, data.w, data.dout, spec, u, scale()))
+            directional = DirectionalBeside(lambda: built()[0], spreads, method_rng(spec), beside)
+            outcome = exercise(layer, data.x, data.w, data.b, data.dout, first_output=first.set_result)
         out, grads = outcome.out, outcome.gradients
         if grads is not None:
             directional.measure_input()
@@ -257,8 +256,9 @@ def _quick_side_by_side(spec: CheckSpec, layer: ConvLayer, data: CheckData, forw
 
 @contextmanager
 def _answered(future: Future[np.ndarray | None]) -> Iterator[None]:
-    """Within the block, ``future`` may get its result; when the block ends, however it ends (an exception, a
-    timeout's signal), it has one: None if nothing set it, so that no call waiting on it waits for ever."""
+    """Within the block, ``future`` may get its result; when the block ends, however it ends (normally, by an
+    exception, by a timeout's signal), it has one: None if nothing set it, so that no call waiting on it waits for
+    ever."""
     try:
         yield
     finally:
@@ -420,13 +420,11 @@ def _engine(
 
 
 def _batches(layer: ConvLayer, spec: CheckSpec) -> tuple[ManyFn | None, int]:
-    """A layer in another process measures batches of perturbed points per request, on ``fanout_workers``
-    (in its own process alone for a check of fewer than ``FANOUT_MIN_PASSES`` planned passes)."""
+    """A layer in another process measures batches of perturbed points per request, on ``fanout_workers``."""
     forward_many = getattr(layer, "forward_many", None)
     if forward_many is None:
         return None, 1
-    few = planned_passes(spec)[1] < parallel.FANOUT_MIN_PASSES
-    workers = 1 if few else parallel.fanout_workers(spec.shape)
+    workers = parallel.fanout_workers(spec.shape, planned_passes(spec)[1])
     return functools.partial(forward_many, workers=workers), int(layer.batch_groups())  # type: ignore[attr-defined]
 
 

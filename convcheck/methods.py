@@ -176,9 +176,8 @@ class DirectionalBeside:
     their bounds' spreads (``spreads()``: the linear layer's forwards) at the steps those passes took. On the
     caller's thread: the input's passes and spread (``measure_input``), and the estimates (``estimates``).
 
-    The same directions, passes and estimates as ``measure``'s, whether ``beside`` runs its calls beside or when
-    asked: the engine only reads its shared arrays, and each thread changes only its own parameters (the input's
-    are the engine's own).
+    The same directions, passes and estimates as ``measure``'s: the engine only reads its shared arrays, and each
+    thread changes only its own parameters (the input's are the engine's own).
     """
 
     def __init__(

@@ -112,16 +112,18 @@ def own_layer(layer: object) -> bool:
     return isinstance(layer, MatrixConvLayer) and type(layer).__module__.startswith("convcheck.")
 
 
-def fanout_workers(shape: ConvShape) -> int:
-    """Processes that evaluate a user's layer's batches of perturbed points (``convcheck.numeric.fanout``): the
-    cores this process may keep busy for layers of at least ``FANOUT_MIN_MACS`` multiply-adds per forward pass,
-    else 1 (the batch is evaluated in the layer's own process: a fork costs more than a small layer's batch).
+def fanout_workers(shape: ConvShape, passes: int) -> int:
+    """Processes that evaluate a user's layer's batches of perturbed points (``convcheck.numeric.fanout``) in a
+    check of ``passes`` planned forward passes: the cores this process may keep busy for layers of at least
+    ``FANOUT_MIN_MACS`` multiply-adds per forward pass in checks of at least ``FANOUT_MIN_PASSES`` passes, else 1
+    (the batch is evaluated in the layer's own process: forking costs more than a small layer's batch, or than
+    the few passes of a quick check save).
 
     Those cores are every core, or in a process started with one BLAS thread its share of them
     (``CORES_VARIABLE``: all of them for the one worker of ``--jobs 1``, one each under ``--jobs N``).
     """
     macs = math.prod(shape.out_shape) * shape.fan_in
-    if macs < FANOUT_MIN_MACS:
+    if macs < FANOUT_MIN_MACS or passes < FANOUT_MIN_PASSES:
         return 1
     if not blas_pinned():
         return available_cores()

@@ -246,7 +246,7 @@ def _stacked_outputs(
     into: np.ndarray | None = None,
 ) -> np.ndarray:
     """``outputs`` of ``points`` (all of argument ``tensor``) in one pipeline, as ``(len(points), R, C_out)`` (``R``
-    the output positions); written into ``into`` when given (a layer of one group)."""
+    the output positions); written into ``into`` when given (input or weights points of a layer of one group)."""
     x, w, b = params
     count = len(points)
     changed = np.empty((count, *params[tensor].shape), params[tensor].dtype)
@@ -263,7 +263,7 @@ def _stacked_outputs(
     else:
         cols = space.cols
     if groups == 1 and tensor == 2:  # (count, R, C_out): the points share ``output``'s product, M·W
-        z = np.empty((count, *space.cols.shape[1:2], c_out), changed.dtype) if into is None else into
+        z = np.empty((count, space.cols.shape[1], c_out), changed.dtype)
         z[...] = space.cols[0] @ w.reshape(-1, c_out)
     elif groups == 1:  # (count, R, C_out): one product per point, as ``output`` makes one per call
         weights = changed.reshape(count, -1, c_out) if tensor == 1 else w.reshape(-1, c_out)  # (count,) K × C_out

@@ -266,7 +266,7 @@ CASES = [
 @pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize("spec", CASES, ids=lambda s: f"{s.name}-{s.dtype.value}-{s.method.value}")
 def test_a_users_layer_measured_by_batches_on_several_processes_gets_the_in_process_result(monkeypatch, spec, workers):
-    monkeypatch.setattr(parallel, "fanout_workers", lambda shape: workers)
+    monkeypatch.setattr(parallel, "fanout_workers", lambda shape, passes: workers)
     used: list[bool] = []
     original = remote.RemoteLayer.forward_many
 
@@ -336,21 +336,26 @@ def test_a_large_users_layer_fans_out_to_the_cores_its_process_may_use(monkeypat
     for name in (*parallel.BLAS_THREAD_VARIABLES, parallel.CORES_VARIABLE):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(parallel, "available_cores", lambda: 4)
-    assert parallel.fanout_workers(large) == 4 and parallel.fanout_workers(small) == 1
+    passes = 678  # the seed layer's full check
+    assert parallel.fanout_workers(large, passes) == 4 and parallel.fanout_workers(small, passes) == 1
+    assert parallel.fanout_workers(large, parallel.FANOUT_MIN_PASSES - 1) == 1  # a quick check's few passes
     with parallel.one_blas_thread_environment(2):  # the one worker of --jobs 1 on two of the four cores
-        assert parallel.fanout_workers(large) == 2 and parallel.fanout_workers(small) == 1
+        assert parallel.fanout_workers(large, passes) == 2 and parallel.fanout_workers(small, passes) == 1
     with parallel.one_blas_thread_environment():  # a worker of --jobs N beside others
-        assert parallel.fanout_workers(large) == 1
-    assert parallel.CORES_VARIABLE not in os.environ and parallel.fanout_workers(large) == 4
+        assert parallel.fanout_workers(large, passes) == 1
+    assert parallel.CORES_VARIABLE not in os.environ and parallel.fanout_workers(large, passes) == 4
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")  # held to one thread by someone else (a Dask worker)
-    assert parallel.fanout_workers(large) == 1
+    assert parallel.fanout_workers(large, passes) == 1
 
 
 @pytest.mark.parametrize(("method", "fans_out"), [(Method.DIRECTIONAL, False), (Method.SAMPLED, True)])
 def test_a_check_of_few_passes_evaluates_its_batches_in_the_layers_own_process(monkeypatch, method, fans_out):
     """A large layer fans out to every core, but not for a check that plans fewer than ``FANOUT_MIN_PASSES``
     passes (the quick tier: the pool's start costs more than it saves there)."""
-    monkeypatch.setattr(parallel, "fanout_workers", lambda shape: 2)
+    for name in (*parallel.BLAS_THREAD_VARIABLES, parallel.CORES_VARIABLE):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(parallel, "available_cores", lambda: 2)
+    monkeypatch.setattr(parallel, "FANOUT_MIN_MACS", 0)  # this small layer counts as large
     asked: list[int] = []
     original = remote.RemoteLayer.forward_many
 

@@ -105,7 +105,7 @@ def test_a_batch_answered_later_that_cannot_be_had_is_measured_with_no_request_i
 @pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize("spec", CASES[:5], ids=lambda s: f"{s.name}-{s.dtype.value}-{s.method.value}")
 def test_a_users_layer_checked_with_and_without_the_pipeline_gets_the_in_process_result(monkeypatch, spec, workers):
-    monkeypatch.setattr(parallel, "fanout_workers", lambda shape: workers)
+    monkeypatch.setattr(parallel, "fanout_workers", lambda shape, passes: workers)
     expected = fingerprint(run_check(spec))
     assert fingerprint(isolated_check(spec)) == expected
     original = remote.RemoteLayer.__init__
