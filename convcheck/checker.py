@@ -145,17 +145,23 @@ def run_check(spec: CheckSpec, layer: ConvLayer | None = None, data: CheckData |
 def _run(spec: CheckSpec, layer: ConvLayer | None, data: CheckData | None, start: float) -> CheckResult:
     data = make_data(spec) if data is None else data
     layer = load_layer(spec) if layer is None else layer  # the built-in layer when spec.impl is None
-    points = _watch_points(layer, spec)
-    forward_tol = resolve(spec.dtype, spec.eps, spec.rtol, spec.atol)
     # The quick tier of convcheck's own layer makes few calls, each too small to keep BLAS's threads busy: on two
     # cores or more its steps run side by side on two threads instead, and its products run on the same number of
-    # BLAS threads either way, so that its results do not depend on which (``parallel.Beside``).
-    quick = spec.method is Method.DIRECTIONAL and parallel.own_layer(layer)
-    with parallel.limited_blas(parallel.side_by_side_blas_threads()) if quick else contextlib.nullcontext():
-        if quick and parallel.side_by_side_pays(layer, spec.shape):
-            done = _quick_side_by_side(spec, layer, data, forward_tol)
-        else:
-            done = _measured(spec, layer, data, forward_tol)
+    # BLAS threads either way, so that its results do not depend on which (``parallel.Beside``). A small layer's
+    # products run on one BLAS thread (``parallel.BLAS_ONE_THREAD_MACS``).
+    blas = parallel.check_blas_threads(layer, spec.shape, spec.method is Method.DIRECTIONAL)
+    with parallel.limited_blas(blas) if blas is not None else contextlib.nullcontext():
+        return _checked(spec, layer, data, start)
+
+
+def _checked(spec: CheckSpec, layer: ConvLayer, data: CheckData, start: float) -> CheckResult:
+    """``run_check`` of ``layer`` at the point ``data``, its shape already known to be possible."""
+    points = _watch_points(layer, spec)
+    forward_tol = resolve(spec.dtype, spec.eps, spec.rtol, spec.atol)
+    if spec.method is Method.DIRECTIONAL and parallel.side_by_side_pays(layer, spec.shape):
+        done = _quick_side_by_side(spec, layer, data, forward_tol)
+    else:
+        done = _measured(spec, layer, data, forward_tol)
     if done.gradients is None:
         return _finish(spec, start, None, 0, forward_tol, (), done.forward, done.contract, [])
     measured = done.gradients

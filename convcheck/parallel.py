@@ -9,6 +9,9 @@ two Python threads each asking for two BLAS threads put four busy threads on two
 than they gain. While workers run, BLAS is held to one thread (through ``threadpoolctl`` when it is installed, else
 through OpenBLAS's own ``openblas_set_num_threads`` in the loaded library) and restored afterwards.
 
+A check of a small layer (``BLAS_ONE_THREAD_MACS``) holds its products to one BLAS thread from start to end
+(``check_blas_threads``): more saved it no time and doubled its CPU.
+
 The one-BLAS-thread rule for processes lives here too: a process that runs checks beside others (a ``--jobs``
 worker, a Dask worker) gets ``BLAS_THREAD_VARIABLES`` = 1 before numpy loads BLAS in it
 (``one_blas_thread_environment`` while a child process starts, ``hold_one_blas_thread`` in a process already
@@ -68,6 +71,14 @@ if hasattr(os, "register_at_fork"):
 
 #: Multiply-adds per forward pass below which a check's groups are measured on one thread (``engine_workers``).
 PARALLEL_MIN_MACS = 5_000_000
+#: Multiply-adds per forward pass below which a whole check runs its products on one BLAS thread
+#: (``check_blas_threads``). A second thread saved no time below it and doubled the CPU a check took (its
+#: threads spin between products), so that two checks run at once (two ``pytest -n 2`` workers, two CI jobs)
+#: each took twice as long. Measured on 2 cores, convcheck's own layer with ReLU, best of 9, one BLAS thread
+#: against two: 2×16×16×8 → 16 (0.6 M) full check 28.6 against 29.0 ms; 4×16×16×8 → 16 (1.2 M) 59.0 against
+#: 57.5 ms; 4×16×16×16 → 16 (2.4 M) 147 against 138 ms; every 2nd layer of the 320-layer benchmark sweep (at
+#: most 0.94 M) 12.7 against 12.7 ms a check alone, 12.4 against 22-25 ms with two sweeps running at once.
+BLAS_ONE_THREAD_MACS = 1_000_000
 #: Multiply-adds per forward pass below which a user's layer's batches are evaluated in one process.
 FANOUT_MIN_MACS = 5_000_000
 #: Forward passes a check plans below which a user's layer's batches are evaluated in one process whatever its
@@ -100,8 +111,23 @@ def engine_workers(layer: object, shape: ConvShape) -> int:
     """
     if not own_layer(layer) or blas_pinned():
         return 1  # a user's layer, or a user's subclass of ours, behind whatever adapter; or a --jobs worker
-    macs = math.prod(shape.out_shape) * shape.fan_in
-    return available_cores() if macs >= PARALLEL_MIN_MACS else 1
+    return available_cores() if forward_macs(shape) >= PARALLEL_MIN_MACS else 1
+
+
+def forward_macs(shape: ConvShape) -> int:
+    """Multiply-adds of one forward pass at ``shape``."""
+    return math.prod(shape.out_shape) * shape.fan_in
+
+
+def check_blas_threads(layer: object, shape: ConvShape, directional: bool) -> int | None:
+    """BLAS threads a whole check of ``layer`` at ``shape`` holds its products to, or None to leave them as they
+    are: for the quick tier (``directional``) of convcheck's own layer, ``side_by_side_blas_threads`` whether or
+    not its steps run side by side (``Beside`` says why); one below ``BLAS_ONE_THREAD_MACS``, where more saved no
+    time (for a user's layer, which runs in a process of its own, the products of this process: the reference
+    convolution and the rounding model)."""
+    if directional and own_layer(layer):
+        return side_by_side_blas_threads()
+    return 1 if forward_macs(shape) < BLAS_ONE_THREAD_MACS else None
 
 
 def own_layer(layer: object) -> bool:
@@ -208,22 +234,61 @@ def ordered_map(
 
 @contextmanager
 def limited_blas(threads: int) -> Iterator[None]:
-    """Hold BLAS to ``threads`` threads inside the block (best effort: unchanged when no control is found)."""
+    """Hold BLAS to at most ``threads`` threads inside the block (best effort: unchanged when no control is found).
+
+    BLAS's threads belong to the process, not to a thread, so blocks open at once on several threads (checks run
+    from several threads of a program) share one setting: the fewest any open block asks for, and when the last
+    of them ends, in whatever order they end, the count from before the first."""
+    with _BLAS_LOCK:
+        if not _blas_limits:
+            _blas_before[:] = [(set_threads, get()) for get, set_threads in _blas_controls()]
+        _blas_limits.append(threads)
+        _set_blas(min(_blas_limits))
     try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        controls = _openblas_controls()
-        before = [get() for get, _ in controls]
-        for _, set_threads in controls:
-            set_threads(threads)
-        try:
-            yield
-        finally:
-            for (_, set_threads), count in zip(controls, before, strict=True):
-                set_threads(count)
-        return
-    with threadpool_limits(limits=threads, user_api="blas"):
         yield
+    finally:
+        with _BLAS_LOCK:
+            _blas_limits.remove(threads)
+            if _blas_limits:
+                _set_blas(min(_blas_limits))
+            else:
+                for set_threads, count in _blas_before:
+                    set_threads(count)
+                _blas_before.clear()
+
+
+_BLAS_LOCK = threading.Lock()
+_blas_limits: list[int] = []  # the limits of the limited_blas blocks open now, on any thread
+_blas_before: list[tuple[Callable[[int], None], int]] = []  # each BLAS's own count before the first of them
+
+
+def _set_blas(threads: int) -> None:
+    for set_threads, _ in _blas_before:
+        set_threads(threads)
+
+
+def _fresh_blas_limits() -> None:
+    # A forked child has only the thread that forked, which never leaves the blocks it was in (it runs its task
+    # and exits): it starts with no blocks open and a lock of its own, BLAS at the count it had.
+    global _BLAS_LOCK
+    _BLAS_LOCK = threading.Lock()
+    _blas_limits.clear()
+    _blas_before.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_blas_limits)
+
+
+def _blas_controls() -> list[tuple[Callable[[], int], Callable[[int], None]]]:
+    """``(get, set)`` thread-count functions of each BLAS loaded in this process: ``threadpoolctl``'s when it is
+    installed (every BLAS it knows), else OpenBLAS's own (``_openblas_controls``)."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return _openblas_controls()
+    libraries = ThreadpoolController().select(user_api="blas").lib_controllers
+    return [(library.get_num_threads, library.set_num_threads) for library in libraries]
 
 
 def _openblas_controls() -> list[tuple[Callable[[], int], Callable[[int], None]]]:
