@@ -10,7 +10,7 @@ than they gain. While workers run, BLAS is held to one thread (through ``threadp
 through OpenBLAS's own ``openblas_set_num_threads`` in the loaded library) and restored afterwards.
 
 A check of a small layer (``BLAS_ONE_THREAD_MACS``) holds its products to one BLAS thread from start to end
-(``check_blas_threads``): more saved it no time and doubled its CPU.
+(``check_blas_threads``): more saved it a few percent of its time at most and took up to twice its CPU.
 
 The one-BLAS-thread rule for processes lives here too: a process that runs checks beside others (a ``--jobs``
 worker, a Dask worker) gets ``BLAS_THREAD_VARIABLES`` = 1 before numpy loads BLAS in it
@@ -34,6 +34,7 @@ import ctypes
 import itertools
 import math
 import os
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -72,12 +73,13 @@ if hasattr(os, "register_at_fork"):
 #: Multiply-adds per forward pass below which a check's groups are measured on one thread (``engine_workers``).
 PARALLEL_MIN_MACS = 5_000_000
 #: Multiply-adds per forward pass below which a whole check runs its products on one BLAS thread
-#: (``check_blas_threads``). A second thread saved no time below it and doubled the CPU a check took (its
-#: threads spin between products), so that two checks run at once (two ``pytest -n 2`` workers, two CI jobs)
-#: each took twice as long. Measured on 2 cores, convcheck's own layer with ReLU, best of 9, one BLAS thread
-#: against two: 2×16×16×8 → 16 (0.6 M) full check 28.6 against 29.0 ms; 4×16×16×8 → 16 (1.2 M) 59.0 against
-#: 57.5 ms; 4×16×16×16 → 16 (2.4 M) 147 against 138 ms; every 2nd layer of the 320-layer benchmark sweep (at
-#: most 0.94 M) 12.7 against 12.7 ms a check alone, 12.4 against 22-25 ms with two sweeps running at once.
+#: (``check_blas_threads``). Below it a second thread saved a check at most a few percent of its time and took
+#: half again to twice its CPU (BLAS's threads spin between products), so that two checks run at once (two
+#: ``pytest -n 2`` workers, two CI jobs) each took almost twice as long. Measured on 2 cores, convcheck's own layer
+#: with ReLU, best of 9, one BLAS thread against two: 2×16×16×8 → 16 (0.6 M) full check 28.6 against 29.0 ms;
+#: 4×16×16×8 → 16 (1.2 M) 59.0 against 57.5 ms; 4×16×16×16 → 16 (2.4 M) 147 against 138 ms. The 320 layers of
+#: the sweep benchmark (at most 0.94 M), ``benchmarks/two_at_once.py``: 12.6-13.1 against 12.7-12.8 ms a check
+#: alone (CPU 12.6-13.1 against 20.2-20.4 ms), 12.5 against 20.8-23.0 ms each with two processes at once.
 BLAS_ONE_THREAD_MACS = 1_000_000
 #: Multiply-adds per forward pass below which a user's layer's batches are evaluated in one process.
 FANOUT_MIN_MACS = 5_000_000
@@ -282,13 +284,26 @@ if hasattr(os, "register_at_fork"):
 
 def _blas_controls() -> list[tuple[Callable[[], int], Callable[[int], None]]]:
     """``(get, set)`` thread-count functions of each BLAS loaded in this process: ``threadpoolctl``'s when it is
-    installed (every BLAS it knows), else OpenBLAS's own (``_openblas_controls``)."""
+    installed (every BLAS it knows), else OpenBLAS's own (``_openblas_controls``).
+
+    Looked for again only when a module was imported since the last time (a BLAS is loaded by the extension
+    module linked to it): looking took 0.1-0.2 ms, a few percent of a small layer's whole check."""
+    global _found_controls
+    modules = len(sys.modules)
+    if _found_controls is not None and _found_controls[0] == modules:
+        return _found_controls[1]
     try:
         from threadpoolctl import ThreadpoolController
     except ImportError:
-        return _openblas_controls()
-    libraries = ThreadpoolController().select(user_api="blas").lib_controllers
-    return [(library.get_num_threads, library.set_num_threads) for library in libraries]
+        controls = _openblas_controls()
+    else:
+        libraries = ThreadpoolController().select(user_api="blas").lib_controllers
+        controls = [(library.get_num_threads, library.set_num_threads) for library in libraries]
+    _found_controls = (len(sys.modules), controls)
+    return controls
+
+
+_found_controls: tuple[int, list[tuple[Callable[[], int], Callable[[int], None]]]] | None = None
 
 
 def _openblas_controls() -> list[tuple[Callable[[], int], Callable[[int], None]]]:

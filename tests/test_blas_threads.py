@@ -4,7 +4,9 @@ and leave the count they found; a small layer's check holds its products to one 
 from __future__ import annotations
 
 import random
+import sys
 import threading
+import types
 
 import pytest
 
@@ -138,3 +140,16 @@ def test_a_small_layers_check_runs_its_products_on_one_blas_thread_and_leaves_th
         assert layer.seen and set(layer.seen) == {1}
         assert _blas_threads() == 2
     assert len(layer.seen) >= 5  # the contract's calls at least
+
+
+def test_the_blas_libraries_are_looked_for_again_only_after_an_import(monkeypatch):
+    scans: list[int] = []
+    monkeypatch.setattr(parallel, "_found_controls", None)
+    monkeypatch.setattr(parallel, "_openblas_controls", lambda: scans.append(1) or [])
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)  # the fallback: OpenBLAS's own functions
+    parallel._blas_controls()
+    parallel._blas_controls()
+    assert len(scans) == 1
+    monkeypatch.setitem(sys.modules, "convcheck_test_newly_imported", types.ModuleType("newly"))
+    parallel._blas_controls()
+    assert len(scans) == 2
