@@ -124,9 +124,9 @@ def forward_macs(shape: ConvShape) -> int:
 def check_blas_threads(layer: object, shape: ConvShape, directional: bool) -> int | None:
     """BLAS threads a whole check of ``layer`` at ``shape`` holds its products to, or None to leave them as they
     are: for the quick tier (``directional``) of convcheck's own layer, ``side_by_side_blas_threads`` whether or
-    not its steps run side by side (``Beside`` says why); one below ``BLAS_ONE_THREAD_MACS``, where more saved no
-    time (for a user's layer, which runs in a process of its own, the products of this process: the reference
-    convolution and the rounding model)."""
+    not its steps run side by side (``Beside`` says why); one below ``BLAS_ONE_THREAD_MACS``, where more saved a
+    few percent of the time at most (for a user's layer, which runs in a process of its own, the products of this
+    process: the reference convolution and the rounding model)."""
     if directional and own_layer(layer):
         return side_by_side_blas_threads()
     return 1 if forward_macs(shape) < BLAS_ONE_THREAD_MACS else None
@@ -294,11 +294,11 @@ def _blas_controls() -> list[tuple[Callable[[], int], Callable[[int], None]]]:
         return _found_controls[1]
     try:
         from threadpoolctl import ThreadpoolController
-    except ImportError:
-        controls = _openblas_controls()
-    else:
+
         libraries = ThreadpoolController().select(user_api="blas").lib_controllers
         controls = [(library.get_num_threads, library.set_num_threads) for library in libraries]
+    except (ImportError, AttributeError):  # not installed, or older than 3.0 (no controller objects)
+        controls = _openblas_controls()
     _found_controls = (len(sys.modules), controls)
     return controls
 
