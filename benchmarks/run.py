@@ -17,7 +17,7 @@ in its own module of ``benchmarks/`` (what they share, the timing above included
   passes times one plain vectorized im2col forward of the same layer (``plain_forward``, no reuse, timed in the
   same run), and the floor of those passes (``forward_floor``: only their matrix products, bias, ReLU and the
   unfolding of changed inputs), alone and with the two reductions of each pair of outputs every estimate needs
-  (its central sums and its kink test).
+  (``reduced_floor``: its central sums and its kink test).
 - ``user`` (``bench_user.py``): the same full check of a user's numpy layer (``examples/im2col_nhwc.py``, run in
   its own process as every user's layer is), against its forward passes times one call of that layer's forward in
   this process; beside it its floor (the same passes alone, split over one process per core:

@@ -2,7 +2,8 @@
 
     python benchmarks/two_at_once.py SWEEP.yaml [--root TREE] [--rounds 2]
 
-Runs every check of ``SWEEP.yaml`` (the built-in layer's) one after another in this process, as ``convcheck run``
+``SWEEP.yaml``: a config of the built-in layer's checks, e.g. the sweep benchmark's 320 small layers
+(``bench_sweeps.SWEEP_CONFIG`` written to a file). Runs its checks one after another in a process, as ``convcheck run``
 with ``--jobs 1`` does, from the source tree ``--root`` (this checkout by default; another, e.g. a git worktree,
 to compare), BLAS left as the environment has it; first alone, then in two such processes started together, as
 two ``pytest -n 2`` workers or two CI jobs on one machine run. Prints each process's best wall and CPU
@@ -24,7 +25,10 @@ import json, sys, time
 sys.path.insert(0, {root!r})
 from convcheck.checker import run_check
 from convcheck.config import load_file
-specs = load_file({sweep!r}).specs
+loaded = load_file({sweep!r})
+if loaded.errors or not loaded.specs:
+    sys.exit("the config has errors or no checks: " + "; ".join(str(e) for e in loaded.errors))
+specs = loaded.specs
 for spec in specs[:4]:
     run_check(spec)
 best = (float("inf"), float("inf"))
@@ -50,9 +54,10 @@ def main() -> None:
             subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=args.root)
             for _ in range(together)
         ]
-        figures = [json.loads(process.communicate()[0]) for process in processes]
+        printed = [process.communicate()[0] for process in processes]
         if any(process.returncode for process in processes):
-            raise SystemExit("a probe failed")
+            raise SystemExit("a probe failed (its error is above)")
+        figures = [json.loads(text) for text in printed]
         each = ", ".join(f"wall {1e3 * f['wall']:.2f} ms, CPU {1e3 * f['cpu']:.2f} ms" for f in figures)
         print(f"{together} at once ({time.perf_counter() - started:.1f} s): per check {each}")
 

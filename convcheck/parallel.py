@@ -123,13 +123,13 @@ def forward_macs(shape: ConvShape) -> int:
 
 def check_blas_threads(layer: object, shape: ConvShape, directional: bool) -> int | None:
     """BLAS threads a whole check of ``layer`` at ``shape`` holds its products to, or None to leave them as they
-    are: for the quick tier (``directional``) of convcheck's own layer, ``side_by_side_blas_threads`` whether or
-    not its steps run side by side (``Beside`` says why); one below ``BLAS_ONE_THREAD_MACS``, where more saved a
-    few percent of the time at most (for a user's layer, which runs in a process of its own, the products of this
-    process: the reference convolution and the rounding model)."""
-    if directional and own_layer(layer):
-        return side_by_side_blas_threads()
-    return 1 if forward_macs(shape) < BLAS_ONE_THREAD_MACS else None
+    are: one below ``BLAS_ONE_THREAD_MACS``, where more saved a few percent of the time at most; else for the quick
+    tier (``directional``) of convcheck's own layer, ``side_by_side_blas_threads`` whether or not its steps run side
+    by side (``Beside`` says why). Held in this process: a user's layer run here (``--in-process``, a layer object
+    handed to ``run_check``) is held too; one isolated in a process of its own keeps that process's threads."""
+    if forward_macs(shape) < BLAS_ONE_THREAD_MACS:
+        return 1
+    return side_by_side_blas_threads() if directional and own_layer(layer) else None
 
 
 def own_layer(layer: object) -> bool:
@@ -236,46 +236,69 @@ def ordered_map(
 
 @contextmanager
 def limited_blas(threads: int) -> Iterator[None]:
-    """Hold BLAS to at most ``threads`` threads inside the block (best effort: unchanged when no control is found).
+    """Hold BLAS to ``threads`` threads inside the block (best effort: unchanged when no control is found).
 
     BLAS's threads belong to the process, not to a thread, so blocks open at once on several threads (checks run
     from several threads of a program) share one setting: the fewest any open block asks for, and when the last
-    of them ends, in whatever order they end, the count from before the first."""
-    with _BLAS_LOCK:
-        if not _blas_limits:
-            _blas_before[:] = [(set_threads, get()) for get, set_threads in _blas_controls()]
-        _blas_limits.append(threads)
-        _set_blas(min(_blas_limits))
+    of them ends, in whatever order they end, the count from before the first. So a check run beside another
+    thread's may have its products on fewer threads than it asked for (and, where that changes them, other last
+    bits). A process forked inside a block starts from the count before it (``_fresh_blas_limits``)."""
+    hold = _Hold(threads)
     try:
-        yield
-    finally:
         with _BLAS_LOCK:
-            _blas_limits.remove(threads)
-            if _blas_limits:
-                _set_blas(min(_blas_limits))
-            else:
-                for set_threads, count in _blas_before:
-                    set_threads(count)
-                _blas_before.clear()
+            if not _blas_holds and not _blas_before:
+                _blas_before[:] = [(set_threads, get()) for get, set_threads in _blas_controls()]
+            _blas_holds.append(hold)
+            _apply_holds()
+        yield
+    finally:  # also when a timeout's or Ctrl-C's exception landed before the hold was in the list
+        with _BLAS_LOCK:
+            _blas_holds[:] = [other for other in _blas_holds if other is not hold]
+            _apply_holds()
 
 
-_BLAS_LOCK = threading.Lock()
-_blas_limits: list[int] = []  # the limits of the limited_blas blocks open now, on any thread
+class _Hold:
+    """One open ``limited_blas`` block (compared by identity: two blocks may ask for the same count)."""
+
+    __slots__ = ("threads",)
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+
+
+# Reentrant: a block left open by an abandoned generator (``ordered_map``'s) may be closed by the garbage collector
+# on the thread that is inside the lock already.
+_BLAS_LOCK = threading.RLock()
+_blas_holds: list[_Hold] = []  # the limited_blas blocks open now, on any thread
 _blas_before: list[tuple[Callable[[int], None], int]] = []  # each BLAS's own count before the first of them
 
 
-def _set_blas(threads: int) -> None:
-    for set_threads, _ in _blas_before:
-        set_threads(threads)
+def _apply_holds() -> None:
+    """Under ``_BLAS_LOCK``: BLAS at the fewest threads an open block asks for, or with none open, back at the
+    count from before the first."""
+    if _blas_holds:
+        fewest = min(hold.threads for hold in _blas_holds)
+        for set_threads, _ in _blas_before:
+            set_threads(fewest)
+        return
+    for set_threads, count in _blas_before:
+        set_threads(count)
+    _blas_before.clear()
 
 
 def _fresh_blas_limits() -> None:
-    # A forked child has only the thread that forked, which never leaves the blocks it was in (it runs its task
-    # and exits): it starts with no blocks open and a lock of its own, BLAS at the count it had.
+    # A forked child has only the thread that forked, which never leaves the blocks it was in (it runs its task and
+    # exits), and a process started inside a check's block (the user's layer's fork server, started at its first
+    # call) must not keep that check's count for the later checks it serves: the child starts with no block open
+    # and the count from before the first, and a lock of its own. A process held to one thread for its life
+    # (``hold_one_blas_thread``: a --jobs worker) keeps that hold in its children.
     global _BLAS_LOCK
-    _BLAS_LOCK = threading.Lock()
-    _blas_limits.clear()
-    _blas_before.clear()
+    _BLAS_LOCK = threading.RLock()
+    if _held:
+        _blas_holds[:] = [_Hold(1)]
+        return
+    _blas_holds.clear()
+    _apply_holds()
 
 
 if hasattr(os, "register_at_fork"):

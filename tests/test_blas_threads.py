@@ -3,6 +3,7 @@ and leave the count they found; a small layer's check holds its products to one 
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 import threading
@@ -90,7 +91,40 @@ def test_blocks_on_many_threads_never_run_above_their_limit_and_restore_the_coun
         thread.join()
     assert above == []
     assert blas.threads == 8
-    assert blas.changes > 4  # the blocks did hold it
+
+
+def test_a_process_forked_inside_a_block_starts_from_the_count_before_it(blas):
+    """The user's layer's fork server starts at its first call, inside a small check's block: the later checks it
+    serves must not keep that check's one thread."""
+    if parallel._held or not hasattr(os, "fork"):
+        pytest.skip("this process is held to one BLAS thread for good, or cannot fork")
+    read, write = os.pipe()
+    with parallel.limited_blas(1):
+        pid = os.fork()
+        if pid == 0:  # the child: report its count, then leave without running the parent's cleanup
+            os.write(write, str(blas.threads).encode())
+            os._exit(0)
+        assert blas.threads == 1
+    os.waitpid(pid, 0)
+    os.close(write)
+    assert os.read(read, 16) == b"8"
+    os.close(read)
+    assert blas.threads == 8
+
+
+def test_a_block_opened_by_the_thread_inside_the_lock_does_not_deadlock(blas):
+    """A block left open by an abandoned generator may be closed by the garbage collector on a thread that is
+    inside the lock already."""
+
+    def nested() -> None:
+        with parallel._BLAS_LOCK, parallel.limited_blas(1):
+            pass
+
+    thread = threading.Thread(target=nested, daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert blas.threads == 8
 
 
 def test_check_blas_threads_holds_small_layers_to_one_and_the_quick_tier_of_convcheck_layer(monkeypatch):
@@ -101,6 +135,7 @@ def test_check_blas_threads_holds_small_layers_to_one_and_the_quick_tier_of_conv
     assert parallel.forward_macs(SMALL) < parallel.BLAS_ONE_THREAD_MACS <= parallel.forward_macs(SEED)
     assert parallel.forward_macs(SMALL) == 2 * 5 * 7 * 3 * (3 * 3 * 2)
     assert parallel.check_blas_threads(own, SMALL, directional=False) == 1
+    assert parallel.check_blas_threads(own, SMALL, directional=True) == 1  # never side by side, so one
     assert parallel.check_blas_threads(user, SMALL, directional=False) == 1
     assert parallel.check_blas_threads(user, SMALL, directional=True) == 1
     assert parallel.check_blas_threads(own, SEED, directional=False) is None
@@ -130,8 +165,8 @@ def _blas_threads() -> int:
 def test_a_small_layers_check_runs_its_products_on_one_blas_thread_and_leaves_the_count(method, monkeypatch):
     for name in parallel.BLAS_THREAD_VARIABLES:
         monkeypatch.delenv(name, raising=False)
-    if not parallel._blas_controls() or parallel.available_cores() < 2:
-        pytest.skip("BLAS's threads are not controlled here, or there is one core")
+    if not parallel._blas_controls() or parallel.available_cores() < 2 or parallel._held:
+        pytest.skip("BLAS's threads are not controlled here, there is one core, or one thread is held for good")
     with parallel.limited_blas(2):  # whatever the test process had: two threads, to be held to one
         layer = Watched(1, 1, Activation.RELU)
         layer.seen = []
