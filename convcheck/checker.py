@@ -231,14 +231,14 @@ def _measured(spec: CheckSpec, layer: ConvLayer, data: CheckData, forward_tol: T
 def _quick_side_by_side(spec: CheckSpec, layer: ConvLayer, data: CheckData, forward_tol: Tolerance) -> _Measured:
     """``_measured`` for the quick tier of convcheck's own layer on two threads: beside the layer contract's calls,
     the magnitude and the reference convolution, the engine's setup (from the contract's first output, as soon as
-    there is one), the directions and the weights' and bias's passes (``methods.DirectionalBeside``); then the
-    input's passes and the forward verdict beside those passes' bounds. The same steps and results as
-    ``_measured``'s, bit for bit (BLAS held to the same threads in both, wherever its threads can be set), in about
-    0.65 of its time on 2 cores."""
+    there is one), the directions and the weights' and bias's passes and their bounds
+    (``methods.DirectionalBeside``); after the contract, the input's passes and the forward verdict. The same steps
+    and results as ``_measured``'s, bit for bit (BLAS held to the same threads in both, wherever its threads can be
+    set), in about 0.65 of its time on 2 cores."""
     window, u = spec.shape.window, unit_roundoff(spec.dtype)
     x64, w64, b64 = (a.astype(np.float64, copy=False) for a in (data.x, data.w, data.b))  # read, never written
     first: Future[np.ndarray | None] = Future()  # the contract's first output: the engine's first evaluation
-    with parallel.side_by_side(True) as beside:
+    with parallel.side_by_side() as beside:
         with _answered(first):  # no usable output, or a failure: the engine then evaluates at the point twice
             scale = beside.start(lambda: reference.magnitude(x64, w64, b64, window))
             expected = beside.start(lambda: reference_forward(spec, x64, w64, b64))

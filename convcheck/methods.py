@@ -199,11 +199,8 @@ class DirectionalBeside:
         self._input: _Projected | None = None
 
     def measure_input(self) -> None:
-        """The input's passes and its bound's spread, on this thread."""
-        engine, groups = self._prepared()
-        measured = measure_directions(engine, groups[Tensor.INPUT])
-        steps = taken(engine, groups[Tensor.INPUT], [projection.eps for projection in measured])
-        self._input = (measured, steps, self._spread(Tensor.INPUT, steps))
+        """The input's passes and its bound's spread, on this thread (on the engine's own parameters)."""
+        self._input = self._measured(Tensor.INPUT, None)
 
     def estimates(self, grads: tuple[np.ndarray, ...], finals: tuple[np.ndarray, ...]) -> list[Estimate]:
         """One estimate per tensor from the analytic gradients ``(dx, dw, db)`` and each entry's final rounding
@@ -218,7 +215,7 @@ class DirectionalBeside:
             for t, (measured, steps, known) in zip(Tensor, found, strict=True)
         ]
 
-    def _measured(self, tensor: Tensor, params: list[np.ndarray]) -> _Projected:
+    def _measured(self, tensor: Tensor, params: list[np.ndarray] | None) -> _Projected:
         engine, groups = self._prepared()
         measured = measure_directions(engine, groups[tensor], params)
         steps = taken(engine, groups[tensor], [projection.eps for projection in measured])

@@ -19,9 +19,9 @@ running), and a check inside such a process measures on one thread (``engine_wor
 
 A check of convcheck's own layer that measures few passes (``directional``) has no groups to share out; it runs
 whole steps side by side instead (``side_by_side``: the engine's setup and the weights' and bias's projections
-beside the layer contract's calls, the forward verdict beside the input's projection), on one thread kept for
-that (``_helper``), BLAS held to half the cores each meanwhile for the same reason as above
-(``side_by_side_blas_threads``). Such a check runs its products on that many BLAS threads whether or not its
+beside the layer contract's calls, then the input's projection and the forward verdict beside the rest of
+them), on one thread kept for that (``_helper``), BLAS held to half the cores each meanwhile for the same reason
+as above (``side_by_side_blas_threads``). Such a check runs its products on that many BLAS threads whether or not its
 steps run side by side (``checker``), because a product's last bits can depend on the number of threads it runs
 on (``Beside`` says where that was measured), and a check's must not depend on how it was scheduled.
 """
@@ -150,8 +150,7 @@ def fanout_workers(shape: ConvShape, passes: int) -> int:
     Those cores are every core, or in a process started with one BLAS thread its share of them
     (``CORES_VARIABLE``: all of them for the one worker of ``--jobs 1``, one each under ``--jobs N``).
     """
-    macs = math.prod(shape.out_shape) * shape.fan_in
-    if macs < FANOUT_MIN_MACS or passes < FANOUT_MIN_PASSES:
+    if forward_macs(shape) < FANOUT_MIN_MACS or passes < FANOUT_MIN_PASSES:
         return 1
     if not blas_pinned():
         return available_cores()
@@ -357,8 +356,8 @@ def _openblas_controls() -> list[tuple[Callable[[], int], Callable[[int], None]]
 
 
 class Beside:
-    """Calls run beside this thread's work (on ``_helper``'s thread) when ``active``, else when their result is
-    asked for: ``start(fn)`` returns the function that gives ``fn()``'s result (raising what ``fn`` raised).
+    """Calls run beside this thread's work, on ``_helper``'s thread, in the order started: ``start(fn)`` returns the
+    function that gives ``fn()``'s result (raising what ``fn`` raised).
 
     ``Beside`` leaves BLAS's threads as they are. The last bits of a matrix product can depend on the number of
     threads it runs on (measured: the backward products of a 4×23×31×13 → 29 layer differ on one and on two), so
@@ -368,23 +367,14 @@ class Beside:
     1.7× as fast with one BLAS thread each.
     """
 
-    def __init__(self, active: bool) -> None:
-        self.active = active
+    def __init__(self) -> None:
         self._pending: list[Future[Any]] = []
 
     def start(self, fn: Callable[[], Value]) -> Callable[[], Value]:
-        if self.active:  # in the caller's context: its context variables (a progress hook) hold there too
-            future = _helper().submit(contextvars.copy_context().run, fn)
-            self._pending.append(future)
-            return future.result
-        held: list[Value] = []
-
-        def later() -> Value:
-            if not held:
-                held.append(fn())
-            return held[0]
-
-        return later
+        # in the caller's context: its context variables (a progress hook) hold there too
+        future = _helper().submit(contextvars.copy_context().run, fn)
+        self._pending.append(future)
+        return future.result
 
     def alone(self) -> None:
         """Wait until every call started has ended (its result or exception stays with its future); calls not
@@ -397,9 +387,9 @@ class Beside:
 
 
 @contextmanager
-def side_by_side(active: bool) -> Iterator[Beside]:
+def side_by_side() -> Iterator[Beside]:
     """A ``Beside`` for the block; every call started has ended when the block does, also when it raises."""
-    beside = Beside(active)
+    beside = Beside()
     try:
         yield beside
     finally:

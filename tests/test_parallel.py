@@ -266,7 +266,7 @@ def test_blas_threads_change_the_odd_layers_products_so_the_test_above_can_fail(
     assert grads[1] != grads[2]
 
 
-def test_beside_runs_calls_on_its_thread_or_when_asked_and_hands_back_their_errors():
+def test_beside_runs_calls_on_its_thread_in_order_and_hands_back_their_errors():
     here = threading.get_ident()
     seen: list[int] = []
 
@@ -274,18 +274,16 @@ def test_beside_runs_calls_on_its_thread_or_when_asked_and_hands_back_their_erro
         seen.append(threading.get_ident())
         return len(seen)
 
-    with parallel.side_by_side(False) as beside:
-        later = beside.start(call)
-        assert seen == []  # not run until asked for
-        assert later() == 1 and later() == 1 and seen == [here]
-    with parallel.side_by_side(True) as beside:
+    with parallel.side_by_side() as beside:
         first = beside.start(call)
         second = beside.start(call)
-        assert (first(), second()) == (2, 3)
+        assert (first(), second()) == (1, 2)  # in the order started
         failing = beside.start(lambda: 1 // 0)
         with pytest.raises(ZeroDivisionError):
             failing()
-    assert seen[1] == seen[2] != here  # one helper thread, kept for the next check
+    with parallel.side_by_side() as beside:
+        beside.start(call)()
+    assert seen[0] == seen[1] == seen[2] != here  # one helper thread, kept for the next check
 
 
 def test_a_block_that_ends_waits_for_the_running_call_and_drops_those_not_started():
@@ -295,7 +293,7 @@ def test_a_block_that_ends_waits_for_the_running_call_and_drops_those_not_starte
         started.set()
         return gate.wait(10)
 
-    with parallel.side_by_side(True) as beside:
+    with parallel.side_by_side() as beside:
         running = beside.start(busy)
         dropped = beside.start(lambda: 1 // 0)  # queued behind it: nobody asks for it before the block ends
         assert started.wait(10)
@@ -306,13 +304,13 @@ def test_a_block_that_ends_waits_for_the_running_call_and_drops_those_not_starte
 
 
 def test_a_forked_child_gets_a_helper_thread_of_its_own():
-    with parallel.side_by_side(True) as beside:
+    with parallel.side_by_side() as beside:
         beside.start(lambda: None)()
     pid = os.fork()
     if pid == 0:  # the child: the parent's helper thread does not exist here
         code = 1
         try:
-            with parallel.side_by_side(True) as beside:
+            with parallel.side_by_side() as beside:
                 code = 0 if beside.start(lambda: 7)() == 7 else 1
         finally:
             os._exit(code)
